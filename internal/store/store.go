@@ -1,0 +1,172 @@
+// Package store keeps presencebridge's state in one bbolt file: the MSAL token cache,
+// resolved user ids and the last presence of every user. It survives restarts and
+// is readable by the service account only (0600 file in a 0700 directory).
+package store
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// Buckets used by presencebridge. Keys are documented where they are written.
+const (
+	BucketTokens   = "tokens"   // account ID -> MSAL cache blob (raw bytes)
+	BucketUserIDs  = "userids"  // UPN -> graph.Resolved (JSON)
+	BucketPresence = "presence" // UPN -> presence.State (JSON)
+	BucketAccounts = "accounts" // account ID -> account status (JSON)
+)
+
+var allBuckets = []string{BucketTokens, BucketUserIDs, BucketPresence, BucketAccounts}
+
+// ErrInUse means another process holds the state file open.
+var ErrInUse = errors.New("state file is in use by another presencebridge process")
+
+// DB is the open state file.
+type DB struct {
+	bolt *bolt.DB
+	path string
+}
+
+// Open opens (creating if needed) the state file at path. If another process holds
+// it, Open gives up after a second with ErrInUse rather than hanging.
+func Open(path string) (*DB, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, fmt.Errorf("create state directory for %s: %w", path, err)
+	}
+	b, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second})
+	if err != nil {
+		if errors.Is(err, bolt.ErrTimeout) {
+			return nil, fmt.Errorf("open state file %s: %w (is the service or another command running? stop it first)", path, ErrInUse)
+		}
+		return nil, fmt.Errorf("open state file %s: %w", path, err)
+	}
+	// bbolt creates with 0600 but an existing file may have been copied with wider
+	// permissions: tokens live here, so tighten it.
+	if err := os.Chmod(path, 0o600); err != nil {
+		b.Close()
+		return nil, fmt.Errorf("restrict permissions of %s: %w", path, err)
+	}
+	err = b.Update(func(tx *bolt.Tx) error {
+		for _, name := range allBuckets {
+			if _, err := tx.CreateBucketIfNotExists([]byte(name)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		b.Close()
+		return nil, fmt.Errorf("initialise state file %s: %w", path, err)
+	}
+	return &DB{bolt: b, path: path}, nil
+}
+
+// Path returns the file the DB was opened from.
+func (d *DB) Path() string { return d.path }
+
+// Close closes the file.
+func (d *DB) Close() error { return d.bolt.Close() }
+
+// GetRaw returns a copy of the value at bucket/key, or nil if absent.
+func (d *DB) GetRaw(bucket, key string) ([]byte, error) {
+	var out []byte
+	err := d.bolt.View(func(tx *bolt.Tx) error {
+		v := tx.Bucket([]byte(bucket)).Get([]byte(key))
+		if v != nil {
+			out = append([]byte(nil), v...)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read %s/%s: %w", bucket, key, err)
+	}
+	return out, nil
+}
+
+// PutRaw stores value at bucket/key.
+func (d *DB) PutRaw(bucket, key string, value []byte) error {
+	err := d.bolt.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket([]byte(bucket)).Put([]byte(key), value)
+	})
+	if err != nil {
+		return fmt.Errorf("write %s/%s: %w", bucket, key, err)
+	}
+	return nil
+}
+
+// Get decodes the JSON value at bucket/key into v; found is false if absent.
+func (d *DB) Get(bucket, key string, v any) (found bool, err error) {
+	raw, err := d.GetRaw(bucket, key)
+	if err != nil || raw == nil {
+		return false, err
+	}
+	if err := json.Unmarshal(raw, v); err != nil {
+		return false, fmt.Errorf("decode %s/%s: %w", bucket, key, err)
+	}
+	return true, nil
+}
+
+// Put stores v as JSON at bucket/key.
+func (d *DB) Put(bucket, key string, v any) error {
+	raw, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Errorf("encode %s/%s: %w", bucket, key, err)
+	}
+	return d.PutRaw(bucket, key, raw)
+}
+
+// PutMany stores every entry as JSON in one transaction (one fsync for a whole
+// poll cycle's changes rather than one per user).
+func (d *DB) PutMany(bucket string, entries map[string]any) error {
+	if len(entries) == 0 {
+		return nil
+	}
+	err := d.bolt.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket([]byte(bucket))
+		for k, v := range entries {
+			raw, err := json.Marshal(v)
+			if err != nil {
+				return fmt.Errorf("encode %s: %w", k, err)
+			}
+			if err := b.Put([]byte(k), raw); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("write %d entries to %s: %w", len(entries), bucket, err)
+	}
+	return nil
+}
+
+// Delete removes bucket/key (no error if absent).
+func (d *DB) Delete(bucket, key string) error {
+	err := d.bolt.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket([]byte(bucket)).Delete([]byte(key))
+	})
+	if err != nil {
+		return fmt.Errorf("delete %s/%s: %w", bucket, key, err)
+	}
+	return nil
+}
+
+// ForEach calls fn for every key in bucket with its raw value, which is only valid
+// during the call.
+func (d *DB) ForEach(bucket string, fn func(key string, raw []byte) error) error {
+	err := d.bolt.View(func(tx *bolt.Tx) error {
+		return tx.Bucket([]byte(bucket)).ForEach(func(k, v []byte) error {
+			return fn(string(k), v)
+		})
+	})
+	if err != nil {
+		return fmt.Errorf("read %s: %w", bucket, err)
+	}
+	return nil
+}
