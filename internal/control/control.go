@@ -56,15 +56,16 @@ func Listen(addr, keyFile string, h Handler, logger *slog.Logger) (*Server, erro
 		return nil, err
 	}
 	key := hex.EncodeToString(buf)
-	if err := os.WriteFile(keyFile, []byte(key+"\n"), 0o600); err != nil {
-		return nil, fmt.Errorf("write control key %s: %w", keyFile, err)
-	}
-	if err := os.Chmod(keyFile, 0o600); err != nil {
-		return nil, fmt.Errorf("restrict control key %s: %w", keyFile, err)
-	}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("listen on control address %s (set [General] ControlAddr to a free loopback port, or off): %w", addr, err)
+	}
+	// The file carries the bound address too, so port 0 works and the CLI needs
+	// nothing but the state directory.
+	raw, _ := json.Marshal(keyFileContent{Addr: ln.Addr().String(), Key: key})
+	if err := writePrivate(keyFile, raw); err != nil {
+		ln.Close()
+		return nil, err
 	}
 	s := &Server{ln: ln, key: key, keyFile: keyFile}
 	mux := http.NewServeMux()
@@ -105,6 +106,21 @@ func Listen(addr, keyFile string, h Handler, logger *slog.Logger) (*Server, erro
 		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelDebug),
 	}
 	return s, nil
+}
+
+type keyFileContent struct {
+	Addr string `json:"addr"`
+	Key  string `json:"key"`
+}
+
+func writePrivate(path string, data []byte) error {
+	if err := os.WriteFile(path, data, 0o600); err != nil {
+		return fmt.Errorf("write control key %s: %w", path, err)
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		return fmt.Errorf("restrict control key %s: %w", path, err)
+	}
+	return nil
 }
 
 // Addr is the bound address.
@@ -152,9 +168,9 @@ type Client struct {
 	hc   *http.Client
 }
 
-// NewClient reads the key from keyFile. A missing key file means no service has
-// started with this state file: ErrNotRunning.
-func NewClient(addr, keyFile string) (*Client, error) {
+// NewClient reads the address and key from keyFile. A missing key file means no
+// service is running with this state file: ErrNotRunning.
+func NewClient(keyFile string) (*Client, error) {
 	raw, err := os.ReadFile(keyFile)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, ErrNotRunning
@@ -162,9 +178,13 @@ func NewClient(addr, keyFile string) (*Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read control key %s (run as the service account or an administrator): %w", keyFile, err)
 	}
+	var kf keyFileContent
+	if err := json.Unmarshal(raw, &kf); err != nil || kf.Addr == "" {
+		return nil, fmt.Errorf("control key %s is damaged; restart the service", keyFile)
+	}
 	return &Client{
-		base: "http://" + addr,
-		key:  strings.TrimSpace(string(raw)),
+		base: "http://" + kf.Addr,
+		key:  kf.Key,
 		// Never through a proxy: this is loopback.
 		hc: &http.Client{Transport: &http.Transport{Proxy: nil}},
 	}, nil

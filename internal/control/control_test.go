@@ -51,7 +51,7 @@ func start(t *testing.T) (*Client, string) {
 	if err != nil || fi.Mode().Perm() != 0o600 {
 		t.Fatalf("key file: %v mode %v, want 0600", err, fi.Mode().Perm())
 	}
-	c, err := NewClient(s.Addr(), keyFile)
+	c, err := NewClient(keyFile)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -100,7 +100,7 @@ func TestWrongKeyRefused(t *testing.T) {
 }
 
 func TestNotRunning(t *testing.T) {
-	if _, err := NewClient("127.0.0.1:1", filepath.Join(t.TempDir(), "none.key")); !errors.Is(err, ErrNotRunning) {
+	if _, err := NewClient(filepath.Join(t.TempDir(), "none.key")); !errors.Is(err, ErrNotRunning) {
 		t.Fatalf("NewClient without key file = %v, want ErrNotRunning", err)
 	}
 }
