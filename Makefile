@@ -17,7 +17,7 @@ build: ## build bin/presencebridge
 
 test: ## vet and run every test (unit and integration) with the race detector
 	$(GO) vet ./...
-	@fmt=$$(gofmt -l cmd internal); if [ -n "$$fmt" ]; then echo "gofmt needed: $$fmt"; exit 1; fi
+	@fmt=$$(gofmt -l .); if [ -n "$$fmt" ]; then echo "gofmt needed: $$fmt"; exit 1; fi
 	$(GO) test -race -count=1 -timeout 15m ./...
 
 test-integration: ## only the integration tests (TestIntegration*)
@@ -25,7 +25,7 @@ test-integration: ## only the integration tests (TestIntegration*)
 
 lint: ## go vet and gofmt
 	$(GO) vet ./...
-	@test -z "$$(gofmt -l cmd internal)" || (gofmt -l cmd internal; exit 1)
+	@test -z "$$(gofmt -l .)" || (gofmt -l .; exit 1)
 
 demo: build ## run presencebridge against the built-in simulated tenant
 	scripts/demo.sh

@@ -3,11 +3,18 @@ module github.com/presencebridge/presencebridge
 go 1.26.8
 
 require (
-	github.com/AzureAD/microsoft-authentication-library-for-go v1.10.1 // indirect
-	github.com/kardianos/service v1.3.0 // indirect
-	go.etcd.io/bbolt v1.5.0 // indirect
-	golang.org/x/net v0.62.0 // indirect
+	github.com/AzureAD/microsoft-authentication-library-for-go v1.10.1
+	go.etcd.io/bbolt v1.5.0
+	golang.org/x/net v0.62.0
+	gopkg.in/ini.v1 v1.67.3
+)
+
+require (
+	github.com/golang-jwt/jwt/v5 v5.2.2 // indirect
+	github.com/google/uuid v1.3.0 // indirect
+	github.com/kylelemons/godebug v1.1.0 // indirect
+	github.com/pkg/browser v0.0.0-20210911075715-681adbf594b8 // indirect
+	golang.org/x/sync v0.24.0 // indirect
 	golang.org/x/sys v0.49.0 // indirect
-	golang.org/x/time v0.16.0 // indirect
-	gopkg.in/ini.v1 v1.67.3 // indirect
+	golang.org/x/text v0.43.0 // indirect
 )
