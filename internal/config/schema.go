@@ -1,0 +1,43 @@
+package config
+
+import "time"
+
+// Defaults of Presence.ini; Presence.ini.example documents the same values.
+const (
+	DefaultWinningTechnology  = WinningSipSimple
+	DefaultStateFile          = "presencebridge.db" // beside the INI
+	DefaultUsersFile          = "users.csv"         // beside the INI
+	DefaultControlAddr        = "127.0.0.1:8399"
+	DefaultLoginURL           = "https://login.microsoftonline.com"
+	DefaultGraphURL           = "https://graph.microsoft.com/v1.0"
+	DefaultInterval           = 10 * time.Second
+	DefaultBudgetRequests     = 1500 // getPresencesByUserId: 1,500 requests / 30 s per app per tenant (Graph throttling limits page)
+	DefaultBudgetWindow       = 30 * time.Second
+	DefaultBudgetSharePercent = 60
+	DefaultRequestTimeout     = 20 * time.Second
+	DefaultResolveInterval    = 24 * time.Hour
+	DefaultResolveRate        = 10.0
+)
+
+// Legacy keys sit at the top of the file, before any section, as the vendors'
+// guides write them (e.g. Imagicle's Presence.ini).
+const (
+	keyTeamsEnable       = "MSTeamsPresence.Enable"
+	keyWinningTechnology = "RichPresence.WinningTechnology"
+)
+
+// knownSections are the section names, canonical spelling, in file order;
+// "Account" stands for [Account.<id>].
+var knownSections = []string{"General", "Microsoft", "Proxy", "Polling", "Account"}
+
+// knownKeys lists every key by lower-case section name ("" for the top of the file,
+// "account" for every [Account.<id>]), canonical spelling, in documentation order.
+var knownKeys = map[string][]string{
+	"":          {keyTeamsEnable, keyWinningTechnology},
+	"general":   {"StateFile", "UsersFile", "LogLevel", "ControlAddr", "EmitAllOnStart"},
+	"microsoft": {"LoginURL", "GraphURL"},
+	"proxy":     {"URL", "CAFile"},
+	"polling":   {"Interval", "BudgetRequests", "BudgetWindow", "BudgetShare", "RequestTimeout", "ResolveInterval", "ResolveRate"},
+	"account": {"TenantID", "ClientID", "Auth", "ClientSecret", "CertificateFile", "CertificateKeyFile",
+		"Username", "Domains", "LoginURL", "GraphURL", "BudgetRequests", "BudgetWindow", "BudgetShare"},
+}
