@@ -1,0 +1,302 @@
+package transport
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/url"
+	"strings"
+)
+
+// dialError is a failed TCP connection (name resolution included), tagged
+// with the hop it was meant for. Its text is the underlying error's, so the
+// error strings callers see are unchanged.
+type dialError struct {
+	addr             string // host:port that was dialed
+	proxy            bool   // addr is the proxy, not the target
+	kind             string // "HTTP proxy", "SOCKS5 proxy" when proxy
+	setting          string // where the proxy is configured, when proxy
+	localDNSForSOCKS bool   // target name resolved here for a socks5:// proxy
+	err              error
+}
+
+func (e *dialError) Error() string { return e.err.Error() }
+func (e *dialError) Unwrap() error { return e.err }
+
+// Timeout and Temporary keep net.Error semantics for url.Error.Timeout and
+// net.OpError.Timeout, which type-assert their direct Err.
+func (e *dialError) Timeout() bool {
+	var ne net.Error
+	return errors.As(e.err, &ne) && ne.Timeout()
+}
+
+func (e *dialError) Temporary() bool {
+	var ne interface{ Temporary() bool }
+	return errors.As(e.err, &ne) && ne.Temporary()
+}
+
+// socksError is a failure of the SOCKS5 proxy or of its negotiation.
+type socksError struct {
+	proxy, target, user, setting string
+	err                          error
+}
+
+func (e *socksError) Error() string {
+	return fmt.Sprintf("via SOCKS5 proxy %s: %v", e.proxy, e.err)
+}
+func (e *socksError) Unwrap() error { return e.err }
+func (e *socksError) Timeout() bool {
+	var ne net.Error
+	return errors.As(e.err, &ne) && ne.Timeout()
+}
+
+// connectError is a non-200 reply of an HTTP proxy to CONNECT.
+type connectError struct {
+	proxy, target   string
+	status          int
+	text            string
+	user            string
+	sentCredentials bool
+	schemes         []string // Proxy-Authenticate schemes offered on 407
+	setting         string
+}
+
+func (e *connectError) Error() string {
+	return fmt.Sprintf("proxy %s answered CONNECT %s with %d %s", e.proxy, e.target, e.status, e.text)
+}
+
+// Explain turns a failure of a client from NewClient into one sentence that
+// names the failed hop (DNS, the proxy, the target, TLS) and the fix, for
+// logs and the verify command. It returns "" when it has nothing more
+// specific to say than err itself. It never includes a password.
+func Explain(err error) string {
+	if err == nil {
+		return ""
+	}
+	host := "the server"
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		if u, perr := url.Parse(ue.URL); perr == nil && u.Host != "" {
+			host = u.Host
+		}
+	}
+
+	var ce *connectError
+	if errors.As(err, &ce) {
+		return explainConnect(ce)
+	}
+	var de *dialError
+	if errors.As(err, &de) {
+		if de.proxy {
+			return explainProxyDial(de)
+		}
+		return explainTargetDial(de)
+	}
+	var se *socksError
+	if errors.As(err, &se) {
+		return explainSOCKS(se.proxy, se.target, se.user, se.setting, se.err)
+	}
+	var oe *net.OpError
+	if errors.As(err, &oe) && strings.HasPrefix(oe.Op, "socks") {
+		// net/http's own SOCKS5 client, used for socks5:// in HTTPS_PROXY.
+		p, t := "", host
+		if oe.Source != nil {
+			p = oe.Source.String()
+		}
+		if oe.Addr != nil {
+			t = oe.Addr.String()
+		}
+		return explainSOCKS(p, t, "", settingEnv, oe.Err)
+	}
+	viaProxy := errors.As(err, &oe) && oe.Op == "proxyconnect"
+	if viaProxy {
+		host = "the proxy"
+	}
+	if s := explainTLS(err, host); s != "" {
+		return s
+	}
+	if viaProxy {
+		return fmt.Sprintf("Proxy: cannot set up the connection to the proxy (%v); check [Proxy] URL or HTTPS_PROXY", oe.Err)
+	}
+	var dnsErr *net.DNSError
+	if errors.As(err, &dnsErr) {
+		return fmt.Sprintf("DNS: cannot resolve %s (%s); check the DNS server or set [Proxy] URL so that a proxy resolves it", dnsErr.Name, dnsErr.Err)
+	}
+	switch {
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+		return fmt.Sprintf("Network: the connection to %s was closed before a reply; a proxy or firewall in between may be dropping it (check [Proxy] URL and the firewall)", host)
+	case isReset(err):
+		return fmt.Sprintf("Network: the connection to %s was reset; a proxy or firewall in between may be blocking it (check [Proxy] URL and the firewall)", host)
+	case errors.Is(err, context.Canceled):
+		return ""
+	case isTimeout(err):
+		return fmt.Sprintf("Network: no reply from %s in time; check the network path and the proxy, or raise the timeout if %s is just slow", host, host)
+	}
+	return ""
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout())
+}
+
+func explainConnect(e *connectError) string {
+	switch {
+	case e.status == 407 && len(e.schemes) > 0 && !offersBasic(e.schemes):
+		return fmt.Sprintf("Proxy: the HTTP proxy %s asks for %s authentication (407 Proxy Authentication Required), but presencebridge sends only Basic; "+
+			"ask the proxy administrators to allow Basic for this machine or to exempt %s", e.proxy, strings.Join(e.schemes, "/"), e.target)
+	case e.status == 407 && !e.sentCredentials:
+		return fmt.Sprintf("Proxy: the HTTP proxy %s requires authentication (407 Proxy Authentication Required); put the user and password in %s as http://user:password@host:port",
+			e.proxy, e.setting)
+	case e.status == 407:
+		return fmt.Sprintf("Proxy: the proxy refused the credentials of user %q at %s (407 Proxy Authentication Required); check user/password in %s (percent-encode special characters)",
+			e.user, e.proxy, e.setting)
+	case e.status == 403:
+		return fmt.Sprintf("Proxy: the HTTP proxy %s refused to open a tunnel to %s (403 %s); ask the proxy administrators to allow HTTPS (CONNECT) to %s",
+			e.proxy, e.target, e.text, e.target)
+	case e.status == 502 || e.status == 503 || e.status == 504:
+		return fmt.Sprintf("Proxy: the HTTP proxy %s could not reach %s (%d %s); the proxy's DNS or outbound access to that host is failing, or the host name is wrong",
+			e.proxy, e.target, e.status, e.text)
+	}
+	return fmt.Sprintf("Proxy: the HTTP proxy %s answered the CONNECT to %s with %d %s; check %s and the proxy's rules",
+		e.proxy, e.target, e.status, e.text, e.setting)
+}
+
+func offersBasic(schemes []string) bool {
+	for _, s := range schemes {
+		if strings.EqualFold(s, "Basic") {
+			return true
+		}
+	}
+	return false
+}
+
+func explainProxyDial(e *dialError) string {
+	var dnsErr *net.DNSError
+	switch {
+	case errors.As(e.err, &dnsErr):
+		return fmt.Sprintf("DNS: cannot resolve the %s host %s (%s); check the host name in %s and the DNS server", e.kind, dnsErr.Name, dnsErr.Err, e.setting)
+	case isRefused(e.err):
+		return fmt.Sprintf("Proxy: the %s %s refused the connection; check the host and port in %s and that the proxy is running", e.kind, e.addr, e.setting)
+	case isTimeout(e.err):
+		return fmt.Sprintf("Proxy: connecting to the %s %s timed out; check the address in %s and that the firewall lets this machine reach it", e.kind, e.addr, e.setting)
+	case isUnreachable(e.err):
+		return fmt.Sprintf("Proxy: no route to the %s %s; check the address in %s and this machine's network", e.kind, e.addr, e.setting)
+	}
+	return fmt.Sprintf("Proxy: cannot connect to the %s %s (%v); check %s", e.kind, e.addr, e.err, e.setting)
+}
+
+func explainTargetDial(e *dialError) string {
+	const viaProxy = "set [Proxy] URL if outbound traffic must go through a proxy"
+	var dnsErr *net.DNSError
+	switch {
+	case errors.As(e.err, &dnsErr) && e.localDNSForSOCKS:
+		return fmt.Sprintf("DNS: cannot resolve %s (%s) on this machine; check the DNS server or set [Proxy] URL to socks5h:// so that the SOCKS5 proxy resolves it", dnsErr.Name, dnsErr.Err)
+	case errors.As(e.err, &dnsErr):
+		return fmt.Sprintf("DNS: cannot resolve %s (%s); check the DNS server or set [Proxy] URL so that a proxy resolves it", dnsErr.Name, dnsErr.Err)
+	case isRefused(e.err):
+		return fmt.Sprintf("Network: the target %s refused the connection; check the host name and port, and that outbound HTTPS is allowed, or %s", e.addr, viaProxy)
+	case isTimeout(e.err):
+		return fmt.Sprintf("Network: connecting to the target %s timed out; a firewall may be dropping outbound HTTPS: allow it, or %s", e.addr, viaProxy)
+	case isUnreachable(e.err):
+		return fmt.Sprintf("Network: no route to the target %s; check this machine's network and gateway, or %s", e.addr, viaProxy)
+	}
+	return fmt.Sprintf("Network: cannot connect to the target %s (%v); check the network, or %s", e.addr, e.err, viaProxy)
+}
+
+// explainSOCKS reads the errors of golang.org/x/net/internal/socks (and its
+// copy in net/http), which are plain strings (see client.go and socks.go
+// there): the reply codes of RFC 1928 section 6 come as "unknown error <text>".
+func explainSOCKS(proxyAddr, target, user, setting string, err error) string {
+	if proxyAddr == "" {
+		proxyAddr = "(from HTTPS_PROXY)"
+	}
+	var msg string
+	var oe *net.OpError
+	if errors.As(err, &oe) && oe.Err != nil {
+		msg = oe.Err.Error()
+	} else {
+		msg = err.Error()
+	}
+	switch {
+	case strings.Contains(msg, "username/password authentication failed"):
+		who := "the credentials"
+		if user != "" {
+			who = fmt.Sprintf("the credentials of user %q", user)
+		}
+		return fmt.Sprintf("SOCKS5: the proxy %s refused %s; check user/password in %s", proxyAddr, who, setting)
+	case strings.Contains(msg, "no acceptable authentication methods"):
+		if user == "" {
+			return fmt.Sprintf("SOCKS5: the proxy %s requires authentication; put the user and password in %s as socks5://user:password@host:port", proxyAddr, setting)
+		}
+		return fmt.Sprintf("SOCKS5: the proxy %s accepts neither no-auth nor user/password (RFC 1929) authentication; ask the proxy administrators which method it needs", proxyAddr)
+	case strings.HasPrefix(msg, "unknown error "):
+		return fmt.Sprintf("SOCKS5: the proxy %s could not connect to the target %s (%s); check the proxy's rules and outbound access to that host",
+			proxyAddr, target, strings.TrimPrefix(msg, "unknown error "))
+	case strings.HasPrefix(msg, "unexpected protocol version"):
+		return fmt.Sprintf("SOCKS5: %s does not speak SOCKS5 (%s); check the host, port and scheme in %s (an HTTP proxy needs http://)", proxyAddr, msg, setting)
+	case isTimeout(err):
+		return fmt.Sprintf("SOCKS5: the proxy %s did not complete the handshake in time; check that %s points at a SOCKS5 proxy", proxyAddr, setting)
+	}
+	return fmt.Sprintf("SOCKS5: the handshake with the proxy %s failed (%s); check %s", proxyAddr, msg, setting)
+}
+
+// explainTLS explains certificate verification failures and non-TLS replies.
+func explainTLS(err error, host string) string {
+	subject := "the certificate of " + host
+	var ua x509.UnknownAuthorityError
+	if errors.As(err, &ua) {
+		issuer := ""
+		if ua.Cert != nil {
+			issuer = fmt.Sprintf(" (issuer %q)", ua.Cert.Issuer.String())
+		}
+		return fmt.Sprintf("TLS: %s is signed by an unknown authority%s; if a TLS-inspecting proxy sits in between, set [Proxy] CAFile to its CA certificate (PEM)", subject, issuer)
+	}
+	var he x509.HostnameError
+	if errors.As(err, &he) {
+		return fmt.Sprintf("TLS: the certificate presented for %s is not valid for %s (it covers %s); check the host name in the configuration, "+
+			"or whether a proxy or firewall answers in its place", host, he.Host, certNames(he.Certificate))
+	}
+	var ci x509.CertificateInvalidError
+	if errors.As(err, &ci) {
+		if ci.Reason == x509.Expired {
+			detail := ""
+			if ci.Detail != "" {
+				detail = " (" + ci.Detail + ")"
+			}
+			return fmt.Sprintf("TLS: %s has expired or is not yet valid%s; check this machine's clock, then the certificate of the server or of the TLS-inspecting proxy", subject, detail)
+		}
+		return fmt.Sprintf("TLS: %s is not valid (%v); if a TLS-inspecting proxy sits in between, its certificates must be usable for servers", subject, ci)
+	}
+	var rh tls.RecordHeaderError
+	if errors.As(err, &rh) {
+		return fmt.Sprintf("TLS: %s did not answer with TLS; check the host and port, and the scheme of the proxy in [Proxy] URL or HTTPS_PROXY", host)
+	}
+	return ""
+}
+
+// certNames lists the names a certificate is valid for, shortened.
+func certNames(c *x509.Certificate) string {
+	if c == nil {
+		return "no names"
+	}
+	var names []string
+	names = append(names, c.DNSNames...)
+	for _, ip := range c.IPAddresses {
+		names = append(names, ip.String())
+	}
+	if len(names) == 0 && c.Subject.CommonName != "" {
+		names = append(names, c.Subject.CommonName+" (common name only)")
+	}
+	if len(names) == 0 {
+		return "no names"
+	}
+	if len(names) > 5 {
+		names = append(names[:5], fmt.Sprintf("and %d more", len(names)-5))
+	}
+	return strings.Join(names, ", ")
+}
