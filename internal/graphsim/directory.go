@@ -1,0 +1,221 @@
+package graphsim
+
+import (
+	"crypto/sha256"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// User is one person in the simulated directory, as GET /v1.0/users/{id} shows it.
+type User struct {
+	ID          string `json:"id"`
+	UPN         string `json:"userPrincipalName"`
+	Mail        string `json:"mail"`
+	DisplayName string `json:"displayName"`
+}
+
+// Change is one presence change of one user, made by the pattern engine or by
+// SetPresence. At is when the new presence became visible through Graph.
+type Change struct {
+	UPN          string    `json:"upn"`
+	ID           string    `json:"id"`
+	Availability string    `json:"availability"`
+	Activity     string    `json:"activity"`
+	At           time.Time `json:"at"`
+}
+
+// ErrUnknownUser means the UPN (or id) is not in the simulated directory.
+var ErrUnknownUser = errors.New("user not in the simulated directory")
+
+// changeLogLimit bounds the change record: with 50,000 users changing 6 times an
+// hour that is about 3 hours of history in 16 MB. Older changes are dropped.
+const changeLogLimit = 1_000_000
+
+// pair is one (availability, activity) combination with its Graph JSON already
+// rendered, so a presence reply is built by appending bytes, not by encoding.
+type pair struct {
+	availability string
+	activity     string
+	outOfOffice  bool
+	// tail is everything of a presence object after the id value:
+	// `","availability":"Busy",...}}`.
+	tail []byte
+}
+
+func newPair(availability, activity string) *pair {
+	ooo := strings.EqualFold(activity, "OutOfOffice")
+	av, _ := json.Marshal(availability)
+	ac, _ := json.Marshal(activity)
+	tail := make([]byte, 0, 160)
+	tail = append(tail, `","availability":`...)
+	tail = append(tail, av...)
+	tail = append(tail, `,"activity":`...)
+	tail = append(tail, ac...)
+	tail = append(tail, `,"statusMessage":null,"outOfOfficeSettings":{"message":null,"isOutOfOffice":`...)
+	if ooo {
+		tail = append(tail, "true}}"...)
+	} else {
+		tail = append(tail, "false}}"...)
+	}
+	return &pair{availability: availability, activity: activity, outOfOffice: ooo, tail: tail}
+}
+
+// pairTable interns pairs. Readers load the list without a lock; the rare writer
+// (a SetPresence with a pair not seen before) copies it.
+type pairTable struct {
+	mu    sync.Mutex
+	index map[[2]string]uint32
+	list  atomic.Pointer[[]*pair]
+}
+
+func newPairTable(initial [][2]string) *pairTable {
+	t := &pairTable{index: map[[2]string]uint32{}}
+	list := make([]*pair, 0, len(initial))
+	t.list.Store(&list)
+	for _, p := range initial {
+		t.intern(p[0], p[1])
+	}
+	return t
+}
+
+func (t *pairTable) get(i uint32) *pair { return (*t.list.Load())[i] }
+
+func (t *pairTable) intern(availability, activity string) uint32 {
+	key := [2]string{availability, activity}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if i, ok := t.index[key]; ok {
+		return i
+	}
+	old := *t.list.Load()
+	list := make([]*pair, len(old), len(old)+1)
+	copy(list, old)
+	list = append(list, newPair(availability, activity))
+	i := uint32(len(list) - 1)
+	t.index[key] = i
+	t.list.Store(&list)
+	return i
+}
+
+// directory is the users and their presence. The user tables never change after
+// New, so lookups take no lock; each user's presence is one atomic word, so Graph
+// reads never wait for the pattern engine or SetPresence.
+type directory struct {
+	users []User
+	byID  map[string]int32
+	byUPN map[string]int32 // lower case
+
+	pairs     *pairTable
+	state     []atomic.Uint32 // pair index per user
+	changedAt []atomic.Int64  // UnixNano of the last change per user; 0 = never
+
+	changeMu     sync.Mutex
+	changes      []changeRec // chronological
+	totalChanges atomic.Int64
+}
+
+type changeRec struct {
+	user int32
+	pair uint32
+	at   int64 // UnixNano
+}
+
+// userID derives a stable GUID-shaped object id from tenant and UPN, so every run
+// (and every test) sees the same ids.
+func userID(tenant, upn string) string {
+	h := sha256.Sum256([]byte(strings.ToLower(tenant) + "/" + strings.ToLower(upn)))
+	h[6] = h[6]&0x0f | 0x40 // version 4 shape
+	h[8] = h[8]&0x3f | 0x80 // RFC 4122 variant
+	return fmt.Sprintf("%x-%x-%x-%x-%x", h[0:4], h[4:6], h[6:8], h[8:10], h[10:16])
+}
+
+func newDirectory(tenant string, domains []string, n int, pairs *pairTable) *directory {
+	d := &directory{
+		users:     make([]User, n),
+		byID:      make(map[string]int32, n),
+		byUPN:     make(map[string]int32, n),
+		pairs:     pairs,
+		state:     make([]atomic.Uint32, n),
+		changedAt: make([]atomic.Int64, n),
+	}
+	for i := range n {
+		upn := fmt.Sprintf("user%05d@%s", i+1, domains[i%len(domains)])
+		id := userID(tenant, upn)
+		d.users[i] = User{ID: id, UPN: upn, Mail: upn, DisplayName: fmt.Sprintf("Sim User %05d", i+1)}
+		d.byID[id] = int32(i)
+		d.byUPN[upn] = int32(i)
+	}
+	return d
+}
+
+// lookup finds a user by object id or UPN (case-insensitive), as Graph's
+// /users/{id | userPrincipalName} does.
+func (d *directory) lookup(key string) (int32, bool) {
+	if i, ok := d.byID[key]; ok {
+		return i, true
+	}
+	if i, ok := d.byID[strings.ToLower(key)]; ok {
+		return i, true
+	}
+	i, ok := d.byUPN[strings.ToLower(key)]
+	return i, ok
+}
+
+// lookupID finds a user by object id only, as getPresencesByUserId does.
+func (d *directory) lookupID(id string) (int32, bool) {
+	if i, ok := d.byID[id]; ok {
+		return i, true
+	}
+	i, ok := d.byID[strings.ToLower(id)]
+	return i, ok
+}
+
+// lookupIDBytes is lookupID without allocating on a hit.
+func (d *directory) lookupIDBytes(id []byte) (int32, bool) {
+	if i, ok := d.byID[string(id)]; ok {
+		return i, true
+	}
+	i, ok := d.byID[strings.ToLower(string(id))]
+	return i, ok
+}
+
+// apply sets user u to pair p at time at and records the change; the caller holds
+// changeMu. It reports false (and records nothing) when the presence is unchanged.
+func (d *directory) apply(u int32, p uint32, at int64) bool {
+	if d.state[u].Load() == p {
+		return false
+	}
+	d.state[u].Store(p)
+	d.changedAt[u].Store(at)
+	if len(d.changes) >= changeLogLimit {
+		keep := changeLogLimit / 2
+		n := copy(d.changes, d.changes[len(d.changes)-keep:])
+		d.changes = d.changes[:n]
+	}
+	d.changes = append(d.changes, changeRec{user: u, pair: p, at: at})
+	d.totalChanges.Add(1)
+	return true
+}
+
+func (d *directory) changesSince(since time.Time) []Change {
+	s := since.UnixNano()
+	if since.IsZero() {
+		s = -1 << 63
+	}
+	d.changeMu.Lock()
+	defer d.changeMu.Unlock()
+	i := sort.Search(len(d.changes), func(i int) bool { return d.changes[i].at > s })
+	out := make([]Change, 0, len(d.changes)-i)
+	for _, c := range d.changes[i:] {
+		u := &d.users[c.user]
+		p := d.pairs.get(c.pair)
+		out = append(out, Change{UPN: u.UPN, ID: u.ID, Availability: p.availability, Activity: p.activity, At: time.Unix(0, c.at).UTC()})
+	}
+	return out
+}

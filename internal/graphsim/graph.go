@@ -1,0 +1,410 @@
+package graphsim
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Graph limits the simulator enforces.
+const (
+	// MaxPresenceIDs: getPresencesByUserId takes at most 650 ids a request
+	// (https://learn.microsoft.com/graph/api/cloudcommunications-getpresencesbyuserid).
+	MaxPresenceIDs = 650
+	// MaxBatchRequests: JSON batching takes at most 20 requests
+	// (https://learn.microsoft.com/graph/json-batching).
+	MaxBatchRequests = 20
+)
+
+const presenceContext = `https://graph.microsoft.com/v1.0/$metadata#Collection(microsoft.graph.presence)`
+
+// graphError is Graph's error body.
+type graphError struct {
+	Error graphErrorBody `json:"error"`
+}
+
+type graphErrorBody struct {
+	Code       string            `json:"code"`
+	Message    string            `json:"message"`
+	InnerError map[string]string `json:"innerError,omitempty"`
+}
+
+func newGraphError(code, msg string) graphError {
+	return graphError{Error: graphErrorBody{Code: code, Message: msg, InnerError: map[string]string{
+		"date": time.Now().UTC().Format("2006-01-02T15:04:05"), "request-id": newGUID(), "client-request-id": newGUID(),
+	}}}
+}
+
+func writeGraphError(w http.ResponseWriter, status int, code, msg string) {
+	writeJSON(w, status, newGraphError(code, msg))
+}
+
+// authorize checks the bearer token and the throttle of its app. It answers the
+// request itself (401 or 429) and returns false when the request must stop.
+func (s *Server) authorize(w http.ResponseWriter, r *http.Request) (*tokenClaims, bool) {
+	h := r.Header.Get("Authorization")
+	tok, found := cutPrefixFold(h, "Bearer ")
+	tok = strings.TrimSpace(tok)
+	if !found || tok == "" {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="", authorization_uri="https://login.microsoftonline.com/common/oauth2/authorize", client_id="00000003-0000-0000-c000-000000000000"`)
+		writeGraphError(w, http.StatusUnauthorized, "InvalidAuthenticationToken", "Access token is empty.")
+		return nil, false
+	}
+	c, problem := s.verifyAccessToken(tok)
+	if problem != "" {
+		writeGraphError(w, http.StatusUnauthorized, "InvalidAuthenticationToken", problem)
+		return nil, false
+	}
+	infoOf(r).app = c.AppID
+	now := s.clock.Now()
+	if now.Unix() >= c.Exp {
+		writeGraphError(w, http.StatusUnauthorized, "InvalidAuthenticationToken", "Lifetime validation failed, the token is expired.")
+		return nil, false
+	}
+	if ok, wait := s.throttle.admit(c.AppID, now); !ok {
+		secs := int(math.Ceil(wait.Seconds()))
+		if secs < 1 {
+			secs = 1
+		}
+		w.Header().Set("Retry-After", strconv.Itoa(secs))
+		s.log.Debug("Throttled", "client_id", c.AppID, "retry_after_s", secs)
+		writeGraphError(w, http.StatusTooManyRequests, "TooManyRequests",
+			fmt.Sprintf("Too many requests: over %d requests in %s for this application in this tenant. Retry after %d seconds.",
+				s.throttle.limit, s.throttle.window, secs))
+		return nil, false
+	}
+	return c, true
+}
+
+func cutPrefixFold(s, prefix string) (string, bool) {
+	if len(s) >= len(prefix) && strings.EqualFold(s[:len(prefix)], prefix) {
+		return s[len(prefix):], true
+	}
+	return s, false
+}
+
+var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 64<<10); return &b }}
+
+func getBuf() *[]byte { return bufPool.Get().(*[]byte) }
+
+func putBuf(b *[]byte) {
+	if cap(*b) > 4<<20 {
+		return
+	}
+	*b = (*b)[:0]
+	bufPool.Put(b)
+}
+
+// readBody reads the request body (at most limit bytes) into a pooled buffer.
+func readBody(w http.ResponseWriter, r *http.Request, limit int64) (*[]byte, error) {
+	buf := getBuf()
+	b := bytes.NewBuffer(*buf)
+	_, err := b.ReadFrom(http.MaxBytesReader(w, r.Body, limit))
+	*buf = b.Bytes()
+	if err != nil {
+		putBuf(buf)
+		return nil, err
+	}
+	return buf, nil
+}
+
+// handlePresences serves POST /v1.0/communications/getPresencesByUserId. The work
+// is proportional to the ids asked: ids are scanned without allocation, looked up
+// in a read-only map, and each presence is appended from pre-rendered JSON.
+func (s *Server) handlePresences(w http.ResponseWriter, r *http.Request) {
+	if _, ok := s.authorize(w, r); !ok {
+		return
+	}
+	body, err := readBody(w, r, 1<<20)
+	if err != nil {
+		writeGraphError(w, http.StatusBadRequest, "BadRequest", "Could not read the request body: "+err.Error())
+		return
+	}
+	defer putBuf(body)
+	idx, asked, ok := s.scanIDs(*body, make([]int32, 0, MaxPresenceIDs))
+	if !ok {
+		var req struct {
+			IDs []string `json:"ids"`
+		}
+		if err := json.Unmarshal(*body, &req); err != nil {
+			writeGraphError(w, http.StatusBadRequest, "BadRequest", "Invalid request body: "+err.Error())
+			return
+		}
+		idx, asked = idx[:0], len(req.IDs)
+		if asked <= MaxPresenceIDs {
+			for _, id := range req.IDs {
+				if u, found := s.dir.lookupID(id); found {
+					idx = append(idx, u)
+				}
+			}
+		}
+	}
+	ri := infoOf(r)
+	ri.ids = asked
+	if asked > MaxPresenceIDs {
+		writeGraphError(w, http.StatusBadRequest, "BadRequest",
+			fmt.Sprintf("The request asked for %d ids; getPresencesByUserId takes at most %d.", asked, MaxPresenceIDs))
+		return
+	}
+	if asked == 0 {
+		writeGraphError(w, http.StatusBadRequest, "BadRequest", "The ids list is empty.")
+		return
+	}
+	ri.presenceIDs = asked
+
+	out := getBuf()
+	defer putBuf(out)
+	b := append(*out, `{"@odata.context":"`+presenceContext+`","value":[`...)
+	pairs := *s.dir.pairs.list.Load()
+	for i, u := range idx {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, `{"id":"`...)
+		b = append(b, s.dir.users[u].ID...)
+		b = append(b, pairs[s.dir.state[u].Load()].tail...)
+	}
+	b = append(b, "]}"...)
+	*out = b
+	w.Header().Set("Content-Type", "application/json; charset=utf-8")
+	w.Header().Set("Content-Length", strconv.Itoa(len(b)))
+	_, _ = w.Write(b)
+}
+
+// scanIDs is the fast path for the common body `{"ids":["...",...]}` (any
+// whitespace, no escapes). It appends the users found, counts all ids asked, and
+// reports false when the body has any other shape, so the caller falls back to
+// encoding/json. Beyond MaxPresenceIDs it only counts.
+func (s *Server) scanIDs(b []byte, idx []int32) ([]int32, int, bool) {
+	i := 0
+	ws := func() {
+		for i < len(b) && (b[i] == ' ' || b[i] == '\n' || b[i] == '\r' || b[i] == '\t') {
+			i++
+		}
+	}
+	expect := func(c byte) bool {
+		ws()
+		if i < len(b) && b[i] == c {
+			i++
+			return true
+		}
+		return false
+	}
+	str := func() ([]byte, bool) {
+		ws()
+		if i >= len(b) || b[i] != '"' {
+			return nil, false
+		}
+		i++
+		end := bytes.IndexByte(b[i:], '"')
+		if end < 0 || bytes.IndexByte(b[i:i+end], '\\') >= 0 {
+			return nil, false // unterminated or escaped: let encoding/json decide
+		}
+		v := b[i : i+end]
+		i += end + 1
+		return v, true
+	}
+	if !expect('{') {
+		return idx, 0, false
+	}
+	if key, ok := str(); !ok || string(key) != "ids" {
+		return idx, 0, false
+	}
+	if !expect(':') || !expect('[') {
+		return idx, 0, false
+	}
+	n := 0
+	if !expect(']') {
+		for {
+			id, ok := str()
+			if !ok {
+				return idx, 0, false
+			}
+			n++
+			if n <= MaxPresenceIDs {
+				if u, found := s.dir.lookupIDBytes(id); found {
+					idx = append(idx, u)
+				}
+			}
+			if expect(',') {
+				continue
+			}
+			if expect(']') {
+				break
+			}
+			return idx, 0, false
+		}
+	}
+	if !expect('}') {
+		return idx, 0, false
+	}
+	ws()
+	return idx, n, i == len(b)
+}
+
+// handleUserPresence serves GET /v1.0/users/{id}/presence.
+func (s *Server) handleUserPresence(w http.ResponseWriter, r *http.Request) {
+	if _, ok := s.authorize(w, r); !ok {
+		return
+	}
+	key := r.PathValue("id")
+	infoOf(r).ids = 1
+	status, body := s.userPresence(key)
+	writeRaw(w, status, body)
+}
+
+func (s *Server) userPresence(key string) (int, []byte) {
+	u, ok := s.dir.lookup(key)
+	if !ok {
+		b, _ := json.Marshal(newGraphError("Request_ResourceNotFound", fmt.Sprintf("Resource '%s' does not exist or one of its queried reference-property objects are not present.", key)))
+		return http.StatusNotFound, b
+	}
+	id := s.dir.users[u].ID
+	b := make([]byte, 0, 256)
+	b = append(b, `{"@odata.context":"https://graph.microsoft.com/v1.0/$metadata#users('`...)
+	b = append(b, id...)
+	b = append(b, `')/presence","id":"`...)
+	b = append(b, id...)
+	b = append(b, s.dir.pairs.get(s.dir.state[u].Load()).tail...) // closes the id string
+	return http.StatusOK, b
+}
+
+func writeRaw(w http.ResponseWriter, status int, b []byte) {
+	w.Header().Set("Content-Type", "application/json; charset=utf-8")
+	w.Header().Set("Content-Length", strconv.Itoa(len(b)))
+	w.WriteHeader(status)
+	_, _ = w.Write(b)
+}
+
+// handleUser serves GET /v1.0/users/{id} ($select honoured).
+func (s *Server) handleUser(w http.ResponseWriter, r *http.Request) {
+	if _, ok := s.authorize(w, r); !ok {
+		return
+	}
+	infoOf(r).ids = 1
+	status, body := s.userObject(r.PathValue("id"), r.URL.Query().Get("$select"))
+	writeRaw(w, status, body)
+}
+
+func (s *Server) userObject(key, sel string) (int, []byte) {
+	u, ok := s.dir.lookup(key)
+	if !ok {
+		b, _ := json.Marshal(newGraphError("Request_ResourceNotFound", fmt.Sprintf("Resource '%s' does not exist or one of its queried reference-property objects are not present.", key)))
+		return http.StatusNotFound, b
+	}
+	user := s.dir.users[u]
+	all := map[string]string{"id": user.ID, "userPrincipalName": user.UPN, "mail": user.Mail, "displayName": user.DisplayName}
+	out := map[string]any{"@odata.context": "https://graph.microsoft.com/v1.0/$metadata#users/$entity"}
+	if sel == "" {
+		for k, v := range all {
+			out[k] = v
+		}
+	} else {
+		for _, f := range strings.Split(sel, ",") {
+			f = strings.TrimSpace(f)
+			for k, v := range all {
+				if strings.EqualFold(k, f) {
+					out[k] = v
+				}
+			}
+		}
+	}
+	b, _ := json.Marshal(out)
+	return http.StatusOK, b
+}
+
+type batchRequest struct {
+	ID      string            `json:"id"`
+	Method  string            `json:"method"`
+	URL     string            `json:"url"`
+	Headers map[string]string `json:"headers,omitempty"`
+}
+
+type batchResponse struct {
+	ID      string            `json:"id"`
+	Status  int               `json:"status"`
+	Headers map[string]string `json:"headers"`
+	Body    json.RawMessage   `json:"body"`
+}
+
+// handleBatch serves POST /v1.0/$batch with GET /users/{id|upn} and
+// GET /users/{id}/presence inside. The batch counts as one request for the throttle.
+func (s *Server) handleBatch(w http.ResponseWriter, r *http.Request) {
+	if _, ok := s.authorize(w, r); !ok {
+		return
+	}
+	var req struct {
+		Requests []batchRequest `json:"requests"`
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 1<<20))
+	if err == nil {
+		err = json.Unmarshal(body, &req)
+	}
+	if err != nil {
+		writeGraphError(w, http.StatusBadRequest, "BadRequest", "Invalid batch payload format: "+err.Error())
+		return
+	}
+	infoOf(r).ids = len(req.Requests)
+	switch n := len(req.Requests); {
+	case n == 0:
+		writeGraphError(w, http.StatusBadRequest, "BadRequest", "Invalid batch payload format: the batch has no requests.")
+		return
+	case n > MaxBatchRequests:
+		writeGraphError(w, http.StatusBadRequest, "BadRequest",
+			fmt.Sprintf("Number of batch requests exceeds the limit of %d (got %d).", MaxBatchRequests, n))
+		return
+	}
+	seen := make(map[string]bool, len(req.Requests))
+	for _, q := range req.Requests {
+		if q.ID == "" || seen[q.ID] {
+			writeGraphError(w, http.StatusBadRequest, "BadRequest", fmt.Sprintf("Invalid batch payload format: request id %q is empty or not unique.", q.ID))
+			return
+		}
+		seen[q.ID] = true
+	}
+	resp := struct {
+		Responses []batchResponse `json:"responses"`
+	}{Responses: make([]batchResponse, 0, len(req.Requests))}
+	for _, q := range req.Requests {
+		status, b := s.batchItem(q)
+		resp.Responses = append(resp.Responses, batchResponse{ID: q.ID, Status: status, Body: b,
+			Headers: map[string]string{"Content-Type": "application/json; odata.metadata=minimal; odata.streaming=true; IEEE754Compatible=false; charset=utf-8"}})
+	}
+	writeJSON(w, http.StatusOK, resp)
+}
+
+func (s *Server) batchItem(q batchRequest) (int, []byte) {
+	bad := func(msg string) (int, []byte) {
+		b, _ := json.Marshal(newGraphError("BadRequest", msg))
+		return http.StatusBadRequest, b
+	}
+	if !strings.EqualFold(q.Method, http.MethodGet) {
+		return bad(fmt.Sprintf("The simulated tenant batches GET requests only, not %q.", q.Method))
+	}
+	u, err := url.Parse(q.URL)
+	if err != nil || u.IsAbs() {
+		return bad(fmt.Sprintf("Invalid request URL %q: batch URLs are relative, e.g. /users/{id}.", q.URL))
+	}
+	path := strings.Trim(u.EscapedPath(), "/")
+	path = strings.TrimPrefix(path, "v1.0/")
+	seg := strings.Split(path, "/")
+	if len(seg) < 2 || len(seg) > 3 || !strings.EqualFold(seg[0], "users") || (len(seg) == 3 && !strings.EqualFold(seg[2], "presence")) {
+		return bad(fmt.Sprintf("Resource not found for the segment in %q: the simulated tenant batches /users/{id} and /users/{id}/presence.", q.URL))
+	}
+	key, err := url.PathUnescape(seg[1])
+	if err != nil {
+		return bad(fmt.Sprintf("Invalid escape in %q.", q.URL))
+	}
+	if len(seg) == 3 {
+		return s.userPresence(key)
+	}
+	return s.userObject(key, u.Query().Get("$select"))
+}

@@ -1,0 +1,448 @@
+// Package graphsim is a simulated Microsoft tenant: login (OpenID discovery, device
+// code, refresh tokens, client credentials) and the Graph calls presencebridge makes
+// ($batch user lookup, getPresencesByUserId, /users/{id}/presence), with Graph's
+// throttle, scripted faults and a presence pattern engine that scales to 50,000
+// users. It serves HTTPS on loopback with a CA generated in memory, so MSAL for Go
+// runs against it unchanged (with instance discovery off). It backs the demo
+// (`presencebridge simulate`), the tests and the benchmarks.
+package graphsim
+
+import (
+	"context"
+	"crypto/hmac"
+	crand "crypto/rand"
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/presencebridge/presencebridge/internal/clock"
+)
+
+// Defaults of Options.
+const (
+	DefaultTenantID       = "4f1c3c57-0b5e-4d0e-9a55-3b1a7f0e2c11"
+	DefaultDomain         = "contoso.example"
+	DefaultUsers          = 100
+	DefaultPublicApp      = "presencebridge-demo"
+	DefaultDaemonApp      = "presencebridge-daemon"
+	DefaultDaemonSecret   = "sim-secret"
+	DefaultThrottleLimit  = 1500 // getPresencesByUserId page: 1,500 requests / 30 s / app / tenant
+	DefaultThrottleWindow = 30 * time.Second
+	DefaultTokenLifetime  = time.Hour // MSAL does not cache tokens expiring within 5 minutes
+	DefaultEngineTick     = 100 * time.Millisecond
+	DefaultDeviceCodeLife = 15 * time.Minute // Entra ID's device codes live 15 minutes
+	DefaultRefreshLife    = 90 * 24 * time.Hour
+)
+
+// App is an app registration in the simulated tenant.
+type App struct {
+	ClientID string `json:"clientId"`
+	// Secret is the client secret; empty means the app has none.
+	Secret string `json:"-"`
+	// CertPEM holds the public certificate(s) the app signs client assertions with.
+	CertPEM []byte `json:"-"`
+	// Public allows public client flows (device code) for this app.
+	Public bool `json:"public"`
+}
+
+// Options configure a simulated tenant. The zero value is usable.
+type Options struct {
+	// Addr is the loopback address to listen on; default "127.0.0.1:0". Anything
+	// but a loopback address is refused: the simulator is for this machine only.
+	Addr string
+	// TenantID is the directory (tenant) id; default DefaultTenantID.
+	TenantID string
+	// Domains are the verified domains; users are spread over them round-robin.
+	// Default {"contoso.example"}.
+	Domains []string
+	// Users is the number of generated users user00001@<domain> ...; default 100.
+	Users int
+	// Apps are the app registrations; default a public app "presencebridge-demo"
+	// and a confidential app "presencebridge-daemon" with secret "sim-secret".
+	Apps []App
+	// ThrottleLimit is how many Graph requests one (tenant, app) may make within
+	// ThrottleWindow; default 1500; negative turns the throttle off.
+	ThrottleLimit int
+	// ThrottleWindow is the sliding window of the throttle; default 30s.
+	ThrottleWindow time.Duration
+	// ChangesPerUserPerHour is the pattern engine's rate; 0 keeps presence static
+	// (it then changes only through SetPresence).
+	ChangesPerUserPerHour float64
+	// EngineTick is how often the engine goroutine steps; default 100ms.
+	EngineTick time.Duration
+	// ManualEngine keeps the engine goroutine from starting: presence then moves
+	// only when the caller calls Step (deterministic tests).
+	ManualEngine bool
+	// DeviceCodeApproveAfter auto-approves a pending device code (as DeviceCodeUPN)
+	// once it is this old; 0 means only ApproveDeviceCodes approves.
+	DeviceCodeApproveAfter time.Duration
+	// DeviceCodeUPN is who auto-approved device codes sign in as; default
+	// "presence.svc@" + the first domain.
+	DeviceCodeUPN string
+	// DeviceCodeLifetime is how long a device code can be redeemed; default 15m.
+	DeviceCodeLifetime time.Duration
+	// AccessTokenLifetime is the expires_in of access tokens; default 1h.
+	AccessTokenLifetime time.Duration
+	// RefreshTokenLifetime is how long an unused refresh token lives; default 90 days.
+	RefreshTokenLifetime time.Duration
+	// StrictRefreshRotation makes a redeemed refresh token invalid at once (Entra
+	// ID keeps it valid; turn this on to catch a client that loses rotated tokens).
+	StrictRefreshRotation bool
+	// Seed makes the initial presence and the pattern engine reproducible.
+	Seed int64
+	// Clock drives throttle windows, token and device-code expiry, change times
+	// and the engine; default clock.Real{}.
+	Clock clock.Clock
+	// Logger receives what the simulator does; default discards.
+	Logger *slog.Logger
+}
+
+// Server is one simulated tenant.
+type Server struct {
+	opts   Options
+	clock  clock.Clock
+	log    *slog.Logger
+	tls    *serverTLS
+	apps   map[string]*appReg
+	dir    *directory
+	engine *engine
+	mux    *http.ServeMux
+
+	transport *http.Transport // behind Client()
+
+	tokenKey []byte // HMAC key of access tokens
+	tokens   tokenCache
+
+	throttle throttle
+	faults   faultQueue
+	stats    statsRecorder
+
+	authMu      sync.Mutex
+	deviceCodes map[string]*deviceCode // by device_code
+	refresh     map[string]*refreshGrant
+
+	mu      sync.Mutex // guards the fields below
+	srv     *http.Server
+	url     string
+	started bool
+	closed  bool
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup
+}
+
+type appReg struct {
+	App
+	certs []*x509.Certificate
+}
+
+// New builds a simulated tenant from opts (defaults filled in); Start serves it.
+func New(opts Options) (*Server, error) {
+	if opts.Addr == "" {
+		opts.Addr = "127.0.0.1:0"
+	}
+	if err := checkLoopback(opts.Addr); err != nil {
+		return nil, err
+	}
+	if opts.TenantID == "" {
+		opts.TenantID = DefaultTenantID
+	}
+	opts.TenantID = strings.ToLower(opts.TenantID)
+	opts.Domains = append([]string(nil), opts.Domains...) // not the caller's slice
+	if len(opts.Domains) == 0 {
+		opts.Domains = []string{DefaultDomain}
+	}
+	for i, d := range opts.Domains {
+		opts.Domains[i] = strings.ToLower(strings.TrimSpace(d))
+		if opts.Domains[i] == "" || strings.ContainsAny(opts.Domains[i], "@/ ") {
+			return nil, fmt.Errorf("graphsim: domain %q is not a domain name", d)
+		}
+	}
+	if opts.Users < 0 {
+		return nil, fmt.Errorf("graphsim: Users is %d, want 0 (default %d) or more", opts.Users, DefaultUsers)
+	}
+	if opts.Users == 0 {
+		opts.Users = DefaultUsers
+	}
+	if len(opts.Apps) == 0 {
+		opts.Apps = []App{
+			{ClientID: DefaultPublicApp, Public: true},
+			{ClientID: DefaultDaemonApp, Secret: DefaultDaemonSecret},
+		}
+	}
+	if opts.ThrottleLimit == 0 {
+		opts.ThrottleLimit = DefaultThrottleLimit
+	}
+	if opts.ThrottleWindow <= 0 {
+		opts.ThrottleWindow = DefaultThrottleWindow
+	}
+	if opts.ChangesPerUserPerHour < 0 {
+		return nil, fmt.Errorf("graphsim: ChangesPerUserPerHour is %v, want 0 or more", opts.ChangesPerUserPerHour)
+	}
+	if opts.EngineTick <= 0 {
+		opts.EngineTick = DefaultEngineTick
+	}
+	if opts.DeviceCodeUPN == "" {
+		opts.DeviceCodeUPN = "presence.svc@" + opts.Domains[0]
+	}
+	if opts.DeviceCodeLifetime <= 0 {
+		opts.DeviceCodeLifetime = DefaultDeviceCodeLife
+	}
+	if opts.AccessTokenLifetime <= 0 {
+		opts.AccessTokenLifetime = DefaultTokenLifetime
+	}
+	if opts.RefreshTokenLifetime <= 0 {
+		opts.RefreshTokenLifetime = DefaultRefreshLife
+	}
+	if opts.Clock == nil {
+		opts.Clock = clock.Real{}
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+
+	s := &Server{
+		opts:        opts,
+		clock:       opts.Clock,
+		log:         opts.Logger,
+		apps:        map[string]*appReg{},
+		deviceCodes: map[string]*deviceCode{},
+		refresh:     map[string]*refreshGrant{},
+	}
+	for _, a := range opts.Apps {
+		if a.ClientID == "" {
+			return nil, errors.New("graphsim: an App has an empty ClientID")
+		}
+		if _, dup := s.apps[a.ClientID]; dup {
+			return nil, fmt.Errorf("graphsim: app %q is listed twice", a.ClientID)
+		}
+		reg := &appReg{App: a}
+		if len(a.CertPEM) > 0 {
+			certs, err := parseCerts(a.CertPEM)
+			if err != nil {
+				return nil, fmt.Errorf("graphsim: CertPEM of app %q: %w", a.ClientID, err)
+			}
+			reg.certs = certs
+		}
+		s.apps[a.ClientID] = reg
+	}
+
+	var err error
+	if s.tls, err = newServerTLS(time.Now()); err != nil {
+		return nil, fmt.Errorf("graphsim: %w", err)
+	}
+	s.transport = &http.Transport{
+		TLSClientConfig:     &tls.Config{RootCAs: s.tls.pool, MinVersion: tls.VersionTLS12},
+		ForceAttemptHTTP2:   true,
+		MaxIdleConnsPerHost: 64,
+		IdleConnTimeout:     90 * time.Second,
+	}
+	s.tokenKey = make([]byte, 32)
+	if _, err := crand.Read(s.tokenKey); err != nil {
+		return nil, fmt.Errorf("graphsim: token key: %w", err)
+	}
+
+	pairs := newPairTable(enginePairs[:])
+	s.dir = newDirectory(opts.TenantID, opts.Domains, opts.Users, pairs)
+	seed := uint64(opts.Seed)
+	initRng := rand.New(rand.NewPCG(seed, 0x6772617068))
+	for i := range s.dir.state {
+		s.dir.state[i].Store(pick(initRng, initialWeights))
+	}
+	s.engine = &engine{rate: opts.ChangesPerUserPerHour, rng: rand.New(rand.NewPCG(seed, 0x656e67696e65))}
+	s.throttle.init(opts.ThrottleLimit, opts.ThrottleWindow)
+	s.stats.init()
+	s.routes()
+	return s, nil
+}
+
+func checkLoopback(addr string) error {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("graphsim: Addr %q: %w (want host:port, e.g. 127.0.0.1:0)", addr, err)
+	}
+	if host == "localhost" {
+		return nil
+	}
+	if ip := net.ParseIP(host); ip != nil && ip.IsLoopback() {
+		return nil
+	}
+	return fmt.Errorf("graphsim: Addr %q is not a loopback address; the simulated tenant listens on 127.0.0.1, ::1 or localhost only", addr)
+}
+
+func parseCerts(data []byte) ([]*x509.Certificate, error) {
+	var certs []*x509.Certificate
+	for {
+		var b *pem.Block
+		b, data = pem.Decode(data)
+		if b == nil {
+			break
+		}
+		if b.Type != "CERTIFICATE" {
+			continue
+		}
+		c, err := x509.ParseCertificate(b.Bytes)
+		if err != nil {
+			return nil, err
+		}
+		certs = append(certs, c)
+	}
+	if len(certs) == 0 {
+		return nil, errors.New("no PEM CERTIFICATE block found")
+	}
+	return certs, nil
+}
+
+// Start listens on Options.Addr and serves HTTPS in the background; it also starts
+// the pattern engine goroutine when ChangesPerUserPerHour > 0 and ManualEngine is off.
+func (s *Server) Start() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.started || s.closed {
+		return errors.New("graphsim: Start called twice or after Close")
+	}
+	ln, err := net.Listen("tcp", s.opts.Addr)
+	if err != nil {
+		return fmt.Errorf("graphsim: listen on %s: %w", s.opts.Addr, err)
+	}
+	s.started = true
+	s.url = "https://" + ln.Addr().String()
+	s.srv = &http.Server{
+		Handler:           s,
+		TLSConfig:         &tls.Config{Certificates: []tls.Certificate{s.tls.cert}, MinVersion: tls.VersionTLS12},
+		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	s.cancel = cancel
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		if err := s.srv.ServeTLS(ln, "", ""); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			s.log.Error("Simulated tenant stopped serving", "err", err)
+		}
+	}()
+	if s.opts.ChangesPerUserPerHour > 0 && !s.opts.ManualEngine {
+		s.wg.Add(1)
+		from := s.clock.Now()
+		go func() {
+			defer s.wg.Done()
+			s.runEngine(ctx, from)
+		}()
+	}
+	s.log.Info("Simulated tenant listening", "url", s.url, "tenant", s.opts.TenantID,
+		"users", len(s.dir.users), "changes_per_user_per_hour", s.opts.ChangesPerUserPerHour)
+	return nil
+}
+
+// Close stops serving and the engine, and waits for both. It may be called twice.
+func (s *Server) Close() error {
+	s.mu.Lock()
+	if !s.started || s.closed {
+		s.closed = true
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	srv, cancel := s.srv, s.cancel
+	s.mu.Unlock()
+	cancel()
+	err := srv.Close()
+	s.wg.Wait()
+	s.transport.CloseIdleConnections()
+	if err != nil {
+		return fmt.Errorf("graphsim: close: %w", err)
+	}
+	return nil
+}
+
+// URL is the base URL, "https://127.0.0.1:PORT"; empty before Start.
+func (s *Server) URL() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.url
+}
+
+// Authority is the MSAL authority, URL()+"/"+TenantID.
+func (s *Server) Authority() string { return s.URL() + "/" + s.opts.TenantID }
+
+// GraphURL is the Graph base, URL()+"/v1.0".
+func (s *Server) GraphURL() string { return s.URL() + "/v1.0" }
+
+// TenantID is the simulated tenant's id.
+func (s *Server) TenantID() string { return s.opts.TenantID }
+
+// CAPEM is the PEM of the CA that signed the server certificate: trust it (and only
+// it) in clients of the simulator.
+func (s *Server) CAPEM() []byte { return append([]byte(nil), s.tls.caPEM...) }
+
+// CertPool is a pool holding the simulator's CA.
+func (s *Server) CertPool() *x509.CertPool { return s.tls.pool.Clone() }
+
+// Client returns an *http.Client that trusts the simulator's CA (and nothing
+// else), for tests and tools. Clients share one transport, closed with the Server.
+func (s *Server) Client() *http.Client {
+	return &http.Client{Timeout: 30 * time.Second, Transport: s.transport}
+}
+
+// Handler is the simulator's HTTP handler (the same one Start serves), for callers
+// that want to mount it in their own server or call it in-process.
+func (s *Server) Handler() http.Handler { return s }
+
+// Users lists the simulated directory.
+func (s *Server) Users() []User { return append([]User(nil), s.dir.users...) }
+
+// SetPresence sets a user's presence as if the user changed it in Teams and returns
+// when the change became visible. Any non-empty strings are accepted (so tests can
+// send camelCase or unknown values); a pair equal to the current one records no
+// change and returns the time of the last change (zero if it never changed).
+func (s *Server) SetPresence(upn, availability, activity string) (time.Time, error) {
+	if availability == "" || activity == "" {
+		return time.Time{}, errors.New("graphsim: availability and activity must not be empty")
+	}
+	u, ok := s.dir.lookup(upn)
+	if !ok {
+		return time.Time{}, fmt.Errorf("graphsim: %q: %w", upn, ErrUnknownUser)
+	}
+	p := s.dir.pairs.intern(availability, activity)
+	s.dir.changeMu.Lock()
+	at := s.clock.Now().UnixNano()
+	if !s.dir.apply(u, p, at) {
+		at = s.dir.changedAt[u].Load()
+	}
+	s.dir.changeMu.Unlock()
+	if at == 0 {
+		return time.Time{}, nil
+	}
+	return time.Unix(0, at).UTC(), nil
+}
+
+// Presence reports a user's current presence (UPN or object id).
+func (s *Server) Presence(upn string) (availability, activity string, ok bool) {
+	u, ok := s.dir.lookup(upn)
+	if !ok {
+		return "", "", false
+	}
+	p := s.dir.pairs.get(s.dir.state[u].Load())
+	return p.availability, p.activity, true
+}
+
+// Changes lists the presence changes made after since (all when since is zero),
+// oldest first. The record keeps the most recent changes (at least 500,000).
+func (s *Server) Changes(since time.Time) []Change { return s.dir.changesSince(since) }
+
+// tokenMAC signs data with the server's access token key.
+func (s *Server) tokenMAC(data string) []byte {
+	m := hmac.New(sha256.New, s.tokenKey)
+	m.Write([]byte(data))
+	return m.Sum(nil)
+}
