@@ -1,0 +1,110 @@
+//go:build wip
+
+// Command presencebridge brings Microsoft Teams presence into on-premises phone
+// systems. See README.md for the commands and Presence.ini.example for the settings.
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"runtime"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+// Exit codes. Scripts and the service manager tell failures apart by them.
+const (
+	exitOK       = 0
+	exitFailure  = 1 // the command ran and failed
+	exitUsage    = 2 // bad command line
+	exitConfig   = 3 // Presence.ini or the users file is invalid
+	exitNotReady = 4 // e.g. sign-in needed
+)
+
+func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
+
+const usage = `presencebridge brings Microsoft Teams presence into on-premises phone systems.
+
+Usage:
+  presencebridge [--config PATH] <command> [arguments]
+
+Commands:
+  run                     poll Teams presence and pass changes on (the service's job)
+  login [--account ID]    sign in with the device-code flow; tokens are kept in the state file
+  presence get UPN        print one user's live Teams presence as JSON
+  status [--json]         show accounts, sign-in state, users and the last poll cycle
+  simulate [flags]        run the simulated Microsoft tenant (login + Graph) for demos and tests
+  bench [flags]           poll a simulated tenant of many users and print the figures
+  version                 print the version
+
+The configuration file is %s by default;
+set --config or the PRESENCEBRIDGE_CONFIG environment variable to use another.
+`
+
+// command is one subcommand: it gets the global options and its own arguments.
+type command func(g globals, args []string) int
+
+type globals struct {
+	configPath string
+	stdout     io.Writer
+	stderr     io.Writer
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("presencebridge", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	def := defaultConfigPath()
+	if env := os.Getenv("PRESENCEBRIDGE_CONFIG"); env != "" {
+		def = env
+	}
+	g := globals{stdout: stdout, stderr: stderr}
+	fs.StringVar(&g.configPath, "config", def, "path of Presence.ini")
+	fs.Usage = func() { fmt.Fprintf(stderr, usage, defaultConfigPath()) }
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return exitOK
+		}
+		return exitUsage
+	}
+	if fs.NArg() == 0 {
+		fs.Usage()
+		return exitUsage
+	}
+	commands := map[string]command{
+		"run":      cmdRun,
+		"login":    cmdLogin,
+		"presence": cmdPresence,
+		"status":   cmdStatus,
+		"simulate": cmdSimulate,
+		"bench":    cmdBench,
+		"version":  cmdVersion,
+	}
+	name := fs.Arg(0)
+	cmd, ok := commands[name]
+	if !ok {
+		fmt.Fprintf(stderr, "presencebridge: unknown command %q\n\n", name)
+		fs.Usage()
+		return exitUsage
+	}
+	return cmd(g, fs.Args()[1:])
+}
+
+func defaultConfigPath() string {
+	if runtime.GOOS == "windows" {
+		pd := os.Getenv("ProgramData")
+		if pd == "" {
+			pd = `C:\ProgramData`
+		}
+		return pd + `\presencebridge\Presence.ini`
+	}
+	return "/etc/presencebridge/Presence.ini"
+}
+
+func cmdVersion(g globals, _ []string) int {
+	fmt.Fprintf(g.stdout, "presencebridge %s (%s, %s/%s)\n", version, runtime.Version(), runtime.GOOS, runtime.GOARCH)
+	return exitOK
+}

@@ -1,0 +1,91 @@
+//go:build wip
+
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/presencebridge/presencebridge/internal/app"
+	"github.com/presencebridge/presencebridge/internal/config"
+	"github.com/presencebridge/presencebridge/internal/store"
+)
+
+func newConsoleLogger(w io.Writer, level string) *slog.Logger {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(strings.ToUpper(level))); err != nil {
+		l = slog.LevelInfo
+	}
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l}))
+}
+
+// loadConfig loads Presence.ini; on failure it prints every problem and returns nil.
+func loadConfig(g globals) *config.Config {
+	cfg, err := config.Load(g.configPath)
+	if err != nil {
+		fmt.Fprintf(g.stderr, "presencebridge: %v\n", err)
+		return nil
+	}
+	return cfg
+}
+
+// openApp opens the App for a one-shot command. inUse is true when the service (or
+// another command) holds the state file, in which case the caller asks the service.
+func openApp(g globals, cfg *config.Config, logger *slog.Logger) (a *app.App, inUse bool, code int) {
+	a, err := app.Open(app.Options{Config: cfg, Logger: logger, Version: version})
+	switch {
+	case err == nil:
+		return a, false, exitOK
+	case errors.Is(err, store.ErrInUse):
+		return nil, true, exitOK
+	case errors.Is(err, app.ErrConfig):
+		fmt.Fprintf(g.stderr, "presencebridge: %v\n", err)
+		return nil, false, exitConfig
+	default:
+		fmt.Fprintf(g.stderr, "presencebridge: %v\n", err)
+		return nil, false, exitFailure
+	}
+}
+
+func signalContext() (context.Context, context.CancelFunc) {
+	return signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+}
+
+func cmdRun(g globals, args []string) int {
+	if len(args) > 0 {
+		fmt.Fprintf(g.stderr, "presencebridge run: unexpected arguments %q\n", args)
+		return exitUsage
+	}
+	cfg := loadConfig(g)
+	if cfg == nil {
+		return exitConfig
+	}
+	logger := newConsoleLogger(g.stderr, cfg.LogLevel)
+	a, err := app.Open(app.Options{Config: cfg, Logger: logger, Version: version})
+	if err != nil {
+		fmt.Fprintf(g.stderr, "presencebridge run: %v\n", err)
+		switch {
+		case errors.Is(err, store.ErrInUse):
+			fmt.Fprintln(g.stderr, "presencebridge run: another presencebridge is already running with this state file")
+			return exitFailure
+		case errors.Is(err, app.ErrConfig):
+			return exitConfig
+		}
+		return exitFailure
+	}
+	defer a.Close()
+	ctx, stop := signalContext()
+	defer stop()
+	if err := a.Run(ctx); err != nil {
+		fmt.Fprintf(g.stderr, "presencebridge run: %v\n", err)
+		return exitFailure
+	}
+	return exitOK
+}

@@ -1,0 +1,394 @@
+//go:build wip
+
+// Package app wires presencebridge together: configuration, state file, proxy-aware
+// HTTP client, one sign-in + Graph client + budget + poller per account, the sink
+// that receives changes, and the loopback control endpoint.
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/presencebridge/presencebridge/internal/auth"
+	"github.com/presencebridge/presencebridge/internal/budget"
+	"github.com/presencebridge/presencebridge/internal/clock"
+	"github.com/presencebridge/presencebridge/internal/config"
+	"github.com/presencebridge/presencebridge/internal/control"
+	"github.com/presencebridge/presencebridge/internal/graph"
+	"github.com/presencebridge/presencebridge/internal/poll"
+	"github.com/presencebridge/presencebridge/internal/presence"
+	"github.com/presencebridge/presencebridge/internal/store"
+	"github.com/presencebridge/presencebridge/internal/transport"
+	"github.com/presencebridge/presencebridge/internal/users"
+)
+
+// Options are the App's explicit dependencies.
+type Options struct {
+	Config  *config.Config
+	Logger  *slog.Logger
+	Clock   clock.Clock // default clock.Real{}
+	Sink    poll.Sink   // default: a poll.LogSink on Logger
+	Version string
+	// HTTPClient replaces the proxy-aware client built from [Proxy] (tests only).
+	HTTPClient *http.Client
+}
+
+// ErrConfig marks errors a field engineer fixes in Presence.ini or the users file.
+var ErrConfig = errors.New("configuration error")
+
+// App is one running presencebridge.
+type App struct {
+	cfg      *config.Config
+	log      *slog.Logger
+	clk      clock.Clock
+	db       *store.DB
+	hc       *http.Client
+	sink     poll.Sink
+	version  string
+	started  time.Time
+	accounts []*account
+	byID     map[string]*account
+	byUPN    map[string]userRef
+	// problems are users-file rows and users without an account, reported by status.
+	problems []string
+}
+
+type userRef struct {
+	user    users.User
+	account *account
+}
+
+type account struct {
+	cfg    config.Account
+	auth   *auth.Authenticator
+	graph  *graph.Client
+	budget *budget.Budget
+	poller *poll.Poller
+	users  []users.User
+}
+
+// KeyFile is where the running service writes its control endpoint's address and key.
+func KeyFile(cfg *config.Config) string {
+	return filepath.Join(filepath.Dir(cfg.StateFile), "control.key")
+}
+
+// Open builds the App. It opens the state file, so it fails with store.ErrInUse
+// while the service runs with the same file.
+func Open(o Options) (*App, error) {
+	if o.Clock == nil {
+		o.Clock = clock.Real{}
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	a := &App{cfg: o.Config, log: o.Logger, clk: o.Clock, version: o.Version, hc: o.HTTPClient,
+		byID: map[string]*account{}, byUPN: map[string]userRef{}}
+	a.sink = o.Sink
+	if a.sink == nil {
+		a.sink = poll.LogSink{Logger: o.Logger}
+	}
+	cfg := o.Config
+
+	list, problems, err := users.Load(cfg.UsersFile)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrConfig, err)
+	}
+	for _, p := range problems {
+		a.problems = append(a.problems, p.String())
+		a.log.Warn("Users file row skipped", "problem", p.String())
+	}
+
+	if a.hc == nil {
+		a.hc, err = transport.NewClient(transport.Options{ProxyURL: cfg.Proxy.URL, CAFile: cfg.Proxy.CAFile, Logger: o.Logger})
+		if err != nil {
+			return nil, fmt.Errorf("%w: %s: [Proxy]: %w", ErrConfig, cfg.Path, err)
+		}
+	}
+
+	a.db, err = store.Open(cfg.StateFile)
+	if err != nil {
+		return nil, err
+	}
+
+	for _, ac := range cfg.Accounts {
+		ac := ac
+		au, err := auth.New(auth.Options{
+			AccountID: ac.ID, TenantID: ac.TenantID, ClientID: ac.ClientID,
+			Authority: ac.Authority(), GraphURL: ac.GraphURL, Mode: auth.Mode(ac.Auth),
+			ClientSecret: string(ac.ClientSecret), CertificateFile: ac.CertificateFile,
+			CertificateKeyFile: ac.CertificateKeyFile, Username: ac.Username,
+			HTTPClient: a.hc, Store: a.db, Clock: o.Clock, Logger: o.Logger.With("account", ac.ID),
+		})
+		if err != nil {
+			a.db.Close()
+			return nil, fmt.Errorf("%w: %s: [Account.%s]: %w", ErrConfig, cfg.Path, ac.ID, err)
+		}
+		acc := &account{
+			cfg:    ac,
+			auth:   au,
+			graph:  graph.New(ac.GraphURL, a.hc, au),
+			budget: budget.New(ac.BudgetRequests, ac.BudgetWindow, ac.BudgetShare, o.Clock),
+		}
+		a.accounts = append(a.accounts, acc)
+		a.byID[ac.ID] = acc
+	}
+	for _, u := range list {
+		ac, err := cfg.AccountFor(u)
+		if err != nil {
+			a.problems = append(a.problems, err.Error())
+			a.log.Warn("User not served", "upn", u.UPN, "reason", err.Error())
+			continue
+		}
+		acc := a.byID[ac.ID]
+		acc.users = append(acc.users, u)
+		a.byUPN[u.UPN] = userRef{user: u, account: acc}
+	}
+	for _, acc := range a.accounts {
+		acc.poller, err = poll.New(poll.Options{
+			Account:         acc.cfg.ID,
+			Users:           acc.users,
+			Graph:           acc.graph,
+			Store:           a.db,
+			Sink:            a.sink,
+			Budget:          acc.budget,
+			Clock:           o.Clock,
+			Logger:          o.Logger.With("account", acc.cfg.ID),
+			Interval:        cfg.Polling.Interval,
+			RequestTimeout:  cfg.Polling.RequestTimeout,
+			ResolveInterval: cfg.Polling.ResolveInterval,
+			ResolveRate:     cfg.Polling.ResolveRate,
+			EmitAllOnStart:  cfg.EmitAllOnStart,
+		})
+		if err != nil {
+			a.db.Close()
+			return nil, fmt.Errorf("account %s: %w", acc.cfg.ID, err)
+		}
+	}
+	return a, nil
+}
+
+// Close closes the state file.
+func (a *App) Close() error { return a.db.Close() }
+
+// DB is the open state file (for commands that read it directly).
+func (a *App) DB() *store.DB { return a.db }
+
+// Run polls every account until ctx ends, and answers the control endpoint.
+func (a *App) Run(ctx context.Context) error {
+	a.started = a.clk.Now()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	errc := make(chan error, len(a.accounts)+2)
+	start := func(name string, f func(context.Context) error) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := f(ctx); err != nil && ctx.Err() == nil {
+				errc <- fmt.Errorf("%s: %w", name, err)
+			}
+		}()
+	}
+
+	if a.cfg.ControlAddr != "" && !strings.EqualFold(a.cfg.ControlAddr, "off") {
+		srv, err := control.Listen(a.cfg.ControlAddr, KeyFile(a.cfg), a, a.log)
+		if err != nil {
+			return err
+		}
+		start("control endpoint", srv.Serve)
+		a.log.Info("Control endpoint listening", "addr", srv.Addr())
+	}
+
+	a.log.Info("presencebridge started", "version", a.version, "config", a.cfg.Path,
+		"users", len(a.byUPN), "accounts", len(a.accounts),
+		"proxy", transport.Describe(transport.Options{ProxyURL: a.cfg.Proxy.URL, CAFile: a.cfg.Proxy.CAFile}),
+		"winningTechnology", a.cfg.WinningTechnology)
+	if !a.cfg.TeamsEnabled {
+		a.log.Warn("Teams presence polling is off: MSTeamsPresence.Enable = 0 in " + a.cfg.Path + "; set it to 1 to poll")
+	} else {
+		for _, acc := range a.accounts {
+			if len(acc.users) == 0 {
+				a.log.Warn("Account has no users; nothing to poll", "account", acc.cfg.ID)
+				continue
+			}
+			start("account "+acc.cfg.ID, acc.poller.Run)
+		}
+	}
+	start("status writer", a.writeStatusLoop)
+
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-errc:
+		a.log.Error("Stopping after a failure", "err", err)
+	}
+	cancel()
+	wg.Wait()
+	a.saveStatus(context.Background())
+	a.log.Info("presencebridge stopped")
+	return err
+}
+
+// Login signs an account in (device code) or proves its credentials (secret or
+// certificate). With an empty id and exactly one account, that one is used.
+func (a *App) Login(ctx context.Context, id string, show func(string)) (auth.Identity, error) {
+	acc, err := a.account(id)
+	if err != nil {
+		return auth.Identity{}, err
+	}
+	return acc.auth.Login(ctx, show)
+}
+
+func (a *App) account(id string) (*account, error) {
+	if id == "" {
+		if len(a.accounts) == 1 {
+			return a.accounts[0], nil
+		}
+		return nil, fmt.Errorf("%d accounts are configured in %s; name one with --account (%s)", len(a.accounts), a.cfg.Path, strings.Join(a.accountIDs(), ", "))
+	}
+	for _, acc := range a.accounts {
+		if strings.EqualFold(acc.cfg.ID, id) {
+			return acc, nil
+		}
+	}
+	return nil, fmt.Errorf("no account %q in %s; configured: %s", id, a.cfg.Path, strings.Join(a.accountIDs(), ", "))
+}
+
+func (a *App) accountIDs() []string {
+	ids := make([]string, 0, len(a.accounts))
+	for _, acc := range a.accounts {
+		ids = append(ids, acc.cfg.ID)
+	}
+	return ids
+}
+
+// PresenceReport is what `presence get` prints.
+type PresenceReport struct {
+	UPN       string          `json:"upn"`
+	Account   string          `json:"account"`
+	ObjectID  string          `json:"objectId"`
+	SIPURI    string          `json:"sipUri,omitempty"`
+	Extension string          `json:"extension,omitempty"`
+	Live      *LivePresence   `json:"live"`
+	LastKnown *presence.State `json:"lastKnown,omitempty"`
+}
+
+// LivePresence is one user's presence read from Graph just now.
+type LivePresence struct {
+	Availability    presence.Availability `json:"availability"`
+	Activity        presence.Activity     `json:"activity"`
+	OutOfOffice     bool                  `json:"outOfOffice"`
+	RawAvailability string                `json:"rawAvailability,omitempty"`
+	RawActivity     string                `json:"rawActivity,omitempty"`
+	ReadAt          time.Time             `json:"readAt"`
+}
+
+// Presence reads one user's presence from Graph now, next to the last state kept.
+func (a *App) Presence(ctx context.Context, upn string) (PresenceReport, error) {
+	upn = strings.ToLower(strings.TrimSpace(upn))
+	ref, ok := a.byUPN[upn]
+	if !ok {
+		return PresenceReport{}, fmt.Errorf("%q is not in the users file %s (or has no account); add a row for it", upn, a.cfg.UsersFile)
+	}
+	rep := PresenceReport{UPN: upn, Account: ref.account.cfg.ID, SIPURI: ref.user.SIPURI, Extension: ref.user.Extension}
+	var st presence.State
+	if found, err := a.db.Get(store.BucketPresence, upn, &st); err == nil && found {
+		rep.LastKnown = &st
+	}
+	ctx, cancel := context.WithTimeout(ctx, a.cfg.Polling.RequestTimeout)
+	defer cancel()
+	found, notFound, err := ref.account.graph.ResolveUsers(ctx, []string{upn})
+	if err != nil {
+		return rep, fmt.Errorf("resolve %s: %w", upn, err)
+	}
+	if len(notFound) > 0 {
+		return rep, fmt.Errorf("Teams has no user %q (account %s); check the UPN in %s", upn, ref.account.cfg.ID, a.cfg.UsersFile)
+	}
+	rep.ObjectID = found[upn].ID
+	p, err := ref.account.graph.GetPresence(ctx, rep.ObjectID)
+	if err != nil {
+		return rep, fmt.Errorf("read presence of %s: %w", upn, err)
+	}
+	av, _ := presence.ParseAvailability(p.Availability)
+	act, _ := presence.ParseActivity(p.Activity)
+	rep.Live = &LivePresence{Availability: av, Activity: act, OutOfOffice: p.OutOfOffice, ReadAt: a.clk.Now().UTC()}
+	if string(av) != p.Availability {
+		rep.Live.RawAvailability = p.Availability
+	}
+	if string(act) != p.Activity {
+		rep.Live.RawActivity = p.Activity
+	}
+	return rep, nil
+}
+
+// StatusReport is what `status` shows.
+type StatusReport struct {
+	Version      string          `json:"version"`
+	Config       string          `json:"config"`
+	Running      bool            `json:"running"`
+	Started      time.Time       `json:"started,omitzero"`
+	ReportedAt   time.Time       `json:"reportedAt"`
+	TeamsEnabled bool            `json:"teamsEnabled"`
+	Users        int             `json:"users"`
+	UserProblems []string        `json:"userProblems,omitempty"`
+	Accounts     []AccountReport `json:"accounts"`
+}
+
+// AccountReport is one account's part of the status.
+type AccountReport struct {
+	ID      string      `json:"id"`
+	Auth    string      `json:"auth"`
+	Tenant  string      `json:"tenant"`
+	Sign    auth.Status `json:"signIn"`
+	Polling poll.Status `json:"polling"`
+}
+
+const statusKey = "_report"
+
+// Status is the live report (the control endpoint's answer).
+func (a *App) Status(context.Context) any { return a.report() }
+
+func (a *App) report() StatusReport {
+	r := StatusReport{Version: a.version, Config: a.cfg.Path, Running: true, Started: a.started,
+		ReportedAt: a.clk.Now().UTC(), TeamsEnabled: a.cfg.TeamsEnabled, Users: len(a.byUPN), UserProblems: a.problems}
+	for _, acc := range a.accounts {
+		r.Accounts = append(r.Accounts, AccountReport{ID: acc.cfg.ID, Auth: string(acc.cfg.Auth), Tenant: acc.cfg.TenantID,
+			Sign: acc.auth.Status(), Polling: acc.poller.Status()})
+	}
+	sort.Slice(r.Accounts, func(i, j int) bool { return r.Accounts[i].ID < r.Accounts[j].ID })
+	return r
+}
+
+// StoredStatus is the last report the service saved, for `status` while it is stopped.
+func (a *App) StoredStatus() (StatusReport, bool, error) {
+	var r StatusReport
+	found, err := a.db.Get(store.BucketAccounts, statusKey, &r)
+	r.Running = false
+	return r, found, err
+}
+
+func (a *App) saveStatus(context.Context) {
+	if err := a.db.Put(store.BucketAccounts, statusKey, a.report()); err != nil {
+		a.log.Warn("Could not save status", "err", err)
+	}
+}
+
+func (a *App) writeStatusLoop(ctx context.Context) error {
+	for {
+		if err := a.clk.Sleep(ctx, 10*time.Second); err != nil {
+			return nil
+		}
+		a.saveStatus(ctx)
+	}
+}
+
+// Interface checks: the App answers the control endpoint.
+var _ control.Handler = (*App)(nil)
