@@ -1,0 +1,282 @@
+// Package graph is presencebridge's Microsoft Graph client: resolve UPNs to object
+// ids with JSON batching and read presence in batches of up to 650 ids.
+package graph
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Limits from Microsoft's pages: getPresencesByUserId takes at most 650 ids
+// (graph/api/cloudcommunications-getpresencesbyuserid); JSON batching at most 20
+// requests (graph/json-batching).
+const (
+	MaxPresenceIDs = 650
+	MaxBatch       = 20
+)
+
+// TokenSource gives a bearer token for Graph.
+type TokenSource interface {
+	Token(ctx context.Context) (string, error)
+}
+
+// Client calls Graph through the given HTTP client (proxy and CA are its business).
+type Client struct {
+	base   string
+	hc     *http.Client
+	tokens TokenSource
+}
+
+// New returns a client for baseURL, e.g. https://graph.microsoft.com/v1.0.
+func New(baseURL string, hc *http.Client, tokens TokenSource) *Client {
+	return &Client{base: strings.TrimRight(baseURL, "/"), hc: hc, tokens: tokens}
+}
+
+// User is a resolved Teams user.
+type User struct {
+	ID          string `json:"id"`
+	UPN         string `json:"userPrincipalName"`
+	Mail        string `json:"mail"`
+	DisplayName string `json:"displayName"`
+}
+
+// Presence is one user's presence as Graph reports it (raw strings).
+type Presence struct {
+	ID           string
+	Availability string
+	Activity     string
+	OutOfOffice  bool
+}
+
+type wirePresence struct {
+	ID                  string `json:"id"`
+	Availability        string `json:"availability"`
+	Activity            string `json:"activity"`
+	OutOfOfficeSettings *struct {
+		IsOutOfOffice bool `json:"isOutOfOffice"`
+	} `json:"outOfOfficeSettings"`
+}
+
+func (w wirePresence) presence() Presence {
+	p := Presence{ID: w.ID, Availability: w.Availability, Activity: w.Activity}
+	if w.OutOfOfficeSettings != nil {
+		p.OutOfOffice = w.OutOfOfficeSettings.IsOutOfOffice
+	}
+	return p
+}
+
+// ThrottledError is a 429: wait RetryAfter (when HasRetryAfter) before the next call.
+type ThrottledError struct {
+	RetryAfter    time.Duration
+	HasRetryAfter bool
+}
+
+func (e *ThrottledError) Error() string {
+	if e.HasRetryAfter {
+		return fmt.Sprintf("Graph throttled the request (429); retry after %s", e.RetryAfter)
+	}
+	return "Graph throttled the request (429) without Retry-After"
+}
+
+// StatusError is any other non-2xx answer from Graph.
+type StatusError struct {
+	Status  int
+	Code    string
+	Message string
+}
+
+func (e *StatusError) Error() string {
+	if e.Code != "" {
+		return fmt.Sprintf("Graph answered %d %s: %s", e.Status, e.Code, e.Message)
+	}
+	return fmt.Sprintf("Graph answered %d %s", e.Status, http.StatusText(e.Status))
+}
+
+// IsTransient reports whether retrying later may succeed: 5xx, network errors and
+// timeouts. Throttling (ThrottledError) is handled by the budget, not here.
+func IsTransient(err error) bool {
+	var se *StatusError
+	if errors.As(err, &se) {
+		return se.Status >= 500
+	}
+	var ne net.Error
+	if errors.As(err, &ne) {
+		return true
+	}
+	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, io.ErrUnexpectedEOF)
+}
+
+// ResolveUsers looks up to 20 UPNs in one $batch; found is keyed by the lower-case
+// UPN as asked, notFound lists those Graph does not know (404).
+func (c *Client) ResolveUsers(ctx context.Context, upns []string) (found map[string]User, notFound []string, err error) {
+	if len(upns) > MaxBatch {
+		return nil, nil, fmt.Errorf("resolve: %d users in one batch, Graph allows %d", len(upns), MaxBatch)
+	}
+	type req struct {
+		ID     string `json:"id"`
+		Method string `json:"method"`
+		URL    string `json:"url"`
+	}
+	body := struct {
+		Requests []req `json:"requests"`
+	}{}
+	for i, u := range upns {
+		body.Requests = append(body.Requests, req{ID: strconv.Itoa(i), Method: "GET",
+			URL: "/users/" + url.PathEscape(u) + "?$select=id,userPrincipalName,mail,displayName"})
+	}
+	var reply struct {
+		Responses []struct {
+			ID      string            `json:"id"`
+			Status  int               `json:"status"`
+			Headers map[string]string `json:"headers"`
+			Body    json.RawMessage   `json:"body"`
+		} `json:"responses"`
+	}
+	if err := c.post(ctx, "/$batch", body, &reply); err != nil {
+		return nil, nil, err
+	}
+	found = make(map[string]User, len(upns))
+	for _, r := range reply.Responses {
+		i, err := strconv.Atoi(r.ID)
+		if err != nil || i < 0 || i >= len(upns) {
+			continue
+		}
+		upn := strings.ToLower(upns[i])
+		switch {
+		case r.Status == http.StatusOK:
+			var u User
+			if err := json.Unmarshal(r.Body, &u); err != nil {
+				return nil, nil, fmt.Errorf("resolve %s: %w", upn, err)
+			}
+			found[upn] = u
+		case r.Status == http.StatusNotFound:
+			notFound = append(notFound, upn)
+		case r.Status == http.StatusTooManyRequests:
+			return nil, nil, throttled(headerValue(r.Headers, "Retry-After"), time.Now())
+		default:
+			return nil, nil, fmt.Errorf("resolve %s: %w", upn, decodeError(r.Status, r.Body))
+		}
+	}
+	return found, notFound, nil
+}
+
+// GetPresences reads the presence of up to 650 users by object id.
+func (c *Client) GetPresences(ctx context.Context, ids []string) ([]Presence, error) {
+	if len(ids) > MaxPresenceIDs {
+		return nil, fmt.Errorf("getPresencesByUserId: %d ids in one request, Graph allows %d", len(ids), MaxPresenceIDs)
+	}
+	var reply struct {
+		Value []wirePresence `json:"value"`
+	}
+	if err := c.post(ctx, "/communications/getPresencesByUserId", map[string][]string{"ids": ids}, &reply); err != nil {
+		return nil, err
+	}
+	out := make([]Presence, len(reply.Value))
+	for i, w := range reply.Value {
+		out[i] = w.presence()
+	}
+	return out, nil
+}
+
+// GetPresence reads one user's presence.
+func (c *Client) GetPresence(ctx context.Context, id string) (Presence, error) {
+	var w wirePresence
+	if err := c.do(ctx, http.MethodGet, "/users/"+url.PathEscape(id)+"/presence", nil, &w); err != nil {
+		return Presence{}, err
+	}
+	return w.presence(), nil
+}
+
+func (c *Client) post(ctx context.Context, path string, in, out any) error {
+	raw, err := json.Marshal(in)
+	if err != nil {
+		return err
+	}
+	return c.do(ctx, http.MethodPost, path, raw, out)
+}
+
+func (c *Client) do(ctx context.Context, method, path string, body []byte, out any) error {
+	tok, err := c.tokens.Token(ctx)
+	if err != nil {
+		return err
+	}
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, c.base+path, rd)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Authorization", "Bearer "+tok)
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return fmt.Errorf("%s %s: %w", method, path, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode == http.StatusTooManyRequests {
+		io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+		return throttled(resp.Header.Get("Retry-After"), time.Now())
+	}
+	if resp.StatusCode/100 != 2 {
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+		return fmt.Errorf("%s %s: %w", method, path, decodeError(resp.StatusCode, b))
+	}
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 64<<20)).Decode(out); err != nil {
+		return fmt.Errorf("%s %s: decode reply: %w", method, path, err)
+	}
+	return nil
+}
+
+// throttled parses Retry-After as seconds or an HTTP date (RFC 9110 section 10.2.3).
+func throttled(h string, now time.Time) *ThrottledError {
+	h = strings.TrimSpace(h)
+	if h == "" {
+		return &ThrottledError{}
+	}
+	if n, err := strconv.Atoi(h); err == nil && n >= 0 {
+		return &ThrottledError{RetryAfter: time.Duration(n) * time.Second, HasRetryAfter: true}
+	}
+	if t, err := http.ParseTime(h); err == nil {
+		d := t.Sub(now)
+		if d < 0 {
+			d = 0
+		}
+		return &ThrottledError{RetryAfter: d, HasRetryAfter: true}
+	}
+	return &ThrottledError{}
+}
+
+func decodeError(status int, body []byte) *StatusError {
+	var e struct {
+		Error struct {
+			Code    string `json:"code"`
+			Message string `json:"message"`
+		} `json:"error"`
+	}
+	_ = json.Unmarshal(body, &e)
+	return &StatusError{Status: status, Code: e.Error.Code, Message: e.Error.Message}
+}
+
+// headerValue finds a header in a $batch response, whose names may have any case.
+func headerValue(h map[string]string, name string) string {
+	for k, v := range h {
+		if strings.EqualFold(k, name) {
+			return v
+		}
+	}
+	return ""
+}

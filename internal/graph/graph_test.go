@@ -1,0 +1,123 @@
+package graph
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/presencebridge/presencebridge/internal/graphsim"
+)
+
+type staticToken string
+
+func (s staticToken) Token(context.Context) (string, error) { return string(s), nil }
+
+func newSim(t *testing.T, users int) (*graphsim.Server, *Client) {
+	t.Helper()
+	sim, err := graphsim.New(graphsim.Options{Users: users})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sim.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sim.Close() })
+	tok, err := sim.AppToken("presencebridge-daemon")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sim, New(sim.GraphURL(), sim.Client(), staticToken(tok))
+}
+
+func TestResolveAndReadPresence(t *testing.T) {
+	sim, c := newSim(t, 700)
+	ctx := context.Background()
+	us := sim.Users()
+	ask := []string{us[0].UPN, "nobody@contoso.example", us[1].UPN}
+	found, notFound, err := c.ResolveUsers(ctx, ask)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if found[us[0].UPN].ID != us[0].ID || found[us[1].UPN].ID != us[1].ID {
+		t.Fatalf("found = %+v", found)
+	}
+	if len(notFound) != 1 || notFound[0] != "nobody@contoso.example" {
+		t.Fatalf("notFound = %v", notFound)
+	}
+	if _, _, err := c.ResolveUsers(ctx, make([]string, 21)); err == nil {
+		t.Fatal("21 users in one batch accepted")
+	}
+
+	if _, err := sim.SetPresence(us[0].UPN, "Busy", "InACall"); err != nil {
+		t.Fatal(err)
+	}
+	ids := make([]string, 650)
+	for i := range ids {
+		ids[i] = us[i].ID
+	}
+	ps, err := c.GetPresences(ctx, ids)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ps) != 650 {
+		t.Fatalf("got %d presences for 650 ids", len(ps))
+	}
+	var got Presence
+	for _, p := range ps {
+		if p.ID == us[0].ID {
+			got = p
+		}
+	}
+	if got.Availability != "Busy" || got.Activity != "InACall" {
+		t.Fatalf("presence of %s = %+v, want Busy/InACall", us[0].UPN, got)
+	}
+	if _, err := c.GetPresences(ctx, make([]string, 651)); err == nil {
+		t.Fatal("651 ids accepted; Graph allows 650")
+	}
+	one, err := c.GetPresence(ctx, us[0].ID)
+	if err != nil || one.Activity != "InACall" {
+		t.Fatalf("GetPresence = %+v, %v", one, err)
+	}
+}
+
+func TestErrorsAreTyped(t *testing.T) {
+	sim, c := newSim(t, 10)
+	ctx := context.Background()
+	ids := []string{sim.Users()[0].ID}
+	const path = "/communications/getPresencesByUserId"
+
+	sim.InjectFault(graphsim.Fault{Path: path, Status: 429, RetryAfter: "7"})
+	_, err := c.GetPresences(ctx, ids)
+	var te *ThrottledError
+	if !errors.As(err, &te) || !te.HasRetryAfter || te.RetryAfter != 7*time.Second {
+		t.Fatalf("429 error = %v, want ThrottledError 7s", err)
+	}
+
+	sim.InjectFault(graphsim.Fault{Path: path, Status: 503})
+	if _, err = c.GetPresences(ctx, ids); !IsTransient(err) {
+		t.Fatalf("503 error %v is not transient", err)
+	}
+
+	bad := New(sim.GraphURL(), sim.Client(), staticToken("not-a-token"))
+	_, err = bad.GetPresences(ctx, ids)
+	var se *StatusError
+	if !errors.As(err, &se) || se.Status != 401 || IsTransient(err) {
+		t.Fatalf("bad token error = %v, want non-transient 401", err)
+	}
+}
+
+func TestRetryAfterForms(t *testing.T) {
+	now := time.Date(2026, 11, 22, 9, 0, 0, 0, time.UTC)
+	for h, want := range map[string]time.Duration{
+		"12":                            12 * time.Second,
+		"Sun, 22 Nov 2026 09:00:30 GMT": 30 * time.Second,
+	} {
+		if got := throttled(h, now); !got.HasRetryAfter || got.RetryAfter != want {
+			t.Errorf("Retry-After %q = %+v, want %v", h, got, want)
+		}
+	}
+	if got := throttled("", now); got.HasRetryAfter {
+		t.Errorf("empty Retry-After gave %+v", got)
+	}
+}
