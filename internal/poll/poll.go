@@ -1,0 +1,446 @@
+// Package poll is the per-account scheduler: it resolves UPNs to object ids, reads
+// presence in chunks of 650 ids spread over each cycle inside the throttle budget,
+// keeps each user's last state in the store and passes on only changes.
+package poll
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	"github.com/presencebridge/presencebridge/internal/budget"
+	"github.com/presencebridge/presencebridge/internal/clock"
+	"github.com/presencebridge/presencebridge/internal/graph"
+	"github.com/presencebridge/presencebridge/internal/presence"
+	"github.com/presencebridge/presencebridge/internal/store"
+	"github.com/presencebridge/presencebridge/internal/users"
+)
+
+// Change is one user's new presence.
+type Change struct {
+	User     users.User
+	Previous presence.State // zero on first sight
+	Current  presence.State
+}
+
+// Sink receives changes (the PBX side implements it).
+type Sink interface {
+	Deliver(ctx context.Context, changes []Change) error
+}
+
+// LogSink logs one line per change.
+type LogSink struct{ Logger *slog.Logger }
+
+// Deliver logs each change with the UPN.
+func (s LogSink) Deliver(_ context.Context, changes []Change) error {
+	for _, c := range changes {
+		s.Logger.Info("Presence changed", "upn", c.User.UPN,
+			"from", string(c.Previous.Availability)+"/"+string(c.Previous.Activity),
+			"to", string(c.Current.Availability)+"/"+string(c.Current.Activity),
+			"outOfOffice", c.Current.OutOfOffice)
+	}
+	return nil
+}
+
+// GraphAPI is the part of graph.Client the poller uses.
+type GraphAPI interface {
+	ResolveUsers(ctx context.Context, upns []string) (map[string]graph.User, []string, error)
+	GetPresences(ctx context.Context, ids []string) ([]graph.Presence, error)
+}
+
+// Options configure one account's poller.
+type Options struct {
+	Account         string
+	Users           []users.User
+	Graph           GraphAPI
+	Store           *store.DB
+	Sink            Sink
+	Budget          *budget.Budget
+	Clock           clock.Clock
+	Logger          *slog.Logger
+	Interval        time.Duration
+	RequestTimeout  time.Duration
+	ResolveInterval time.Duration
+	ResolveRate     float64
+	EmitAllOnStart  bool
+	MaxChunk        int // default 650
+}
+
+// Status is what `status` shows for an account's polling.
+type Status struct {
+	Account           string        `json:"account"`
+	Users             int           `json:"users"`
+	Resolved          int           `json:"resolved"`
+	Unknown           []string      `json:"unknown,omitempty"`
+	CycleInterval     time.Duration `json:"cycleInterval"`
+	RequestsPerCycle  int           `json:"requestsPerCycle"`
+	Cycles            int           `json:"cycles"`
+	LastCycleStart    time.Time     `json:"lastCycleStart,omitzero"`
+	LastCycleDuration time.Duration `json:"lastCycleDuration"`
+	LastCycleOK       bool          `json:"lastCycleOK"`
+	LastError         string        `json:"lastError,omitempty"`
+	RequestsInWindow  int           `json:"requestsInWindow"`
+	BudgetShareUsed   float64       `json:"budgetShareUsed"`
+	Throttled         int           `json:"throttled"`
+	ChangesEmitted    int           `json:"changesEmitted"`
+}
+
+// resolved is what BucketUserIDs keeps per UPN.
+type resolved struct {
+	ID         string    `json:"id"`
+	UPN        string    `json:"upn"`
+	ResolvedAt time.Time `json:"resolvedAt"`
+	NotFound   bool      `json:"notFound,omitempty"`
+}
+
+// Poller polls one account.
+type Poller struct {
+	o       Options
+	byUPN   map[string]users.User
+	ids     map[string]string // UPN -> object id
+	byID    map[string]string // object id -> UPN
+	states  map[string]presence.State
+	unknown map[string]bool
+	seenVal map[string]bool // unknown presence values already logged
+	lastErr string
+
+	mu sync.Mutex
+	st Status
+}
+
+// New builds a poller and loads the ids and states kept from earlier runs.
+func New(o Options) (*Poller, error) {
+	if o.Clock == nil {
+		o.Clock = clock.Real{}
+	}
+	if o.MaxChunk <= 0 || o.MaxChunk > graph.MaxPresenceIDs {
+		o.MaxChunk = graph.MaxPresenceIDs
+	}
+	if o.RequestTimeout <= 0 {
+		o.RequestTimeout = 20 * time.Second
+	}
+	if o.ResolveRate <= 0 {
+		o.ResolveRate = 10
+	}
+	p := &Poller{o: o, byUPN: map[string]users.User{}, ids: map[string]string{}, byID: map[string]string{},
+		states: map[string]presence.State{}, unknown: map[string]bool{}, seenVal: map[string]bool{}}
+	for _, u := range o.Users {
+		p.byUPN[u.UPN] = u
+	}
+	for upn := range p.byUPN {
+		var r resolved
+		if found, err := o.Store.Get(store.BucketUserIDs, upn, &r); err != nil {
+			return nil, err
+		} else if found && !r.NotFound && r.ID != "" {
+			p.ids[upn] = r.ID
+			p.byID[r.ID] = upn
+		}
+		if !o.EmitAllOnStart {
+			var s presence.State
+			if found, err := o.Store.Get(store.BucketPresence, upn, &s); err != nil {
+				return nil, err
+			} else if found {
+				p.states[upn] = s
+			}
+		}
+	}
+	p.st = Status{Account: o.Account, Users: len(p.byUPN)}
+	return p, nil
+}
+
+// Status returns a copy of the current status.
+func (p *Poller) Status() Status {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	s := p.st
+	s.Unknown = append([]string(nil), s.Unknown...)
+	if p.o.Budget != nil {
+		s.RequestsInWindow, s.BudgetShareUsed = p.o.Budget.Used()
+	}
+	return s
+}
+
+// Run resolves users, then polls in cycles that never overlap, until ctx ends.
+func (p *Poller) Run(ctx context.Context) error {
+	if err := p.resolve(ctx, false); err != nil {
+		return err
+	}
+	lastResolve := p.o.Clock.Now()
+	chunks := p.chunks()
+	interval := max(p.o.Interval, p.o.Budget.MinCycle(len(chunks)))
+	p.o.Logger.Info(fmt.Sprintf("Polling %d users in %d requests per cycle; cycle every %s (configured %s, budget allows %s)",
+		len(p.ids), len(chunks), interval, p.o.Interval, p.o.Budget.MinCycle(len(chunks))))
+	for {
+		start := p.o.Clock.Now()
+		p.cycle(ctx, chunks, interval)
+		if ctx.Err() != nil {
+			return nil
+		}
+		elapsed := p.o.Clock.Now().Sub(start)
+		if elapsed > interval+interval/2 {
+			p.o.Logger.Warn("Poll cycle overran its interval", "took", elapsed, "interval", interval)
+		}
+		if p.o.ResolveInterval > 0 && p.o.Clock.Now().Sub(lastResolve) >= p.o.ResolveInterval {
+			if err := p.resolve(ctx, true); err != nil {
+				return nil
+			}
+			lastResolve = p.o.Clock.Now()
+			chunks = p.chunks()
+			interval = max(p.o.Interval, p.o.Budget.MinCycle(len(chunks)))
+		}
+		if err := p.o.Clock.Sleep(ctx, interval-elapsed); err != nil {
+			return nil
+		}
+	}
+}
+
+// chunks splits the resolved ids into requests of at most MaxChunk.
+func (p *Poller) chunks() [][]string {
+	ids := make([]string, 0, len(p.ids))
+	for _, u := range p.o.Users {
+		if id, ok := p.ids[u.UPN]; ok {
+			ids = append(ids, id)
+		}
+	}
+	var out [][]string
+	for len(ids) > 0 {
+		n := min(len(ids), p.o.MaxChunk)
+		out = append(out, ids[:n:n])
+		ids = ids[n:]
+	}
+	p.mu.Lock()
+	p.st.RequestsPerCycle = len(out)
+	p.mu.Unlock()
+	return out
+}
+
+// resolve looks up UPNs without an id (or all, when again is set) in $batch calls of
+// 20, paced by ResolveRate. An unknown UPN is logged once by name.
+func (p *Poller) resolve(ctx context.Context, again bool) error {
+	var todo []string
+	for _, u := range p.o.Users {
+		if _, ok := p.ids[u.UPN]; !ok || again {
+			todo = append(todo, u.UPN)
+		}
+	}
+	pace := time.Duration(float64(time.Second) / p.o.ResolveRate)
+	for len(todo) > 0 {
+		n := min(len(todo), graph.MaxBatch)
+		batch := todo[:n]
+		rctx, cancel := context.WithTimeout(ctx, p.o.RequestTimeout)
+		found, notFound, err := p.o.Graph.ResolveUsers(rctx, batch)
+		cancel()
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			var te *graph.ThrottledError
+			wait := 5 * time.Second
+			if errors.As(err, &te) && te.HasRetryAfter {
+				wait = te.RetryAfter
+			}
+			p.noteError(fmt.Errorf("resolve users: %w", err))
+			if err := p.o.Clock.Sleep(ctx, wait); err != nil {
+				return err
+			}
+			continue
+		}
+		now := p.o.Clock.Now().UTC()
+		entries := map[string]any{}
+		for upn, u := range found {
+			p.ids[upn] = u.ID
+			p.byID[u.ID] = upn
+			delete(p.unknown, upn)
+			entries[upn] = resolved{ID: u.ID, UPN: upn, ResolvedAt: now}
+		}
+		for _, upn := range notFound {
+			if !p.unknown[upn] {
+				p.o.Logger.Warn("Teams user not found; check the UPN in the users file", "upn", upn, "line", p.byUPN[upn].Line)
+			}
+			p.unknown[upn] = true
+			if id, ok := p.ids[upn]; ok {
+				delete(p.byID, id)
+				delete(p.ids, upn)
+			}
+			entries[upn] = resolved{UPN: upn, ResolvedAt: now, NotFound: true}
+		}
+		if err := p.o.Store.PutMany(store.BucketUserIDs, entries); err != nil {
+			return err
+		}
+		p.mu.Lock()
+		p.st.Resolved = len(p.ids)
+		p.st.Unknown = p.st.Unknown[:0]
+		for upn := range p.unknown {
+			p.st.Unknown = append(p.st.Unknown, upn)
+		}
+		p.mu.Unlock()
+		todo = todo[n:]
+		if len(todo) > 0 {
+			if err := p.o.Clock.Sleep(ctx, pace); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// cycle reads every chunk once, spread evenly over interval, and passes on changes.
+func (p *Poller) cycle(ctx context.Context, chunks [][]string, interval time.Duration) {
+	start := p.o.Clock.Now()
+	ok := true
+	var changes []Change
+	pace := time.Duration(0)
+	if len(chunks) > 0 {
+		pace = interval / time.Duration(len(chunks))
+	}
+	for i, ids := range chunks {
+		if i > 0 {
+			// Spread requests evenly: chunk i is not sent before start + i*pace.
+			if d := start.Add(time.Duration(i) * pace).Sub(p.o.Clock.Now()); d > 0 {
+				if p.o.Clock.Sleep(ctx, d) != nil {
+					return
+				}
+			}
+		}
+		ps, err := p.fetch(ctx, ids)
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			ok = false
+			continue
+		}
+		changes = p.diff(ps, changes)
+	}
+	if len(changes) > 0 {
+		entries := make(map[string]any, len(changes))
+		for _, c := range changes {
+			entries[c.User.UPN] = c.Current
+		}
+		if err := p.o.Store.PutMany(store.BucketPresence, entries); err != nil {
+			p.noteError(err)
+			ok = false
+		}
+		if err := p.o.Sink.Deliver(ctx, changes); err != nil {
+			p.noteError(fmt.Errorf("deliver changes: %w", err))
+		}
+	}
+	if ok {
+		p.lastErr = ""
+	}
+	p.mu.Lock()
+	p.st.Cycles++
+	p.st.CycleInterval = interval
+	p.st.LastCycleStart = start.UTC()
+	p.st.LastCycleDuration = p.o.Clock.Now().Sub(start)
+	p.st.LastCycleOK = ok
+	if ok {
+		p.st.LastError = ""
+	}
+	p.st.ChangesEmitted += len(changes)
+	st := p.st
+	p.mu.Unlock()
+	_ = p.o.Store.Put(store.BucketAccounts, p.o.Account, st)
+}
+
+// fetch reads one chunk inside the budget: a 429 pauses the budget for exactly
+// Retry-After (exponential backoff without it), 5xx and network errors back off
+// with jitter; after a few tries the chunk is skipped for this cycle.
+func (p *Poller) fetch(ctx context.Context, ids []string) ([]graph.Presence, error) {
+	backoff := time.Second
+	const tries = 4
+	var err error
+	for try := 0; try < tries; try++ {
+		if err = p.o.Budget.Wait(ctx); err != nil {
+			return nil, err
+		}
+		rctx, cancel := context.WithTimeout(ctx, p.o.RequestTimeout)
+		var ps []graph.Presence
+		ps, err = p.o.Graph.GetPresences(rctx, ids)
+		cancel()
+		if err == nil {
+			return ps, nil
+		}
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		var te *graph.ThrottledError
+		switch {
+		case errors.As(err, &te):
+			p.mu.Lock()
+			p.st.Throttled++
+			p.mu.Unlock()
+			wait := backoff
+			if te.HasRetryAfter {
+				wait = te.RetryAfter
+			}
+			p.o.Logger.Warn("Graph throttled presence reads; pausing", "retryAfter", wait)
+			p.o.Budget.PauseUntil(p.o.Clock.Now().Add(wait))
+		case graph.IsTransient(err):
+			jitter := time.Duration((rand.Float64()*0.4 - 0.2) * float64(backoff))
+			if p.o.Clock.Sleep(ctx, backoff+jitter) != nil {
+				return nil, ctx.Err()
+			}
+		default:
+			p.noteError(err)
+			return nil, err
+		}
+		backoff = min(backoff*2, 30*time.Second)
+	}
+	p.noteError(err)
+	return nil, err
+}
+
+// noteError records err for status and logs each distinct error once.
+func (p *Poller) noteError(err error) {
+	msg := err.Error()
+	if msg != p.lastErr {
+		p.o.Logger.Error("Polling failed; users keep their last state", "err", msg)
+		p.lastErr = msg
+	}
+	p.mu.Lock()
+	p.st.LastError = msg
+	p.mu.Unlock()
+}
+
+// diff normalises a chunk's presences and appends the users whose state changed.
+func (p *Poller) diff(ps []graph.Presence, changes []Change) []Change {
+	now := p.o.Clock.Now().UTC()
+	for _, gp := range ps {
+		upn, ok := p.byID[gp.ID]
+		if !ok {
+			continue
+		}
+		av, okA := presence.ParseAvailability(gp.Availability)
+		act, okB := presence.ParseActivity(gp.Activity)
+		if !okA {
+			p.logValueOnce("availability", gp.Availability, upn)
+		}
+		if !okB {
+			p.logValueOnce("activity", gp.Activity, upn)
+		}
+		cur := presence.State{UPN: upn, Availability: av, Activity: act, OutOfOffice: gp.OutOfOffice, Seen: now, Changed: now}
+		prev, had := p.states[upn]
+		if had && prev.SameAs(cur) {
+			prev.Seen = now
+			p.states[upn] = prev
+			continue
+		}
+		p.states[upn] = cur
+		changes = append(changes, Change{User: p.byUPN[upn], Previous: prev, Current: cur})
+	}
+	return changes
+}
+
+func (p *Poller) logValueOnce(kind, v, upn string) {
+	key := kind + "\x00" + v
+	if p.seenVal[key] {
+		return
+	}
+	p.seenVal[key] = true
+	p.o.Logger.Warn("Unknown presence value from Graph; shown as PresenceUnknown", "kind", kind, "value", v, "upn", upn)
+}

@@ -1,0 +1,165 @@
+package poll
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/presencebridge/presencebridge/internal/budget"
+	"github.com/presencebridge/presencebridge/internal/clock"
+	"github.com/presencebridge/presencebridge/internal/graph"
+	"github.com/presencebridge/presencebridge/internal/graphsim"
+	"github.com/presencebridge/presencebridge/internal/store"
+	"github.com/presencebridge/presencebridge/internal/users"
+)
+
+const presencePath = "/v1.0/communications/getPresencesByUserId"
+
+type countingSink struct {
+	mu      sync.Mutex
+	changes []Change
+}
+
+func (s *countingSink) Deliver(_ context.Context, cs []Change) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.changes = append(s.changes, cs...)
+	return nil
+}
+
+func (s *countingSink) count() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.changes)
+}
+
+type rig struct {
+	sim *graphsim.Server
+	clk *clock.Fake
+	db  *store.DB
+	gc  *graph.Client
+	us  []users.User
+}
+
+func newRig(t *testing.T, nUsers, limit int) *rig {
+	t.Helper()
+	clk := clock.NewFake(time.Date(2026, 11, 22, 9, 0, 0, 0, time.UTC))
+	sim, err := graphsim.New(graphsim.Options{Users: nUsers, Clock: clk, ThrottleLimit: limit, ThrottleWindow: 30 * time.Second, ManualEngine: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sim.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sim.Close() })
+	tok, err := sim.AppToken("presencebridge-daemon")
+	if err != nil {
+		t.Fatal(err)
+	}
+	db, err := store.Open(filepath.Join(t.TempDir(), "state.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	r := &rig{sim: sim, clk: clk, db: db, gc: graph.New(sim.GraphURL(), sim.Client(), tokenString(tok))}
+	for i, u := range sim.Users() {
+		r.us = append(r.us, users.User{UPN: u.UPN, Extension: "1", Line: i + 2})
+	}
+	return r
+}
+
+type tokenString string
+
+func (t tokenString) Token(context.Context) (string, error) { return string(t), nil }
+
+// run polls until cycles cycles have completed, then stops the poller.
+func (r *rig) run(t *testing.T, sink Sink, cycles int, share float64, limit int) *Poller {
+	t.Helper()
+	p, err := New(Options{Account: "a", Users: r.us, Graph: r.gc, Store: r.db, Sink: sink,
+		Budget: budget.New(limit, 30*time.Second, share, r.clk), Clock: r.clk,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Interval: time.Second,
+		RequestTimeout: 10 * time.Second, ResolveRate: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { p.Run(ctx); close(done) }()
+	deadline := time.Now().Add(30 * time.Second)
+	for p.Status().Cycles < cycles {
+		if time.Now().After(deadline) {
+			cancel()
+			t.Fatalf("only %d cycles ran", p.Status().Cycles)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	cancel()
+	<-done
+	return p
+}
+
+func TestIntegrationChunksBudgetAndRestart(t *testing.T) {
+	r := newRig(t, 1301, 60)
+	sink := &countingSink{}
+	p := r.run(t, sink, 6, 0.6, 60)
+
+	st := r.sim.Stats()
+	if st.Throttled != 0 {
+		t.Fatalf("%d requests were throttled; the budget should keep them under the limit", st.Throttled)
+	}
+	// Chunks of 650: 1,301 users take 650 + 650 + 1 ids per cycle.
+	var sizes []int
+	for _, rec := range st.Requests {
+		if rec.Path == presencePath {
+			sizes = append(sizes, rec.IDs)
+		}
+	}
+	if len(sizes) < 18 || sizes[0] != 650 || sizes[1] != 650 || sizes[2] != 1 {
+		t.Fatalf("request sizes = %v, want 650,650,1 per cycle", sizes)
+	}
+	// Budget: 60% of 60 per 30 s = 36, counted at the simulated tenant over every
+	// window (resolution $batch calls included), +1 for the limiter's burst.
+	for app, n := range st.MaxInWindow {
+		if n > 37 {
+			t.Fatalf("app %s sent %d requests in one 30 s window; budget share allows 36", app, n)
+		}
+	}
+	if got := sink.count(); got != 1301 {
+		t.Fatalf("first run emitted %d changes, want 1301 (every user seen once, then no noise)", got)
+	}
+	if s := p.Status(); s.RequestsPerCycle != 3 || s.Resolved != 1301 {
+		t.Fatalf("status = %+v", s)
+	}
+
+	// A change reaches the sink once; a restart on the same store emits nothing old.
+	if _, err := r.sim.SetPresence(r.us[5].UPN, "Busy", "InACall"); err != nil {
+		t.Fatal(err)
+	}
+	sink2 := &countingSink{}
+	r.run(t, sink2, 3, 0.6, 60)
+	if sink2.count() != 1 || sink2.changes[0].User.UPN != r.us[5].UPN || sink2.changes[0].Current.Activity != "InACall" {
+		t.Fatalf("after restart and one change the sink got %d changes: %+v", sink2.count(), sink2.changes)
+	}
+}
+
+func TestIntegrationRetryAfterObeyed(t *testing.T) {
+	r := newRig(t, 30, 1500)
+	r.sim.InjectFault(graphsim.Fault{Path: "/communications/getPresencesByUserId", Status: 429, RetryAfter: "7"})
+	r.run(t, &countingSink{}, 2, 0.6, 1500)
+	var recs []graphsim.RequestRecord
+	for _, rec := range r.sim.Stats().Requests {
+		if rec.Path == presencePath {
+			recs = append(recs, rec)
+		}
+	}
+	if len(recs) < 2 || recs[0].Status != 429 {
+		t.Fatalf("presence requests = %+v, want a 429 first", recs)
+	}
+	if gap := recs[1].At.Sub(recs[0].At); gap < 7*time.Second {
+		t.Fatalf("next request came %v after a 429 with Retry-After: 7", gap)
+	}
+}
