@@ -4,10 +4,16 @@ VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev
 LDFLAGS  := -s -w -X main.version=$(VERSION)
 BIN      := bin/presencebridge
 
-.PHONY: help test test-integration lint clean
+.PHONY: help build demo test test-integration lint clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 18
+
+build: ## build bin/presencebridge
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/presencebridge
+
+demo: build ## run presencebridge against the built-in simulated tenant
+	scripts/demo.sh
 
 test: ## vet and run every test (unit and integration) with the race detector
 	$(GO) vet ./...

@@ -1,5 +1,3 @@
-//go:build wip
-
 // Command presencebridge brings Microsoft Teams presence into on-premises phone
 // systems. See README.md for the commands and Presence.ini.example for the settings.
 package main
@@ -38,7 +36,6 @@ Commands:
   presence get UPN        print one user's live Teams presence as JSON
   status [--json]         show accounts, sign-in state, users and the last poll cycle
   simulate [flags]        run the simulated Microsoft tenant (login + Graph) for demos and tests
-  bench [flags]           poll a simulated tenant of many users and print the figures
   version                 print the version
 
 The configuration file is %s by default;
@@ -80,7 +77,6 @@ func run(args []string, stdout, stderr io.Writer) int {
 		"presence": cmdPresence,
 		"status":   cmdStatus,
 		"simulate": cmdSimulate,
-		"bench":    cmdBench,
 		"version":  cmdVersion,
 	}
 	name := fs.Arg(0)

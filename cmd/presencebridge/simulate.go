@@ -1,5 +1,3 @@
-//go:build wip
-
 package main
 
 import (
@@ -122,7 +120,7 @@ func writeSimConfig(dir string, r simReady, sim *graphsim.Server, auth string) e
 	if err := os.WriteFile(filepath.Join(dir, "users.csv"), []byte(csv.String()), 0o644); err != nil {
 		return err
 	}
-	account := "ClientID = presencebridge-demo\nAuth = devicecode\nUsername = admin@contoso.example\n"
+	account := "ClientID = presencebridge-demo\nAuth = devicecode\nUsername = presence.svc@contoso.example\n"
 	if auth == "secret" {
 		account = "ClientID = presencebridge-daemon\nAuth = secret\nClientSecret = sim-secret\n"
 	}

@@ -1,5 +1,3 @@
-//go:build wip
-
 // Package app wires presencebridge together: configuration, state file, proxy-aware
 // HTTP client, one sign-in + Graph client + budget + poller per account, the sink
 // that receives changes, and the loopback control endpoint.
@@ -199,7 +197,7 @@ func (a *App) Run(ctx context.Context) error {
 	}
 
 	if a.cfg.ControlAddr != "" && !strings.EqualFold(a.cfg.ControlAddr, "off") {
-		srv, err := control.Listen(a.cfg.ControlAddr, KeyFile(a.cfg), a, a.log)
+		srv, err := control.Listen(a.cfg.ControlAddr, KeyFile(a.cfg), controlHandler{a}, a.log)
 		if err != nil {
 			return err
 		}
@@ -390,5 +388,15 @@ func (a *App) writeStatusLoop(ctx context.Context) error {
 	}
 }
 
-// Interface checks: the App answers the control endpoint.
-var _ control.Handler = (*App)(nil)
+// controlHandler answers the control endpoint with the App.
+type controlHandler struct{ a *App }
+
+func (h controlHandler) Status(ctx context.Context) any { return h.a.Status(ctx) }
+
+func (h controlHandler) Presence(ctx context.Context, upn string) (any, error) {
+	return h.a.Presence(ctx, upn)
+}
+
+func (h controlHandler) Login(ctx context.Context, account string, show func(string)) (any, error) {
+	return h.a.Login(ctx, account, show)
+}

@@ -148,7 +148,7 @@ func New(o Options) (*Poller, error) {
 			}
 		}
 	}
-	p.st = Status{Account: o.Account, Users: len(p.byUPN)}
+	p.st = Status{Account: o.Account, Users: len(p.byUPN), Resolved: len(p.ids)}
 	return p, nil
 }
 

@@ -1,0 +1,93 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"text/tabwriter"
+	"time"
+
+	"github.com/presencebridge/presencebridge/internal/app"
+	"github.com/presencebridge/presencebridge/internal/control"
+)
+
+func cmdStatus(g globals, args []string) int {
+	fs := flag.NewFlagSet("status", flag.ContinueOnError)
+	fs.SetOutput(g.stderr)
+	asJSON := fs.Bool("json", false, "print JSON for scripts")
+	if err := fs.Parse(args); err != nil {
+		return exitUsage
+	}
+	cfg := loadConfig(g)
+	if cfg == nil {
+		return exitConfig
+	}
+	ctx, stop := signalContext()
+	defer stop()
+	a, inUse, code := openApp(g, cfg, newConsoleLogger(g.stderr, "error"))
+	var rep app.StatusReport
+	switch {
+	case code != exitOK:
+		return code
+	case inUse:
+		c, err := control.NewClient(app.KeyFile(cfg))
+		if err == nil {
+			err = c.Status(ctx, &rep)
+		}
+		if err != nil {
+			if errors.Is(err, control.ErrNotRunning) {
+				err = fmt.Errorf("the state file %s is in use, but no service answers; stop the other presencebridge command and try again", cfg.StateFile)
+			}
+			fmt.Fprintf(g.stderr, "presencebridge status: %v\n", err)
+			return exitFailure
+		}
+	default:
+		defer a.Close()
+		var found bool
+		var err error
+		rep, found, err = a.StoredStatus()
+		if err != nil {
+			fmt.Fprintf(g.stderr, "presencebridge status: %v\n", err)
+			return exitFailure
+		}
+		if !found {
+			rep = app.StatusReport{Version: version, Config: cfg.Path, TeamsEnabled: cfg.TeamsEnabled}
+		}
+	}
+	if *asJSON {
+		out, _ := json.MarshalIndent(rep, "", "  ")
+		fmt.Fprintln(g.stdout, string(out))
+		return exitOK
+	}
+	state := "not running"
+	if rep.Running {
+		state = "running since " + rep.Started.Local().Format(time.DateTime)
+	} else if !rep.ReportedAt.IsZero() {
+		state += " (last report " + rep.ReportedAt.Local().Format(time.DateTime) + ")"
+	}
+	fmt.Fprintf(g.stdout, "presencebridge %s, service %s\nconfig %s; Teams polling on: %v; users %d\n", rep.Version, state, rep.Config, rep.TeamsEnabled, rep.Users)
+	for _, p := range rep.UserProblems {
+		fmt.Fprintf(g.stdout, "  users file: %s\n", p)
+	}
+	tw := tabwriter.NewWriter(g.stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "\nACCOUNT\tSIGN-IN\tUSERS\tRESOLVED\tUNKNOWN\tCYCLES\tINTERVAL\tLAST CYCLE\tBUDGET USED\t429s\tLAST ERROR")
+	for _, ac := range rep.Accounts {
+		sign := string(ac.Sign.State)
+		if ac.Sign.Username != "" {
+			sign += " (" + ac.Sign.Username + ")"
+		}
+		last := "-"
+		if !ac.Polling.LastCycleStart.IsZero() {
+			last = ac.Polling.LastCycleStart.Local().Format(time.TimeOnly) + " in " + ac.Polling.LastCycleDuration.Round(time.Millisecond).String()
+		}
+		errText := ac.Polling.LastError
+		if errText == "" {
+			errText = ac.Sign.LastError
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%d\t%s\t%s\t%.0f%%\t%d\t%s\n", ac.ID, sign, ac.Polling.Users, ac.Polling.Resolved,
+			len(ac.Polling.Unknown), ac.Polling.Cycles, ac.Polling.CycleInterval, last, ac.Polling.BudgetShareUsed*100, ac.Polling.Throttled, errText)
+	}
+	tw.Flush()
+	return exitOK
+}
