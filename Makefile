@@ -4,7 +4,7 @@ VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev
 LDFLAGS  := -s -w -X main.version=$(VERSION)
 BIN      := bin/presencebridge
 
-.PHONY: help build demo test test-integration lint clean
+.PHONY: help build demo bench test test-integration lint clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 18
@@ -14,6 +14,9 @@ build: ## build bin/presencebridge
 
 demo: build ## run presencebridge against the built-in simulated tenant
 	scripts/demo.sh
+
+bench: build ## poll 50,000 simulated users and print cycle time, budget use, 429s, CPU, memory
+	$(BIN) bench --users 50000 --cycles 5
 
 test: ## vet and run every test (unit and integration) with the race detector
 	$(GO) vet ./...

@@ -36,6 +36,7 @@ Commands:
   presence get UPN        print one user's live Teams presence as JSON
   status [--json]         show accounts, sign-in state, users and the last poll cycle
   simulate [flags]        run the simulated Microsoft tenant (login + Graph) for demos and tests
+  bench [flags]           poll a simulated tenant of many users and print the figures
   version                 print the version
 
 The configuration file is %s by default;
@@ -77,6 +78,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		"presence": cmdPresence,
 		"status":   cmdStatus,
 		"simulate": cmdSimulate,
+		"bench":    cmdBench,
 		"version":  cmdVersion,
 	}
 	name := fs.Arg(0)

@@ -38,6 +38,8 @@ func cmdSimulate(g globals, args []string) int {
 	writeConfig := fs.String("write-config", "", "write Presence.ini, users.csv and the CA certificate for this tenant into this folder")
 	auth := fs.String("auth", "devicecode", "sign-in of the account written by --write-config: devicecode or secret")
 	seed := fs.Int64("seed", 1, "random seed of the presence patterns")
+	interval := fs.Duration("interval", 5*time.Second, "[Polling] Interval written by --write-config")
+	resolveRate := fs.Float64("resolve-rate", 10, "[Polling] ResolveRate written by --write-config")
 	fs.Usage = func() {
 		fmt.Fprintln(g.stderr, "Usage: presencebridge simulate [flags]\n\nRuns the simulated Microsoft tenant (login and Graph over HTTPS) until interrupted.")
 		fs.PrintDefaults()
@@ -91,7 +93,7 @@ func cmdSimulate(g globals, args []string) int {
 		return exitFailure
 	}
 	if *writeConfig != "" {
-		if err := writeSimConfig(*writeConfig, ready, sim, *auth); err != nil {
+		if err := writeSimConfig(*writeConfig, ready, sim, *auth, *interval, *resolveRate); err != nil {
 			fmt.Fprintf(g.stderr, "presencebridge simulate: %v\n", err)
 			return exitFailure
 		}
@@ -111,7 +113,7 @@ func cmdSimulate(g globals, args []string) int {
 
 // writeSimConfig writes a Presence.ini and users.csv that point presencebridge at
 // the simulated tenant, as a field engineer would for a real one.
-func writeSimConfig(dir string, r simReady, sim *graphsim.Server, auth string) error {
+func writeSimConfig(dir string, r simReady, sim *graphsim.Server, auth string, interval time.Duration, resolveRate float64) error {
 	var csv strings.Builder
 	csv.WriteString("UPN;SIP URI;Extension;Name\r\n")
 	for i, u := range sim.Users() {
@@ -142,10 +144,11 @@ URL = direct
 CAFile = sim-ca.pem
 
 [Polling]
-Interval = 5s
+Interval = %s
+ResolveRate = %g
 
 [Account.demo]
 TenantID = %s
-%s`, r.URL, r.GraphURL, r.TenantID, account)
+%s`, r.URL, r.GraphURL, interval, resolveRate, r.TenantID, account)
 	return os.WriteFile(filepath.Join(dir, "Presence.ini"), []byte(ini), 0o600)
 }

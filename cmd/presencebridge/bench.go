@@ -1,0 +1,170 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/presencebridge/presencebridge/internal/app"
+	"github.com/presencebridge/presencebridge/internal/config"
+	"github.com/presencebridge/presencebridge/internal/poll"
+)
+
+type nullSink struct{ n int }
+
+func (s *nullSink) Deliver(_ context.Context, cs []poll.Change) error { s.n += len(cs); return nil }
+
+// cmdBench polls a simulated tenant, run as a child process so its CPU and memory
+// are not counted, and prints the figures of the steady-state cycles.
+func cmdBench(g globals, args []string) int {
+	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	fs.SetOutput(g.stderr)
+	nUsers := fs.Int("users", 50000, "simulated users in one account")
+	cycles := fs.Int("cycles", 5, "steady-state cycles to measure")
+	rate := fs.Float64("rate", 6, "presence changes per user per hour in the simulated tenant")
+	if err := fs.Parse(args); err != nil {
+		return exitUsage
+	}
+	fail := func(err error) int { fmt.Fprintf(g.stderr, "presencebridge bench: %v\n", err); return exitFailure }
+	dir, err := os.MkdirTemp("", "presencebridge-bench-")
+	if err != nil {
+		return fail(err)
+	}
+	defer os.RemoveAll(dir)
+	self, _ := os.Executable()
+	sim := exec.Command(self, "simulate", "--addr", "127.0.0.1:0", "--users", strconv.Itoa(*nUsers), "--rate", fmt.Sprint(*rate),
+		"--auth", "secret", "--interval", "1s", "--resolve-rate", "100", "--write-config", dir)
+	out, _ := sim.StdoutPipe()
+	sim.Stderr = io.Discard
+	if err := sim.Start(); err != nil {
+		return fail(err)
+	}
+	defer func() { sim.Process.Signal(os.Interrupt); sim.Wait() }()
+	line, err := bufio.NewReader(out).ReadString('\n')
+	if err != nil {
+		return fail(fmt.Errorf("simulated tenant did not start: %w", err))
+	}
+	var ready simReady
+	if err := json.Unmarshal([]byte(line), &ready); err != nil {
+		return fail(err)
+	}
+	cfg, err := config.Load(filepath.Join(dir, "Presence.ini"))
+	if err != nil {
+		return fail(err)
+	}
+	sink := &nullSink{}
+	a, err := app.Open(app.Options{Config: cfg, Logger: newConsoleLogger(io.Discard, "error"), Sink: sink, Version: version})
+	if err != nil {
+		return fail(err)
+	}
+	defer a.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+
+	status := func() poll.Status { return a.Status(ctx).(app.StatusReport).Accounts[0].Polling }
+	t0 := time.Now()
+	for status().Cycles < 1 {
+		time.Sleep(20 * time.Millisecond)
+	}
+	resolveTime := time.Since(t0)
+	ru0 := rusage()
+	first := status().Cycles
+	m0 := time.Now()
+	var durs []time.Duration
+	last := first
+	for last < first+*cycles {
+		time.Sleep(10 * time.Millisecond)
+		if s := status(); s.Cycles != last {
+			last = s.Cycles
+			durs = append(durs, s.LastCycleDuration)
+		}
+	}
+	wall := time.Since(m0)
+	cpu := rusage() - ru0
+	st := status()
+	simStats := fetchSimStats(ready)
+	var maxDur, sum time.Duration
+	for _, d := range durs {
+		sum += d
+		maxDur = max(maxDur, d)
+	}
+	fmt.Fprintf(g.stdout, "presencebridge bench: %d users, 1 account, budget 1500 requests/30s, share %.0f%%\n", *nUsers, cfg.Accounts[0].BudgetShare*100)
+	fmt.Fprintf(g.stdout, "  first sight (resolve %d UPNs + first cycle): %s\n", *nUsers, resolveTime.Round(time.Millisecond))
+	fmt.Fprintf(g.stdout, "  requests per cycle:        %d\n", st.RequestsPerCycle)
+	fmt.Fprintf(g.stdout, "  cycle interval (effective): %s\n", st.CycleInterval)
+	fmt.Fprintf(g.stdout, "  cycle time, mean / max:    %s / %s over %d cycles\n", (sum / time.Duration(len(durs))).Round(time.Millisecond), maxDur.Round(time.Millisecond), len(durs))
+	fmt.Fprintf(g.stdout, "  budget share used:         %.1f%% (%d requests in the last 30 s)\n", st.BudgetShareUsed*100, st.RequestsInWindow)
+	fmt.Fprintf(g.stdout, "  max requests in any 30 s window at the tenant: %s\n", simStats)
+	fmt.Fprintf(g.stdout, "  429s seen:                 %d\n", st.Throttled)
+	fmt.Fprintf(g.stdout, "  changes passed on:         %d\n", sink.n)
+	fmt.Fprintf(g.stdout, "  CPU during measured cycles: %s for %s wall (%.1f%% of one core)\n", cpu.Round(time.Millisecond), wall.Round(time.Millisecond), 100*cpu.Seconds()/wall.Seconds())
+	fmt.Fprintf(g.stdout, "  peak RSS:                  %s\n", peakRSS())
+	fmt.Fprintf(g.stdout, "  Go heap in use:            %.1f MiB\n", heapMiB())
+	return exitOK
+}
+
+func rusage() time.Duration {
+	var ru syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+func peakRSS() string {
+	raw, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return "n/a"
+	}
+	for _, l := range strings.Split(string(raw), "\n") {
+		if strings.HasPrefix(l, "VmHWM:") {
+			f := strings.Fields(l)
+			kb, _ := strconv.Atoi(f[1])
+			return fmt.Sprintf("%.1f MiB", float64(kb)/1024)
+		}
+	}
+	return "n/a"
+}
+
+func heapMiB() float64 {
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return float64(m.HeapInuse) / (1 << 20)
+}
+
+func fetchSimStats(r simReady) string {
+	pem, err := os.ReadFile(r.CAFile)
+	if err != nil {
+		return "n/a"
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(pem)
+	hc := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	resp, err := hc.Get(r.URL + "/_sim/stats?requests=false")
+	if err != nil {
+		return "n/a"
+	}
+	defer resp.Body.Close()
+	var st struct {
+		MaxInWindow map[string]int `json:"maxInWindow"`
+		Throttled   int            `json:"throttled"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
+		return "n/a"
+	}
+	return fmt.Sprintf("%v (throttled at the tenant: %d)", st.MaxInWindow, st.Throttled)
+}
