@@ -1,7 +1,6 @@
 package main
 
 import (
-	"errors"
 	"flag"
 	"fmt"
 
@@ -30,25 +29,13 @@ func cmdLogin(g globals, args []string) int {
 	defer stop()
 	show := func(msg string) { fmt.Fprintln(g.stdout, msg) }
 
-	a, inUse, code := openApp(g, cfg, logger)
 	var id auth.Identity
-	var err error
-	switch {
-	case code != exitOK:
-		return code
-	case inUse:
+	code, err := viaAppOrService(g, cfg, logger,
+		func(a *app.App) (err error) { id, err = a.Login(ctx, *account, show); return err },
 		// The service holds the state file: it runs the sign-in and stores the tokens.
-		var c *control.Client
-		c, err = control.NewClient(app.KeyFile(cfg))
-		if err == nil {
-			err = c.Login(ctx, *account, show, &id)
-		}
-		if errors.Is(err, control.ErrNotRunning) {
-			err = fmt.Errorf("the state file %s is in use, but no service answers; stop the other presencebridge command and try again", cfg.StateFile)
-		}
-	default:
-		defer a.Close()
-		id, err = a.Login(ctx, *account, show)
+		func(c *control.Client) error { return c.Login(ctx, *account, show, &id) })
+	if code != exitOK {
+		return code
 	}
 	if err != nil {
 		fmt.Fprintf(g.stderr, "presencebridge login: %v\n", err)

@@ -2,7 +2,6 @@ package main
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
 
 	"github.com/presencebridge/presencebridge/internal/app"
@@ -23,24 +22,12 @@ func cmdPresence(g globals, args []string) int {
 	ctx, stop := signalContext()
 	defer stop()
 
-	a, inUse, code := openApp(g, cfg, logger)
 	var rep app.PresenceReport
-	var err error
-	switch {
-	case code != exitOK:
+	code, err := viaAppOrService(g, cfg, logger,
+		func(a *app.App) (err error) { rep, err = a.Presence(ctx, upn); return err },
+		func(c *control.Client) error { return c.Presence(ctx, upn, &rep) })
+	if code != exitOK {
 		return code
-	case inUse:
-		var c *control.Client
-		c, err = control.NewClient(app.KeyFile(cfg))
-		if err == nil {
-			err = c.Presence(ctx, upn, &rep)
-		}
-		if errors.Is(err, control.ErrNotRunning) {
-			err = fmt.Errorf("the state file %s is in use, but no service answers; stop the other presencebridge command and try again", cfg.StateFile)
-		}
-	default:
-		defer a.Close()
-		rep, err = a.Presence(ctx, upn)
 	}
 	if err != nil {
 		fmt.Fprintf(g.stderr, "presencebridge presence get: %v\n", err)

@@ -13,6 +13,7 @@ import (
 
 	"github.com/presencebridge/presencebridge/internal/app"
 	"github.com/presencebridge/presencebridge/internal/config"
+	"github.com/presencebridge/presencebridge/internal/control"
 	"github.com/presencebridge/presencebridge/internal/store"
 )
 
@@ -86,4 +87,26 @@ func cmdRun(g globals, args []string) int {
 		return exitFailure
 	}
 	return exitOK
+}
+
+// viaAppOrService runs local with the App when the state file is free, or remote
+// with a control client when the running service holds it. It returns an exit code
+// (exitOK when the work ran) and the work's error.
+func viaAppOrService(g globals, cfg *config.Config, logger *slog.Logger, local func(*app.App) error, remote func(*control.Client) error) (int, error) {
+	a, inUse, code := openApp(g, cfg, logger)
+	if code != exitOK {
+		return code, nil
+	}
+	if !inUse {
+		defer a.Close()
+		return exitOK, local(a)
+	}
+	c, err := control.NewClient(app.KeyFile(cfg))
+	if err == nil {
+		err = remote(c)
+	}
+	if errors.Is(err, control.ErrNotRunning) {
+		err = fmt.Errorf("the state file %s is in use, but no service answers; stop the other presencebridge command and try again", cfg.StateFile)
+	}
+	return exitOK, err
 }
