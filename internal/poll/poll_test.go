@@ -5,6 +5,7 @@ import (
 	"io"
 	"log/slog"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -161,5 +162,66 @@ func TestIntegrationRetryAfterObeyed(t *testing.T) {
 	}
 	if gap := recs[1].At.Sub(recs[0].At); gap < 7*time.Second {
 		t.Fatalf("next request came %v after a 429 with Retry-After: 7", gap)
+	}
+}
+
+// syncBuffer is a log destination safe for the poller goroutine and the test.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf []byte
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.buf = append(b.buf, p...)
+	return len(p), nil
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return string(b.buf)
+}
+
+func TestIntegrationUnknownUserAndValueLoggedOnce(t *testing.T) {
+	r := newRig(t, 40, 1500)
+	r.us = append(r.us, users.User{UPN: "ghost@contoso.example", Extension: "9", Line: 99})
+	if _, err := r.sim.SetPresence(r.us[3].UPN, "Focusing", "DeepWork"); err != nil {
+		t.Fatal(err)
+	}
+	logs := &syncBuffer{}
+	sink := &countingSink{}
+	p, err := New(Options{Account: "a", Users: r.us, Graph: r.gc, Store: r.db, Sink: sink,
+		Budget: budget.New(1500, 30*time.Second, 0.6, r.clk), Clock: r.clk,
+		Logger: slog.New(slog.NewTextHandler(logs, nil)), Interval: time.Second, ResolveRate: 5})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { p.Run(ctx); close(done) }()
+	for p.Status().Cycles < 4 {
+		time.Sleep(time.Millisecond)
+	}
+	cancel()
+	<-done
+	out := logs.String()
+	if n := strings.Count(out, "Teams user not found"); n != 1 || !strings.Contains(out, "ghost@contoso.example") {
+		t.Fatalf("unknown UPN logged %d times, want once by name:\n%s", n, out)
+	}
+	if n := strings.Count(out, "value=DeepWork"); n != 1 {
+		t.Fatalf("unknown activity logged %d times, want once:\n%s", n, out)
+	}
+	if s := p.Status(); s.Resolved != 40 || len(s.Unknown) != 1 {
+		t.Fatalf("status resolved=%d unknown=%v", s.Resolved, s.Unknown)
+	}
+	if sink.count() != 40 {
+		t.Fatalf("sink got %d changes, want the 40 known users once", sink.count())
+	}
+	for _, c := range sink.changes {
+		if c.User.UPN == r.us[3].UPN && c.Current.Activity != "PresenceUnknown" {
+			t.Fatalf("unknown activity became %q, want PresenceUnknown", c.Current.Activity)
+		}
 	}
 }
