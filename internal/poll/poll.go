@@ -27,7 +27,9 @@ type Change struct {
 	Current  presence.State
 }
 
-// Sink receives changes (the PBX side implements it).
+// Sink receives changes (the PBX side implements it). Deliver is called once per
+// chunk read, as soon as its reply is in; the slice is reused afterwards, so a
+// Sink that keeps changes must copy them.
 type Sink interface {
 	Deliver(ctx context.Context, changes []Change) error
 }
@@ -100,7 +102,7 @@ type resolved struct {
 // Poller polls one account.
 type Poller struct {
 	o       Options
-	byUPN   map[string]users.User
+	byUPN   map[string]int // UPN -> index in o.Users
 	ids     map[string]string // UPN -> object id
 	byID    map[string]string // object id -> UPN
 	states  map[string]presence.State
@@ -126,10 +128,10 @@ func New(o Options) (*Poller, error) {
 	if o.ResolveRate <= 0 {
 		o.ResolveRate = 10
 	}
-	p := &Poller{o: o, byUPN: map[string]users.User{}, ids: map[string]string{}, byID: map[string]string{},
+	p := &Poller{o: o, byUPN: make(map[string]int, len(o.Users)), ids: map[string]string{}, byID: map[string]string{},
 		states: map[string]presence.State{}, unknown: map[string]bool{}, seenVal: map[string]bool{}}
-	for _, u := range o.Users {
-		p.byUPN[u.UPN] = u
+	for i, u := range o.Users {
+		p.byUPN[u.UPN] = i
 	}
 	for upn := range p.byUPN {
 		var r resolved
@@ -259,7 +261,7 @@ func (p *Poller) resolve(ctx context.Context, again bool) error {
 		}
 		for _, upn := range notFound {
 			if !p.unknown[upn] {
-				p.o.Logger.Warn("Teams user not found; check the UPN in the users file", "upn", upn, "line", p.byUPN[upn].Line)
+				p.o.Logger.Warn("Teams user not found; check the UPN in the users file", "upn", upn, "line", p.o.Users[p.byUPN[upn]].Line)
 			}
 			p.unknown[upn] = true
 			if id, ok := p.ids[upn]; ok {
@@ -292,6 +294,7 @@ func (p *Poller) resolve(ctx context.Context, again bool) error {
 func (p *Poller) cycle(ctx context.Context, chunks [][]string, interval time.Duration) {
 	start := p.o.Clock.Now()
 	ok := true
+	emitted := 0
 	var changes []Change
 	pace := time.Duration(0)
 	if len(chunks) > 0 {
@@ -314,20 +317,13 @@ func (p *Poller) cycle(ctx context.Context, chunks [][]string, interval time.Dur
 			ok = false
 			continue
 		}
-		changes = p.diff(ps, changes)
-	}
-	if len(changes) > 0 {
-		entries := make(map[string]any, len(changes))
-		for _, c := range changes {
-			entries[c.User.UPN] = c.Current
-		}
-		if err := p.o.Store.PutMany(store.BucketPresence, entries); err != nil {
-			p.noteError(err)
+		// Each chunk's changes go on at once: a change waits for its own request,
+		// not for the whole cycle, and memory holds at most one chunk of changes.
+		changes = p.diff(ps, changes[:0])
+		if !p.emit(ctx, changes) {
 			ok = false
 		}
-		if err := p.o.Sink.Deliver(ctx, changes); err != nil {
-			p.noteError(fmt.Errorf("deliver changes: %w", err))
-		}
+		emitted += len(changes)
 	}
 	if ok {
 		p.lastErr = ""
@@ -341,10 +337,30 @@ func (p *Poller) cycle(ctx context.Context, chunks [][]string, interval time.Dur
 	if ok {
 		p.st.LastError = ""
 	}
-	p.st.ChangesEmitted += len(changes)
+	p.st.ChangesEmitted += emitted
 	st := p.st
 	p.mu.Unlock()
 	_ = p.o.Store.Put(store.BucketAccounts, p.o.Account, st)
+}
+
+// emit stores the changed states and passes them to the sink; false if the store failed.
+func (p *Poller) emit(ctx context.Context, changes []Change) bool {
+	if len(changes) == 0 {
+		return true
+	}
+	entries := make(map[string]any, len(changes))
+	for _, c := range changes {
+		entries[c.User.UPN] = c.Current
+	}
+	ok := true
+	if err := p.o.Store.PutMany(store.BucketPresence, entries); err != nil {
+		p.noteError(err)
+		ok = false
+	}
+	if err := p.o.Sink.Deliver(ctx, changes); err != nil {
+		p.noteError(fmt.Errorf("deliver changes: %w", err))
+	}
+	return ok
 }
 
 // fetch reads one chunk inside the budget: a 429 pauses the budget for exactly
@@ -431,7 +447,7 @@ func (p *Poller) diff(ps []graph.Presence, changes []Change) []Change {
 			continue
 		}
 		p.states[upn] = cur
-		changes = append(changes, Change{User: p.byUPN[upn], Previous: prev, Current: cur})
+		changes = append(changes, Change{User: p.o.Users[p.byUPN[upn]], Previous: prev, Current: cur})
 	}
 	return changes
 }
