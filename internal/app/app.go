@@ -60,7 +60,7 @@ type App struct {
 }
 
 type userRef struct {
-	user    users.User
+	user    *users.User
 	account *account
 }
 
@@ -147,7 +147,13 @@ func Open(o Options) (*App, error) {
 		}
 		acc := a.byID[ac.ID]
 		acc.users = append(acc.users, u)
-		a.byUPN[u.UPN] = userRef{user: u, account: acc}
+	}
+	// One copy of each user (tens of thousands of rows): the lookup points into the
+	// accounts' slices, which no longer grow.
+	for _, acc := range a.accounts {
+		for i := range acc.users {
+			a.byUPN[acc.users[i].UPN] = userRef{user: &acc.users[i], account: acc}
+		}
 	}
 	for _, acc := range a.accounts {
 		acc.poller, err = poll.New(poll.Options{
