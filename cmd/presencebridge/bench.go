@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"syscall"
@@ -36,6 +37,7 @@ func cmdBench(g globals, args []string) int {
 	nUsers := fs.Int("users", 50000, "simulated users in one account")
 	cycles := fs.Int("cycles", 5, "steady-state cycles to measure")
 	rate := fs.Float64("rate", 6, "presence changes per user per hour in the simulated tenant")
+	memProfile := fs.String("memprofile", "", "write a heap profile to this file at the end")
 	if err := fs.Parse(args); err != nil {
 		return exitUsage
 	}
@@ -116,6 +118,16 @@ func cmdBench(g globals, args []string) int {
 	fmt.Fprintf(g.stdout, "  CPU during measured cycles: %s for %s wall (%.1f%% of one core)\n", cpu.Round(time.Millisecond), wall.Round(time.Millisecond), 100*cpu.Seconds()/wall.Seconds())
 	fmt.Fprintf(g.stdout, "  peak RSS:                  %s\n", peakRSS())
 	fmt.Fprintf(g.stdout, "  Go heap in use:            %.1f MiB\n", heapMiB())
+	if *memProfile != "" {
+		f, err := os.Create(*memProfile)
+		if err != nil {
+			return fail(err)
+		}
+		defer f.Close()
+		if err := pprof.WriteHeapProfile(f); err != nil {
+			return fail(err)
+		}
+	}
 	return exitOK
 }
 
@@ -125,19 +137,24 @@ func rusage() time.Duration {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
+// peakRSS reports the peak resident set and, now, how much of the resident set is
+// anonymous memory (Go heap, stacks) and how much is mapped files (the bbolt file).
 func peakRSS() string {
 	raw, err := os.ReadFile("/proc/self/status")
 	if err != nil {
 		return "n/a"
 	}
+	mib := map[string]float64{}
 	for _, l := range strings.Split(string(raw), "\n") {
-		if strings.HasPrefix(l, "VmHWM:") {
-			f := strings.Fields(l)
+		if f := strings.Fields(l); len(f) >= 2 {
 			kb, _ := strconv.Atoi(f[1])
-			return fmt.Sprintf("%.1f MiB", float64(kb)/1024)
+			mib[strings.TrimSuffix(f[0], ":")] = float64(kb) / 1024
 		}
 	}
-	return "n/a"
+	if _, ok := mib["VmHWM"]; !ok {
+		return "n/a"
+	}
+	return fmt.Sprintf("%.1f MiB (now: %.1f MiB anonymous, %.1f MiB mapped files)", mib["VmHWM"], mib["RssAnon"], mib["RssFile"])
 }
 
 func heapMiB() float64 {
