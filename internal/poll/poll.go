@@ -102,7 +102,7 @@ type resolved struct {
 // Poller polls one account.
 type Poller struct {
 	o       Options
-	byUPN   map[string]int // UPN -> index in o.Users
+	byUPN   map[string]int    // UPN -> index in o.Users
 	ids     map[string]string // UPN -> object id
 	byID    map[string]string // object id -> UPN
 	states  map[string]presence.State
