@@ -82,8 +82,11 @@ func cmdStatus(g globals, args []string) int {
 			last = ac.Polling.LastCycleStart.Local().Format(time.TimeOnly) + " in " + ac.Polling.LastCycleDuration.Round(time.Millisecond).String()
 		}
 		errText := ac.Polling.LastError
-		if errText == "" {
+		if ac.Sign.LastError != "" {
 			errText = ac.Sign.LastError
+			if ac.Sign.Fix != "" {
+				errText += "; fix: " + ac.Sign.Fix
+			}
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%d\t%s\t%s\t%.0f%%\t%d\t%s\n", ac.ID, sign, ac.Polling.Users, ac.Polling.Resolved,
 			len(ac.Polling.Unknown), ac.Polling.Cycles, ac.Polling.CycleInterval, last, ac.Polling.BudgetShareUsed*100, ac.Polling.Throttled, errText)

@@ -109,6 +109,9 @@ type Status struct {
 	ExpiresOn time.Time `json:"expiresOn,omitzero"`
 	// LastError is the sanitised cause of the current needs-login or error state.
 	LastError string `json:"lastError,omitempty"`
+	// Fix is what to do about LastError, when presencebridge knows
+	// ("presencebridge login --account X" for needs-login).
+	Fix string `json:"fix,omitempty"`
 	// Since is when State last changed.
 	Since time.Time `json:"since,omitzero"`
 }
@@ -476,6 +479,13 @@ func (a *Authenticator) failed(f failure, what string) error {
 	}
 	a.st.State = state
 	a.st.LastError = f.reason
+	a.st.Fix = ""
+	switch e := err.(type) {
+	case *NeedsLoginError:
+		a.st.Fix = e.Fix()
+	case *CredentialsError:
+		a.st.Fix = e.Fix
+	}
 	a.st.ExpiresOn = time.Time{}
 	a.failKind = f.kind
 	a.held = nil
@@ -484,7 +494,7 @@ func (a *Authenticator) failed(f failure, what string) error {
 		a.lastTryBad = now
 		if begins {
 			a.log.Error("Sign-in needed: presence of this account is not read until someone signs in again",
-				"reason", f.reason, "fix", "presencebridge login --account "+a.o.AccountID)
+				"reason", f.reason, "fix", nl.Fix())
 		}
 		e := *nl
 		return &e
@@ -512,6 +522,7 @@ func (a *Authenticator) succeeded(username string, expires time.Time) {
 	}
 	a.st.ExpiresOn = expires
 	a.st.LastError = ""
+	a.st.Fix = ""
 	a.held = nil
 }
 

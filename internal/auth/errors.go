@@ -22,8 +22,15 @@ type NeedsLoginError struct {
 }
 
 func (e *NeedsLoginError) Error() string {
-	return fmt.Sprintf("account %q: sign-in needed: %s; run: presencebridge login --account %s", e.Account, e.Reason, e.Account)
+	return fmt.Sprintf("account %q: sign-in needed: %s; run: %s", e.Account, e.Reason, e.Fix())
 }
+
+// Fix is the command that signs the account in again.
+func (e *NeedsLoginError) Fix() string { return "presencebridge login --account " + e.Account }
+
+// Logged reports that the Authenticator has logged this error (once per episode),
+// so callers need not log it again.
+func (e *NeedsLoginError) Logged() bool { return true }
 
 // CredentialsError means the tenant refused the account's configuration rather
 // than a user's sign-in: a wrong or expired client secret, a certificate the app

@@ -414,10 +414,11 @@ func (p *Poller) fetch(ctx context.Context, ids []string) ([]graph.Presence, err
 // noteError records err for status and logs each distinct error once.
 func (p *Poller) noteError(err error) {
 	msg := err.Error()
-	if msg != p.lastErr {
+	var logged interface{ Logged() bool }
+	if msg != p.lastErr && !(errors.As(err, &logged) && logged.Logged()) {
 		p.o.Logger.Error("Polling failed; users keep their last state", "err", msg)
-		p.lastErr = msg
 	}
+	p.lastErr = msg
 	p.mu.Lock()
 	p.st.LastError = msg
 	p.mu.Unlock()
