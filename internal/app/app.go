@@ -13,6 +13,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/presencebridge/presencebridge/internal/auth"
@@ -51,7 +52,7 @@ type App struct {
 	hc       *http.Client
 	sink     poll.Sink
 	version  string
-	started  time.Time
+	started  atomic.Pointer[time.Time] // set by Run; read by status
 	accounts []*account
 	byID     map[string]*account
 	byUPN    map[string]userRef
@@ -187,7 +188,8 @@ func (a *App) DB() *store.DB { return a.db }
 
 // Run polls every account until ctx ends, and answers the control endpoint.
 func (a *App) Run(ctx context.Context) error {
-	a.started = a.clk.Now()
+	now := a.clk.Now()
+	a.started.Store(&now)
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
@@ -361,7 +363,11 @@ const statusKey = "_report"
 func (a *App) Status(context.Context) any { return a.report() }
 
 func (a *App) report() StatusReport {
-	r := StatusReport{Version: a.version, Config: a.cfg.Path, Running: true, Started: a.started,
+	var started time.Time
+	if p := a.started.Load(); p != nil {
+		started = *p
+	}
+	r := StatusReport{Version: a.version, Config: a.cfg.Path, Running: true, Started: started,
 		ReportedAt: a.clk.Now().UTC(), TeamsEnabled: a.cfg.TeamsEnabled, Users: len(a.byUPN), UserProblems: a.problems}
 	for _, acc := range a.accounts {
 		r.Accounts = append(r.Accounts, AccountReport{ID: acc.cfg.ID, Auth: string(acc.cfg.Auth), Tenant: acc.cfg.TenantID,
