@@ -225,3 +225,38 @@ func TestIntegrationUnknownUserAndValueLoggedOnce(t *testing.T) {
 		}
 	}
 }
+
+// 5xx replies back off exponentially with ±20% jitter (1 s, 2 s, 4 s) and the chunk
+// is read in the same cycle once the tenant answers again.
+func TestIntegrationServerErrorsBackOffWithJitter(t *testing.T) {
+	r := newRig(t, 30, 1500)
+	r.sim.InjectFault(graphsim.Fault{Path: "/communications/getPresencesByUserId", Status: 503, Count: 3})
+	sink := &countingSink{}
+	r.run(t, sink, 1, 0.6, 1500)
+	var recs []graphsim.RequestRecord
+	for _, rec := range r.sim.Stats().Requests {
+		if rec.Path == presencePath {
+			recs = append(recs, rec)
+		}
+	}
+	if len(recs) < 4 || recs[0].Status != 503 || recs[1].Status != 503 || recs[2].Status != 503 || recs[3].Status != 200 {
+		t.Fatalf("presence requests = %+v, want 503, 503, 503, 200", recs)
+	}
+	exact := 0
+	for i, base := range []time.Duration{time.Second, 2 * time.Second, 4 * time.Second} {
+		gap := recs[i+1].At.Sub(recs[i].At)
+		lo, hi := base*8/10, base*12/10+50*time.Millisecond
+		if gap < lo || gap > hi {
+			t.Errorf("retry %d came %v after the 503, want %v..%v (%v ±20%%)", i+1, gap, lo, hi, base)
+		}
+		if gap.Round(10*time.Millisecond) == base {
+			exact++
+		}
+	}
+	if exact == 3 {
+		t.Error("all three retries came at exactly 1 s, 2 s, 4 s: no jitter")
+	}
+	if sink.count() != 30 {
+		t.Errorf("sink got %d users in the first cycle, want all 30 after the retries", sink.count())
+	}
+}
