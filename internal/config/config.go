@@ -18,6 +18,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/presencebridge/presencebridge/internal/presence"
 	"github.com/presencebridge/presencebridge/internal/users"
 )
 
@@ -72,6 +73,13 @@ type Config struct {
 	Proxy     Proxy
 	Polling   Polling
 	Accounts  []Account
+
+	// Delivery to the phone system.
+	SIP      SIP
+	HTTP     HTTP
+	Delivery Delivery
+	// Mapping is the default table with [Mapping] overrides applied.
+	Mapping *presence.Mapping
 }
 
 // Microsoft is the [Microsoft] section: hosts of the cloud in use.

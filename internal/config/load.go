@@ -71,6 +71,9 @@ type section struct {
 	name string // display name: "Polling", "Account.main"; "" for the top of the file
 	line int    // header line; 0 for the top of the file
 	keys map[string]entry
+	// Open keys: [Mapping] rules in file order, [HTTP] Header.<Name> by name.
+	free    []entry
+	headers map[string]entry
 }
 
 // entry is one key's value and where it came from.
@@ -178,6 +181,10 @@ func (l *loader) build(f *ini.File) *Config {
 	l.microsoft(cfg, empty("Microsoft"))
 	l.proxy(cfg, empty("Proxy"))
 	l.polling(cfg, empty("Polling"))
+	l.sip(cfg, empty("SIP"))
+	l.http(cfg, empty("HTTP"))
+	l.delivery(cfg, empty("Delivery"))
+	l.mapping(cfg, empty("Mapping"))
 	var accountSecs []*section
 	for _, lower := range accountOrder {
 		if a, ok := l.account(cfg, secs[lower]); ok {
@@ -207,7 +214,14 @@ func (l *loader) readKey(sec *section, kind, lowerSection string, k *ini.Key) {
 	known := knownKeys[kind]
 	i := slices.IndexFunc(known, func(n string) bool { return strings.EqualFold(n, k.Name()) })
 	if i < 0 {
-		l.unknownKey(sec, kind, written, line)
+		v, ok := cleanValue(k.Value())
+		if !ok {
+			l.add(line, "[%s] %s: the value starts with a quote that is not closed; close it at the end of the value, or remove it", sec.name, written)
+			return
+		}
+		if !l.freeKey(sec, kind, written, v, line) {
+			l.unknownKey(sec, kind, written, line)
+		}
 		return
 	}
 	for _, later := range lines[min(1, len(lines)):] {
@@ -248,7 +262,7 @@ func (l *loader) unknownSection(name string, line int) {
 		l.add(line, "unknown section [%s]; did you mean [%s]?", name, s)
 		return
 	}
-	l.add(line, "unknown section [%s]; the sections are [General], [Microsoft], [Proxy], [Polling] and [Account.<id>]", name)
+	l.add(line, "unknown section [%s]; the sections are [General], [Microsoft], [Proxy], [Polling], [Account.<id>], [SIP], [HTTP], [Delivery] and [Mapping]", name)
 }
 
 func (l *loader) unknownKey(sec *section, kind, written string, line int) {
@@ -257,7 +271,7 @@ func (l *loader) unknownKey(sec *section, kind, written string, line int) {
 		where = "in [" + sec.name + "]"
 	}
 	// A known key in the wrong place: say where it belongs.
-	for _, other := range []string{"", "general", "microsoft", "proxy", "polling", "account"} {
+	for _, other := range []string{"", "general", "microsoft", "proxy", "polling", "account", "sip", "http", "delivery"} {
 		if other == kind || !slices.ContainsFunc(knownKeys[other], func(n string) bool { return strings.EqualFold(n, written) }) {
 			continue
 		}

@@ -62,6 +62,47 @@ func (c *Config) Redacted() string {
 		kv("BudgetWindow", formatDuration(a.BudgetWindow))
 		kv("BudgetShare", percent(a.BudgetShare))
 	}
+
+	b.WriteString("\n[SIP]\n")
+	kv("Server", c.SIP.Server)
+	kv("Transport", c.SIP.Transport)
+	kv("OutboundProxy", c.SIP.OutboundProxy)
+	kv("From", c.SIP.From)
+	kv("Username", c.SIP.Username)
+	kv("Password", c.SIP.Password.String())
+	kv("CAFile", c.SIP.CAFile)
+	kv("ServerName", c.SIP.ServerName)
+	kv("Expires", formatDuration(c.SIP.Expires))
+	kv("Concurrency", strconv.Itoa(c.SIP.Concurrency))
+	kv("Rate", strconv.FormatFloat(c.SIP.Rate, 'f', -1, 64))
+	kv("Timeout", formatDuration(c.SIP.Timeout))
+
+	b.WriteString("\n[HTTP]\n")
+	kv("URL", redactRawURL(c.HTTP.URL))
+	for _, n := range headerNames(c.HTTP.Headers) {
+		kv("Header."+n, c.HTTP.Headers[n].String())
+	}
+	kv("Batch", bit(c.HTTP.Batch))
+	kv("CAFile", c.HTTP.CAFile)
+	kv("ClientCertFile", c.HTTP.ClientCertFile)
+	kv("ClientKeyFile", c.HTTP.ClientKeyFile)
+	kv("Timeout", formatDuration(c.HTTP.Timeout))
+	kv("Concurrency", strconv.Itoa(c.HTTP.Concurrency))
+
+	b.WriteString("\n[Delivery]\n")
+	kv("RetryMin", formatDuration(c.Delivery.RetryMin))
+	kv("RetryMax", formatDuration(c.Delivery.RetryMax))
+	kv("BatchSize", strconv.Itoa(c.Delivery.BatchSize))
+	stale := "off"
+	if c.Delivery.StaleAfter > 0 {
+		stale = formatDuration(c.Delivery.StaleAfter)
+	}
+	kv("StaleAfter", stale)
+
+	b.WriteString("\n[Mapping]\n; only the rules that differ from the defaults\n")
+	if c.Mapping != nil {
+		c.mappingRedacted(kv)
+	}
 	return b.String()
 }
 

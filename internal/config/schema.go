@@ -28,7 +28,7 @@ const (
 
 // knownSections are the section names, canonical spelling, in file order;
 // "Account" stands for [Account.<id>].
-var knownSections = []string{"General", "Microsoft", "Proxy", "Polling", "Account"}
+var knownSections = []string{"General", "Microsoft", "Proxy", "Polling", "Account", "SIP", "HTTP", "Delivery", "Mapping"}
 
 // knownKeys lists every key by lower-case section name ("" for the top of the file,
 // "account" for every [Account.<id>]), canonical spelling, in documentation order.
@@ -40,4 +40,11 @@ var knownKeys = map[string][]string{
 	"polling":   {"Interval", "BudgetRequests", "BudgetWindow", "BudgetShare", "RequestTimeout", "ResolveInterval", "ResolveRate"},
 	"account": {"TenantID", "ClientID", "Auth", "ClientSecret", "CertificateFile", "CertificateKeyFile",
 		"Username", "Domains", "LoginURL", "GraphURL", "BudgetRequests", "BudgetWindow", "BudgetShare"},
+	"sip": {"Server", "Transport", "OutboundProxy", "From", "Username", "Password", "CAFile", "ServerName",
+		"Expires", "Concurrency", "Rate", "Timeout"},
+	// Header.<Name> keys are open (see freeKey).
+	"http":     {"URL", "Batch", "CAFile", "ClientCertFile", "ClientKeyFile", "Timeout", "Concurrency"},
+	"delivery": {"RetryMin", "RetryMax", "BatchSize", "StaleAfter"},
+	// Every [Mapping] key is a rule (see freeKey).
+	"mapping": {},
 }

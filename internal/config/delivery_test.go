@@ -1,0 +1,123 @@
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/presencebridge/presencebridge/internal/presence"
+)
+
+func TestDeliverySections(t *testing.T) {
+	c := mustLoad(t, minimal+`
+[SIP]
+Server = sip:pbx.example.com
+Transport = TLS
+OutboundProxy = <sip:10.0.0.5:5070;lr>
+From = sip:presencebridge@pbx.example.com
+Username = pb
+Password = "s3cret;#x"
+Expires = 30m
+Rate = 200
+[HTTP]
+URL = https://cti.example.com/presence
+Header.Authorization = Bearer tok-123
+header.X-Tenant = contoso
+Batch = 1
+[Delivery]
+StaleAfter = off
+RetryMax = 2m
+[Mapping]
+busy/inacall = talking | open | on-the-phone | Telefoniert
+Away/* = away | closed | - |
+`)
+	if c.SIP.Server != "pbx.example.com:5061" || c.SIP.Transport != "tls" || c.SIP.OutboundProxy != "10.0.0.5:5070" {
+		t.Errorf("SIP = %+v", c.SIP)
+	}
+	if c.SIP.Password.Reveal() != "s3cret;#x" || c.SIP.Expires != 30*time.Minute || c.SIP.Rate != 200 || c.SIP.Concurrency != DefaultSIPConcurrency {
+		t.Errorf("SIP = %+v", c.SIP)
+	}
+	if c.HTTP.URL != "https://cti.example.com/presence" || !c.HTTP.Batch || c.HTTP.Headers["Authorization"].Reveal() != "Bearer tok-123" || c.HTTP.Headers["X-Tenant"].Reveal() != "contoso" {
+		t.Errorf("HTTP = %+v", c.HTTP)
+	}
+	if c.Delivery.StaleAfter != 0 || c.Delivery.RetryMax != 2*time.Minute || c.Delivery.RetryMin != DefaultRetryMin {
+		t.Errorf("Delivery = %+v", c.Delivery)
+	}
+	if got := c.Mapping.Map(presence.State{Availability: presence.Busy, Activity: presence.ActInACall}); got.State != "talking" || got.Note != "Telefoniert" {
+		t.Errorf("Busy/InACall maps to %q", got)
+	}
+	if got := c.Mapping.Map(presence.State{Availability: presence.Busy, Activity: presence.ActInAMeeting}); got.Activity != "meeting" {
+		t.Errorf("an untouched default changed: %q", got)
+	}
+	red := c.Redacted()
+	for _, secret := range []string{"s3cret", "tok-123"} {
+		if strings.Contains(red, secret) {
+			t.Errorf("Redacted shows %q:\n%s", secret, red)
+		}
+	}
+	for _, want := range []string{"Header.Authorization = ***", "Busy/InACall = talking | open | on-the-phone | Telefoniert", "Away/* = away | closed | - |", "StaleAfter = off"} {
+		if !strings.Contains(red, want) {
+			t.Errorf("Redacted lacks %q:\n%s", want, red)
+		}
+	}
+	if strings.Contains(red, "Busy/InAMeeting") {
+		t.Errorf("Redacted lists a default mapping rule:\n%s", red)
+	}
+}
+
+func TestDeliveryErrors(t *testing.T) {
+	_, err := Load(writeINI(t, t.TempDir(), []byte(minimal+`[SIP]
+Transport = ucp
+Server = pbx:99999
+Password = hunter2
+[HTTP]
+URL = https://user:pw@cti.example.com/x
+Header.Bad Name = 1
+[Mapping]
+Busy/InCall = oncall | open | on-the-phone | In a call
+Away/* = away | ajar | - | x
+[Delivery]
+RetryMin = 10s
+RetryMax = 5s
+`)))
+	if err == nil {
+		t.Fatal("Load accepted a broken file")
+	}
+	msg := err.Error()
+	for _, want := range []string{
+		`Presence.ini:5: [SIP] Transport = "ucp": unknown transport (did you mean udp?); use udp, tcp or tls`,
+		`Presence.ini:6: [SIP] Server = "pbx:99999": port "99999" is not a number from 1 to 65535`,
+		`Presence.ini:7: [SIP] Password is set but Username is not`,
+		`Presence.ini:9: [HTTP] URL: do not put user:password@ in the URL`,
+		`Presence.ini:10: [HTTP] Header.Bad Name: not a header name`,
+		`Presence.ini:12: [Mapping] Busy/InCall = "oncall | open | on-the-phone | In a call": "InCall" is not a Teams activity`,
+		`Presence.ini:13: [Mapping] Away/* = "away | ajar | - | x": the basic status "ajar" must be open or closed`,
+		`Presence.ini:16: [Delivery] RetryMax (5s) is shorter than RetryMin (10s)`,
+	} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("errors lack %q:\n%s", want, msg)
+		}
+	}
+	for _, secret := range []string{"hunter2", "pw@"} {
+		if strings.Contains(msg, secret) {
+			t.Errorf("errors show the secret %q:\n%s", secret, msg)
+		}
+	}
+}
+
+// The example lists every default mapping rule, commented out, exactly as the code has it.
+func TestExampleListsDefaultMapping(t *testing.T) {
+	raw, err := os.ReadFile(filepath.Join("..", "..", "Presence.ini.example"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := presence.DefaultMapping()
+	for _, k := range presence.DefaultMappingKeys() {
+		r, _ := m.Rule(k)
+		if line := ";" + k + " = " + r.String() + "\n"; !strings.Contains(string(raw), line) {
+			t.Errorf("Presence.ini.example lacks the default rule line %q", line)
+		}
+	}
+}
