@@ -84,11 +84,13 @@ type Status struct {
 	LastCycleStart    time.Time     `json:"lastCycleStart,omitzero"`
 	LastCycleDuration time.Duration `json:"lastCycleDuration"`
 	LastCycleOK       bool          `json:"lastCycleOK"`
-	LastError         string        `json:"lastError,omitempty"`
-	RequestsInWindow  int           `json:"requestsInWindow"`
-	BudgetShareUsed   float64       `json:"budgetShareUsed"`
-	Throttled         int           `json:"throttled"`
-	ChangesEmitted    int           `json:"changesEmitted"`
+	// LastGoodCycle is when the last cycle that read every chunk ended.
+	LastGoodCycle    time.Time `json:"lastGoodCycle,omitzero"`
+	LastError        string    `json:"lastError,omitempty"`
+	RequestsInWindow int       `json:"requestsInWindow"`
+	BudgetShareUsed  float64   `json:"budgetShareUsed"`
+	Throttled        int       `json:"throttled"`
+	ChangesEmitted   int       `json:"changesEmitted"`
 }
 
 // resolved is what BucketUserIDs keeps per UPN.
@@ -336,6 +338,7 @@ func (p *Poller) cycle(ctx context.Context, chunks [][]string, interval time.Dur
 	p.st.LastCycleOK = ok
 	if ok {
 		p.st.LastError = ""
+		p.st.LastGoodCycle = p.o.Clock.Now().UTC()
 	}
 	p.st.ChangesEmitted += emitted
 	st := p.st

@@ -260,3 +260,20 @@ func TestIntegrationServerErrorsBackOffWithJitter(t *testing.T) {
 		t.Errorf("sink got %d users in the first cycle, want all 30 after the retries", sink.count())
 	}
 }
+
+// A cycle that cannot read a chunk is not a good cycle: LastGoodCycle (which the
+// stale policy watches) moves only when every chunk was read.
+func TestLastGoodCycleOnlyAfterAFullRead(t *testing.T) {
+	r := newRig(t, 30, 1500)
+	r.sim.InjectFault(graphsim.Fault{Path: "/communications/getPresencesByUserId", Status: 500, Count: 1000})
+	p := r.run(t, &countingSink{}, 2, 0.6, 1500)
+	if st := p.Status(); st.LastCycleOK || !st.LastGoodCycle.IsZero() || st.LastError == "" {
+		t.Fatalf("after failing cycles: %+v, want not OK, no good cycle, an error", st)
+	}
+	r.sim.ClearFaults()
+	before := r.clk.Now()
+	p = r.run(t, &countingSink{}, 1, 0.6, 1500)
+	if st := p.Status(); !st.LastCycleOK || st.LastGoodCycle.Before(before) {
+		t.Fatalf("after a good cycle: %+v, want LastGoodCycle at or after %v", st, before)
+	}
+}
