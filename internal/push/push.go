@@ -70,6 +70,7 @@ func Permanent(format string, args ...any) error {
 // Delivered is what a target last accepted for a user.
 type Delivered struct {
 	Target string          `json:"target"`
+	UPN    string          `json:"upn"`
 	Mapped presence.Mapped `json:"mapped"`
 	State  presence.State  `json:"state"`
 	Reason string          `json:"reason"`

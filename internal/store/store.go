@@ -20,9 +20,14 @@ const (
 	BucketUserIDs  = "userids"  // UPN -> graph.Resolved (JSON)
 	BucketPresence = "presence" // UPN -> presence.State (JSON)
 	BucketAccounts = "accounts" // account ID -> account status (JSON)
+	// Delivery to the phone system (see package push).
+	BucketOutbox    = "outbox"    // target + "\x00" + UPN -> newest push.Item not yet accepted (JSON)
+	BucketDelivered = "delivered" // target + "\x00" + UPN -> push.Delivered (JSON)
+	BucketOutboxSeq = "outboxseq" // target -> last sequence number given out (8 bytes, big endian)
 )
 
-var allBuckets = []string{BucketTokens, BucketUserIDs, BucketPresence, BucketAccounts}
+var allBuckets = []string{BucketTokens, BucketUserIDs, BucketPresence, BucketAccounts,
+	BucketOutbox, BucketDelivered, BucketOutboxSeq}
 
 // ErrInUse means another process holds the state file open.
 var ErrInUse = errors.New("state file is in use by another presencebridge process")
@@ -72,6 +77,13 @@ func (d *DB) Path() string { return d.path }
 
 // Close closes the file.
 func (d *DB) Close() error { return d.bolt.Close() }
+
+// Update runs fn in one read-write transaction, for callers that must read and
+// write atomically (the outbox's compare-and-delete). The buckets above exist.
+func (d *DB) Update(fn func(tx *bolt.Tx) error) error { return d.bolt.Update(fn) }
+
+// View runs fn in one read-only transaction.
+func (d *DB) View(fn func(tx *bolt.Tx) error) error { return d.bolt.View(fn) }
 
 // GetRaw returns a copy of the value at bucket/key, or nil if absent.
 func (d *DB) GetRaw(bucket, key string) ([]byte, error) {

@@ -1,0 +1,332 @@
+package push
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	"github.com/presencebridge/presencebridge/internal/clock"
+	"github.com/presencebridge/presencebridge/internal/poll"
+	"github.com/presencebridge/presencebridge/internal/presence"
+	"github.com/presencebridge/presencebridge/internal/store"
+)
+
+// Options configure a Dispatcher.
+type Options struct {
+	Store   *store.DB
+	Targets []Target
+	Mapping *presence.Mapping // default presence.DefaultMapping()
+	Clock   clock.Clock
+	Logger  *slog.Logger
+	// BatchSize is the most items handed to one Send (default 500).
+	BatchSize int
+	// MinBackoff and MaxBackoff bound the retry delay of a failing target or user
+	// (defaults 1 s and 60 s); it doubles per failure, with ±20% jitter.
+	MinBackoff, MaxBackoff time.Duration
+}
+
+// TargetStatus is one target's delivery state for status and metrics.
+type TargetStatus struct {
+	Name         string    `json:"name"`
+	Pending      int       `json:"pending"`
+	Sent         int       `json:"sent"`   // items accepted since start
+	Failed       int       `json:"failed"` // failed attempts since start
+	Dropped      int       `json:"dropped"`
+	LastOK       time.Time `json:"lastOK,omitzero"`
+	LastError    string    `json:"lastError,omitempty"`
+	Down         bool      `json:"down"`
+	BackoffUntil time.Time `json:"backoffUntil,omitzero"`
+}
+
+// Dispatcher queues each user's newest state for every target and runs one
+// worker per target. A worker has one Send in flight at a time, so a user never
+// has two states in flight and a superseded state is never sent after a newer one.
+type Dispatcher struct {
+	o       Options
+	names   []string
+	workers []*worker
+}
+
+// NewDispatcher builds a dispatcher; Run starts delivering.
+func NewDispatcher(o Options) *Dispatcher {
+	if o.Mapping == nil {
+		o.Mapping = presence.DefaultMapping()
+	}
+	if o.Clock == nil {
+		o.Clock = clock.Real{}
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	if o.BatchSize <= 0 {
+		o.BatchSize = 500
+	}
+	if o.MinBackoff <= 0 {
+		o.MinBackoff = time.Second
+	}
+	if o.MaxBackoff < o.MinBackoff {
+		o.MaxBackoff = max(60*time.Second, o.MinBackoff)
+	}
+	d := &Dispatcher{o: o}
+	for _, t := range o.Targets {
+		d.names = append(d.names, t.Name())
+		d.workers = append(d.workers, &worker{d: d, t: t, wake: make(chan struct{}, 1),
+			retryAt: map[string]time.Time{}, userBackoff: map[string]time.Duration{},
+			logged: map[string]uint64{}, st: TargetStatus{Name: t.Name()},
+			log: o.Logger.With("target", t.Name())})
+	}
+	return d
+}
+
+// Targets lists the targets' names.
+func (d *Dispatcher) Targets() []string { return d.names }
+
+// Mapping is the table changes are mapped with.
+func (d *Dispatcher) Mapping() *presence.Mapping { return d.o.Mapping }
+
+// Enqueue stores items for every target (replacing older pending states of the
+// same users) and wakes the workers. Items need User, Mapped, Reason and Queued.
+func (d *Dispatcher) Enqueue(_ context.Context, items []Item) error {
+	if len(items) == 0 || len(d.workers) == 0 {
+		return nil
+	}
+	if err := enqueue(d.o.Store, d.names, items); err != nil {
+		return fmt.Errorf("queue %d states for delivery: %w", len(items), err)
+	}
+	for _, w := range d.workers {
+		select {
+		case w.wake <- struct{}{}:
+		default:
+		}
+	}
+	return nil
+}
+
+// Deliver maps the poller's changes and queues them (poll.Sink).
+func (d *Dispatcher) Deliver(ctx context.Context, changes []poll.Change) error {
+	items := make([]Item, 0, len(changes))
+	now := d.o.Clock.Now().UTC()
+	for _, c := range changes {
+		q := c.Current.Changed
+		if q.IsZero() {
+			q = now
+		}
+		items = append(items, Item{User: c.User, State: c.Current, Mapped: d.o.Mapping.Map(c.Current), Reason: ReasonChange, Queued: q})
+	}
+	return d.Enqueue(ctx, items)
+}
+
+// Run delivers until ctx ends, starting with what earlier runs left pending.
+func (d *Dispatcher) Run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	for _, w := range d.workers {
+		wg.Add(1)
+		go func() { defer wg.Done(); w.run(ctx) }()
+	}
+	wg.Wait()
+	for _, w := range d.workers {
+		if err := w.t.Close(); err != nil {
+			d.o.Logger.Warn("Closing delivery target failed", "target", w.t.Name(), "err", err)
+		}
+	}
+	return nil
+}
+
+// Pending counts the states target has not accepted yet.
+func (d *Dispatcher) Pending(target string) int { return countPending(d.o.Store, target) }
+
+// Delivered lists what each target last accepted for upn.
+func (d *Dispatcher) Delivered(upn string) []Delivered {
+	var out []Delivered
+	for _, n := range d.names {
+		if dl, ok := delivered(d.o.Store, n, upn); ok {
+			out = append(out, dl)
+		}
+	}
+	return out
+}
+
+// Status reports every target.
+func (d *Dispatcher) Status() []TargetStatus {
+	out := make([]TargetStatus, 0, len(d.workers))
+	for _, w := range d.workers {
+		w.mu.Lock()
+		st := w.st
+		w.mu.Unlock()
+		st.Pending = countPending(d.o.Store, w.t.Name())
+		out = append(out, st)
+	}
+	return out
+}
+
+type worker struct {
+	d    *Dispatcher
+	t    Target
+	log  *slog.Logger
+	wake chan struct{}
+
+	// Owned by the run goroutine.
+	retryAt     map[string]time.Time     // UPN -> not before (a user the target refused)
+	userBackoff map[string]time.Duration // UPN -> last back-off
+	logged      map[string]uint64        // UPN -> Seq of the last permanent refusal logged
+	backoff     time.Duration            // target back-off while down
+
+	mu sync.Mutex
+	st TargetStatus
+}
+
+func (w *worker) run(ctx context.Context) {
+	clk := w.d.o.Clock
+	for ctx.Err() == nil {
+		now := clk.Now()
+		var next time.Time // earliest per-user retry among the items held back
+		items, err := pick(w.d.o.Store, w.t.Name(), w.d.o.BatchSize, func(upn string) bool {
+			if at, ok := w.retryAt[upn]; ok && at.After(now) {
+				if next.IsZero() || at.Before(next) {
+					next = at
+				}
+				return false
+			}
+			return true
+		})
+		if err != nil {
+			w.log.Error("Reading the outbox failed", "err", err)
+			w.sleep(ctx, w.d.o.MaxBackoff)
+			continue
+		}
+		if len(items) == 0 {
+			w.idle(ctx, next)
+			continue
+		}
+		w.send(ctx, items)
+		w.mu.Lock()
+		until := w.st.BackoffUntil
+		w.mu.Unlock()
+		if d := until.Sub(clk.Now()); d > 0 {
+			w.sleep(ctx, d)
+		}
+	}
+}
+
+// idle waits for new items, or until next (a held-back retry) if set.
+func (w *worker) idle(ctx context.Context, next time.Time) {
+	if next.IsZero() {
+		select {
+		case <-ctx.Done():
+		case <-w.wake:
+		}
+		return
+	}
+	sctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		select {
+		case <-w.wake:
+			cancel()
+		case <-sctx.Done():
+		}
+	}()
+	_ = w.d.o.Clock.Sleep(sctx, next.Sub(w.d.o.Clock.Now()))
+}
+
+func (w *worker) sleep(ctx context.Context, d time.Duration) { _ = w.d.o.Clock.Sleep(ctx, d) }
+
+func (w *worker) send(ctx context.Context, items []Item) {
+	errs := w.t.Send(ctx, items)
+	if ctx.Err() != nil {
+		return // stopping: items stay pending for the next run
+	}
+	now := w.d.o.Clock.Now().UTC()
+	var accepted []Delivered
+	var dropped []Item
+	failed, down := 0, false
+	var lastErr error
+	for i, it := range items {
+		var err error
+		if i < len(errs) {
+			err = errs[i]
+		} else {
+			err = errors.New("target gave no result for this item")
+		}
+		upn := it.User.UPN
+		var perm *PermanentError
+		switch {
+		case err == nil:
+			accepted = append(accepted, Delivered{Target: w.t.Name(), UPN: upn, Mapped: it.Mapped, State: it.State,
+				Reason: it.Reason, Seq: it.Seq, Queued: it.Queued, At: now})
+			delete(w.retryAt, upn)
+			delete(w.userBackoff, upn)
+		case errors.As(err, &perm):
+			dropped = append(dropped, it)
+			if w.logged[upn] != it.Seq {
+				w.logged[upn] = it.Seq
+				w.log.Warn("Target refused a state for good; dropped until the user's state changes", "upn", upn, "err", err.Error())
+			}
+		default:
+			failed++
+			lastErr = err
+			down = down || errors.Is(err, ErrTargetDown)
+			b := nextBackoff(w.userBackoff[upn], w.d.o.MinBackoff, w.d.o.MaxBackoff)
+			w.userBackoff[upn] = b
+			w.retryAt[upn] = now.Add(jitter(b))
+		}
+	}
+	if len(accepted)+len(dropped) > 0 {
+		if err := settle(w.d.o.Store, w.t.Name(), accepted, dropped); err != nil {
+			w.log.Error("Recording delivered states failed; they may be sent again", "err", err)
+		}
+	}
+
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.st.Sent += len(accepted)
+	w.st.Dropped += len(dropped)
+	w.st.Failed += failed
+	if len(accepted) > 0 {
+		w.st.LastOK = now
+	}
+	allFailed := failed > 0 && failed == len(items)
+	switch {
+	case down || allFailed:
+		// The target, not a user, is the problem: back off the whole target and
+		// let every held-back user go again when it ends.
+		w.backoff = nextBackoff(w.backoff, w.d.o.MinBackoff, w.d.o.MaxBackoff)
+		w.st.BackoffUntil = now.Add(jitter(w.backoff))
+		for _, it := range items {
+			delete(w.retryAt, it.User.UPN)
+		}
+		w.st.LastError = lastErr.Error()
+		if !w.st.Down {
+			w.st.Down = true
+			w.log.Error("Delivery target down; states wait in the outbox and are retried", "err", lastErr.Error(), "retryIn", w.backoff)
+		}
+	default:
+		if w.st.Down {
+			w.log.Info("Delivery target back", "pending", countPending(w.d.o.Store, w.t.Name()))
+		}
+		w.st.Down = false
+		w.backoff = 0
+		w.st.BackoffUntil = time.Time{}
+		if lastErr != nil {
+			w.st.LastError = lastErr.Error()
+		} else if len(accepted) > 0 {
+			w.st.LastError = ""
+		}
+	}
+}
+
+func nextBackoff(prev, lo, hi time.Duration) time.Duration {
+	if prev <= 0 {
+		return lo
+	}
+	return min(prev*2, hi)
+}
+
+// jitter spreads d by ±20% so that targets and users do not retry in lockstep.
+func jitter(d time.Duration) time.Duration {
+	return d + time.Duration((rand.Float64()*0.4-0.2)*float64(d))
+}

@@ -1,0 +1,345 @@
+package push
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/presencebridge/presencebridge/internal/clock"
+	"github.com/presencebridge/presencebridge/internal/presence"
+	"github.com/presencebridge/presencebridge/internal/store"
+	"github.com/presencebridge/presencebridge/internal/users"
+)
+
+// fakeTarget accepts items in memory. failNext makes the next n Sends fail with
+// ErrTargetDown; refuse makes a user's items permanently refused; gate, when set,
+// holds each Send until the test lets it go.
+type fakeTarget struct {
+	mu       sync.Mutex
+	name     string
+	failNext int
+	refuse   map[string]bool
+	accepted map[string][]Item // UPN -> accepted items in order
+	calls    int
+	inFlight map[string]bool
+	overlap  []string // users seen in two concurrent Sends (must stay empty)
+	gate     chan struct{}
+	started  chan []Item
+}
+
+func newFake(name string) *fakeTarget {
+	return &fakeTarget{name: name, refuse: map[string]bool{}, accepted: map[string][]Item{}, inFlight: map[string]bool{}}
+}
+
+func (f *fakeTarget) Name() string { return f.name }
+func (f *fakeTarget) Close() error { return nil }
+
+func (f *fakeTarget) Send(ctx context.Context, items []Item) []error {
+	f.mu.Lock()
+	f.calls++
+	for _, it := range items {
+		if f.inFlight[it.User.UPN] {
+			f.overlap = append(f.overlap, it.User.UPN)
+		}
+		f.inFlight[it.User.UPN] = true
+	}
+	gate, started := f.gate, f.started
+	f.mu.Unlock()
+	if started != nil {
+		started <- items
+	}
+	if gate != nil {
+		select {
+		case <-gate:
+		case <-ctx.Done():
+		}
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	errs := make([]error, len(items))
+	down := f.failNext > 0
+	if down {
+		f.failNext--
+	}
+	for i, it := range items {
+		delete(f.inFlight, it.User.UPN)
+		switch {
+		case down:
+			errs[i] = fmt.Errorf("dial 127.0.0.1:9: %w", ErrTargetDown)
+		case f.refuse[it.User.UPN]:
+			errs[i] = Permanent("404 Not Found for %s", it.User.SIPURI)
+		default:
+			f.accepted[it.User.UPN] = append(f.accepted[it.User.UPN], it)
+		}
+	}
+	return errs
+}
+
+func (f *fakeTarget) got(upn string) []Item {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]Item(nil), f.accepted[upn]...)
+}
+
+type rig struct {
+	path string
+	db   *store.DB
+	clk  *clock.Fake
+	logs *syncBuffer
+}
+
+func newRig(t *testing.T) *rig {
+	t.Helper()
+	r := &rig{path: filepath.Join(t.TempDir(), "state.db"), clk: clock.NewFake(time.Date(2026, 11, 23, 8, 0, 0, 0, time.UTC)), logs: &syncBuffer{}}
+	r.open(t)
+	return r
+}
+
+func (r *rig) open(t *testing.T) {
+	t.Helper()
+	db, err := store.Open(r.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.db = db
+	t.Cleanup(func() { db.Close() })
+}
+
+func (r *rig) dispatcher(targets ...Target) *Dispatcher {
+	return NewDispatcher(Options{Store: r.db, Targets: targets, Clock: r.clk, Logger: slog.New(slog.NewTextHandler(r.logs, nil)),
+		MinBackoff: time.Second, MaxBackoff: 8 * time.Second, BatchSize: 50})
+}
+
+// start runs d until the test ends (or stop is called).
+func start(t *testing.T, d *Dispatcher) (stop func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { d.Run(ctx); close(done) }()
+	var once sync.Once
+	stop = func() { once.Do(func() { cancel(); <-done }) }
+	t.Cleanup(stop)
+	return stop
+}
+
+func item(upn string, a presence.Availability, act presence.Activity) Item {
+	s := presence.State{UPN: upn, Availability: a, Activity: act}
+	return Item{User: users.User{UPN: upn, SIPURI: "sip:" + strings.Split(upn, "@")[0] + "@pbx.example"}, State: s,
+		Mapped: presence.DefaultMapping().Map(s), Reason: ReasonChange}
+}
+
+func waitUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+		if cond() {
+			return
+		}
+	}
+	t.Fatalf("timed out waiting for %s", what)
+}
+
+var states = []struct {
+	a   presence.Availability
+	act presence.Activity
+}{
+	{presence.Available, presence.ActAvailable}, {presence.Busy, presence.ActInACall},
+	{presence.Away, presence.ActAway}, {presence.DoNotDisturb, presence.ActPresenting},
+	{presence.Offline, presence.ActOffWork},
+}
+
+// While the target is down, three states of one user coalesce: only the newest is sent.
+func TestCoalescesWhileTargetDown(t *testing.T) {
+	r := newRig(t)
+	f := newFake("sip")
+	f.failNext = 1
+	d := r.dispatcher(f)
+	if err := d.Enqueue(context.Background(), []Item{item("a@x", presence.Available, presence.ActAvailable)}); err != nil {
+		t.Fatal(err)
+	}
+	d.Enqueue(context.Background(), []Item{item("a@x", presence.Busy, presence.ActInACall)})
+	d.Enqueue(context.Background(), []Item{item("a@x", presence.Away, presence.ActAway)})
+	if n := d.Pending("sip"); n != 1 {
+		t.Fatalf("pending = %d, want 1 (coalesced)", n)
+	}
+	start(t, d)
+	waitUntil(t, "delivery", func() bool { return d.Pending("sip") == 0 })
+	got := f.got("a@x")
+	if len(got) != 1 || got[0].State.Activity != presence.ActAway || got[0].Seq != 3 {
+		t.Fatalf("accepted %+v, want only the newest (Away, seq 3)", got)
+	}
+	if dl := d.Delivered("a@x"); len(dl) != 1 || dl[0].Mapped.State != "away" || dl[0].Seq != 3 {
+		t.Errorf("Delivered = %+v", dl)
+	}
+}
+
+// The target goes down and comes back while states keep changing: every user's
+// final state arrives, and no user ever gets an older state after a newer one.
+func TestDownThenUpDeliversFinalStatesInOrder(t *testing.T) {
+	r := newRig(t)
+	f := newFake("http")
+	d := r.dispatcher(f)
+	start(t, d)
+	const nUsers = 120
+	final := map[string]Item{}
+	for round := range 5 {
+		f.mu.Lock()
+		f.failNext = round % 2 * 3 // down for a few sends every other round
+		f.mu.Unlock()
+		var batch []Item
+		for u := range nUsers {
+			s := states[(u+round)%len(states)]
+			it := item(fmt.Sprintf("u%03d@x", u), s.a, s.act)
+			batch = append(batch, it)
+			final[it.User.UPN] = it
+		}
+		if err := d.Enqueue(context.Background(), batch); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	waitUntil(t, "the outbox to drain", func() bool { return d.Pending("http") == 0 })
+	for upn, want := range final {
+		got := f.got(upn)
+		if len(got) == 0 {
+			t.Fatalf("%s: nothing delivered", upn)
+		}
+		if last := got[len(got)-1]; last.State.Activity != want.State.Activity {
+			t.Errorf("%s: final delivered %s, want %s", upn, last.State.Activity, want.State.Activity)
+		}
+		for i := 1; i < len(got); i++ {
+			if got[i].Seq <= got[i-1].Seq {
+				t.Errorf("%s: seq %d delivered after seq %d", upn, got[i].Seq, got[i-1].Seq)
+			}
+		}
+	}
+	if len(f.overlap) > 0 {
+		t.Errorf("users in two Sends at once: %v", f.overlap)
+	}
+	if strings.Count(r.logs.String(), "Delivery target down") != strings.Count(r.logs.String(), "Delivery target back") {
+		t.Errorf("down/back not logged in pairs:\n%s", r.logs.String())
+	}
+}
+
+// States queued before a stop are sent after a restart.
+func TestPendingSurvivesRestart(t *testing.T) {
+	r := newRig(t)
+	d := r.dispatcher(newFake("sip"))
+	d.Enqueue(context.Background(), []Item{item("a@x", presence.Busy, presence.ActInACall), item("b@x", presence.Away, presence.ActAway)})
+	r.db.Close()
+
+	r.open(t)
+	f := newFake("sip")
+	d = r.dispatcher(f)
+	if n := d.Pending("sip"); n != 2 {
+		t.Fatalf("pending after restart = %d, want 2", n)
+	}
+	start(t, d)
+	waitUntil(t, "delivery", func() bool { return d.Pending("sip") == 0 })
+	if len(f.got("a@x")) != 1 || len(f.got("b@x")) != 1 {
+		t.Fatalf("after restart got a=%v b=%v", f.got("a@x"), f.got("b@x"))
+	}
+}
+
+// A permanent refusal is logged once and dropped; the other users go through.
+func TestPermanentRefusalDroppedAndLoggedOnce(t *testing.T) {
+	r := newRig(t)
+	f := newFake("sip")
+	f.refuse["bad@x"] = true
+	d := r.dispatcher(f)
+	start(t, d)
+	d.Enqueue(context.Background(), []Item{item("bad@x", presence.Busy, presence.ActInACall), item("ok@x", presence.Busy, presence.ActInACall)})
+	waitUntil(t, "the outbox to drain", func() bool { return d.Pending("sip") == 0 })
+	if n := strings.Count(r.logs.String(), "refused a state for good"); n != 1 {
+		t.Errorf("refusal logged %d times, want once:\n%s", n, r.logs.String())
+	}
+	if !strings.Contains(r.logs.String(), "bad@x") || len(f.got("ok@x")) != 1 {
+		t.Errorf("log should name the user; ok@x got %v", f.got("ok@x"))
+	}
+	if st := d.Status()[0]; st.Dropped != 1 || st.Sent != 1 || st.Down {
+		t.Errorf("status = %+v", st)
+	}
+}
+
+// A newer state queued while an older one is in flight waits for it, and the
+// older one's acceptance does not remove the newer one from the outbox.
+func TestNewerStateWaitsForInFlight(t *testing.T) {
+	r := newRig(t)
+	f := newFake("sip")
+	f.gate, f.started = make(chan struct{}), make(chan []Item, 4)
+	d := r.dispatcher(f)
+	start(t, d)
+	d.Enqueue(context.Background(), []Item{item("a@x", presence.Busy, presence.ActInACall)})
+	var first []Item
+	select {
+	case first = <-f.started:
+	case <-time.After(10 * time.Second):
+		t.Fatal("nothing sent")
+	}
+	d.Enqueue(context.Background(), []Item{item("a@x", presence.Available, presence.ActAvailable)})
+	select {
+	case items := <-f.started:
+		t.Fatalf("a second Send began while the first was in flight: %+v", items)
+	case <-time.After(50 * time.Millisecond):
+	}
+	f.gate <- struct{}{} // first Send completes
+	var second []Item
+	select {
+	case second = <-f.started:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the newer state was never sent: the older one's acceptance removed it")
+	}
+	f.gate <- struct{}{}
+	waitUntil(t, "the outbox to drain", func() bool { return d.Pending("sip") == 0 })
+	if first[0].Seq != 1 || second[0].Seq != 2 || second[0].State.Activity != presence.ActAvailable {
+		t.Fatalf("sent %+v then %+v, want seq 1 then the newer seq 2", first, second)
+	}
+	if got := f.got("a@x"); len(got) != 2 || got[1].Seq != 2 {
+		t.Fatalf("accepted %+v", got)
+	}
+}
+
+// Every target keeps its own outbox: one target down does not hold the other back.
+func TestTargetsAreIndependent(t *testing.T) {
+	r := newRig(t)
+	up, down := newFake("http"), newFake("sip")
+	down.failNext = 1 << 30
+	d := r.dispatcher(up, down)
+	start(t, d)
+	d.Enqueue(context.Background(), []Item{item("a@x", presence.Busy, presence.ActInACall)})
+	waitUntil(t, "http delivery", func() bool { return d.Pending("http") == 0 })
+	if d.Pending("sip") != 1 {
+		t.Errorf("sip pending = %d, want 1 while it is down", d.Pending("sip"))
+	}
+	var sip TargetStatus
+	for _, st := range d.Status() {
+		if st.Name == "sip" {
+			sip = st
+		}
+	}
+	if !sip.Down || sip.LastError == "" || !errors.Is(fmt.Errorf("%s: %w", sip.LastError, ErrTargetDown), ErrTargetDown) {
+		t.Errorf("sip status = %+v, want down with an error", sip)
+	}
+}
+
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}

@@ -1,0 +1,141 @@
+package push
+
+import (
+	"bytes"
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/presencebridge/presencebridge/internal/store"
+)
+
+// The outbox keeps, per target and user, the newest state not yet accepted, in the
+// state file: a restart or a long PBX outage loses nothing, and older pending
+// states are overwritten (coalesced) instead of queued behind each other.
+
+func outboxKey(target, upn string) []byte { return []byte(target + "\x00" + upn) }
+
+func upnOf(key []byte) string {
+	if i := bytes.IndexByte(key, 0); i >= 0 {
+		return string(key[i+1:])
+	}
+	return string(key)
+}
+
+// enqueue stores items for every target in one transaction, each with the
+// target's next sequence number.
+func enqueue(db *store.DB, targets []string, items []Item) error {
+	return db.Update(func(tx *bolt.Tx) error {
+		ob, sb := tx.Bucket([]byte(store.BucketOutbox)), tx.Bucket([]byte(store.BucketOutboxSeq))
+		for _, t := range targets {
+			var seq uint64
+			if v := sb.Get([]byte(t)); len(v) == 8 {
+				seq = binary.BigEndian.Uint64(v)
+			}
+			for _, it := range items {
+				seq++
+				it.Seq = seq
+				raw, err := json.Marshal(it)
+				if err != nil {
+					return err
+				}
+				if err := ob.Put(outboxKey(t, it.User.UPN), raw); err != nil {
+					return err
+				}
+			}
+			var b [8]byte
+			binary.BigEndian.PutUint64(b[:], seq)
+			if err := sb.Put([]byte(t), b[:]); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// pick returns up to n pending items of target for which want(upn) is true.
+func pick(db *store.DB, target string, n int, want func(upn string) bool) ([]Item, error) {
+	var out []Item
+	prefix := []byte(target + "\x00")
+	err := db.View(func(tx *bolt.Tx) error {
+		c := tx.Bucket([]byte(store.BucketOutbox)).Cursor()
+		for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix) && len(out) < n; k, v = c.Next() {
+			if !want(upnOf(k)) {
+				continue
+			}
+			var it Item
+			if err := json.Unmarshal(v, &it); err != nil {
+				return fmt.Errorf("outbox entry %q: %w", k, err)
+			}
+			out = append(out, it)
+		}
+		return nil
+	})
+	return out, err
+}
+
+// settle records the outcome of one Send: accepted items are removed (unless a
+// newer state replaced them meanwhile) and remembered as delivered; dropped
+// (permanently refused) items are removed the same way.
+func settle(db *store.DB, target string, accepted []Delivered, dropped []Item) error {
+	return db.Update(func(tx *bolt.Tx) error {
+		ob, db := tx.Bucket([]byte(store.BucketOutbox)), tx.Bucket([]byte(store.BucketDelivered))
+		removeIfSame := func(upn string, seq uint64) error {
+			k := outboxKey(target, upn)
+			var cur struct {
+				Seq uint64 `json:"seq"`
+			}
+			if v := ob.Get(k); v != nil && json.Unmarshal(v, &cur) == nil && cur.Seq == seq {
+				return ob.Delete(k)
+			}
+			return nil
+		}
+		for _, d := range accepted {
+			if err := removeIfSame(d.UPN, d.Seq); err != nil {
+				return err
+			}
+			raw, err := json.Marshal(d)
+			if err != nil {
+				return err
+			}
+			if err := db.Put(outboxKey(target, d.UPN), raw); err != nil {
+				return err
+			}
+		}
+		for _, it := range dropped {
+			if err := removeIfSame(it.User.UPN, it.Seq); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// countPending counts target's pending items.
+func countPending(db *store.DB, target string) int {
+	n := 0
+	prefix := []byte(target + "\x00")
+	_ = db.View(func(tx *bolt.Tx) error {
+		c := tx.Bucket([]byte(store.BucketOutbox)).Cursor()
+		for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
+			n++
+		}
+		return nil
+	})
+	return n
+}
+
+// delivered reads what target last accepted for upn.
+func delivered(db *store.DB, target, upn string) (Delivered, bool) {
+	var d Delivered
+	found := false
+	_ = db.View(func(tx *bolt.Tx) error {
+		if v := tx.Bucket([]byte(store.BucketDelivered)).Get(outboxKey(target, upn)); v != nil {
+			found = json.Unmarshal(v, &d) == nil
+		}
+		return nil
+	})
+	return d, found
+}
