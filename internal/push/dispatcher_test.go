@@ -254,7 +254,7 @@ func TestPermanentRefusalDroppedAndLoggedOnce(t *testing.T) {
 	d := r.dispatcher(f)
 	start(t, d)
 	d.Enqueue(context.Background(), []Item{item("bad@x", presence.Busy, presence.ActInACall), item("ok@x", presence.Busy, presence.ActInACall)})
-	waitUntil(t, "the outbox to drain", func() bool { return d.Pending("sip") == 0 })
+	waitUntil(t, "both users to settle", func() bool { st := d.Status()[0]; return st.Pending == 0 && st.Sent+st.Dropped == 2 })
 	if n := strings.Count(r.logs.String(), "refused a state for good"); n != 1 {
 		t.Errorf("refusal logged %d times, want once:\n%s", n, r.logs.String())
 	}

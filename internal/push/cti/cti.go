@@ -1,0 +1,251 @@
+// Package cti delivers presence to a CTI or PBX over HTTP: a JSON document per
+// change (or one document with every pending change) POSTed to a configured URL.
+//
+// The document of one change:
+//
+//	{
+//	  "upn": "alice@contoso.com",           // Teams user (users file)
+//	  "sipUri": "sip:1001@pbx.example.com", // PBX identity (users file; may be empty)
+//	  "extension": "1001",                  // PBX identity (users file; may be empty)
+//	  "name": "Alice Example",              // users file (may be empty)
+//	  "state": "oncall",                    // mapped PBX state ([Mapping])
+//	  "basic": "open",                      // mapped PIDF basic status
+//	  "activity": "on-the-phone",           // mapped RPID activity ("" for none)
+//	  "note": "In a call",                  // mapped note
+//	  "teams": {"availability": "Busy", "activity": "InACall", "outOfOffice": false},
+//	  "reason": "change",                   // change | sync | stale | remove
+//	  "changedAt": "2026-11-23T08:00:00Z",  // when presencebridge saw the change
+//	  "seq": 42                             // increases with every state queued for this target
+//	}
+//
+// With [HTTP] Batch = 1 the body is {"changes": [ ...documents... ]}. Any 2xx
+// accepts; 408, 429, 5xx and network errors are retried; other 4xx refuse the
+// document for good (logged once per state).
+package cti
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/presencebridge/presencebridge/internal/push"
+)
+
+// Options configure a Target.
+type Options struct {
+	URL string
+	// Headers go with every request; their values are secrets, never logged.
+	Headers     map[string]string
+	Batch       bool
+	Concurrency int // POSTs in flight at once when not batching (default 16)
+	CAFile      string
+	// ClientCertFile and ClientKeyFile are a PEM client certificate and key.
+	ClientCertFile, ClientKeyFile string
+	Timeout                       time.Duration // per request (default 10 s)
+	// HTTPClient replaces the client built from the TLS options (tests).
+	HTTPClient *http.Client
+	Logger     *slog.Logger
+}
+
+// Target POSTs presence to a CTI.
+type Target struct {
+	o  Options
+	hc *http.Client
+}
+
+// Document is the JSON of one change.
+type Document struct {
+	UPN       string    `json:"upn"`
+	SIPURI    string    `json:"sipUri"`
+	Extension string    `json:"extension"`
+	Name      string    `json:"name"`
+	State     string    `json:"state"`
+	Basic     string    `json:"basic"`
+	Activity  string    `json:"activity"`
+	Note      string    `json:"note"`
+	Teams     Teams     `json:"teams"`
+	Reason    string    `json:"reason"`
+	ChangedAt time.Time `json:"changedAt"`
+	Seq       uint64    `json:"seq"`
+}
+
+// Teams is the Teams presence a Document was mapped from.
+type Teams struct {
+	Availability string `json:"availability"`
+	Activity     string `json:"activity"`
+	OutOfOffice  bool   `json:"outOfOffice"`
+}
+
+// Batch is the body in batch mode.
+type Batch struct {
+	Changes []Document `json:"changes"`
+}
+
+// New checks the options and builds the HTTP client.
+func New(o Options) (*Target, error) {
+	u, err := url.Parse(o.URL)
+	if err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
+		return nil, fmt.Errorf("[HTTP] URL is not an http(s) URL; use e.g. https://cti.example.com/presence")
+	}
+	if o.Concurrency <= 0 {
+		o.Concurrency = 16
+	}
+	if o.Timeout <= 0 {
+		o.Timeout = 10 * time.Second
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	t := &Target{o: o, hc: o.HTTPClient}
+	if t.hc == nil {
+		tc := &tls.Config{MinVersion: tls.VersionTLS12}
+		if o.CAFile != "" {
+			pool, err := x509.SystemCertPool()
+			if err != nil {
+				pool = x509.NewCertPool()
+			}
+			pem, err := os.ReadFile(o.CAFile)
+			if err != nil {
+				return nil, fmt.Errorf("[HTTP] CAFile: %w", err)
+			}
+			if !pool.AppendCertsFromPEM(pem) {
+				return nil, fmt.Errorf("[HTTP] CAFile %s holds no PEM certificate", o.CAFile)
+			}
+			tc.RootCAs = pool
+		}
+		if o.ClientCertFile != "" {
+			cert, err := tls.LoadX509KeyPair(o.ClientCertFile, o.ClientKeyFile)
+			if err != nil {
+				return nil, fmt.Errorf("[HTTP] ClientCertFile/ClientKeyFile: %w", err)
+			}
+			tc.Certificates = []tls.Certificate{cert}
+		}
+		tr := http.DefaultTransport.(*http.Transport).Clone()
+		tr.Proxy = nil // the CTI is on the local network: never the Internet proxy
+		tr.TLSClientConfig = tc
+		tr.MaxIdleConnsPerHost = o.Concurrency
+		t.hc = &http.Client{Transport: tr}
+	}
+	return t, nil
+}
+
+// Name is "http".
+func (t *Target) Name() string { return "http" }
+
+// Close drops idle connections.
+func (t *Target) Close() error {
+	t.hc.CloseIdleConnections()
+	return nil
+}
+
+// DocumentOf renders an item.
+func DocumentOf(it push.Item) Document {
+	return Document{UPN: it.User.UPN, SIPURI: it.User.SIPURI, Extension: it.User.Extension, Name: it.User.Name,
+		State: it.Mapped.State, Basic: it.Mapped.Basic, Activity: it.Mapped.Activity, Note: it.Mapped.Note,
+		Teams:  Teams{Availability: string(it.State.Availability), Activity: string(it.State.Activity), OutOfOffice: it.State.OutOfOffice},
+		Reason: it.Reason, ChangedAt: it.Queued.UTC(), Seq: it.Seq}
+}
+
+// Send POSTs the items, one request each or one for all (Batch).
+func (t *Target) Send(ctx context.Context, items []push.Item) []error {
+	errs := make([]error, len(items))
+	if t.o.Batch {
+		b := Batch{Changes: make([]Document, len(items))}
+		for i, it := range items {
+			b.Changes[i] = DocumentOf(it)
+		}
+		err := t.post(ctx, b)
+		for i := range errs {
+			errs[i] = err
+		}
+		return errs
+	}
+	sem := make(chan struct{}, t.o.Concurrency)
+	var wg sync.WaitGroup
+	for i, it := range items {
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			errs[i] = t.post(ctx, DocumentOf(it))
+		}()
+	}
+	wg.Wait()
+	return errs
+}
+
+func (t *Target) post(ctx context.Context, body any) error {
+	raw, err := json.Marshal(body)
+	if err != nil {
+		return push.Permanent("encode document: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(ctx, t.o.Timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, t.o.URL, bytes.NewReader(raw))
+	if err != nil {
+		return push.Permanent("build request: %v", err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("User-Agent", "presencebridge")
+	for k, v := range t.o.Headers {
+		req.Header.Set(k, v)
+	}
+	resp, err := t.hc.Do(req)
+	if err != nil {
+		return fmt.Errorf("POST %s: %s: %w", redactURL(t.o.URL), explain(err), push.ErrTargetDown)
+	}
+	defer resp.Body.Close()
+	excerpt, _ := io.ReadAll(io.LimitReader(resp.Body, 200))
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<20))
+	switch s := resp.StatusCode; {
+	case s >= 200 && s < 300:
+		return nil
+	case s == http.StatusRequestTimeout || s == http.StatusTooManyRequests:
+		return fmt.Errorf("POST %s: %s", redactURL(t.o.URL), resp.Status)
+	case s >= 500:
+		return fmt.Errorf("POST %s: %s: %w", redactURL(t.o.URL), resp.Status, push.ErrTargetDown)
+	case s == http.StatusUnauthorized || s == http.StatusForbidden:
+		return fmt.Errorf("POST %s: %s; check the [HTTP] Header.* credentials", redactURL(t.o.URL), resp.Status)
+	default:
+		return push.Permanent("POST %s: %s: %s", redactURL(t.o.URL), resp.Status, strings.TrimSpace(string(excerpt)))
+	}
+}
+
+// explain turns a transport error into a short cause without the URL's query.
+func explain(err error) string {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		err = ue.Err
+	}
+	var ce *tls.CertificateVerificationError
+	var ua x509.UnknownAuthorityError
+	switch {
+	case errors.Is(err, context.DeadlineExceeded):
+		return "no answer within [HTTP] Timeout"
+	case errors.As(err, &ce), errors.As(err, &ua):
+		return "the CTI's TLS certificate is not trusted (" + err.Error() + "); put its CA in [HTTP] CAFile"
+	}
+	return err.Error()
+}
+
+// redactURL drops the query, which may carry a token.
+func redactURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "[HTTP] URL"
+	}
+	u.RawQuery, u.User = "", nil
+	return u.String()
+}

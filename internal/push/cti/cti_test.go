@@ -1,0 +1,258 @@
+package cti
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/big"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/presencebridge/presencebridge/internal/clock"
+	"github.com/presencebridge/presencebridge/internal/presence"
+	"github.com/presencebridge/presencebridge/internal/push"
+	"github.com/presencebridge/presencebridge/internal/store"
+	"github.com/presencebridge/presencebridge/internal/users"
+)
+
+// cti is a TLS test CTI that records the documents it accepts.
+type cti struct {
+	srv    *httptest.Server
+	caFile string
+	mu     sync.Mutex
+	docs   []Document
+	hdrs   []http.Header
+	// reply, if set, answers instead of 200.
+	reply atomic.Pointer[func(w http.ResponseWriter) bool]
+}
+
+func newCTI(t *testing.T, clientCAs *x509.CertPool) *cti {
+	t.Helper()
+	c := &cti{}
+	c.srv = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if f := c.reply.Load(); f != nil && (*f)(w) {
+			return
+		}
+		var docs []Document
+		var raw json.RawMessage
+		if err := json.NewDecoder(r.Body).Decode(&raw); err != nil {
+			http.Error(w, "bad json", 400)
+			return
+		}
+		var b Batch
+		if json.Unmarshal(raw, &b) == nil && b.Changes != nil {
+			docs = b.Changes
+		} else {
+			var d Document
+			json.Unmarshal(raw, &d)
+			docs = []Document{d}
+		}
+		c.mu.Lock()
+		c.docs = append(c.docs, docs...)
+		c.hdrs = append(c.hdrs, r.Header.Clone())
+		c.mu.Unlock()
+		w.WriteHeader(204)
+	}))
+	if clientCAs != nil {
+		c.srv.TLS = &tls.Config{ClientCAs: clientCAs, ClientAuth: tls.RequireAndVerifyClientCert}
+	}
+	c.srv.StartTLS()
+	t.Cleanup(c.srv.Close)
+	c.caFile = filepath.Join(t.TempDir(), "cti-ca.pem")
+	os.WriteFile(c.caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.srv.Certificate().Raw}), 0o644)
+	return c
+}
+
+func (c *cti) setReply(f func(w http.ResponseWriter) bool) { c.reply.Store(&f) }
+
+func (c *cti) received() []Document {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]Document(nil), c.docs...)
+}
+
+func item(upn string, seq uint64) push.Item {
+	s := presence.State{UPN: upn, Availability: presence.Busy, Activity: presence.ActInACall}
+	return push.Item{User: users.User{UPN: upn, SIPURI: "sip:1001@pbx.example", Extension: "1001", Name: "Alice"},
+		State: s, Mapped: presence.DefaultMapping().Map(s), Reason: push.ReasonChange, Seq: seq,
+		Queued: time.Date(2026, 11, 23, 8, 0, 0, 0, time.UTC)}
+}
+
+func TestDocumentHeadersAndCAFile(t *testing.T) {
+	c := newCTI(t, nil)
+	tg, err := New(Options{URL: c.srv.URL + "/presence", CAFile: c.caFile, Headers: map[string]string{"Authorization": "Bearer tok-123"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	errs := tg.Send(context.Background(), []push.Item{item("alice@contoso.example", 7), item("bob@contoso.example", 8)})
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("item %d: %v", i, err)
+		}
+	}
+	docs := c.received()
+	if len(docs) != 2 {
+		t.Fatalf("received %d documents", len(docs))
+	}
+	want := Document{UPN: "alice@contoso.example", SIPURI: "sip:1001@pbx.example", Extension: "1001", Name: "Alice",
+		State: "oncall", Basic: "open", Activity: "on-the-phone", Note: "In a call",
+		Teams: Teams{Availability: "Busy", Activity: "InACall"}, Reason: "change",
+		ChangedAt: time.Date(2026, 11, 23, 8, 0, 0, 0, time.UTC), Seq: 7}
+	found := false
+	for _, d := range docs {
+		found = found || d == want
+	}
+	if !found {
+		t.Errorf("documents %+v lack %+v", docs, want)
+	}
+	h := c.hdrs[0]
+	if h.Get("Authorization") != "Bearer tok-123" || h.Get("Content-Type") != "application/json" || h.Get("User-Agent") != "presencebridge" {
+		t.Errorf("headers = %v", h)
+	}
+}
+
+func TestUntrustedCertificateSaysWhatToDo(t *testing.T) {
+	c := newCTI(t, nil)
+	tg, err := New(Options{URL: c.srv.URL, Headers: map[string]string{"Authorization": "Bearer tok-123"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = tg.Send(context.Background(), []push.Item{item("a@x", 1)})[0]
+	if err == nil || !strings.Contains(err.Error(), "[HTTP] CAFile") || !errors.Is(err, push.ErrTargetDown) {
+		t.Fatalf("err = %v, want an untrusted-certificate error naming [HTTP] CAFile", err)
+	}
+	if strings.Contains(err.Error(), "tok-123") {
+		t.Error("the header value reached the error")
+	}
+}
+
+func TestClientCertificate(t *testing.T) {
+	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "client CA"}, IsCA: true,
+		BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
+	caDER, _ := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	ca, _ := x509.ParseCertificate(caDER)
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "presencebridge"},
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
+	der, _ := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
+	dir := t.TempDir()
+	certFile, keyFile := filepath.Join(dir, "client.pem"), filepath.Join(dir, "client.key")
+	os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600)
+	kb, _ := x509.MarshalECPrivateKey(key)
+	os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb}), 0o600)
+	pool := x509.NewCertPool()
+	pool.AddCert(ca)
+	c := newCTI(t, pool)
+
+	without, _ := New(Options{URL: c.srv.URL, CAFile: c.caFile})
+	if err := without.Send(context.Background(), []push.Item{item("a@x", 1)})[0]; err == nil {
+		t.Fatal("a CTI that requires a client certificate accepted a request without one")
+	}
+	with, err := New(Options{URL: c.srv.URL, CAFile: c.caFile, ClientCertFile: certFile, ClientKeyFile: keyFile})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := with.Send(context.Background(), []push.Item{item("a@x", 1)})[0]; err != nil {
+		t.Fatalf("with a client certificate: %v", err)
+	}
+}
+
+func TestStatusClasses(t *testing.T) {
+	c := newCTI(t, nil)
+	tg, _ := New(Options{URL: c.srv.URL, CAFile: c.caFile, Timeout: 200 * time.Millisecond})
+	cases := []struct {
+		name      string
+		reply     func(w http.ResponseWriter) bool
+		permanent bool
+		down      bool
+	}{
+		{"500", func(w http.ResponseWriter) bool { w.WriteHeader(500); return true }, false, true},
+		{"503", func(w http.ResponseWriter) bool { w.WriteHeader(503); return true }, false, true},
+		{"429", func(w http.ResponseWriter) bool { w.WriteHeader(429); return true }, false, false},
+		{"400", func(w http.ResponseWriter) bool { http.Error(w, "unknown extension", 400); return true }, true, false},
+		{"timeout", func(w http.ResponseWriter) bool { time.Sleep(400 * time.Millisecond); return true }, false, true},
+	}
+	for _, tc := range cases {
+		c.setReply(tc.reply)
+		err := tg.Send(context.Background(), []push.Item{item("a@x", 1)})[0]
+		var perm *push.PermanentError
+		if err == nil || errors.As(err, &perm) != tc.permanent || errors.Is(err, push.ErrTargetDown) != tc.down {
+			t.Errorf("%s: err = %v, want permanent=%v down=%v", tc.name, err, tc.permanent, tc.down)
+		}
+		if tc.name == "400" && err != nil && !strings.Contains(err.Error(), "unknown extension") {
+			t.Errorf("400: the error should carry the body excerpt: %v", err)
+		}
+	}
+}
+
+func TestBatchBody(t *testing.T) {
+	c := newCTI(t, nil)
+	tg, _ := New(Options{URL: c.srv.URL, CAFile: c.caFile, Batch: true})
+	var items []push.Item
+	for i := range 5 {
+		items = append(items, item(fmt.Sprintf("u%d@x", i), uint64(i+1)))
+	}
+	for _, err := range tg.Send(context.Background(), items) {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(c.hdrs) != 1 || len(c.received()) != 5 {
+		t.Fatalf("%d requests carrying %d documents, want 1 carrying 5", len(c.hdrs), len(c.received()))
+	}
+}
+
+// Through the dispatcher: a CTI that answers 500 twice and then 200 gets the state.
+func TestRetriedThroughDispatcher(t *testing.T) {
+	c := newCTI(t, nil)
+	var fails atomic.Int32
+	fails.Store(2)
+	c.setReply(func(w http.ResponseWriter) bool {
+		if fails.Add(-1) >= 0 {
+			w.WriteHeader(500)
+			return true
+		}
+		return false
+	})
+	tg, _ := New(Options{URL: c.srv.URL, CAFile: c.caFile})
+	db, err := store.Open(filepath.Join(t.TempDir(), "state.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	clk := clock.NewFake(time.Date(2026, 11, 23, 8, 0, 0, 0, time.UTC))
+	d := push.NewDispatcher(push.Options{Store: db, Targets: []push.Target{tg}, Clock: clk, Logger: slog.New(slog.DiscardHandler)})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { d.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	d.Enqueue(ctx, []push.Item{item("a@x", 0)})
+	for deadline := time.Now().Add(10 * time.Second); d.Pending("http") > 0; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("not delivered")
+		}
+	}
+	if got := c.received(); len(got) != 1 || got[0].UPN != "a@x" {
+		t.Fatalf("received %+v", got)
+	}
+	if sl := clk.Sleeps(); len(sl) < 2 || sl[0] < 800*time.Millisecond || sl[1] < 1600*time.Millisecond {
+		t.Errorf("back-off sleeps %v, want about 1 s then 2 s", sl)
+	}
+}
