@@ -88,10 +88,10 @@ func (s *Server) InjectFault(f Fault) {
 	if f.Count == 0 {
 		f.Count = 1
 	}
-	s.faults.mu.Lock()
-	s.faults.faults = append(s.faults.faults, &f)
-	s.faults.mu.Unlock()
 	s.log.Info("Fault injected", "path", f.Path, "status", f.Status, "count", f.Count, "delay", f.Delay)
+	s.faults.mu.Lock()
+	s.faults.faults = append(s.faults.faults, &f) // from here on, requests consume f.Count
+	s.faults.mu.Unlock()
 }
 
 // ClearFaults drops every queued fault.
