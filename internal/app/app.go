@@ -24,6 +24,7 @@ import (
 	"github.com/presencebridge/presencebridge/internal/graph"
 	"github.com/presencebridge/presencebridge/internal/poll"
 	"github.com/presencebridge/presencebridge/internal/presence"
+	"github.com/presencebridge/presencebridge/internal/push"
 	"github.com/presencebridge/presencebridge/internal/store"
 	"github.com/presencebridge/presencebridge/internal/transport"
 	"github.com/presencebridge/presencebridge/internal/users"
@@ -31,10 +32,13 @@ import (
 
 // Options are the App's explicit dependencies.
 type Options struct {
-	Config  *config.Config
-	Logger  *slog.Logger
-	Clock   clock.Clock // default clock.Real{}
-	Sink    poll.Sink   // default: a poll.LogSink on Logger
+	Config *config.Config
+	Logger *slog.Logger
+	Clock  clock.Clock // default clock.Real{}
+	// Sink receives the pollers' changes instead of the delivery targets (bench).
+	Sink poll.Sink
+	// Targets replace the targets built from [SIP] and [HTTP] (tests).
+	Targets []push.Target
 	Version string
 	// HTTPClient replaces the proxy-aware client built from [Proxy] (tests only).
 	HTTPClient *http.Client
@@ -45,17 +49,18 @@ var ErrConfig = errors.New("configuration error")
 
 // App is one running presencebridge.
 type App struct {
-	cfg      *config.Config
-	log      *slog.Logger
-	clk      clock.Clock
-	db       *store.DB
-	hc       *http.Client
-	sink     poll.Sink
-	version  string
-	started  atomic.Pointer[time.Time] // set by Run; read by status
-	accounts []*account
-	byID     map[string]*account
-	byUPN    map[string]userRef
+	cfg        *config.Config
+	log        *slog.Logger
+	clk        clock.Clock
+	db         *store.DB
+	hc         *http.Client
+	sink       poll.Sink
+	dispatcher *push.Dispatcher
+	version    string
+	started    atomic.Pointer[time.Time] // set by Run; read by status
+	accounts   []*account
+	byID       map[string]*account
+	byUPN      map[string]userRef
 	// problems are users-file rows and users without an account, reported by status.
 	problems []string
 }
@@ -72,6 +77,9 @@ type account struct {
 	budget *budget.Budget
 	poller *poll.Poller
 	users  []users.User
+
+	mu    sync.Mutex
+	stale time.Time // start of the current stale episode; zero when live
 }
 
 // KeyFile is where the running service writes its control endpoint's address and key.
@@ -90,11 +98,10 @@ func Open(o Options) (*App, error) {
 	}
 	a := &App{cfg: o.Config, log: o.Logger, clk: o.Clock, version: o.Version, hc: o.HTTPClient,
 		byID: map[string]*account{}, byUPN: map[string]userRef{}}
-	a.sink = o.Sink
-	if a.sink == nil {
-		a.sink = poll.LogSink{Logger: o.Logger}
-	}
 	cfg := o.Config
+	if cfg.Mapping == nil {
+		cfg.Mapping = presence.DefaultMapping()
+	}
 
 	list, problems, err := users.Load(cfg.UsersFile)
 	if err != nil {
@@ -112,9 +119,29 @@ func Open(o Options) (*App, error) {
 		}
 	}
 
+	targets := o.Targets
+	if targets == nil {
+		if targets, err = a.buildTargets(cfg); err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrConfig, err)
+		}
+	}
+
 	a.db, err = store.Open(cfg.StateFile)
 	if err != nil {
+		for _, t := range targets {
+			t.Close()
+		}
 		return nil, err
+	}
+	a.dispatcher = push.NewDispatcher(push.Options{Store: a.db, Targets: targets, Mapping: cfg.Mapping, Clock: o.Clock,
+		Logger: o.Logger, BatchSize: cfg.Delivery.BatchSize, MinBackoff: cfg.Delivery.RetryMin, MaxBackoff: cfg.Delivery.RetryMax})
+	switch {
+	case o.Sink != nil:
+		a.sink = o.Sink
+	case len(targets) > 0:
+		a.sink = a.dispatcher
+	default:
+		a.sink = poll.LogSink{Logger: o.Logger}
 	}
 
 	for _, ac := range cfg.Accounts {
@@ -135,6 +162,10 @@ func Open(o Options) (*App, error) {
 			auth:   au,
 			graph:  graph.New(ac.GraphURL, a.hc, au),
 			budget: budget.New(ac.BudgetRequests, ac.BudgetWindow, ac.BudgetShare, o.Clock),
+		}
+		var since time.Time
+		if found, _ := a.db.Get(store.BucketAccounts, staleKey(ac.ID), &since); found {
+			acc.stale = since
 		}
 		a.accounts = append(a.accounts, acc)
 		a.byID[ac.ID] = acc
@@ -181,7 +212,10 @@ func Open(o Options) (*App, error) {
 }
 
 // Close closes the state file.
-func (a *App) Close() error { return a.db.Close() }
+func (a *App) Close() error {
+	a.dispatcher.Close()
+	return a.db.Close()
+}
 
 // DB is the open state file (for commands that read it directly).
 func (a *App) DB() *store.DB { return a.db }
@@ -229,6 +263,16 @@ func (a *App) Run(ctx context.Context) error {
 		}
 	}
 	start("status writer", a.writeStatusLoop)
+	if targets := a.dispatcher.Targets(); len(targets) > 0 {
+		if err := a.removeDeparted(ctx); err != nil {
+			a.log.Error("Withdrawing departed users failed", "err", err)
+		}
+		start("delivery", a.dispatcher.Run)
+		a.log.Info("Delivering presence", "targets", targets, "pending", a.pendingAll())
+		if a.cfg.Delivery.StaleAfter > 0 && a.cfg.TeamsEnabled {
+			start("stale policy", a.staleLoop)
+		}
+	}
 
 	var err error
 	select {
@@ -285,6 +329,10 @@ type PresenceReport struct {
 	Extension string          `json:"extension,omitempty"`
 	Live      *LivePresence   `json:"live"`
 	LastKnown *presence.State `json:"lastKnown,omitempty"`
+	// Delivered is what each target last accepted for the user, and when.
+	Delivered []push.Delivered `json:"delivered,omitempty"`
+	// Pending names the targets that still have a newer state to send for the user.
+	Pending []string `json:"pending,omitempty"`
 }
 
 // LivePresence is one user's presence read from Graph just now.
@@ -309,6 +357,8 @@ func (a *App) Presence(ctx context.Context, upn string) (PresenceReport, error) 
 	if found, err := a.db.Get(store.BucketPresence, upn, &st); err == nil && found {
 		rep.LastKnown = &st
 	}
+	rep.Delivered = a.dispatcher.Delivered(upn)
+	rep.Pending = a.dispatcher.PendingFor(upn)
 	ctx, cancel := context.WithTimeout(ctx, a.cfg.Polling.RequestTimeout)
 	defer cancel()
 	found, notFound, err := ref.account.graph.ResolveUsers(ctx, []string{upn})
@@ -337,15 +387,16 @@ func (a *App) Presence(ctx context.Context, upn string) (PresenceReport, error) 
 
 // StatusReport is what `status` shows.
 type StatusReport struct {
-	Version      string          `json:"version"`
-	Config       string          `json:"config"`
-	Running      bool            `json:"running"`
-	Started      time.Time       `json:"started,omitzero"`
-	ReportedAt   time.Time       `json:"reportedAt"`
-	TeamsEnabled bool            `json:"teamsEnabled"`
-	Users        int             `json:"users"`
-	UserProblems []string        `json:"userProblems,omitempty"`
-	Accounts     []AccountReport `json:"accounts"`
+	Version      string              `json:"version"`
+	Config       string              `json:"config"`
+	Running      bool                `json:"running"`
+	Started      time.Time           `json:"started,omitzero"`
+	ReportedAt   time.Time           `json:"reportedAt"`
+	TeamsEnabled bool                `json:"teamsEnabled"`
+	Users        int                 `json:"users"`
+	UserProblems []string            `json:"userProblems,omitempty"`
+	Accounts     []AccountReport     `json:"accounts"`
+	Targets      []push.TargetStatus `json:"targets,omitempty"`
 }
 
 // AccountReport is one account's part of the status.
@@ -355,6 +406,8 @@ type AccountReport struct {
 	Tenant  string      `json:"tenant"`
 	Sign    auth.Status `json:"signIn"`
 	Polling poll.Status `json:"polling"`
+	// StaleSince is when the account's users began to be shown as stale; zero when live.
+	StaleSince time.Time `json:"staleSince,omitzero"`
 }
 
 const statusKey = "_report"
@@ -371,9 +424,10 @@ func (a *App) report() StatusReport {
 		ReportedAt: a.clk.Now().UTC(), TeamsEnabled: a.cfg.TeamsEnabled, Users: len(a.byUPN), UserProblems: a.problems}
 	for _, acc := range a.accounts {
 		r.Accounts = append(r.Accounts, AccountReport{ID: acc.cfg.ID, Auth: string(acc.cfg.Auth), Tenant: acc.cfg.TenantID,
-			Sign: acc.auth.Status(), Polling: acc.poller.Status()})
+			Sign: acc.auth.Status(), Polling: acc.poller.Status(), StaleSince: acc.staleSince()})
 	}
 	sort.Slice(r.Accounts, func(i, j int) bool { return r.Accounts[i].ID < r.Accounts[j].ID })
+	r.Targets = a.dispatcher.Status()
 	return r
 }
 
@@ -408,6 +462,8 @@ func (h controlHandler) Status(ctx context.Context) any { return h.a.Status(ctx)
 func (h controlHandler) Presence(ctx context.Context, upn string) (any, error) {
 	return h.a.Presence(ctx, upn)
 }
+
+func (h controlHandler) SyncAll(ctx context.Context) (any, error) { return h.a.SyncAll(ctx) }
 
 func (h controlHandler) Login(ctx context.Context, account string, show func(string)) (any, error) {
 	return h.a.Login(ctx, account, show)

@@ -29,6 +29,7 @@ type Handler interface {
 	Status(ctx context.Context) any
 	Presence(ctx context.Context, upn string) (any, error)
 	Login(ctx context.Context, account string, show func(message string)) (any, error)
+	SyncAll(ctx context.Context) (any, error)
 }
 
 // ErrNotRunning means no service answers at the configured address.
@@ -76,6 +77,14 @@ func Listen(addr, keyFile string, h Handler, logger *slog.Logger) (*Server, erro
 		v, err := h.Presence(r.Context(), r.URL.Query().Get("upn"))
 		if err != nil {
 			writeJSON(w, http.StatusBadGateway, map[string]string{"error": err.Error()})
+			return
+		}
+		writeJSON(w, http.StatusOK, v)
+	})
+	mux.HandleFunc("POST /sync-all", func(w http.ResponseWriter, r *http.Request) {
+		v, err := h.SyncAll(r.Context())
+		if err != nil {
+			writeJSON(w, http.StatusInternalServerError, map[string]string{"error": err.Error()})
 			return
 		}
 		writeJSON(w, http.StatusOK, v)
@@ -239,6 +248,15 @@ func (c *Client) Status(ctx context.Context, out any) error {
 // Presence asks the service for one user's live presence.
 func (c *Client) Presence(ctx context.Context, upn string, out any) error {
 	resp, err := c.do(ctx, http.MethodGet, "/presence", url.Values{"upn": {upn}})
+	if err != nil {
+		return err
+	}
+	return decode(resp, out)
+}
+
+// SyncAll asks the service to queue every user's current state for every target.
+func (c *Client) SyncAll(ctx context.Context, out any) error {
+	resp, err := c.do(ctx, http.MethodPost, "/sync-all", nil)
 	if err != nil {
 		return err
 	}

@@ -20,6 +20,7 @@ func (fakeHandler) Presence(_ context.Context, upn string) (any, error) {
 	}
 	return map[string]string{"upn": upn, "availability": "Busy"}, nil
 }
+func (fakeHandler) SyncAll(context.Context) (any, error) { return map[string]int{"queued": 3}, nil }
 func (fakeHandler) Login(_ context.Context, account string, show func(string)) (any, error) {
 	show("To sign in, use a web browser to open the page https://example/devicelogin and enter the code ABC")
 	if account == "bad" {
@@ -71,6 +72,10 @@ func TestStatusPresenceLogin(t *testing.T) {
 	}
 	if err := c.Presence(ctx, "nobody@x", &p); err == nil || err.Error() != `user "nobody@x" is not in the users file` {
 		t.Fatalf("Presence(nobody) error = %v", err)
+	}
+	var sync map[string]int
+	if err := c.SyncAll(ctx, &sync); err != nil || sync["queued"] != 3 {
+		t.Fatalf("SyncAll = %v, %v", sync, err)
 	}
 	var msgs []string
 	var res map[string]string

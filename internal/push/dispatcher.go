@@ -46,9 +46,10 @@ type TargetStatus struct {
 // worker per target. A worker has one Send in flight at a time, so a user never
 // has two states in flight and a superseded state is never sent after a newer one.
 type Dispatcher struct {
-	o       Options
-	names   []string
-	workers []*worker
+	closeOnce sync.Once
+	o         Options
+	names     []string
+	workers   []*worker
 }
 
 // NewDispatcher builds a dispatcher; Run starts delivering.
@@ -128,12 +129,18 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 		go func() { defer wg.Done(); w.run(ctx) }()
 	}
 	wg.Wait()
-	for _, w := range d.workers {
-		if err := w.t.Close(); err != nil {
-			d.o.Logger.Warn("Closing delivery target failed", "target", w.t.Name(), "err", err)
-		}
-	}
 	return nil
+}
+
+// Close closes the targets (after Run has returned); queued states stay queued.
+func (d *Dispatcher) Close() {
+	d.closeOnce.Do(func() {
+		for _, w := range d.workers {
+			if err := w.t.Close(); err != nil {
+				d.o.Logger.Warn("Closing delivery target failed", "target", w.t.Name(), "err", err)
+			}
+		}
+	})
 }
 
 // Pending counts the states target has not accepted yet.
@@ -145,6 +152,17 @@ func (d *Dispatcher) Delivered(upn string) []Delivered {
 	for _, n := range d.names {
 		if dl, ok := delivered(d.o.Store, n, upn); ok {
 			out = append(out, dl)
+		}
+	}
+	return out
+}
+
+// PendingFor names the targets that have a state for upn not yet accepted.
+func (d *Dispatcher) PendingFor(upn string) []string {
+	var out []string
+	for _, n := range d.names {
+		if hasPending(d.o.Store, n, upn) {
+			out = append(out, n)
 		}
 	}
 	return out
@@ -256,7 +274,7 @@ func (w *worker) send(ctx context.Context, items []Item) {
 		var perm *PermanentError
 		switch {
 		case err == nil:
-			accepted = append(accepted, Delivered{Target: w.t.Name(), UPN: upn, Mapped: it.Mapped, State: it.State,
+			accepted = append(accepted, Delivered{Target: w.t.Name(), UPN: upn, User: it.User, Mapped: it.Mapped, State: it.State,
 				Reason: it.Reason, Seq: it.Seq, Queued: it.Queued, At: now})
 			delete(w.retryAt, upn)
 			delete(w.userBackoff, upn)

@@ -139,3 +139,13 @@ func delivered(db *store.DB, target, upn string) (Delivered, bool) {
 	})
 	return d, found
 }
+
+// hasPending reports whether target has a state for upn not yet accepted.
+func hasPending(db *store.DB, target, upn string) bool {
+	found := false
+	_ = db.View(func(tx *bolt.Tx) error {
+		found = tx.Bucket([]byte(store.BucketOutbox)).Get(outboxKey(target, upn)) != nil
+		return nil
+	})
+	return found
+}

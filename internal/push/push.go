@@ -71,6 +71,7 @@ func Permanent(format string, args ...any) error {
 type Delivered struct {
 	Target string          `json:"target"`
 	UPN    string          `json:"upn"`
+	User   users.User      `json:"user"`
 	Mapped presence.Mapped `json:"mapped"`
 	State  presence.State  `json:"state"`
 	Reason string          `json:"reason"`

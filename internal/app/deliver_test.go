@@ -1,0 +1,214 @@
+package app
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/presencebridge/presencebridge/internal/config"
+	"github.com/presencebridge/presencebridge/internal/graphsim"
+	"github.com/presencebridge/presencebridge/internal/push/cti"
+)
+
+// recordingCTI is an HTTP CTI on loopback that keeps every document it accepts;
+// down makes it answer 503.
+type recordingCTI struct {
+	srv  *httptest.Server
+	mu   sync.Mutex
+	docs []cti.Document
+	down atomic.Bool
+}
+
+func newRecordingCTI(t *testing.T) *recordingCTI {
+	c := &recordingCTI{}
+	c.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if c.down.Load() {
+			w.WriteHeader(503)
+			return
+		}
+		var d cti.Document
+		if err := json.NewDecoder(r.Body).Decode(&d); err != nil {
+			w.WriteHeader(400)
+			return
+		}
+		c.mu.Lock()
+		c.docs = append(c.docs, d)
+		c.mu.Unlock()
+	}))
+	t.Cleanup(c.srv.Close)
+	return c
+}
+
+// last returns each user's last document, and how many documents had reason.
+func (c *recordingCTI) last(reason string) (map[string]cti.Document, int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	m, n := map[string]cti.Document{}, 0
+	for _, d := range c.docs {
+		m[d.UPN] = d
+		if d.Reason == reason {
+			n++
+		}
+	}
+	return m, n
+}
+
+func deliveryTenant(t *testing.T, ctiURL string) (*graphsim.Server, string) {
+	t.Helper()
+	sim, err := graphsim.New(graphsim.Options{Users: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sim.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sim.Close() })
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "sim-ca.pem"), sim.CAPEM(), 0o644)
+	writeUsers(t, dir, sim.Users())
+	ini := fmt.Sprintf(`[General]
+ControlAddr = off
+[Microsoft]
+LoginURL = %s
+GraphURL = %s
+[Proxy]
+URL = direct
+CAFile = sim-ca.pem
+[Polling]
+Interval = 1s
+ResolveRate = 100
+[Account.main]
+TenantID = 4f1c3c57-0b5e-4d0e-9a55-3b1a7f0e2c11
+ClientID = presencebridge-daemon
+Auth = secret
+ClientSecret = sim-secret
+[HTTP]
+URL = %s
+[Delivery]
+RetryMin = 100ms
+RetryMax = 1s
+[Mapping]
+Stale = unknown | closed | unknown | Teams unreachable
+`, sim.URL(), sim.GraphURL(), ctiURL)
+	path := filepath.Join(dir, "Presence.ini")
+	os.WriteFile(path, []byte(ini), 0o600)
+	return sim, path
+}
+
+func writeUsers(t *testing.T, dir string, us []graphsim.User) {
+	var csv strings.Builder
+	csv.WriteString("UPN,SIP URI,Extension\n")
+	for i, u := range us {
+		fmt.Fprintf(&csv, "%s,sip:%d@pbx.example,%d\n", u.UPN, 1000+i, 1000+i)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "users.csv"), []byte(csv.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func startWith(t *testing.T, path string, tweak func(*config.Config)) *running {
+	t.Helper()
+	cfg, err := config.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tweak != nil {
+		tweak(cfg)
+	}
+	r := &running{sink: &recordingSink{}, logs: &syncBuffer{}}
+	r.app, err = Open(Options{Config: cfg, Logger: slog.New(slog.NewTextHandler(r.logs, nil)), Version: "test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	r.stop = func() {
+		if cancel != nil {
+			cancel()
+			<-done
+			r.app.Close()
+			cancel = nil
+		}
+	}
+	t.Cleanup(r.stop)
+	go func() { done <- r.app.Run(ctx) }()
+	return r
+}
+
+// Teams -> presencebridge -> HTTP CTI: first sightings, a change, the stale policy
+// and its recovery, sync-all, a restart with states pending while the CTI was down,
+// and a user leaving the users file.
+func TestDeliveryToHTTPTarget(t *testing.T) {
+	c := newRecordingCTI(t)
+	sim, path := deliveryTenant(t, c.srv.URL)
+	staleFast := func(cfg *config.Config) { cfg.Delivery.StaleAfter = 2 * time.Second }
+	r := startWith(t, path, staleFast)
+
+	waitFor(t, "every user's first state at the CTI", func() bool { m, _ := c.last(""); return len(m) == 10 }, r)
+	upn := sim.Users()[3].UPN
+	act := setOther(t, sim, upn)
+	waitFor(t, "the change at the CTI", func() bool { m, _ := c.last(""); return m[upn].Teams.Activity == act }, r)
+	if d, _ := c.last(""); d[upn].SIPURI != "sip:1003@pbx.example" || d[upn].Reason != "change" || d[upn].State == "" {
+		t.Errorf("document = %+v", d[upn])
+	}
+
+	// Graph fails: after StaleAfter every user is shown stale, then live again.
+	sim.InjectFault(graphsim.Fault{Path: "/communications/getPresencesByUserId", Status: 503, Count: 1 << 20})
+	waitFor(t, "stale states", func() bool { _, n := c.last("stale"); return n == 10 }, r)
+	if m, _ := c.last(""); m[upn].Note != "Teams unreachable" || m[upn].Basic != "closed" {
+		t.Errorf("stale document = %+v, want the [Mapping] Stale rule", m[upn])
+	}
+	if st := r.account(t, "main"); st.StaleSince.IsZero() {
+		t.Errorf("status does not show the stale episode: %+v", st)
+	}
+	sim.ClearFaults()
+	waitFor(t, "live states again", func() bool {
+		m, _ := c.last("")
+		for _, d := range m {
+			if d.Reason == "stale" {
+				return false
+			}
+		}
+		return true
+	}, r)
+	if m, _ := c.last(""); m[upn].Teams.Activity != act {
+		t.Errorf("after recovery %s shows %+v, want %s", upn, m[upn], act)
+	}
+
+	// sync-all sends everyone again.
+	rep, err := r.app.SyncAll(context.Background())
+	if err != nil || rep.Queued != 10 {
+		t.Fatalf("SyncAll = %+v, %v", rep, err)
+	}
+	waitFor(t, "sync-all", func() bool { _, n := c.last("sync"); return n >= 20 }, r)
+
+	// The CTI goes down, a change is queued, presencebridge stops; after a restart
+	// with the CTI back the change arrives.
+	c.down.Store(true)
+	upn2 := sim.Users()[5].UPN
+	act2 := setOther(t, sim, upn2)
+	waitFor(t, "the change to be queued", func() bool { return r.app.Pending("http") > 0 }, r)
+	r.stop()
+	c.down.Store(false)
+
+	// upn (user 3) leaves the users file meanwhile.
+	us := sim.Users()
+	writeUsers(t, filepath.Dir(path), append(append([]graphsim.User{}, us[:3]...), us[4:]...))
+	r = startWith(t, path, staleFast)
+	waitFor(t, "the pending change after the restart", func() bool { m, _ := c.last(""); return m[upn2].Teams.Activity == act2 }, r)
+	waitFor(t, "the departed user's removal", func() bool { m, _ := c.last(""); return m[upn].Reason == "remove" }, r)
+	rep2, err := r.app.Presence(context.Background(), upn2)
+	if err != nil || len(rep2.Delivered) != 1 || rep2.Delivered[0].Target != "http" || rep2.Delivered[0].At.IsZero() {
+		t.Errorf("presence get shows delivered = %+v (err %v)", rep2.Delivered, err)
+	}
+}
