@@ -1,0 +1,263 @@
+package kamailio
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/xml"
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Notify is one NOTIFY a Watcher received, with its PIDF read loosely.
+type Notify struct {
+	Raw               string   // the body
+	SubscriptionState string   // Subscription-State header
+	Basic             string   // "open", "closed" or "" (no tuple)
+	Activities        []string // RPID activity element names, e.g. "on-the-phone"
+	Note              string   // first note found (tuple or person)
+	At                time.Time
+}
+
+// Watcher subscribes to one presentity over UDP with plain sockets: a SIP stack of
+// its own, independent of the sipgo publisher under test.
+type Watcher struct {
+	conn    net.PacketConn
+	server  *net.UDPAddr
+	uri     string
+	callID  string
+	fromTag string
+	toTag   string
+	cseq    int
+	notes   chan Notify
+	answers chan string // final responses to our requests, raw
+	done    chan struct{}
+	once    sync.Once
+}
+
+// Watch subscribes to uri's presence at server (a UDP host:port) and returns once
+// the subscription is accepted.
+func Watch(ctx context.Context, server, uri string) (*Watcher, error) {
+	addr, err := net.ResolveUDPAddr("udp", server)
+	if err != nil {
+		return nil, err
+	}
+	conn, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	w := &Watcher{conn: conn, server: addr, uri: uri, callID: token() + "@watcher", fromTag: token(),
+		notes: make(chan Notify, 256), answers: make(chan string, 16), done: make(chan struct{})}
+	go w.read()
+	if err := w.subscribe(ctx, 600); err != nil {
+		w.conn.Close()
+		return nil, err
+	}
+	return w, nil
+}
+
+func token() string {
+	b := make([]byte, 8)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+func (w *Watcher) subscribe(ctx context.Context, expires int) error {
+	w.cseq++
+	to := "<" + w.uri + ">"
+	if w.toTag != "" {
+		to += ";tag=" + w.toTag
+	}
+	local := w.conn.LocalAddr().String()
+	msg := fmt.Sprintf("SUBSCRIBE %s SIP/2.0\r\nVia: SIP/2.0/UDP %s;branch=z9hG4bK%s;rport\r\nMax-Forwards: 70\r\n"+
+		"From: <sip:watcher@%s>;tag=%s\r\nTo: %s\r\nCall-ID: %s\r\nCSeq: %d SUBSCRIBE\r\nContact: <sip:watcher@%s>\r\n"+
+		"Event: presence\r\nAccept: application/pidf+xml\r\nExpires: %d\r\nContent-Length: 0\r\n\r\n",
+		w.uri, local, token(), local, w.fromTag, to, w.callID, w.cseq, local, expires)
+	for try := 0; try < 6; try++ {
+		if _, err := w.conn.WriteTo([]byte(msg), w.server); err != nil {
+			return err
+		}
+		select {
+		case raw := <-w.answers:
+			code, _ := strconv.Atoi(strings.Fields(raw)[1])
+			if code < 200 || code >= 300 {
+				return fmt.Errorf("SUBSCRIBE %s: %s", w.uri, firstLine(raw))
+			}
+			if w.toTag == "" {
+				w.toTag = param(header(raw, "To"), "tag")
+			}
+			return nil
+		case <-time.After(500 * time.Millisecond):
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return fmt.Errorf("SUBSCRIBE %s: no answer from %s", w.uri, w.server)
+}
+
+func (w *Watcher) read() {
+	defer close(w.done)
+	buf := make([]byte, 65535)
+	for {
+		n, from, err := w.conn.ReadFrom(buf)
+		if err != nil {
+			return
+		}
+		raw := string(buf[:n])
+		switch {
+		case strings.HasPrefix(raw, "SIP/2.0 "):
+			if f := strings.Fields(raw); len(f) > 1 && f[1] >= "200" && strings.Contains(header(raw, "CSeq"), "SUBSCRIBE") {
+				select {
+				case w.answers <- raw:
+				default:
+				}
+			}
+		case strings.HasPrefix(raw, "NOTIFY "):
+			w.reply(raw, from)
+			select {
+			case w.notes <- parseNotify(raw):
+			default: // a test that stopped reading does not block the socket
+			}
+		}
+	}
+}
+
+// reply answers a request with 200 OK, echoing the transaction headers.
+func (w *Watcher) reply(raw string, to net.Addr) {
+	var b strings.Builder
+	b.WriteString("SIP/2.0 200 OK\r\n")
+	for _, name := range []string{"Via", "From", "To", "Call-ID", "CSeq"} {
+		for _, v := range headers(raw, name) {
+			b.WriteString(name + ": " + v + "\r\n")
+		}
+	}
+	b.WriteString("Content-Length: 0\r\n\r\n")
+	w.conn.WriteTo([]byte(b.String()), to)
+}
+
+// Next returns the next NOTIFY.
+func (w *Watcher) Next(ctx context.Context) (Notify, error) {
+	select {
+	case n := <-w.notes:
+		return n, nil
+	case <-ctx.Done():
+		return Notify{}, ctx.Err()
+	case <-w.done:
+		return Notify{}, errors.New("watcher closed")
+	}
+}
+
+// WaitFor returns the first NOTIFY that match accepts, dropping earlier ones; the
+// error names the last one seen.
+func (w *Watcher) WaitFor(ctx context.Context, match func(Notify) bool) (Notify, error) {
+	var last *Notify
+	for {
+		n, err := w.Next(ctx)
+		if err != nil {
+			if last != nil {
+				return Notify{}, fmt.Errorf("%w; last NOTIFY: basic=%q activities=%v note=%q", err, last.Basic, last.Activities, last.Note)
+			}
+			return Notify{}, fmt.Errorf("%w; no NOTIFY received", err)
+		}
+		if match(n) {
+			return n, nil
+		}
+		last = &n
+	}
+}
+
+// Close ends the subscription (best effort) and the socket.
+func (w *Watcher) Close() {
+	w.once.Do(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		_ = w.subscribe(ctx, 0)
+		w.conn.Close()
+	})
+}
+
+func parseNotify(raw string) Notify {
+	n := Notify{SubscriptionState: header(raw, "Subscription-State"), At: time.Now()}
+	if i := strings.Index(raw, "\r\n\r\n"); i >= 0 {
+		n.Raw = raw[i+4:]
+	}
+	dec := xml.NewDecoder(strings.NewReader(n.Raw))
+	var path []string
+	for {
+		tok, err := dec.Token()
+		if err != nil {
+			break
+		}
+		switch t := tok.(type) {
+		case xml.StartElement:
+			if len(path) > 0 && path[len(path)-1] == "activities" {
+				n.Activities = append(n.Activities, t.Name.Local)
+			}
+			path = append(path, t.Name.Local)
+		case xml.EndElement:
+			path = path[:len(path)-1]
+		case xml.CharData:
+			if len(path) == 0 {
+				continue
+			}
+			switch text := strings.TrimSpace(string(t)); path[len(path)-1] {
+			case "basic":
+				if n.Basic == "" {
+					n.Basic = text
+				}
+			case "note":
+				if n.Note == "" {
+					n.Note = text
+				}
+			}
+		}
+	}
+	return n
+}
+
+func firstLine(raw string) string {
+	line, _, _ := strings.Cut(raw, "\r\n")
+	return line
+}
+
+var compact = map[string]string{"via": "v", "from": "f", "to": "t", "call-id": "i", "content-length": "l"}
+
+// headers returns every value of a header (full or compact name) in raw.
+func headers(raw, name string) []string {
+	head, _, _ := strings.Cut(raw, "\r\n\r\n")
+	var out []string
+	for _, line := range strings.Split(head, "\r\n")[1:] {
+		k, v, ok := strings.Cut(line, ":")
+		if !ok {
+			continue
+		}
+		k = strings.TrimSpace(k)
+		if strings.EqualFold(k, name) || strings.EqualFold(k, compact[strings.ToLower(name)]) {
+			out = append(out, strings.TrimSpace(v))
+		}
+	}
+	return out
+}
+
+func header(raw, name string) string {
+	if v := headers(raw, name); len(v) > 0 {
+		return v[0]
+	}
+	return ""
+}
+
+func param(v, name string) string {
+	for _, p := range strings.Split(v, ";")[1:] {
+		k, val, _ := strings.Cut(p, "=")
+		if strings.EqualFold(strings.TrimSpace(k), name) {
+			return strings.TrimSpace(val)
+		}
+	}
+	return ""
+}
+
