@@ -260,4 +260,3 @@ func param(v, name string) string {
 	}
 	return ""
 }
-
