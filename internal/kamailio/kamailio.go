@@ -160,7 +160,7 @@ func Start(ctx context.Context, o Options) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s.cmd = exec.Command(bin, "-f", cfgPath, "-DD", "-E", "-m", "64", "-M", "16", "-Y", o.Dir, "-w", o.Dir)
+	s.cmd = exec.Command(bin, "-f", cfgPath, "-DD", "-E", "-m", "256", "-M", "16", "-Y", o.Dir, "-w", o.Dir)
 	s.cmd.Stdout, s.cmd.Stderr = s.logFile, s.logFile
 	// Its own process group: Kamailio signals its whole group on SIGTERM.
 	s.cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
