@@ -56,6 +56,7 @@ type App struct {
 	hc         *http.Client
 	sink       poll.Sink
 	dispatcher *push.Dispatcher
+	targets    []push.Target
 	version    string
 	started    atomic.Pointer[time.Time] // set by Run; read by status
 	accounts   []*account
@@ -119,20 +120,18 @@ func Open(o Options) (*App, error) {
 		}
 	}
 
+	a.db, err = store.Open(cfg.StateFile)
+	if err != nil {
+		return nil, err
+	}
 	targets := o.Targets
 	if targets == nil {
 		if targets, err = a.buildTargets(cfg); err != nil {
+			a.db.Close()
 			return nil, fmt.Errorf("%w: %w", ErrConfig, err)
 		}
 	}
-
-	a.db, err = store.Open(cfg.StateFile)
-	if err != nil {
-		for _, t := range targets {
-			t.Close()
-		}
-		return nil, err
-	}
+	a.targets = targets
 	a.dispatcher = push.NewDispatcher(push.Options{Store: a.db, Targets: targets, Mapping: cfg.Mapping, Clock: o.Clock,
 		Logger: o.Logger, BatchSize: cfg.Delivery.BatchSize, MinBackoff: cfg.Delivery.RetryMin, MaxBackoff: cfg.Delivery.RetryMax})
 	switch {
@@ -268,6 +267,11 @@ func (a *App) Run(ctx context.Context) error {
 			a.log.Error("Withdrawing departed users failed", "err", err)
 		}
 		start("delivery", a.dispatcher.Run)
+		for _, t := range a.targets {
+			if r, ok := t.(interface{ Run(context.Context) error }); ok {
+				start(t.Name()+" refresh", r.Run) // e.g. SIP publications before they expire
+			}
+		}
 		a.log.Info("Delivering presence", "targets", targets, "pending", a.pendingAll())
 		if a.cfg.Delivery.StaleAfter > 0 && a.cfg.TeamsEnabled {
 			start("stale policy", a.staleLoop)

@@ -10,6 +10,7 @@ import (
 	"github.com/presencebridge/presencebridge/internal/presence"
 	"github.com/presencebridge/presencebridge/internal/push"
 	"github.com/presencebridge/presencebridge/internal/push/cti"
+	"github.com/presencebridge/presencebridge/internal/push/sip"
 	"github.com/presencebridge/presencebridge/internal/store"
 )
 
@@ -116,11 +117,35 @@ func (a *App) pendingAll() int {
 	return n
 }
 
-// newSIPTarget is filled in by the SIP target.
+// newSIPTarget builds the SIP publisher; its publications (ETags) are kept in the
+// state file so that a restart modifies or removes them.
 func (a *App) newSIPTarget(cfg *config.Config) (push.Target, error) {
-	return nil, fmt.Errorf("SIP delivery is not built yet")
+	return sip.New(sip.Options{Transport: cfg.SIP.Transport, Server: cfg.SIP.Server, OutboundProxy: cfg.SIP.OutboundProxy,
+		FromURI: cfg.SIP.From, Username: cfg.SIP.Username, Password: cfg.SIP.Password.Reveal(), CAFile: cfg.SIP.CAFile,
+		ServerName: cfg.SIP.ServerName, Expires: cfg.SIP.Expires, Concurrency: cfg.SIP.Concurrency, Rate: cfg.SIP.Rate,
+		Timeout: cfg.SIP.Timeout, ETags: sipPubs{a}, Clock: a.clk, Logger: a.log.With("target", "sip")})
 }
 
+// sipPubs keeps SIP publications in the state file.
+type sipPubs struct{ a *App }
+
+func (s sipPubs) LoadPublications() (map[string]sip.Publication, error) {
+	out := map[string]sip.Publication{}
+	err := s.a.db.ForEach(store.BucketSIPPubs, func(k string, raw []byte) error {
+		var p sip.Publication
+		if json.Unmarshal(raw, &p) == nil {
+			out[k] = p
+		}
+		return nil
+	})
+	return out, err
+}
+
+func (s sipPubs) SavePublication(uri string, p sip.Publication) error {
+	return s.a.db.Put(store.BucketSIPPubs, uri, p)
+}
+
+func (s sipPubs) DeletePublication(uri string) error { return s.a.db.Delete(store.BucketSIPPubs, uri) }
 // removeDeparted queues a removal for users that were delivered to a target but are
 // no longer in the users file, so the PBX stops showing their last state.
 func (a *App) removeDeparted(ctx context.Context) error {

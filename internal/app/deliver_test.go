@@ -17,6 +17,7 @@ import (
 
 	"github.com/presencebridge/presencebridge/internal/config"
 	"github.com/presencebridge/presencebridge/internal/graphsim"
+	"github.com/presencebridge/presencebridge/internal/kamailio"
 	"github.com/presencebridge/presencebridge/internal/push/cti"
 )
 
@@ -92,17 +93,22 @@ TenantID = 4f1c3c57-0b5e-4d0e-9a55-3b1a7f0e2c11
 ClientID = presencebridge-daemon
 Auth = secret
 ClientSecret = sim-secret
-[HTTP]
-URL = %s
-[Delivery]
+%s[Delivery]
 RetryMin = 100ms
 RetryMax = 1s
 [Mapping]
 Stale = unknown | closed | unknown | Teams unreachable
-`, sim.URL(), sim.GraphURL(), ctiURL)
+`, sim.URL(), sim.GraphURL(), httpSection(ctiURL))
 	path := filepath.Join(dir, "Presence.ini")
 	os.WriteFile(path, []byte(ini), 0o600)
 	return sim, path
+}
+
+func httpSection(url string) string {
+	if url == "" {
+		return ""
+	}
+	return "[HTTP]\nURL = " + url + "\n"
 }
 
 func writeUsers(t *testing.T, dir string, us []graphsim.User) {
@@ -210,5 +216,47 @@ func TestDeliveryToHTTPTarget(t *testing.T) {
 	rep2, err := r.app.Presence(context.Background(), upn2)
 	if err != nil || len(rep2.Delivered) != 1 || rep2.Delivered[0].Target != "http" || rep2.Delivered[0].At.IsZero() {
 		t.Errorf("presence get shows delivered = %+v (err %v)", rep2.Delivered, err)
+	}
+}
+
+// Teams -> presencebridge -> Kamailio: a change arrives at an independent watcher
+// as PIDF; after a restart the kept ETag modifies the same publication.
+func TestDeliveryToKamailio(t *testing.T) {
+	kamailio.Require(t)
+	k, err := kamailio.Start(context.Background(), kamailio.Options{Dir: t.TempDir(), Users: map[string]string{"pb": "s3cret"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer k.Stop()
+	sim, path := deliveryTenant(t, "")
+	raw, _ := os.ReadFile(path)
+	ini := strings.Replace(string(raw), "[Delivery]", fmt.Sprintf("[SIP]\nServer = %s\nUsername = pb\nPassword = s3cret\n[Delivery]", k.UDP), 1)
+	os.WriteFile(path, []byte(ini), 0o600)
+
+	upn := sim.Users()[2].UPN // sip:1002@pbx.example in the users file
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	w, err := kamailio.Watch(ctx, k.UDP, "sip:1002@pbx.example")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	r := startWith(t, path, nil)
+	waitFor(t, "every user published", func() bool { return r.app.Pending("sip") == 0 && r.app.Status(ctx).(StatusReport).Targets[0].Sent == 10 }, r)
+	act := setOther(t, sim, upn)
+	want := map[string]string{"InACall": "In a call", "Away": "Away"}[act]
+	if _, err := w.WaitFor(ctx, func(n kamailio.Notify) bool { return n.Note == want }); err != nil {
+		t.Fatalf("%v\n%s", err, k.LogTail(20))
+	}
+	r.stop()
+
+	r = startWith(t, path, nil)
+	act2 := setOther(t, sim, upn)
+	want2 := map[string]string{"InACall": "In a call", "Away": "Away"}[act2]
+	if _, err := w.WaitFor(ctx, func(n kamailio.Notify) bool { return n.Note == want2 }); err != nil {
+		t.Fatalf("after restart: %v\n%s", err, k.LogTail(20))
+	}
+	if strings.Contains(r.logs.String(), "s3cret") {
+		t.Error("the SIP password reached the log")
 	}
 }

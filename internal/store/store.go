@@ -24,10 +24,11 @@ const (
 	BucketOutbox    = "outbox"    // target + "\x00" + UPN -> newest push.Item not yet accepted (JSON)
 	BucketDelivered = "delivered" // target + "\x00" + UPN -> push.Delivered (JSON)
 	BucketOutboxSeq = "outboxseq" // target -> last sequence number given out (8 bytes, big endian)
+	BucketSIPPubs   = "sippubs"   // SIP URI -> sip.Publication (ETag, expiry, body)
 )
 
 var allBuckets = []string{BucketTokens, BucketUserIDs, BucketPresence, BucketAccounts,
-	BucketOutbox, BucketDelivered, BucketOutboxSeq}
+	BucketOutbox, BucketDelivered, BucketOutboxSeq, BucketSIPPubs}
 
 // ErrInUse means another process holds the state file open.
 var ErrInUse = errors.New("state file is in use by another presencebridge process")
