@@ -146,6 +146,7 @@ func (s sipPubs) SavePublication(uri string, p sip.Publication) error {
 }
 
 func (s sipPubs) DeletePublication(uri string) error { return s.a.db.Delete(store.BucketSIPPubs, uri) }
+
 // removeDeparted queues a removal for users that were delivered to a target but are
 // no longer in the users file, so the PBX stops showing their last state.
 func (a *App) removeDeparted(ctx context.Context) error {

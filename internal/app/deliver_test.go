@@ -242,7 +242,9 @@ func TestDeliveryToKamailio(t *testing.T) {
 	}
 	defer w.Close()
 	r := startWith(t, path, nil)
-	waitFor(t, "every user published", func() bool { return r.app.Pending("sip") == 0 && r.app.Status(ctx).(StatusReport).Targets[0].Sent == 10 }, r)
+	waitFor(t, "every user published", func() bool {
+		return r.app.Pending("sip") == 0 && r.app.Status(ctx).(StatusReport).Targets[0].Sent == 10
+	}, r)
 	act := setOther(t, sim, upn)
 	want := map[string]string{"InACall": "In a call", "Away": "Away"}[act]
 	if _, err := w.WaitFor(ctx, func(n kamailio.Notify) bool { return n.Note == want }); err != nil {
