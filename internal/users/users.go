@@ -7,18 +7,18 @@ import "strings"
 // User is one watched person: the Teams identity and the PBX identity.
 type User struct {
 	// UPN is the Teams user principal name (usually the e-mail address), lower case.
-	UPN string
+	UPN string `json:"upn"`
 	// SIPURI is the PBX presence identity, e.g. "sip:1001@pbx.example", if given.
-	SIPURI string
+	SIPURI string `json:"sipUri,omitempty"`
 	// Extension is the PBX extension number, if given.
-	Extension string
+	Extension string `json:"extension,omitempty"`
 	// Account names the [Account.X] section that serves this user; empty means
 	// "decided by the UPN's domain".
-	Account string
+	Account string `json:"account,omitempty"`
 	// Name is an optional display name for logs and status.
-	Name string
+	Name string `json:"name,omitempty"`
 	// Line is the line of the users file the row came from (1 is the header).
-	Line int
+	Line int `json:"line,omitempty"`
 }
 
 // Domain returns the part of the UPN after '@', lower case.
