@@ -31,11 +31,12 @@ Usage:
   presencebridge [--config PATH] <command> [arguments]
 
 Commands:
-  run                     poll Teams presence and pass changes on (the service's job)
+  run                     poll Teams presence and deliver changes to the PBX (the service's job)
   login [--account ID]    sign in with the device-code flow; tokens are kept in the state file
-  presence get UPN        print one user's live Teams presence as JSON
-  status [--json]         show accounts, sign-in state, users and the last poll cycle
-  simulate [flags]        run the simulated Microsoft tenant (login + Graph) for demos and tests
+  presence get UPN        print one user's live Teams presence, and what each target last got, as JSON
+  status [--json]         show accounts, sign-in state, users, the last poll cycle and the targets
+  sync-all [--wait 2m]    send every user's current state to every target, changed or not
+  simulate [flags]        run the simulated Microsoft tenant (login + Graph), optionally with a PBX side
   bench [flags]           poll a simulated tenant of many users and print the figures
   version                 print the version
 
@@ -77,6 +78,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		"login":    cmdLogin,
 		"presence": cmdPresence,
 		"status":   cmdStatus,
+		"sync-all": cmdSyncAll,
 		"simulate": cmdSimulate,
 		"bench":    cmdBench,
 		"version":  cmdVersion,

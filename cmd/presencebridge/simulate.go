@@ -40,6 +40,8 @@ func cmdSimulate(g globals, args []string) int {
 	seed := fs.Int64("seed", 1, "random seed of the presence patterns")
 	interval := fs.Duration("interval", 5*time.Second, "[Polling] Interval written by --write-config")
 	resolveRate := fs.Float64("resolve-rate", 10, "[Polling] ResolveRate written by --write-config")
+	pbxAddr := fs.String("pbx", "", "also run a PBX-side HTTP receiver on this loopback address (e.g. 127.0.0.1:0), print what arrives, and point the written config's [HTTP] at it")
+	kamWatch := fs.Int("kamailio", 0, "also run Kamailio as the PBX's SIP presence server, point the written config's [SIP] at it, and watch this many users (needs the kamailio package)")
 	fs.Usage = func() {
 		fmt.Fprintln(g.stderr, "Usage: presencebridge simulate [flags]\n\nRuns the simulated Microsoft tenant (login and Graph over HTTPS) until interrupted.")
 		fs.PrintDefaults()
@@ -92,8 +94,24 @@ func cmdSimulate(g globals, args []string) int {
 		fmt.Fprintf(g.stderr, "presencebridge simulate: %v\n", err)
 		return exitFailure
 	}
+	pbx := &pbxSide{sim: sim, out: g.stderr}
+	defer pbx.close()
+	if *pbxAddr != "" {
+		if err := pbx.startHTTP(*pbxAddr); err != nil {
+			fmt.Fprintf(g.stderr, "presencebridge simulate: %v\n", err)
+			return exitFailure
+		}
+		logger.Info("PBX-side HTTP receiver ready", "url", pbx.httpURL)
+	}
+	if *kamWatch > 0 {
+		if err := pbx.startKamailio(context.Background(), caDir, *kamWatch); err != nil {
+			fmt.Fprintf(g.stderr, "presencebridge simulate: Kamailio: %v\n", err)
+			return exitFailure
+		}
+		logger.Info("Kamailio ready as the PBX's SIP presence server", "udp", pbx.kam.UDP, "watching", *kamWatch)
+	}
 	if *writeConfig != "" {
-		if err := writeSimConfig(*writeConfig, ready, sim, *auth, *interval, *resolveRate); err != nil {
+		if err := writeSimConfig(*writeConfig, ready, sim, *auth, *interval, *resolveRate, pbx); err != nil {
 			fmt.Fprintf(g.stderr, "presencebridge simulate: %v\n", err)
 			return exitFailure
 		}
@@ -113,7 +131,7 @@ func cmdSimulate(g globals, args []string) int {
 
 // writeSimConfig writes a Presence.ini and users.csv that point presencebridge at
 // the simulated tenant, as a field engineer would for a real one.
-func writeSimConfig(dir string, r simReady, sim *graphsim.Server, auth string, interval time.Duration, resolveRate float64) error {
+func writeSimConfig(dir string, r simReady, sim *graphsim.Server, auth string, interval time.Duration, resolveRate float64, pbx *pbxSide) error {
 	var csv strings.Builder
 	csv.WriteString("UPN;SIP URI;Extension;Name\r\n")
 	for i, u := range sim.Users() {
@@ -150,5 +168,11 @@ ResolveRate = %g
 [Account.demo]
 TenantID = %s
 %s`, r.URL, r.GraphURL, interval, resolveRate, r.TenantID, account)
+	if pbx.httpURL != "" {
+		ini += "\n[HTTP]\nURL = " + pbx.httpURL + "\n"
+	}
+	if pbx.kam != nil {
+		ini += "\n[SIP]\nServer = " + pbx.kam.UDP + "\n"
+	}
 	return os.WriteFile(filepath.Join(dir, "Presence.ini"), []byte(ini), 0o600)
 }

@@ -90,6 +90,26 @@ func cmdStatus(g globals, args []string) int {
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%d\t%s\t%s\t%.0f%%\t%d\t%s\n", ac.ID, sign, ac.Polling.Users, ac.Polling.Resolved,
 			len(ac.Polling.Unknown), ac.Polling.Cycles, ac.Polling.CycleInterval, last, ac.Polling.BudgetShareUsed*100, ac.Polling.Throttled, errText)
+		if !ac.StaleSince.IsZero() {
+			fmt.Fprintf(tw, "\t  users shown as stale on the PBX since %s ([Delivery] StaleAfter)\n", ac.StaleSince.Local().Format(time.DateTime))
+		}
+	}
+	tw.Flush()
+	if len(rep.Targets) == 0 {
+		fmt.Fprintln(g.stdout, "\nNo delivery target: set [SIP] Server or [HTTP] URL to send presence to the PBX.")
+		return exitOK
+	}
+	tw = tabwriter.NewWriter(g.stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "\nTARGET\tSTATE\tPENDING\tSENT\tFAILED\tDROPPED\tLAST OK\tLAST ERROR")
+	for _, t := range rep.Targets {
+		state, lastOK := "up", "-"
+		if t.Down {
+			state = "down, retry " + t.BackoffUntil.Local().Format(time.TimeOnly)
+		}
+		if !t.LastOK.IsZero() {
+			lastOK = t.LastOK.Local().Format(time.TimeOnly)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%d\t%s\t%s\n", t.Name, state, t.Pending, t.Sent, t.Failed, t.Dropped, lastOK, t.LastError)
 	}
 	tw.Flush()
 	return exitOK
