@@ -118,4 +118,3 @@ func (p *pbxSide) close() {
 		p.srv.Close()
 	}
 }
-
