@@ -28,7 +28,6 @@ import (
 	"sort"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"text/template"
 	"time"
@@ -39,81 +38,141 @@ var cfgTemplate string
 
 // Options configure one Kamailio instance.
 type Options struct {
-	// Dir is the instance's work folder (config, db_text tables, log, certificates).
+	// Dir is the instance's work folder (kamailio.cfg, db_text tables in Dir/db,
+	// kamailio.log, certificates). Required; tests pass t.TempDir().
 	Dir string
-	// Domain is the presence domain; sip:x@Domain is local. Default "pbx.example".
+	// Domain is the presence domain and a local alias, so sip:x@Domain is served
+	// here; it is also the digest realm. Default "pbx.example".
 	Domain string
 	// Users are digest user names and passwords; empty turns authentication off.
 	Users map[string]string
-	// Challenge is "www" (401, the default) or "proxy" (407) for PUBLISH.
+	// Challenge is "www" (401 WWW-Authenticate, the default) or "proxy"
+	// (407 Proxy-Authenticate) for PUBLISH. SUBSCRIBE is never challenged.
 	Challenge string
 	// TLS adds a TLS listener with a certificate for 127.0.0.1 and localhost,
-	// signed by a CA written to Dir/ca.pem.
+	// signed by a fresh CA written to Dir/ca.pem.
 	TLS bool
-	// Forward makes the instance an outbound proxy that authenticates (407 when
-	// Users are set) and relays every request to this host:port over UDP.
+	// Forward turns the instance into an outbound proxy instead of a presence
+	// server: it challenges initial requests with 407 when Users are set and
+	// relays every request to Forward (host:port) over UDP. A preloaded
+	// Route: <sip:proxy;lr> is consumed; SUBSCRIBE dialogs are record-routed.
 	Forward string
 	// Children is the number of worker processes per transport (default 4).
 	Children int
-	// Debug is Kamailio's log level (default 1: errors and warnings).
-	Debug  int
+	// Debug is Kamailio's log level, -3 (critical) to 3 (debug). Default 1 (notice).
+	Debug int
+	// Logger gets one line per start and stop; nil discards.
 	Logger *slog.Logger
 }
 
-// Server is a running Kamailio.
+// Server is a running Kamailio. Stop it with Stop.
 type Server struct {
 	UDP, TCP, TLS string // 127.0.0.1:port of each listener (TLS empty without Options.TLS)
-	CAFile        string // PEM CA of the TLS certificate
-	Domain        string
-	dir           string
-	cmd           *exec.Cmd
-	logFile       *os.File
-	done          chan struct{}
-	stopOnce      sync.Once
-	stopErr       error
+	CAFile        string // PEM CA of the TLS server certificate (empty without Options.TLS)
+	Domain        string // the presence domain (Options.Domain)
+
+	dir      string
+	log      *slog.Logger
+	cmd      *exec.Cmd
+	logFile  *os.File
+	done     chan struct{}
+	stopOnce sync.Once
 }
 
-// Find returns the kamailio binary's path.
+// installHint is how to get Kamailio on Debian or Ubuntu.
+const installHint = "apt-get install -y kamailio kamailio-presence-modules kamailio-tls-modules"
+
+// Find returns the kamailio binary's path, from PATH or /usr/sbin.
 func Find() (string, error) {
+	if !supported {
+		return "", errors.New("the Kamailio test server runs on Linux only")
+	}
 	for _, p := range []string{"kamailio", "/usr/sbin/kamailio", "/usr/local/sbin/kamailio"} {
 		if path, err := exec.LookPath(p); err == nil {
 			return path, nil
 		}
 	}
-	return "", errors.New("kamailio is not installed (apt-get install kamailio kamailio-presence-modules kamailio-tls-modules)")
+	return "", errors.New("kamailio is not installed (install it with: " + installHint + ")")
 }
 
-// Require skips t when Kamailio is missing, or fails it when CI=true: CI must run
-// the Kamailio tests, never skip them.
+// Require returns the kamailio binary's path. When Kamailio is missing it skips
+// t, or fails it when the environment has CI=true: CI must run the Kamailio
+// tests, never skip them.
 func Require(t testing.TB) string {
 	t.Helper()
 	path, err := Find()
 	if err != nil {
 		if os.Getenv("CI") == "true" {
-			t.Fatalf("%v; CI must run the Kamailio tests (.ci/run installs it)", err)
+			t.Fatalf("%v; CI=true, so the Kamailio tests must run", err)
 		}
 		t.Skipf("%v; skipping the Kamailio integration test", err)
 	}
 	return path
 }
 
-// Start writes the configuration and runs Kamailio in the foreground of its own
-// process group, returning once it answers OPTIONS.
+// Start writes Dir/kamailio.cfg and the db_text tables, runs Kamailio in the
+// foreground in its own session on free loopback ports, and returns once it
+// answers OPTIONS over UDP (about 0.1 s here; it gives up after 10 s with the
+// log tail in the error). ctx bounds the start only, not the server's life.
 func Start(ctx context.Context, o Options) (*Server, error) {
 	bin, err := Find()
 	if err != nil {
 		return nil, err
 	}
+	if err := o.fill(); err != nil {
+		return nil, err
+	}
+	dbDir := filepath.Join(o.Dir, "db")
+	if err := os.MkdirAll(dbDir, 0o700); err != nil {
+		return nil, fmt.Errorf("kamailio work folder: %w", err)
+	}
+	if err := writeTables(dbDir, o.Users, o.Domain); err != nil {
+		return nil, err
+	}
+	if o.TLS {
+		if err := writeTLS(o.Dir); err != nil {
+			return nil, fmt.Errorf("kamailio TLS certificate: %w", err)
+		}
+	}
+	// Another process may take a port between freePorts and Kamailio's bind:
+	// try again on fresh ports then.
+	for attempt := 1; ; attempt++ {
+		s, err := launch(ctx, bin, o, dbDir)
+		if err == nil || attempt == 3 || !errors.Is(err, errPortTaken) {
+			return s, err
+		}
+		o.Logger.Warn("Kamailio port taken, retrying on other ports", "attempt", attempt)
+	}
+}
+
+var errPortTaken = errors.New("a listen port was taken")
+
+// fill validates o and sets defaults.
+func (o *Options) fill() error {
 	if o.Dir == "" {
-		return nil, errors.New("kamailio.Start: Options.Dir is required")
+		return errors.New("kamailio.Start: Options.Dir is required (a work folder, e.g. t.TempDir())")
 	}
 	if o.Domain == "" {
 		o.Domain = "pbx.example"
 	}
-	if o.Challenge == "" {
+	if strings.Trim(o.Domain, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-") != "" {
+		return fmt.Errorf("kamailio.Start: Domain %q is not a host name", o.Domain)
+	}
+	switch o.Challenge {
+	case "":
 		o.Challenge = "www"
-		if o.Forward != "" {
-			o.Challenge = "proxy"
+	case "www", "proxy":
+	default:
+		return fmt.Errorf("kamailio.Start: Challenge %q: use \"www\" (401) or \"proxy\" (407)", o.Challenge)
+	}
+	if o.Forward != "" {
+		if _, _, err := net.SplitHostPort(o.Forward); err != nil {
+			return fmt.Errorf("kamailio.Start: Forward %q must be host:port: %w", o.Forward, err)
+		}
+	}
+	for u := range o.Users {
+		if u == "" || strings.ContainsAny(u, ":@\n\r ") {
+			return fmt.Errorf("kamailio.Start: user name %q cannot go into the subscriber table", u)
 		}
 	}
 	if o.Children <= 0 {
@@ -125,55 +184,55 @@ func Start(ctx context.Context, o Options) (*Server, error) {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
-	dbDir := filepath.Join(o.Dir, "db")
-	if err := os.MkdirAll(dbDir, 0o700); err != nil {
-		return nil, err
-	}
-	if err := writeTables(dbDir, o.Users, o.Domain); err != nil {
-		return nil, err
-	}
+	return nil
+}
+
+// launch starts one Kamailio on fresh ports and waits for it.
+func launch(ctx context.Context, bin string, o Options, dbDir string) (*Server, error) {
 	ports, err := freePorts(3)
 	if err != nil {
 		return nil, err
 	}
 	s := &Server{UDP: fmt.Sprintf("127.0.0.1:%d", ports[0]), TCP: fmt.Sprintf("127.0.0.1:%d", ports[1]),
-		Domain: o.Domain, dir: o.Dir, done: make(chan struct{})}
+		Domain: o.Domain, dir: o.Dir, log: o.Logger, done: make(chan struct{})}
+	if o.TLS {
+		s.TLS = fmt.Sprintf("127.0.0.1:%d", ports[2])
+		s.CAFile = filepath.Join(o.Dir, "ca.pem")
+	}
 	data := map[string]any{"Debug": o.Debug, "Children": o.Children, "UDP": ports[0], "TCP": ports[1],
 		"TLS": o.TLS, "TLSPort": ports[2], "Domain": o.Domain, "DB": dbDir, "Auth": len(o.Users) > 0,
 		"Challenge": o.Challenge, "Forward": o.Forward, "TLSConfig": filepath.Join(o.Dir, "tls.cfg")}
-	if o.TLS {
-		s.TLS = fmt.Sprintf("127.0.0.1:%d", ports[2])
-		if err := writeTLS(o.Dir); err != nil {
-			return nil, err
-		}
-		s.CAFile = filepath.Join(o.Dir, "ca.pem")
-	}
 	var cfg bytes.Buffer
 	if err := template.Must(template.New("cfg").Parse(cfgTemplate)).Execute(&cfg, data); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("kamailio.cfg template: %w", err)
 	}
 	cfgPath := filepath.Join(o.Dir, "kamailio.cfg")
 	if err := os.WriteFile(cfgPath, cfg.Bytes(), 0o600); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("write %s: %w", cfgPath, err)
 	}
 	s.logFile, err = os.Create(filepath.Join(o.Dir, "kamailio.log"))
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("kamailio log: %w", err)
 	}
 	s.cmd = exec.Command(bin, "-f", cfgPath, "-DD", "-E", "-m", "256", "-M", "16", "-Y", o.Dir, "-w", o.Dir)
 	s.cmd.Stdout, s.cmd.Stderr = s.logFile, s.logFile
-	// Its own process group: Kamailio signals its whole group on SIGTERM.
-	s.cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	s.cmd.SysProcAttr = sysProcAttr()
+	start := time.Now()
 	if err := s.cmd.Start(); err != nil {
 		s.logFile.Close()
-		return nil, fmt.Errorf("start kamailio: %w", err)
+		return nil, fmt.Errorf("start %s: %w", bin, err)
 	}
-	go func() { s.cmd.Wait(); close(s.done) }()
-	o.Logger.Info("Kamailio starting", "udp", s.UDP, "tcp", s.TCP, "tls", s.TLS, "forward", o.Forward)
+	go func() { _ = s.cmd.Wait(); close(s.done) }()
 	if err := s.waitReady(ctx, 10*time.Second); err != nil {
 		s.Stop()
-		return nil, fmt.Errorf("%w\nkamailio log:\n%s", err, s.LogTail(30))
+		tail := s.LogTail(30)
+		if strings.Contains(tail, "Address already in use") {
+			err = fmt.Errorf("%w: %w", errPortTaken, err)
+		}
+		return nil, fmt.Errorf("%w (config %s)\nkamailio log:\n%s", err, cfgPath, tail)
 	}
+	o.Logger.Info("Kamailio ready", "udp", s.UDP, "tcp", s.TCP, "tls", s.TLS, "forward", o.Forward,
+		"pid", s.cmd.Process.Pid, "took", time.Since(start).Round(time.Millisecond))
 	return s, nil
 }
 
@@ -206,26 +265,28 @@ func (s *Server) waitReady(ctx context.Context, limit time.Duration) error {
 	return fmt.Errorf("kamailio did not answer OPTIONS on %s within %s", s.UDP, limit)
 }
 
-// Stop ends Kamailio (SIGTERM, then SIGKILL after 5 s). It is safe to call twice.
+// Stop ends Kamailio: SIGTERM to its PID (it passes the signal on to its
+// group), then SIGKILL to the group after 5 s. Safe to call more than once.
 func (s *Server) Stop() error {
 	s.stopOnce.Do(func() {
-		if s.cmd.Process != nil {
-			_ = s.cmd.Process.Signal(syscall.SIGTERM)
-			select {
-			case <-s.done:
-			case <-time.After(5 * time.Second):
-				_ = syscall.Kill(-s.cmd.Process.Pid, syscall.SIGKILL)
-				<-s.done
-			}
-			// Children left in the group (there should be none) go too.
-			_ = syscall.Kill(-s.cmd.Process.Pid, syscall.SIGKILL)
+		pid := s.cmd.Process.Pid
+		terminate(s.cmd.Process)
+		select {
+		case <-s.done:
+		case <-time.After(5 * time.Second):
+			s.log.Warn("Kamailio ignored SIGTERM for 5 s, killing it", "pid", pid)
+			killGroup(pid)
+			<-s.done
 		}
+		// Workers left behind in its group (there should be none) go too.
+		killGroup(pid)
 		s.logFile.Close()
+		s.log.Info("Kamailio stopped", "udp", s.UDP)
 	})
-	return s.stopErr
+	return nil
 }
 
-// LogTail returns the last n lines Kamailio logged.
+// LogTail returns the last n lines of Dir/kamailio.log, for test failure messages.
 func (s *Server) LogTail(n int) string {
 	raw, _ := os.ReadFile(filepath.Join(s.dir, "kamailio.log"))
 	lines := strings.Split(strings.TrimRight(string(raw), "\n"), "\n")

@@ -16,58 +16,70 @@ import (
 
 // Notify is one NOTIFY a Watcher received, with its PIDF read loosely.
 type Notify struct {
-	Raw               string   // the body
-	SubscriptionState string   // Subscription-State header
-	Basic             string   // "open", "closed" or "" (no tuple)
-	Activities        []string // RPID activity element names, e.g. "on-the-phone"
-	Note              string   // first note found (tuple or person)
-	At                time.Time
+	Raw               string    // the body (PIDF XML), as received
+	SubscriptionState string    // Subscription-State header
+	Basic             string    // "open", "closed" or "" (no tuple)
+	Activities        []string  // RPID activity element names, e.g. "on-the-phone"
+	Note              string    // first note found (tuple or person)
+	At                time.Time // when it arrived
 }
 
-// Watcher subscribes to one presentity over UDP with plain sockets: a SIP stack of
-// its own, independent of the sipgo publisher under test.
+// Watcher subscribes to one presentity over UDP with plain sockets: a SIP user
+// agent of its own, independent of the sipgo publisher under test. It answers
+// every NOTIFY with 200 OK, refreshes the subscription at half its lifetime and
+// queues the NOTIFYs (up to 256; later ones are dropped while nobody reads).
 type Watcher struct {
 	conn    net.PacketConn
 	server  *net.UDPAddr
 	uri     string
 	callID  string
 	fromTag string
+	notes   chan Notify
+	answers chan string // final responses to our SUBSCRIBEs, raw
+	done    chan struct{}
+	stop    chan struct{}
+	once    sync.Once
+
+	mu      sync.Mutex // one SUBSCRIBE transaction at a time
 	toTag   string
 	cseq    int
-	notes   chan Notify
-	answers chan string // final responses to our requests, raw
-	done    chan struct{}
-	once    sync.Once
+	expires int // as granted in the last 2xx
 }
 
-// Watch subscribes to uri's presence at server (a UDP host:port) and returns once
-// the subscription is accepted.
+// Watch subscribes to uri's presence (e.g. "sip:alice@pbx.example") at server,
+// a UDP host:port, and returns once the subscription is accepted. SUBSCRIBE is
+// sent again after 500 ms without an answer, six times in all. Close it when done.
 func Watch(ctx context.Context, server, uri string) (*Watcher, error) {
 	addr, err := net.ResolveUDPAddr("udp", server)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("watch %s: server %q: %w", uri, server, err)
 	}
 	conn, err := net.ListenPacket("udp", "127.0.0.1:0")
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("watch %s: %w", uri, err)
 	}
 	w := &Watcher{conn: conn, server: addr, uri: uri, callID: token() + "@watcher", fromTag: token(),
-		notes: make(chan Notify, 256), answers: make(chan string, 16), done: make(chan struct{})}
+		notes: make(chan Notify, 256), answers: make(chan string, 16), done: make(chan struct{}),
+		stop: make(chan struct{})}
 	go w.read()
 	if err := w.subscribe(ctx, 600); err != nil {
 		w.conn.Close()
 		return nil, err
 	}
+	go w.refresh()
 	return w, nil
 }
 
 func token() string {
 	b := make([]byte, 8)
-	rand.Read(b)
+	_, _ = rand.Read(b)
 	return hex.EncodeToString(b)
 }
 
+// subscribe runs one SUBSCRIBE transaction (expires 0 ends the subscription).
 func (w *Watcher) subscribe(ctx context.Context, expires int) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
 	w.cseq++
 	to := "<" + w.uri + ">"
 	if w.toTag != "" {
@@ -80,29 +92,64 @@ func (w *Watcher) subscribe(ctx context.Context, expires int) error {
 		w.uri, local, token(), local, w.fromTag, to, w.callID, w.cseq, local, expires)
 	for try := 0; try < 6; try++ {
 		if _, err := w.conn.WriteTo([]byte(msg), w.server); err != nil {
-			return err
+			return fmt.Errorf("SUBSCRIBE %s to %s: %w", w.uri, w.server, err)
 		}
-		select {
-		case raw := <-w.answers:
-			code, _ := strconv.Atoi(strings.Fields(raw)[1])
-			if code < 200 || code >= 300 {
-				return fmt.Errorf("SUBSCRIBE %s: %s", w.uri, firstLine(raw))
+		timer := time.NewTimer(500 * time.Millisecond)
+	wait:
+		for {
+			select {
+			case raw := <-w.answers:
+				if n, _ := strconv.Atoi(strings.Fields(header(raw, "CSeq"))[0]); n != w.cseq {
+					continue // a late answer to an earlier SUBSCRIBE
+				}
+				timer.Stop()
+				code, _ := strconv.Atoi(strings.Fields(raw)[1])
+				if code < 200 || code >= 300 {
+					return fmt.Errorf("SUBSCRIBE %s to %s: %s", w.uri, w.server, firstLine(raw))
+				}
+				if w.toTag == "" {
+					w.toTag = param(header(raw, "To"), "tag")
+				}
+				w.expires = expires
+				if e, err := strconv.Atoi(header(raw, "Expires")); err == nil {
+					w.expires = e
+				}
+				return nil
+			case <-timer.C:
+				break wait
+			case <-ctx.Done():
+				timer.Stop()
+				return fmt.Errorf("SUBSCRIBE %s to %s: %w", w.uri, w.server, ctx.Err())
+			case <-w.done:
+				timer.Stop()
+				return fmt.Errorf("SUBSCRIBE %s: watcher closed", w.uri)
 			}
-			if w.toTag == "" {
-				w.toTag = param(header(raw, "To"), "tag")
-			}
-			return nil
-		case <-time.After(500 * time.Millisecond):
-		case <-ctx.Done():
-			return ctx.Err()
 		}
 	}
-	return fmt.Errorf("SUBSCRIBE %s: no answer from %s", w.uri, w.server)
+	return fmt.Errorf("SUBSCRIBE %s: no answer from %s in 3 s", w.uri, w.server)
+}
+
+// refresh renews the subscription at half its granted lifetime until Close.
+func (w *Watcher) refresh() {
+	for {
+		w.mu.Lock()
+		every := time.Duration(max(w.expires, 2)) * time.Second / 2
+		w.mu.Unlock()
+		select {
+		case <-w.stop:
+			return
+		case <-time.After(every):
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_ = w.subscribe(ctx, 600) // best effort: a failed refresh shows as missing NOTIFYs
+		cancel()
+	}
 }
 
 func (w *Watcher) read() {
 	defer close(w.done)
 	buf := make([]byte, 65535)
+	lastNotify := -1
 	for {
 		n, from, err := w.conn.ReadFrom(buf)
 		if err != nil {
@@ -111,7 +158,9 @@ func (w *Watcher) read() {
 		raw := string(buf[:n])
 		switch {
 		case strings.HasPrefix(raw, "SIP/2.0 "):
-			if f := strings.Fields(raw); len(f) > 1 && f[1] >= "200" && strings.Contains(header(raw, "CSeq"), "SUBSCRIBE") {
+			f := strings.Fields(raw)
+			cseq := strings.Fields(header(raw, "CSeq"))
+			if len(f) > 1 && f[1] >= "200" && len(cseq) == 2 && cseq[1] == "SUBSCRIBE" {
 				select {
 				case w.answers <- raw:
 				default:
@@ -119,6 +168,12 @@ func (w *Watcher) read() {
 			}
 		case strings.HasPrefix(raw, "NOTIFY "):
 			w.reply(raw, from)
+			// A retransmission (our 200 got lost) is answered but not queued again.
+			seq, _ := strconv.Atoi(strings.Fields(header(raw, "CSeq") + " 0")[0])
+			if seq <= lastNotify {
+				continue
+			}
+			lastNotify = seq
 			select {
 			case w.notes <- parseNotify(raw):
 			default: // a test that stopped reading does not block the socket
@@ -140,7 +195,7 @@ func (w *Watcher) reply(raw string, to net.Addr) {
 	w.conn.WriteTo([]byte(b.String()), to)
 }
 
-// Next returns the next NOTIFY.
+// Next returns the next NOTIFY, waiting for it until ctx ends or Close.
 func (w *Watcher) Next(ctx context.Context) (Notify, error) {
 	select {
 	case n := <-w.notes:
@@ -152,8 +207,8 @@ func (w *Watcher) Next(ctx context.Context) (Notify, error) {
 	}
 }
 
-// WaitFor returns the first NOTIFY that match accepts, dropping earlier ones; the
-// error names the last one seen.
+// WaitFor returns the first NOTIFY that match accepts, consuming the ones before
+// it. On timeout the error describes the last NOTIFY seen.
 func (w *Watcher) WaitFor(ctx context.Context, match func(Notify) bool) (Notify, error) {
 	var last *Notify
 	for {
@@ -171,9 +226,11 @@ func (w *Watcher) WaitFor(ctx context.Context, match func(Notify) bool) (Notify,
 	}
 }
 
-// Close ends the subscription (best effort) and the socket.
+// Close ends the subscription (SUBSCRIBE with Expires: 0, best effort, at most
+// a second) and closes the socket. Safe to call more than once.
 func (w *Watcher) Close() {
 	w.once.Do(func() {
+		close(w.stop)
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
 		_ = w.subscribe(ctx, 0)
