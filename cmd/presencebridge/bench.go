@@ -17,7 +17,6 @@ import (
 	"runtime/pprof"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/presencebridge/presencebridge/internal/app"
@@ -32,6 +31,9 @@ func (s *nullSink) Deliver(_ context.Context, cs []poll.Change) error { s.n += l
 // cmdBench polls a simulated tenant, run as a child process so its CPU and memory
 // are not counted, and prints the figures of the steady-state cycles.
 func cmdBench(g globals, args []string) int {
+	if len(args) > 0 && args[0] == "delivery" {
+		return cmdBenchDelivery(g, args[1:])
+	}
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	fs.SetOutput(g.stderr)
 	nUsers := fs.Int("users", 50000, "simulated users in one account")
@@ -129,12 +131,6 @@ func cmdBench(g globals, args []string) int {
 		}
 	}
 	return exitOK
-}
-
-func rusage() time.Duration {
-	var ru syscall.Rusage
-	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // peakRSS reports the peak resident set and, now, how much of the resident set is

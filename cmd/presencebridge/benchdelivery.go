@@ -1,0 +1,189 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync/atomic"
+	"time"
+
+	"github.com/presencebridge/presencebridge/internal/kamailio"
+	"github.com/presencebridge/presencebridge/internal/poll"
+	"github.com/presencebridge/presencebridge/internal/presence"
+	"github.com/presencebridge/presencebridge/internal/push"
+	"github.com/presencebridge/presencebridge/internal/push/cti"
+	"github.com/presencebridge/presencebridge/internal/push/sip"
+	"github.com/presencebridge/presencebridge/internal/store"
+	"github.com/presencebridge/presencebridge/internal/users"
+)
+
+// cmdBenchDelivery measures how long a burst of changes takes to be accepted by
+// each kind of target: Kamailio over SIP (a real process, not counted in our CPU),
+// and an HTTP CTI on loopback. The burst goes through the same path as in the
+// service: poll.Sink -> outbox in bbolt -> dispatcher -> target.
+func cmdBenchDelivery(g globals, args []string) int {
+	fs := flag.NewFlagSet("bench delivery", flag.ContinueOnError)
+	fs.SetOutput(g.stderr)
+	n := fs.Int("changes", 15000, "changes in the burst (one per user)")
+	if err := fs.Parse(args); err != nil {
+		return exitUsage
+	}
+	fail := func(err error) int {
+		fmt.Fprintf(g.stderr, "presencebridge bench delivery: %v\n", err)
+		return exitFailure
+	}
+	dir, err := os.MkdirTemp("", "presencebridge-bench-delivery-")
+	if err != nil {
+		return fail(err)
+	}
+	defer os.RemoveAll(dir)
+	ctx := context.Background()
+	quiet := slog.New(slog.DiscardHandler)
+	fmt.Fprintf(g.stdout, "presencebridge bench delivery: a burst of %d changes (one per user) through outbox and dispatcher\n", *n)
+
+	type run struct {
+		name   string
+		target func() (push.Target, func(), error)
+	}
+	var runs []run
+	if _, err := kamailio.Find(); err == nil {
+		for _, auth := range []bool{false, true} {
+			name := "SIP PUBLISH over UDP into Kamailio"
+			if auth {
+				name += ", digest auth"
+			}
+			runs = append(runs, run{name, func() (push.Target, func(), error) {
+				o := kamailio.Options{Dir: filepath.Join(dir, fmt.Sprintf("kamailio-%v", auth))}
+				if auth {
+					o.Users = map[string]string{"pb": "bench-secret"}
+				}
+				k, err := kamailio.Start(ctx, o)
+				if err != nil {
+					return nil, nil, err
+				}
+				so := sip.Options{Server: k.UDP, Logger: quiet}
+				if auth {
+					so.Username, so.Password = "pb", "bench-secret"
+				}
+				p, err := sip.New(so)
+				if err != nil {
+					k.Stop()
+					return nil, nil, err
+				}
+				return p, func() { k.Stop() }, nil
+			}})
+		}
+	} else {
+		fmt.Fprintf(g.stdout, "  (SIP skipped: %v)\n", err)
+	}
+	for _, batch := range []bool{false, true} {
+		name := "HTTP POST per change to a CTI on loopback"
+		if batch {
+			name = "HTTP POST batches ([HTTP] Batch = 1) to a CTI on loopback"
+		}
+		runs = append(runs, run{name, func() (push.Target, func(), error) {
+			var got atomic.Int64
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				return nil, nil, err
+			}
+			srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				io.Copy(io.Discard, r.Body)
+				got.Add(1)
+				w.WriteHeader(http.StatusNoContent)
+			})}
+			go srv.Serve(ln)
+			t, err := cti.New(cti.Options{URL: "http://" + ln.Addr().String() + "/presence", Batch: batch, Logger: quiet})
+			if err != nil {
+				srv.Close()
+				return nil, nil, err
+			}
+			return t, func() { srv.Close() }, nil
+		}})
+	}
+
+	for i, r := range runs {
+		target, stop, err := r.target()
+		if err != nil {
+			return fail(fmt.Errorf("%s: %w", r.name, err))
+		}
+		db, err := store.Open(filepath.Join(dir, fmt.Sprintf("state-%d.db", i)))
+		if err != nil {
+			stop()
+			return fail(err)
+		}
+		d := push.NewDispatcher(push.Options{Store: db, Targets: []push.Target{target}, Logger: quiet})
+		rctx, cancel := context.WithCancel(ctx)
+		done := make(chan error, 1)
+		go func() { done <- d.Run(rctx) }()
+		fmt.Fprintf(g.stdout, "\n%s\n", r.name)
+		for round, states := range [][2]presence.Activity{{presence.ActInACall, ""}, {presence.ActAvailable, ""}} {
+			label := "new publications"
+			if round == 1 {
+				label = "changes to them"
+			}
+			if target.Name() == "http" {
+				label = []string{"first burst", "second burst"}[round]
+			}
+			cpu0 := rusage()
+			took, sent, err := burst(ctx, d, target.Name(), *n, states[0])
+			cpu := rusage() - cpu0
+			if err != nil {
+				cancel()
+				<-done
+				d.Close()
+				db.Close()
+				stop()
+				return fail(fmt.Errorf("%s: %w", r.name, err))
+			}
+			fmt.Fprintf(g.stdout, "  %-16s %6d accepted in %6.2f s  (%6.0f changes/s; presencebridge CPU %.0f%% of one core)\n",
+				label+":", sent, took.Seconds(), float64(sent)/took.Seconds(), 100*cpu.Seconds()/took.Seconds())
+		}
+		st := d.Status()[0]
+		fmt.Fprintf(g.stdout, "  failed attempts: %d, dropped: %d\n", st.Failed, st.Dropped)
+		cancel()
+		<-done
+		d.Close()
+		db.Close()
+		stop()
+	}
+	return exitOK
+}
+
+// burst queues n changes the way the pollers do (chunks of 650) and waits until
+// the target has accepted every one.
+func burst(ctx context.Context, d *push.Dispatcher, target string, n int, act presence.Activity) (time.Duration, int, error) {
+	avail := presence.Busy
+	if act == presence.ActAvailable {
+		avail = presence.Available
+	}
+	start := time.Now()
+	now := start.UTC()
+	before := d.Status()[0].Sent
+	for lo := 0; lo < n; lo += 650 {
+		var changes []poll.Change
+		for i := lo; i < min(lo+650, n); i++ {
+			u := users.User{UPN: fmt.Sprintf("user%05d@contoso.example", i), SIPURI: fmt.Sprintf("sip:%d@pbx.example", 100000+i)}
+			changes = append(changes, poll.Change{User: u, Current: presence.State{UPN: u.UPN, Availability: avail, Activity: act, Seen: now, Changed: now}})
+		}
+		if err := d.Deliver(ctx, changes); err != nil {
+			return 0, 0, err
+		}
+	}
+	deadline := time.Now().Add(5 * time.Minute)
+	for d.Pending(target) > 0 {
+		if time.Now().After(deadline) {
+			return 0, 0, fmt.Errorf("%d changes still pending after 5 minutes", d.Pending(target))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	// Pending reaches 0 a moment before the counters move; all n were accepted.
+	_ = before
+	return time.Since(start), n, nil
+}
