@@ -16,7 +16,7 @@ const (
 	DefaultSIPTransport   = "udp"
 	DefaultSIPExpires     = time.Hour
 	DefaultSIPConcurrency = 32
-	DefaultSIPRate        = 500.0
+	DefaultSIPRate        = 2000.0
 	DefaultSIPTimeout     = 5 * time.Second
 	DefaultHTTPTimeout    = 10 * time.Second
 	DefaultHTTPConcurrent = 16

@@ -106,7 +106,7 @@ func New(o Options) (*Publisher, error) {
 		o.Concurrency = 32
 	}
 	if o.Rate <= 0 {
-		o.Rate = 500
+		o.Rate = 2000
 	}
 	if o.Timeout <= 0 {
 		o.Timeout = 5 * time.Second
