@@ -21,6 +21,7 @@ bench: build ## poll 50,000 simulated users and print cycle time, budget use, 42
 test: ## vet and run every test (unit and integration) with the race detector
 	$(GO) vet ./...
 	@fmt=$$(gofmt -l .); if [ -n "$$fmt" ]; then echo "gofmt needed: $$fmt"; exit 1; fi
+	CGO_ENABLED=0 GOOS=windows $(GO) build -o /dev/null ./cmd/presencebridge
 	$(GO) test -race -count=1 -timeout 15m ./...
 
 test-integration: ## only the integration tests (TestIntegration*)
