@@ -192,6 +192,8 @@ type worker struct {
 	userBackoff map[string]time.Duration // UPN -> last back-off
 	logged      map[string]uint64        // UPN -> Seq of the last permanent refusal logged
 	backoff     time.Duration            // target back-off while down
+	storeWait   time.Duration            // back-off while the state file cannot be written
+	cursor      []byte                   // outbox key of the last item picked (round robin)
 
 	mu sync.Mutex
 	st TargetStatus
@@ -202,7 +204,7 @@ func (w *worker) run(ctx context.Context) {
 	for ctx.Err() == nil {
 		now := clk.Now()
 		var next time.Time // earliest per-user retry among the items held back
-		items, err := pick(w.d.o.Store, w.t.Name(), w.d.o.BatchSize, func(upn string) bool {
+		items, last, err := pick(w.d.o.Store, w.t.Name(), w.d.o.BatchSize, w.cursor, func(upn string) bool {
 			if at, ok := w.retryAt[upn]; ok && at.After(now) {
 				if next.IsZero() || at.Before(next) {
 					next = at
@@ -216,6 +218,7 @@ func (w *worker) run(ctx context.Context) {
 			w.sleep(ctx, w.d.o.MaxBackoff)
 			continue
 		}
+		w.cursor = last
 		if len(items) == 0 {
 			w.idle(ctx, next)
 			continue
@@ -253,14 +256,21 @@ func (w *worker) idle(ctx context.Context, next time.Time) {
 
 func (w *worker) sleep(ctx context.Context, d time.Duration) { _ = w.d.o.Clock.Sleep(ctx, d) }
 
-func (w *worker) send(ctx context.Context, items []Item) {
+// send hands one batch to the target and settles the outcome. Only one batch is
+// in flight per target, so a user never has two states in flight.
+func (w *worker) send(ctx context.Context, batch []pending) {
+	items := make([]Item, len(batch))
+	for i, p := range batch {
+		items[i] = p.Item
+	}
 	errs := w.t.Send(ctx, items)
 	if ctx.Err() != nil {
 		return // stopping: items stay pending for the next run
 	}
 	now := w.d.o.Clock.Now().UTC()
 	var accepted []Delivered
-	var dropped []Item
+	var acceptedRaw [][]byte
+	var dropped []pending
 	failed, down := 0, false
 	var lastErr error
 	for i, it := range items {
@@ -276,10 +286,11 @@ func (w *worker) send(ctx context.Context, items []Item) {
 		case err == nil:
 			accepted = append(accepted, Delivered{Target: w.t.Name(), UPN: upn, User: it.User, Mapped: it.Mapped, State: it.State,
 				Reason: it.Reason, Seq: it.Seq, Queued: it.Queued, At: now})
+			acceptedRaw = append(acceptedRaw, batch[i].raw)
 			delete(w.retryAt, upn)
 			delete(w.userBackoff, upn)
 		case errors.As(err, &perm):
-			dropped = append(dropped, it)
+			dropped = append(dropped, batch[i])
 			if w.logged[upn] != it.Seq {
 				w.logged[upn] = it.Seq
 				w.log.Warn("Target refused a state for good; dropped until the user's state changes", "upn", upn, "err", err.Error())
@@ -293,10 +304,9 @@ func (w *worker) send(ctx context.Context, items []Item) {
 			w.retryAt[upn] = now.Add(jitter(b))
 		}
 	}
+	var storeErr error
 	if len(accepted)+len(dropped) > 0 {
-		if err := settle(w.d.o.Store, w.t.Name(), accepted, dropped); err != nil {
-			w.log.Error("Recording delivered states failed; they may be sent again", "err", err)
-		}
+		storeErr = settle(w.d.o.Store, w.t.Name(), accepted, acceptedRaw, dropped)
 	}
 
 	w.mu.Lock()
@@ -334,6 +344,20 @@ func (w *worker) send(ctx context.Context, items []Item) {
 		} else if len(accepted) > 0 {
 			w.st.LastError = ""
 		}
+	}
+	// The target took the states but the state file did not record it: they stay
+	// pending and would be sent again at once, so wait before the next batch.
+	if storeErr != nil {
+		if w.storeWait == 0 {
+			w.log.Error("Recording delivered states in the state file failed; they stay queued and may be sent again", "err", storeErr.Error())
+		}
+		w.storeWait = nextBackoff(w.storeWait, w.d.o.MinBackoff, w.d.o.MaxBackoff)
+		w.st.LastError = "record delivered states: " + storeErr.Error()
+		if until := now.Add(jitter(w.storeWait)); until.After(w.st.BackoffUntil) {
+			w.st.BackoffUntil = until
+		}
+	} else if len(accepted)+len(dropped) > 0 {
+		w.storeWait = 0
 	}
 }
 

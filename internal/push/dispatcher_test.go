@@ -6,13 +6,16 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/presencebridge/presencebridge/internal/clock"
+	"github.com/presencebridge/presencebridge/internal/poll"
 	"github.com/presencebridge/presencebridge/internal/presence"
 	"github.com/presencebridge/presencebridge/internal/store"
 	"github.com/presencebridge/presencebridge/internal/users"
@@ -32,6 +35,7 @@ type fakeTarget struct {
 	overlap  []string // users seen in two concurrent Sends (must stay empty)
 	gate     chan struct{}
 	started  chan []Item
+	delay    time.Duration // each Send takes up to this long (a slow PBX)
 }
 
 func newFake(name string) *fakeTarget {
@@ -60,6 +64,9 @@ func (f *fakeTarget) Send(ctx context.Context, items []Item) []error {
 		case <-gate:
 		case <-ctx.Done():
 		}
+	}
+	if f.delay > 0 {
+		time.Sleep(rand.N(f.delay))
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -218,8 +225,11 @@ func TestDownThenUpDeliversFinalStatesInOrder(t *testing.T) {
 			}
 		}
 	}
-	if len(f.overlap) > 0 {
-		t.Errorf("users in two Sends at once: %v", f.overlap)
+	f.mu.Lock()
+	overlap := f.overlap
+	f.mu.Unlock()
+	if len(overlap) > 0 {
+		t.Errorf("users in two Sends at once: %v", overlap)
 	}
 	if strings.Count(r.logs.String(), "Delivery target down") != strings.Count(r.logs.String(), "Delivery target back") {
 		t.Errorf("down/back not logged in pairs:\n%s", r.logs.String())
@@ -342,4 +352,116 @@ func (b *syncBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()
+}
+
+// Several pollers deliver changes at once to a slow target: no user is ever in two
+// Sends at once, each user's accepted states only move forward, and the last
+// state of every user arrives.
+func TestOneInFlightPerUserUnderConcurrency(t *testing.T) {
+	r := newRig(t)
+	f := newFake("sip")
+	f.delay = 500 * time.Microsecond
+	d := NewDispatcher(Options{Store: r.db, Targets: []Target{f}, Clock: r.clk, Logger: slog.New(slog.NewTextHandler(r.logs, nil)), BatchSize: 7})
+	start(t, d)
+	const pollers, perPoller, rounds = 4, 25, 20
+	t0 := time.Date(2026, 11, 23, 8, 0, 0, 0, time.UTC)
+	var wg sync.WaitGroup
+	errs := make(chan error, pollers)
+	for p := range pollers {
+		wg.Go(func() {
+			for round := range rounds {
+				var changes []poll.Change
+				for u := range perPoller {
+					upn := fmt.Sprintf("p%d-u%02d@x", p, u)
+					s := states[(u+round)%len(states)]
+					changes = append(changes, poll.Change{User: users.User{UPN: upn},
+						Current: presence.State{UPN: upn, Availability: s.a, Activity: s.act, Changed: t0.Add(time.Duration(round) * time.Minute)}})
+				}
+				if err := d.Deliver(context.Background(), changes); err != nil {
+					errs <- err
+					return
+				}
+				time.Sleep(rand.N(time.Millisecond))
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	waitUntil(t, "the outbox to drain", func() bool { return d.Pending("sip") == 0 })
+	last := t0.Add((rounds - 1) * time.Minute)
+	for p := range pollers {
+		for u := range perPoller {
+			upn := fmt.Sprintf("p%d-u%02d@x", p, u)
+			got := f.got(upn)
+			if len(got) == 0 {
+				t.Fatalf("%s: nothing delivered", upn)
+			}
+			for i := 1; i < len(got); i++ {
+				if got[i].Seq <= got[i-1].Seq || got[i].Queued.Before(got[i-1].Queued) {
+					t.Errorf("%s: state of %s (seq %d) accepted after state of %s (seq %d)", upn,
+						got[i].Queued.Format(time.TimeOnly), got[i].Seq, got[i-1].Queued.Format(time.TimeOnly), got[i-1].Seq)
+				}
+			}
+			if fin := got[len(got)-1]; !fin.Queued.Equal(last) || fin.Reason != ReasonChange || fin.Mapped != presence.DefaultMapping().Map(fin.State) {
+				t.Errorf("%s: last accepted %+v, want the round %d state, mapped", upn, fin, rounds-1)
+			}
+		}
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.overlap) > 0 {
+		t.Errorf("users in two Sends at once: %v", f.overlap)
+	}
+}
+
+// Users whose state keeps changing do not starve the others: the worker takes
+// the outbox round robin, not always from the first key.
+func TestBusyUsersDoNotStarveOthers(t *testing.T) {
+	r := newRig(t)
+	f := newFake("sip")
+	f.gate, f.started = make(chan struct{}), make(chan []Item, 8)
+	d := NewDispatcher(Options{Store: r.db, Targets: []Target{f}, Clock: r.clk, Logger: slog.New(slog.DiscardHandler), BatchSize: 2})
+	var all []Item
+	for _, u := range []string{"a@x", "b@x", "c@x", "d@x"} {
+		all = append(all, item(u, presence.Busy, presence.ActInACall))
+	}
+	d.Enqueue(context.Background(), all)
+	start(t, d)
+	next := func() []string {
+		t.Helper()
+		select {
+		case items := <-f.started:
+			var upns []string
+			for _, it := range items {
+				upns = append(upns, it.User.UPN)
+			}
+			return upns
+		case <-time.After(10 * time.Second):
+			t.Fatal("no Send")
+			return nil
+		}
+	}
+	if got := next(); !slices.Equal(got, []string{"a@x", "b@x"}) {
+		t.Fatalf("first batch %v", got)
+	}
+	// a and b change again while their first states are in flight.
+	d.Enqueue(context.Background(), []Item{item("a@x", presence.Away, presence.ActAway), item("b@x", presence.Away, presence.ActAway)})
+	f.gate <- struct{}{}
+	if got := next(); !slices.Equal(got, []string{"c@x", "d@x"}) {
+		t.Fatalf("second batch %v, want c and d before a and b go again", got)
+	}
+	f.gate <- struct{}{}
+	if got := next(); !slices.Equal(got, []string{"a@x", "b@x"}) {
+		t.Fatalf("third batch %v", got)
+	}
+	f.gate <- struct{}{}
+	waitUntil(t, "the outbox to drain", func() bool { return d.Pending("sip") == 0 })
+	for _, u := range []string{"a@x", "b@x"} {
+		if got := f.got(u); len(got) != 2 || got[1].State.Activity != presence.ActAway {
+			t.Errorf("%s accepted %+v, want the call then Away", u, got)
+		}
+	}
 }

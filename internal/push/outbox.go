@@ -55,45 +55,75 @@ func enqueue(db *store.DB, targets []string, items []Item) error {
 	})
 }
 
-// pick returns up to n pending items of target for which want(upn) is true.
-func pick(db *store.DB, target string, n int, want func(upn string) bool) ([]Item, error) {
-	var out []Item
+// pending is an item read from the outbox with the bytes it was stored as: the
+// compare-and-delete after a Send matches those bytes, which carry the Seq.
+type pending struct {
+	Item
+	raw []byte
+}
+
+// pick returns up to n pending items of target for which want(upn) is true. It
+// starts after the key after (nil: at the beginning) and wraps round, so users
+// late in key order are not starved by users whose state keeps changing; it
+// returns the last key taken, for the next pick to start after.
+func pick(db *store.DB, target string, n int, after []byte, want func(upn string) bool) ([]pending, []byte, error) {
+	var out []pending
+	last := after
 	prefix := []byte(target + "\x00")
 	err := db.View(func(tx *bolt.Tx) error {
 		c := tx.Bucket([]byte(store.BucketOutbox)).Cursor()
-		for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix) && len(out) < n; k, v = c.Next() {
+		take := func(k, v []byte) error {
 			if !want(upnOf(k)) {
-				continue
+				return nil
 			}
-			var it Item
-			if err := json.Unmarshal(v, &it); err != nil {
+			p := pending{raw: bytes.Clone(v)}
+			if err := json.Unmarshal(v, &p.Item); err != nil {
 				return fmt.Errorf("outbox entry %q: %w", k, err)
 			}
-			out = append(out, it)
+			out = append(out, p)
+			last = bytes.Clone(k)
+			return nil
+		}
+		k, v := c.Seek(prefix)
+		if after != nil {
+			if k, v = c.Seek(after); bytes.Equal(k, after) {
+				k, v = c.Next()
+			}
+		}
+		for ; k != nil && bytes.HasPrefix(k, prefix) && len(out) < n; k, v = c.Next() {
+			if err := take(k, v); err != nil {
+				return err
+			}
+		}
+		if after == nil {
+			return nil
+		}
+		for k, v = c.Seek(prefix); k != nil && bytes.Compare(k, after) <= 0 && len(out) < n; k, v = c.Next() {
+			if err := take(k, v); err != nil {
+				return err
+			}
 		}
 		return nil
 	})
-	return out, err
+	return out, last, err
 }
 
-// settle records the outcome of one Send: accepted items are removed (unless a
-// newer state replaced them meanwhile) and remembered as delivered; dropped
+// settle records the outcome of one Send in one transaction: accepted items are
+// removed unless a newer state replaced them meanwhile (compare-and-delete on the
+// stored bytes, which carry the Seq) and remembered as delivered; dropped
 // (permanently refused) items are removed the same way.
-func settle(db *store.DB, target string, accepted []Delivered, dropped []Item) error {
+func settle(db *store.DB, target string, accepted []Delivered, acceptedRaw [][]byte, dropped []pending) error {
 	return db.Update(func(tx *bolt.Tx) error {
 		ob, db := tx.Bucket([]byte(store.BucketOutbox)), tx.Bucket([]byte(store.BucketDelivered))
-		removeIfSame := func(upn string, seq uint64) error {
+		removeIfSame := func(upn string, raw []byte) error {
 			k := outboxKey(target, upn)
-			var cur struct {
-				Seq uint64 `json:"seq"`
-			}
-			if v := ob.Get(k); v != nil && json.Unmarshal(v, &cur) == nil && cur.Seq == seq {
+			if bytes.Equal(ob.Get(k), raw) {
 				return ob.Delete(k)
 			}
 			return nil
 		}
-		for _, d := range accepted {
-			if err := removeIfSame(d.UPN, d.Seq); err != nil {
+		for i, d := range accepted {
+			if err := removeIfSame(d.UPN, acceptedRaw[i]); err != nil {
 				return err
 			}
 			raw, err := json.Marshal(d)
@@ -104,8 +134,8 @@ func settle(db *store.DB, target string, accepted []Delivered, dropped []Item) e
 				return err
 			}
 		}
-		for _, it := range dropped {
-			if err := removeIfSame(it.User.UPN, it.Seq); err != nil {
+		for _, p := range dropped {
+			if err := removeIfSame(p.User.UPN, p.raw); err != nil {
 				return err
 			}
 		}

@@ -18,9 +18,15 @@
 //	  "seq": 42                             // increases with every state queued for this target
 //	}
 //
-// With [HTTP] Batch = 1 the body is {"changes": [ ...documents... ]}. Any 2xx
-// accepts; 408, 429, 5xx and network errors are retried; other 4xx refuse the
-// document for good (logged once per state).
+// With [HTTP] Batch = 1 the body is {"changes": [ ...documents... ]}; otherwise
+// each document is POSTed on its own, up to Concurrency at once. Every request has
+// Content-Type: application/json, User-Agent: presencebridge and the configured
+// headers. Any 2xx accepts; 408, 429, 5xx, timeouts and network errors are retried
+// with backoff (5xx, timeouts and network errors back off the whole target); 401
+// and 403 are retried too, as they mean wrong credentials rather than a bad
+// document; any other 4xx refuses the document for good (logged once per state,
+// with the status and the start of the response body). In batch mode the answer
+// applies to every document of the batch.
 package cti
 
 import (
@@ -125,6 +131,9 @@ func New(o Options) (*Target, error) {
 			}
 			tc.RootCAs = pool
 		}
+		if (o.ClientCertFile == "") != (o.ClientKeyFile == "") {
+			return nil, fmt.Errorf("[HTTP] ClientCertFile and ClientKeyFile go together: set both (PEM certificate and its key) or neither")
+		}
 		if o.ClientCertFile != "" {
 			cert, err := tls.LoadX509KeyPair(o.ClientCertFile, o.ClientKeyFile)
 			if err != nil {
@@ -204,7 +213,7 @@ func (t *Target) post(ctx context.Context, body any) error {
 	}
 	resp, err := t.hc.Do(req)
 	if err != nil {
-		return fmt.Errorf("POST %s: %s: %w", redactURL(t.o.URL), explain(err), push.ErrTargetDown)
+		return fmt.Errorf("POST %s: %s: %w", redactURL(t.o.URL), t.explain(err), push.ErrTargetDown)
 	}
 	defer resp.Body.Close()
 	excerpt, _ := io.ReadAll(io.LimitReader(resp.Body, 200))
@@ -219,25 +228,41 @@ func (t *Target) post(ctx context.Context, body any) error {
 	case s == http.StatusUnauthorized || s == http.StatusForbidden:
 		return fmt.Errorf("POST %s: %s; check the [HTTP] Header.* credentials", redactURL(t.o.URL), resp.Status)
 	default:
-		return push.Permanent("POST %s: %s: %s", redactURL(t.o.URL), resp.Status, strings.TrimSpace(string(excerpt)))
+		return push.Permanent("POST %s: %s: %s", redactURL(t.o.URL), resp.Status, oneLine(excerpt))
 	}
 }
 
 // explain turns a transport error into a short cause without the URL's query.
-func explain(err error) string {
+func (t *Target) explain(err error) string {
 	var ue *url.Error
 	if errors.As(err, &ue) {
 		err = ue.Err
 	}
-	var ce *tls.CertificateVerificationError
+	var he x509.HostnameError
 	var ua x509.UnknownAuthorityError
+	var ce *tls.CertificateVerificationError
 	switch {
 	case errors.Is(err, context.DeadlineExceeded):
-		return "no answer within [HTTP] Timeout"
-	case errors.As(err, &ce), errors.As(err, &ua):
-		return "the CTI's TLS certificate is not trusted (" + err.Error() + "); put its CA in [HTTP] CAFile"
+		return fmt.Sprintf("no answer within %s ([HTTP] Timeout)", t.o.Timeout)
+	case errors.As(err, &he):
+		return "the CTI's TLS certificate is not for this host name (" + err.Error() + "); use a name the certificate lists in [HTTP] URL"
+	case (errors.As(err, &ua) || errors.As(err, &ce)) && t.o.CAFile != "":
+		return "the CTI's TLS certificate is not trusted (" + err.Error() + "); it is not signed by the CA in [HTTP] CAFile " + t.o.CAFile + " nor by a system CA: put the CA that signed it in that file"
+	case errors.As(err, &ua) || errors.As(err, &ce):
+		return "the CTI's TLS certificate is not trusted (" + err.Error() + "); put the CA that signed it in [HTTP] CAFile"
 	}
 	return err.Error()
+}
+
+// oneLine shortens a response body to one line for an error message.
+func oneLine(b []byte) string {
+	s := strings.Join(strings.Fields(strings.ToValidUTF8(string(b), "?")), " ")
+	for i := range s { // cut on a character boundary
+		if i > 160 {
+			return s[:i] + "..."
+		}
+	}
+	return s
 }
 
 // redactURL drops the query, which may carry a token.

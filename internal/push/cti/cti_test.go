@@ -12,6 +12,8 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"io"
+	"log"
 	"log/slog"
 	"math/big"
 	"net/http"
@@ -69,6 +71,7 @@ func newCTI(t *testing.T, clientCAs *x509.CertPool) *cti {
 		c.mu.Unlock()
 		w.WriteHeader(204)
 	}))
+	c.srv.Config.ErrorLog = log.New(io.Discard, "", 0) // refused handshakes are expected here
 	if clientCAs != nil {
 		c.srv.TLS = &tls.Config{ClientCAs: clientCAs, ClientAuth: tls.RequireAndVerifyClientCert}
 	}
@@ -129,25 +132,80 @@ func TestDocumentHeadersAndCAFile(t *testing.T) {
 
 func TestUntrustedCertificateSaysWhatToDo(t *testing.T) {
 	c := newCTI(t, nil)
-	tg, err := New(Options{URL: c.srv.URL, Headers: map[string]string{"Authorization": "Bearer tok-123"}})
-	if err != nil {
-		t.Fatal(err)
+	otherCA, _ := newCA(t, "some other CA")
+	otherFile := filepath.Join(t.TempDir(), "other-ca.pem")
+	os.WriteFile(otherFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: otherCA.Raw}), 0o644)
+	cases := []struct {
+		name, caFile string
+		want         []string
+	}{
+		{"no CA file", "", []string{"not trusted", "put the CA that signed it in [HTTP] CAFile"}},
+		{"wrong CA file", otherFile, []string{"not trusted", "[HTTP] CAFile " + otherFile, "put the CA that signed it in that file"}},
 	}
-	err = tg.Send(context.Background(), []push.Item{item("a@x", 1)})[0]
-	if err == nil || !strings.Contains(err.Error(), "[HTTP] CAFile") || !errors.Is(err, push.ErrTargetDown) {
-		t.Fatalf("err = %v, want an untrusted-certificate error naming [HTTP] CAFile", err)
-	}
-	if strings.Contains(err.Error(), "tok-123") {
-		t.Error("the header value reached the error")
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			tg, err := New(Options{URL: c.srv.URL + "/presence?key=q-secret", CAFile: tc.caFile, Headers: map[string]string{"Authorization": "Bearer tok-123"}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			err = tg.Send(context.Background(), []push.Item{item("a@x", 1)})[0]
+			if err == nil || !errors.Is(err, push.ErrTargetDown) {
+				t.Fatalf("err = %v, want a retryable target-down error", err)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("err = %v, want it to say %q", err, w)
+				}
+			}
+			if strings.Contains(err.Error(), "tok-123") || strings.Contains(err.Error(), "q-secret") {
+				t.Errorf("a secret reached the error: %v", err)
+			}
+			if len(c.received()) != 0 {
+				t.Error("the CTI got a document over an untrusted connection")
+			}
+		})
 	}
 }
 
-func TestClientCertificate(t *testing.T) {
-	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "client CA"}, IsCA: true,
+func TestOptionErrors(t *testing.T) {
+	cases := []struct {
+		name string
+		o    Options
+		want string
+	}{
+		{"not a URL", Options{URL: "cti.example.com/presence"}, "[HTTP] URL"},
+		{"missing CA file", Options{URL: "https://cti.example", CAFile: filepath.Join(t.TempDir(), "none.pem")}, "[HTTP] CAFile"},
+		{"certificate without key", Options{URL: "https://cti.example", ClientCertFile: "client.pem"}, "ClientCertFile and ClientKeyFile go together"},
+	}
+	for _, tc := range cases {
+		if _, err := New(tc.o); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: err = %v, want it to mention %q", tc.name, err, tc.want)
+		}
+	}
+}
+
+// newCA makes a self-signed CA certificate and its key.
+func newCA(t *testing.T, name string) (*x509.Certificate, *ecdsa.PrivateKey) {
+	t.Helper()
+	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: name}, IsCA: true,
 		BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
-	caDER, _ := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	ca, _ := x509.ParseCertificate(caDER)
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca, err := x509.ParseCertificate(caDER)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ca, caKey
+}
+
+func TestClientCertificate(t *testing.T) {
+	ca, caKey := newCA(t, "client CA")
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	tmpl := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "presencebridge"},
 		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
@@ -176,27 +234,44 @@ func TestClientCertificate(t *testing.T) {
 
 func TestStatusClasses(t *testing.T) {
 	c := newCTI(t, nil)
-	tg, _ := New(Options{URL: c.srv.URL, CAFile: c.caFile, Timeout: 200 * time.Millisecond})
+	tg, _ := New(Options{URL: c.srv.URL, CAFile: c.caFile})
+	quick, _ := New(Options{URL: c.srv.URL, CAFile: c.caFile, Timeout: 100 * time.Millisecond})
+	hang := make(chan struct{})
+	defer close(hang) // before the server's Close, which waits for handlers
 	cases := []struct {
 		name      string
 		reply     func(w http.ResponseWriter) bool
 		permanent bool
 		down      bool
 	}{
+		{"204", func(w http.ResponseWriter) bool { w.WriteHeader(204); return true }, false, false},
 		{"500", func(w http.ResponseWriter) bool { w.WriteHeader(500); return true }, false, true},
 		{"503", func(w http.ResponseWriter) bool { w.WriteHeader(503); return true }, false, true},
+		{"408", func(w http.ResponseWriter) bool { w.WriteHeader(408); return true }, false, false},
 		{"429", func(w http.ResponseWriter) bool { w.WriteHeader(429); return true }, false, false},
-		{"400", func(w http.ResponseWriter) bool { http.Error(w, "unknown extension", 400); return true }, true, false},
-		{"timeout", func(w http.ResponseWriter) bool { time.Sleep(400 * time.Millisecond); return true }, false, true},
+		{"401", func(w http.ResponseWriter) bool { w.WriteHeader(401); return true }, false, false},
+		{"400", func(w http.ResponseWriter) bool { http.Error(w, "unknown\nextension", 400); return true }, true, false},
+		{"404", func(w http.ResponseWriter) bool { w.WriteHeader(404); return true }, true, false},
+		{"timeout", func(w http.ResponseWriter) bool { <-hang; return true }, false, true},
 	}
 	for _, tc := range cases {
 		c.setReply(tc.reply)
+		tg := tg
+		if tc.name == "timeout" {
+			tg = quick
+		}
 		err := tg.Send(context.Background(), []push.Item{item("a@x", 1)})[0]
+		if tc.name == "204" {
+			if err != nil {
+				t.Errorf("204: %v", err)
+			}
+			continue
+		}
 		var perm *push.PermanentError
 		if err == nil || errors.As(err, &perm) != tc.permanent || errors.Is(err, push.ErrTargetDown) != tc.down {
 			t.Errorf("%s: err = %v, want permanent=%v down=%v", tc.name, err, tc.permanent, tc.down)
 		}
-		if tc.name == "400" && err != nil && !strings.Contains(err.Error(), "unknown extension") {
+		if tc.name == "400" && err != nil && !strings.Contains(err.Error(), "400 Bad Request: unknown extension") {
 			t.Errorf("400: the error should carry the body excerpt: %v", err)
 		}
 	}
@@ -255,4 +330,65 @@ func TestRetriedThroughDispatcher(t *testing.T) {
 	if sl := clk.Sleeps(); len(sl) < 2 || sl[0] < 800*time.Millisecond || sl[1] < 1600*time.Millisecond {
 		t.Errorf("back-off sleeps %v, want about 1 s then 2 s", sl)
 	}
+}
+
+// Neither the header values nor a token in the URL's query reach the logs or the
+// status, however the CTI fails.
+func TestSecretsStayOutOfLogsAndStatus(t *testing.T) {
+	c := newCTI(t, nil)
+	c.setReply(func(w http.ResponseWriter) bool { w.WriteHeader(503); return true })
+	tg, _ := New(Options{URL: c.srv.URL + "/presence?key=q-secret", CAFile: c.caFile,
+		Headers: map[string]string{"Authorization": "Bearer tok-123", "X-Api-Key": "k-456"}})
+	db, err := store.Open(filepath.Join(t.TempDir(), "state.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	var logs syncBuffer
+	clk := clock.NewFake(time.Date(2026, 11, 23, 8, 0, 0, 0, time.UTC))
+	d := push.NewDispatcher(push.Options{Store: db, Targets: []push.Target{tg}, Clock: clk, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { d.Run(ctx); close(done) }()
+	d.Enqueue(ctx, []push.Item{item("a@x", 0)})
+	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(logs.String(), "target down"); time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the target was never reported down")
+		}
+	}
+	c.setReply(func(w http.ResponseWriter) bool { http.Error(w, "no such extension", 422); return true })
+	d.Enqueue(ctx, []push.Item{item("a@x", 0)})
+	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(logs.String(), "refused"); time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the refusal was never logged")
+		}
+	}
+	cancel()
+	<-done
+	st, _ := json.Marshal(d.Status())
+	for _, secret := range []string{"tok-123", "k-456", "q-secret"} {
+		if strings.Contains(logs.String(), secret) || strings.Contains(string(st), secret) {
+			t.Errorf("%s reached the logs or the status:\n%s\n%s", secret, logs.String(), st)
+		}
+	}
+	if !strings.Contains(logs.String(), "503") || !strings.Contains(logs.String(), "no such extension") {
+		t.Errorf("the logs should say what the CTI answered:\n%s", logs.String())
+	}
+}
+
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf strings.Builder
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
