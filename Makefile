@@ -15,8 +15,9 @@ build: ## build bin/presencebridge
 demo: build ## run presencebridge against the built-in simulated tenant
 	scripts/demo.sh
 
-bench: build ## poll 50,000 simulated users and print cycle time, budget use, 429s, CPU, memory
+bench: build ## poll 50,000 simulated users; deliver a 15,000-change burst to Kamailio and HTTP; print the figures
 	$(BIN) bench --users 50000 --cycles 5
+	$(BIN) bench delivery --changes 15000
 
 test: ## vet and run every test (unit and integration) with the race detector
 	$(GO) vet ./...
