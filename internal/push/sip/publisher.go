@@ -30,6 +30,7 @@ import (
 
 	"github.com/presencebridge/presencebridge/internal/clock"
 	"github.com/presencebridge/presencebridge/internal/push"
+	"github.com/presencebridge/presencebridge/internal/users"
 )
 
 // Options configure a Publisher.
@@ -56,7 +57,9 @@ type Options struct {
 type Publication struct {
 	ETag    string    `json:"etag"`
 	Expires time.Time `json:"expires"`
-	Body    []byte    `json:"body,omitempty"`
+	// Granted is the lifetime the server gave; the refresh comes in its last 20%.
+	Granted time.Duration `json:"granted"`
+	Body    []byte        `json:"body,omitempty"`
 	// Transport and Dest identify the server it was made at; a change of either in
 	// Presence.ini makes the publication unusable.
 	Transport string `json:"transport"`
@@ -240,6 +243,9 @@ func (h minLevel) WithAttrs(a []slog.Attr) slog.Handler {
 }
 func (h minLevel) WithGroup(n string) slog.Handler { return minLevel{h.Handler.WithGroup(n), h.level} }
 
+// Accepts reports whether u has a SIP URI to publish to (push.Accepter).
+func (p *Publisher) Accepts(u users.User) bool { return u.SIPURI != "" }
+
 // Name is "sip".
 func (p *Publisher) Name() string { return "sip" }
 
@@ -387,7 +393,7 @@ func (p *Publisher) published(res *sip.Response, body []byte) *Publication {
 			exp = time.Duration(s) * time.Second
 		}
 	}
-	pub := &Publication{Expires: p.o.Clock.Now().Add(exp), Body: body, Transport: p.o.Transport, Dest: p.dest}
+	pub := &Publication{Expires: p.o.Clock.Now().Add(exp), Granted: exp, Body: body, Transport: p.o.Transport, Dest: p.dest}
 	if h := res.GetHeader("SIP-ETag"); h != nil {
 		pub.ETag = strings.TrimSpace(h.Value())
 	}
@@ -440,8 +446,12 @@ func (p *Publisher) request(ctx context.Context, target sip.Uri, ifMatch string,
 	}
 	req.SetBody(body)
 
-	ctx, cancel := context.WithTimeout(ctx, p.o.Timeout)
+	// A transaction once started is finished even when presencebridge stops:
+	// abandoning it would lose the ETag of a publication the server has made,
+	// leaving an orphan that the server aggregates with the next one.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.o.Timeout)
 	defer cancel()
+	p.log.Debug("PUBLISH", "uri", target.String(), "ifMatch", ifMatch, "body", len(body), "note", noteOf(body))
 	res, err := p.client.Do(ctx, req)
 	// An outbound proxy (407) and the server behind it (401) may each challenge.
 	for try := 0; try < 2 && err == nil && p.o.Username != "" &&
@@ -468,7 +478,7 @@ func (p *Publisher) unreachable(err error) error {
 // Run refreshes publications before they expire (at about 80% of their life),
 // with SIP-If-Match and no body; a refused refresh publishes the body afresh.
 func (p *Publisher) Run(ctx context.Context) error {
-	tick := min(max(p.o.Expires/20, time.Second), time.Minute)
+	const tick = 5 * time.Second // servers may grant less than we ask
 	for {
 		if err := p.o.Clock.Sleep(ctx, tick); err != nil {
 			return nil
@@ -480,11 +490,10 @@ func (p *Publisher) Run(ctx context.Context) error {
 // RefreshDue refreshes every publication within 20% of its expiry now.
 func (p *Publisher) RefreshDue(ctx context.Context) int {
 	now := p.o.Clock.Now()
-	margin := p.o.Expires / 5
 	var due []string
 	p.mu.Lock()
 	for uri, pub := range p.pubs {
-		if pub.Expires.Sub(now) <= margin {
+		if p.due(pub, now) {
 			due = append(due, uri)
 		}
 	}
@@ -505,10 +514,19 @@ func (p *Publisher) RefreshDue(ctx context.Context) int {
 	return len(due)
 }
 
+// due reports whether pub is in the last 20% of the lifetime the server granted.
+func (p *Publisher) due(pub *Publication, now time.Time) bool {
+	granted := pub.Granted
+	if granted <= 0 {
+		granted = p.o.Expires
+	}
+	return pub.Expires.Sub(now) <= granted/5
+}
+
 func (p *Publisher) refresh(ctx context.Context, uri string) error {
 	defer p.lock(uri)()
 	pub := p.publication(uri)
-	if pub == nil || pub.Expires.Sub(p.o.Clock.Now()) > p.o.Expires/5 {
+	if pub == nil || !p.due(pub, p.o.Clock.Now()) {
 		return nil // removed or renewed meanwhile
 	}
 	var target sip.Uri
@@ -540,4 +558,18 @@ func (p *Publisher) refresh(ctx context.Context, uri string) error {
 	}
 	p.keep(uri, p.published(res, pub.Body))
 	return nil
+}
+
+func noteOf(body []byte) string {
+	s := string(body)
+	i := strings.Index(s, "<note xml:lang=\"en\">")
+	if i < 0 {
+		return ""
+	}
+	s = s[i+len("<note xml:lang=\"en\">"):]
+	j := strings.Index(s, "<")
+	if j < 0 {
+		return ""
+	}
+	return s[:j]
 }
