@@ -273,6 +273,23 @@ func (a *App) Run(ctx context.Context) error {
 			}
 		}
 		a.log.Info("Delivering presence", "targets", targets, "pending", a.pendingAll())
+		for _, t := range a.targets {
+			acc, ok := t.(push.Accepter)
+			if !ok {
+				continue
+			}
+			skipped, example := 0, ""
+			for upn, ref := range a.byUPN {
+				if !acc.Accepts(*ref.user) {
+					skipped++
+					example = upn
+				}
+			}
+			if skipped > 0 {
+				a.log.Warn("Users without a SIP URI are not published over SIP; add the SIP URI column in the users file",
+					"target", t.Name(), "users", skipped, "example", example, "usersFile", a.cfg.UsersFile)
+			}
+		}
 		if a.cfg.Delivery.StaleAfter > 0 && a.cfg.TeamsEnabled {
 			start("stale policy", a.staleLoop)
 		}

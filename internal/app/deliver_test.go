@@ -132,7 +132,7 @@ func startWith(t *testing.T, path string, tweak func(*config.Config)) *running {
 		tweak(cfg)
 	}
 	r := &running{sink: &recordingSink{}, logs: &syncBuffer{}}
-	r.app, err = Open(Options{Config: cfg, Logger: slog.New(slog.NewTextHandler(r.logs, nil)), Version: "test"})
+	r.app, err = Open(Options{Config: cfg, Logger: slog.New(slog.NewTextHandler(r.logs, &slog.HandlerOptions{Level: slog.LevelDebug})), Version: "test"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -255,8 +255,12 @@ func TestDeliveryToKamailio(t *testing.T) {
 	r = startWith(t, path, nil)
 	act2 := setOther(t, sim, upn)
 	want2 := map[string]string{"InACall": "In a call", "Away": "Away"}[act2]
-	if _, err := w.WaitFor(ctx, func(n kamailio.Notify) bool { return n.Note == want2 }); err != nil {
-		t.Fatalf("after restart: %v\n%s", err, k.LogTail(20))
+	var seen []string
+	if _, err := w.WaitFor(ctx, func(n kamailio.Notify) bool { seen = append(seen, n.Raw); return n.Note == want2 }); err != nil {
+		t.Logf("NOTIFY bodies after the restart:\n%s", strings.Join(seen, "\n----\n"))
+		rep, _ := r.app.Presence(context.Background(), upn)
+		st := r.app.Status(context.Background()).(StatusReport)
+		t.Fatalf("after restart: %v (want %q)\nlog:\n%s\npresence: %+v\npolling: %+v\ntargets: %+v\nkamailio:\n%s", err, want2, r.logs.String(), rep, st.Accounts[0].Polling, st.Targets, k.LogTail(40))
 	}
 	if strings.Contains(r.logs.String(), "s3cret") {
 		t.Error("the SIP password reached the log")

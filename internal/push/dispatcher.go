@@ -13,6 +13,7 @@ import (
 	"github.com/presencebridge/presencebridge/internal/poll"
 	"github.com/presencebridge/presencebridge/internal/presence"
 	"github.com/presencebridge/presencebridge/internal/store"
+	"github.com/presencebridge/presencebridge/internal/users"
 )
 
 // Options configure a Dispatcher.
@@ -49,6 +50,7 @@ type Dispatcher struct {
 	closeOnce sync.Once
 	o         Options
 	names     []string
+	accepts   []func(users.User) bool // per target; nil takes every user
 	workers   []*worker
 }
 
@@ -75,6 +77,11 @@ func NewDispatcher(o Options) *Dispatcher {
 	d := &Dispatcher{o: o}
 	for _, t := range o.Targets {
 		d.names = append(d.names, t.Name())
+		var accepts func(users.User) bool
+		if a, ok := t.(Accepter); ok {
+			accepts = a.Accepts
+		}
+		d.accepts = append(d.accepts, accepts)
 		d.workers = append(d.workers, &worker{d: d, t: t, wake: make(chan struct{}, 1),
 			retryAt: map[string]time.Time{}, userBackoff: map[string]time.Duration{},
 			logged: map[string]uint64{}, st: TargetStatus{Name: t.Name()},
@@ -95,7 +102,7 @@ func (d *Dispatcher) Enqueue(_ context.Context, items []Item) error {
 	if len(items) == 0 || len(d.workers) == 0 {
 		return nil
 	}
-	if err := enqueue(d.o.Store, d.names, items); err != nil {
+	if err := enqueue(d.o.Store, d.names, d.accepts, items); err != nil {
 		return fmt.Errorf("queue %d states for delivery: %w", len(items), err)
 	}
 	for _, w := range d.workers {
@@ -264,10 +271,26 @@ func (w *worker) send(ctx context.Context, batch []pending) {
 		items[i] = p.Item
 	}
 	errs := w.t.Send(ctx, items)
-	if ctx.Err() != nil {
-		return // stopping: items stay pending for the next run
-	}
 	now := w.d.o.Clock.Now().UTC()
+	if ctx.Err() != nil {
+		// Stopping: what the target accepted is recorded, so that a restart does
+		// not send it again; the rest stays pending for the next run.
+		var accepted []Delivered
+		var raw [][]byte
+		for i, it := range items {
+			if i < len(errs) && errs[i] == nil {
+				accepted = append(accepted, Delivered{Target: w.t.Name(), UPN: it.User.UPN, User: it.User, Mapped: it.Mapped,
+					State: it.State, Reason: it.Reason, Seq: it.Seq, Queued: it.Queued, At: now})
+				raw = append(raw, batch[i].raw)
+			}
+		}
+		if len(accepted) > 0 {
+			if err := settle(w.d.o.Store, w.t.Name(), accepted, raw, nil); err != nil {
+				w.log.Warn("Recording delivered states at stop failed; they are sent again after the restart", "err", err)
+			}
+		}
+		return
+	}
 	var accepted []Delivered
 	var acceptedRaw [][]byte
 	var dropped []pending

@@ -327,11 +327,14 @@ func TestTargetsAreIndependent(t *testing.T) {
 		t.Errorf("sip pending = %d, want 1 while it is down", d.Pending("sip"))
 	}
 	var sip TargetStatus
-	for _, st := range d.Status() {
-		if st.Name == "sip" {
-			sip = st
+	waitUntil(t, "sip to be marked down", func() bool {
+		for _, st := range d.Status() {
+			if st.Name == "sip" {
+				sip = st
+			}
 		}
-	}
+		return sip.Down
+	})
 	if !sip.Down || sip.LastError == "" || !errors.Is(fmt.Errorf("%s: %w", sip.LastError, ErrTargetDown), ErrTargetDown) {
 		t.Errorf("sip status = %+v, want down with an error", sip)
 	}
@@ -463,5 +466,21 @@ func TestBusyUsersDoNotStarveOthers(t *testing.T) {
 		if got := f.got(u); len(got) != 2 || got[1].State.Activity != presence.ActAway {
 			t.Errorf("%s accepted %+v, want the call then Away", u, got)
 		}
+	}
+}
+
+// acceptingTarget serves only users whose UPN starts with "sip".
+type acceptingTarget struct{ *fakeTarget }
+
+func (a acceptingTarget) Accepts(u users.User) bool { return strings.HasPrefix(u.UPN, "sip") }
+
+// A target that serves only some users (SIP needs a SIP URI) gets only theirs.
+func TestAccepterFiltersQueue(t *testing.T) {
+	r := newRig(t)
+	all, some := newFake("http"), acceptingTarget{newFake("sip")}
+	d := r.dispatcher(all, some)
+	d.Enqueue(context.Background(), []Item{item("sip1@x", presence.Busy, presence.ActBusy), item("ext1@x", presence.Busy, presence.ActBusy)})
+	if d.Pending("http") != 2 || d.Pending("sip") != 1 {
+		t.Fatalf("pending http=%d sip=%d, want 2 and 1", d.Pending("http"), d.Pending("sip"))
 	}
 }

@@ -9,6 +9,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/presencebridge/presencebridge/internal/store"
+	"github.com/presencebridge/presencebridge/internal/users"
 )
 
 // The outbox keeps, per target and user, the newest state not yet accepted, in the
@@ -26,15 +27,18 @@ func upnOf(key []byte) string {
 
 // enqueue stores items for every target in one transaction, each with the
 // target's next sequence number.
-func enqueue(db *store.DB, targets []string, items []Item) error {
+func enqueue(db *store.DB, targets []string, accepts []func(users.User) bool, items []Item) error {
 	return db.Update(func(tx *bolt.Tx) error {
 		ob, sb := tx.Bucket([]byte(store.BucketOutbox)), tx.Bucket([]byte(store.BucketOutboxSeq))
-		for _, t := range targets {
+		for ti, t := range targets {
 			var seq uint64
 			if v := sb.Get([]byte(t)); len(v) == 8 {
 				seq = binary.BigEndian.Uint64(v)
 			}
 			for _, it := range items {
+				if accepts[ti] != nil && !accepts[ti](it.User) {
+					continue
+				}
 				seq++
 				it.Seq = seq
 				raw, err := json.Marshal(it)

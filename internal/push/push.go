@@ -50,6 +50,12 @@ type Target interface {
 	Close() error
 }
 
+// Accepter is implemented by targets that serve only some users (SIP needs a SIP
+// URI); states of other users are not queued for them.
+type Accepter interface {
+	Accepts(u users.User) bool
+}
+
 // ErrTargetDown marks errors that mean the whole target is unreachable (connection
 // refused, timeout, 5xx for every request) rather than one user being refused.
 var ErrTargetDown = errors.New("target unreachable")

@@ -146,3 +146,37 @@ func TestRefreshBeforeExpiry(t *testing.T) {
 		t.Errorf("Kamailio logged errors:\n%s", k.LogTail(50))
 	}
 }
+
+// A refresh the server refuses with 412 (it lost the publication) publishes the
+// last body afresh, without SIP-If-Match.
+func TestRefreshRefusedPublishesAfresh(t *testing.T) {
+	srv := newScripted(t, func(req string, n int) (int, string) {
+		if hdr(req, "SIP-If-Match") != "" {
+			return 412, "Conditional Request Failed"
+		}
+		return 200, "OK"
+	})
+	clk := clock.NewFake(time.Now())
+	p := newPublisher(t, Options{Server: srv.conn.LocalAddr().String(), Expires: 10 * time.Minute, Clock: clk})
+	uri := "sip:1007@pbx.example"
+	if err := send1(t, p, itemFor(uri, presence.Busy, presence.ActInACall)); err != nil {
+		t.Fatal(err)
+	}
+	clk.Advance(55 * time.Minute) // the server granted 3600 s: within its last 20%
+	if n := p.RefreshDue(t.Context()); n != 1 {
+		t.Fatalf("refreshed %d", n)
+	}
+	reqs := srv.requests()
+	if len(reqs) != 3 {
+		t.Fatalf("%d requests, want publish, refused refresh, publish afresh", len(reqs))
+	}
+	if hdr(reqs[1], "SIP-If-Match") != "etag-1" || body(reqs[1]) != "" || hdr(reqs[1], "Content-Type") != "" {
+		t.Errorf("refresh should carry SIP-If-Match and no body:\n%s", reqs[1])
+	}
+	if hdr(reqs[2], "SIP-If-Match") != "" || !strings.Contains(body(reqs[2]), "In a call") {
+		t.Errorf("after the 412 the last body should be published afresh:\n%s", reqs[2])
+	}
+	if got := p.publication(uri).ETag; got != "etag-3" {
+		t.Errorf("kept ETag %q, want etag-3", got)
+	}
+}
