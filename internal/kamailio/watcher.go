@@ -149,7 +149,7 @@ func (w *Watcher) refresh() {
 func (w *Watcher) read() {
 	defer close(w.done)
 	buf := make([]byte, 65535)
-	lastNotify := -1
+	lastNotify := ""
 	for {
 		n, from, err := w.conn.ReadFrom(buf)
 		if err != nil {
@@ -169,11 +169,12 @@ func (w *Watcher) read() {
 		case strings.HasPrefix(raw, "NOTIFY "):
 			w.reply(raw, from)
 			// A retransmission (our 200 got lost) is answered but not queued again.
-			seq, _ := strconv.Atoi(strings.Fields(header(raw, "CSeq") + " 0")[0])
-			if seq <= lastNotify {
+			// Only an identical message is one: Kamailio's worker processes may
+			// send NOTIFYs of one subscription with CSeqs out of order.
+			if raw == lastNotify {
 				continue
 			}
-			lastNotify = seq
+			lastNotify = raw
 			select {
 			case w.notes <- parseNotify(raw):
 			default: // a test that stopped reading does not block the socket
