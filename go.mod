@@ -5,6 +5,7 @@ go 1.26.8
 require (
 	github.com/AzureAD/microsoft-authentication-library-for-go v1.10.1
 	github.com/emiago/sipgo v1.7.2
+	github.com/icholy/digest v1.2.0
 	go.etcd.io/bbolt v1.5.0
 	golang.org/x/net v0.62.0
 	golang.org/x/time v0.16.0
@@ -17,7 +18,6 @@ require (
 	github.com/gobwas/ws v1.3.2 // indirect
 	github.com/golang-jwt/jwt/v5 v5.2.2 // indirect
 	github.com/google/uuid v1.6.0 // indirect
-	github.com/icholy/digest v1.2.0 // indirect
 	github.com/kylelemons/godebug v1.1.0 // indirect
 	github.com/pkg/browser v0.0.0-20210911075715-681adbf594b8 // indirect
 	golang.org/x/sync v0.24.0 // indirect

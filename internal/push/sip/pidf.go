@@ -3,13 +3,15 @@ package sip
 import (
 	"bytes"
 	"encoding/xml"
+	"slices"
 
 	"github.com/presencebridge/presencebridge/internal/presence"
 )
 
-// PIDF renders m as an application/pidf+xml document (RFC 3863) for entity, with
-// the RPID activity (RFC 4480) in a data-model person element (RFC 4479) and the
-// note in both the tuple and the person, where phones look for it.
+// PIDF renders m as an application/pidf+xml document (RFC 3863) for entity: one
+// tuple with basic open or closed (anything but "open" is closed), the RPID
+// activity (RFC 4480) in a data-model person element (RFC 4479), and the note in
+// both the tuple and the person, where phones look for it. Text is XML-escaped.
 func PIDF(entity string, m presence.Mapped) []byte {
 	var b bytes.Buffer
 	esc := func(s string) { _ = xml.EscapeText(&b, []byte(s)) }
@@ -18,7 +20,11 @@ func PIDF(entity string, m presence.Mapped) []byte {
 	esc(entity)
 	b.WriteString(`">` + "\n")
 	b.WriteString(`<tuple id="teams"><status><basic>`)
-	esc(m.Basic)
+	if m.Basic == "open" {
+		b.WriteString("open")
+	} else {
+		b.WriteString("closed") // the only other value RFC 3863 allows
+	}
 	b.WriteString(`</basic></status>`)
 	if m.Note != "" {
 		b.WriteString(`<note xml:lang="en">`)
@@ -27,10 +33,18 @@ func PIDF(entity string, m presence.Mapped) []byte {
 	}
 	b.WriteString("</tuple>\n")
 	b.WriteString(`<dm:person id="p1">`)
-	if m.Activity != "" {
+	switch {
+	case m.Activity == "":
+	case slices.Contains(presence.RPIDActivities, m.Activity):
 		b.WriteString(`<rpid:activities><rpid:`)
-		b.WriteString(m.Activity) // checked against RFC 4480's names by presence.ParseMapped
+		b.WriteString(m.Activity)
 		b.WriteString(`/></rpid:activities>`)
+	default:
+		// Not an RFC 4480 element name (presence.ParseMapped refuses those, but an
+		// item may come from an older outbox): RFC 4480 section 3.2's <other>.
+		b.WriteString(`<rpid:activities><rpid:other>`)
+		esc(m.Activity)
+		b.WriteString(`</rpid:other></rpid:activities>`)
 	}
 	if m.Note != "" {
 		b.WriteString(`<dm:note xml:lang="en">`)

@@ -17,7 +17,8 @@ type pidfDoc struct {
 	} `xml:"tuple"`
 	Person struct {
 		Activities struct {
-			Any []struct{ XMLName xml.Name } `xml:",any"`
+			Any   []struct{ XMLName xml.Name } `xml:",any"`
+			Other string                       `xml:"urn:ietf:params:xml:ns:pidf:rpid other"`
 		} `xml:"urn:ietf:params:xml:ns:pidf:rpid activities"`
 		Note string `xml:"urn:ietf:params:xml:ns:pidf:data-model note"`
 	} `xml:"urn:ietf:params:xml:ns:pidf:data-model person"`
@@ -25,20 +26,28 @@ type pidfDoc struct {
 
 func TestPIDF(t *testing.T) {
 	cases := []struct {
-		m        presence.Mapped
-		activity string
+		entity          string
+		m               presence.Mapped
+		basic, activity string
+		other           string // text of <rpid:other>
 	}{
-		{presence.Mapped{State: "oncall", Basic: "open", Activity: "on-the-phone", Note: `In a call <with> "R&D"`}, "on-the-phone"},
-		{presence.Mapped{State: "offline", Basic: "closed", Note: "Off work"}, ""},
+		{"sip:1001@pbx.example", presence.Mapped{State: "oncall", Basic: "open", Activity: "on-the-phone", Note: `In a call <with> "R&D"`}, "open", "on-the-phone", ""},
+		{"sip:1001@pbx.example", presence.Mapped{State: "offline", Basic: "closed", Note: "Off work"}, "closed", "", ""},
+		{`sip:o'brien&co@pbx.example;x="<y>"`, presence.Mapped{State: "busy", Basic: "open", Activity: "meeting", Note: "In a meeting"}, "open", "meeting", ""},
+		// Not from ParseMapped: a word RFC 4480 lacks, and an empty basic.
+		{"sip:1001@pbx.example", presence.Mapped{State: "busy", Activity: `focus<ing>`, Note: "Focusing"}, "closed", "", "focus<ing>"},
 	}
 	for _, c := range cases {
-		raw := PIDF("sip:1001@pbx.example", c.m)
+		raw := PIDF(c.entity, c.m)
 		var d pidfDoc
 		if err := xml.Unmarshal(raw, &d); err != nil {
 			t.Fatalf("%s: %v\n%s", c.m, err, raw)
 		}
-		if d.Entity != "sip:1001@pbx.example" || d.Tuple.Basic != c.m.Basic || d.Tuple.Note != c.m.Note || d.Person.Note != c.m.Note {
+		if d.Entity != c.entity || d.Tuple.Basic != c.basic || d.Tuple.Note != c.m.Note || d.Person.Note != c.m.Note {
 			t.Errorf("parsed %+v from\n%s", d, raw)
+		}
+		if d.Person.Activities.Other != c.other {
+			t.Errorf("<rpid:other> %q, want %q", d.Person.Activities.Other, c.other)
 		}
 		var acts []string
 		for _, a := range d.Person.Activities.Any {

@@ -1,0 +1,193 @@
+package sip
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/emiago/sipgo/sip"
+
+	"github.com/presencebridge/presencebridge/internal/push"
+)
+
+// How often Run looks at the publications at least and at most, and how long it
+// waits after a round with failures before trying again.
+const (
+	minRefreshWait   = time.Second
+	maxRefreshWait   = time.Minute
+	retryRefreshWait = 10 * time.Second
+)
+
+// Run keeps the publications alive until ctx ends: each is refreshed when 80%
+// of the lifetime the server granted has passed, with SIP-If-Match and no body
+// (RFC 3903 section 4.2); a refused refresh publishes the last state afresh.
+func (p *Publisher) Run(ctx context.Context) error {
+	for {
+		wait := p.untilDue(p.refreshDue(ctx) > 0)
+		if err := p.sleep(ctx, wait); err != nil {
+			return nil
+		}
+	}
+}
+
+// life is the lifetime pub was granted.
+func (p *Publisher) life(pub *Publication) time.Duration {
+	if pub.Lifetime > 0 {
+		return pub.Lifetime
+	}
+	return p.o.Expires
+}
+
+// dueAt is when pub should be refreshed: at 80% of its lifetime, or at once if it
+// has no entity tag (a refused refresh left only its body).
+func (p *Publisher) dueAt(pub *Publication) time.Time {
+	if pub.ETag == "" {
+		return time.Time{}
+	}
+	return pub.Expires.Add(-p.life(pub) / 5)
+}
+
+// untilDue says how long Run may sleep, and sets the time from which a new
+// publication due earlier wakes it.
+func (p *Publisher) untilDue(failed bool) time.Duration {
+	now := p.o.Clock.Now()
+	wait := maxRefreshWait
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, pub := range p.pubs {
+		wait = min(wait, p.dueAt(pub).Sub(now))
+	}
+	wait = max(wait, minRefreshWait)
+	if failed {
+		wait = max(wait, retryRefreshWait)
+	}
+	p.nextLook = now.Add(wait)
+	return wait
+}
+
+// sleep waits d on the clock, or less when keep signals an earlier due time.
+func (p *Publisher) sleep(ctx context.Context, d time.Duration) error {
+	select {
+	case <-p.wake: // a signal from before the plan was made
+	default:
+	}
+	sctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		select {
+		case <-p.wake:
+			cancel()
+		case <-sctx.Done():
+		}
+	}()
+	_ = p.o.Clock.Sleep(sctx, d)
+	return ctx.Err()
+}
+
+// refreshDue refreshes every publication that is due, Concurrency at a time, and
+// returns how many failed. The first failure that says the server is down ends
+// the round: the rest would only wait for their timeouts.
+func (p *Publisher) refreshDue(ctx context.Context) int {
+	now := p.o.Clock.Now()
+	var due []string
+	p.mu.Lock()
+	for uri, pub := range p.pubs {
+		if !p.dueAt(pub).After(now) {
+			due = append(due, uri)
+		}
+	}
+	p.mu.Unlock()
+	if len(due) == 0 {
+		return 0
+	}
+	rctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var (
+		wg       sync.WaitGroup
+		failed   atomic.Int64
+		firstErr error
+		once     sync.Once
+	)
+loop:
+	for i, uri := range due {
+		select {
+		case p.sem <- struct{}{}:
+		case <-rctx.Done():
+			failed.Add(int64(len(due) - i))
+			break loop
+		}
+		wg.Add(1)
+		go func() {
+			defer func() { <-p.sem; wg.Done() }()
+			if err := p.refresh(rctx, uri); err != nil {
+				failed.Add(1)
+				once.Do(func() { firstErr = err })
+				if errors.Is(err, push.ErrTargetDown) {
+					cancel()
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	p.flush()
+	if n := failed.Load(); n > 0 && ctx.Err() == nil {
+		p.log.Warn("Refreshing SIP publications failed; retrying", "due", len(due), "failed", n,
+			"retryIn", retryRefreshWait, "err", firstErr)
+		return int(n)
+	}
+	return 0
+}
+
+// refresh renews uri's publication if it is still due.
+func (p *Publisher) refresh(ctx context.Context, uri string) error {
+	defer p.lock(uri)()
+	pub := p.publication(uri)
+	now := p.o.Clock.Now()
+	if pub == nil || p.dueAt(pub).After(now) {
+		return nil // removed or renewed meanwhile
+	}
+	var t sip.Uri
+	if err := sip.ParseUri(uri, &t); err != nil {
+		p.keep(uri, nil)
+		return nil
+	}
+	if pub.ETag != "" && now.Before(pub.Expires) {
+		res, err := p.transact(ctx, publishReq{uri: uri, target: t, ifMatch: pub.ETag, expires: p.o.Expires})
+		if err != nil {
+			return err
+		}
+		if res.IsSuccess() {
+			p.keep(uri, p.published(res, pub.Body, pub.ETag))
+			p.count(func(c *counts) { c.refreshed++ })
+			return nil
+		}
+		if isAuthFailure(res) {
+			return p.refused(uri, res)
+		}
+		p.log.Debug("Refresh refused; publishing the last state afresh", "uri", uri, "status", res.StatusCode)
+	}
+	if pub.Body == nil {
+		p.keep(uri, nil)
+		return nil
+	}
+	lost := *pub
+	lost.ETag = "" // dead: until the fresh PUBLISH succeeds only the body is left
+	p.keep(uri, &lost)
+	res, err := p.transact(ctx, publishReq{uri: uri, target: t, body: pub.Body, expires: p.o.Expires})
+	if err != nil {
+		return err
+	}
+	if !res.IsSuccess() {
+		err := p.refused(uri, res)
+		var perm *push.PermanentError
+		if errors.As(err, &perm) {
+			p.keep(uri, nil)
+		}
+		return err
+	}
+	p.keep(uri, p.published(res, pub.Body, ""))
+	p.count(func(c *counts) { c.restarted++ })
+	return nil
+}

@@ -1,0 +1,288 @@
+package sip
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/emiago/sipgo"
+	"github.com/emiago/sipgo/sip"
+	"github.com/icholy/digest"
+
+	"github.com/presencebridge/presencebridge/internal/push"
+)
+
+// publishReq is one PUBLISH to send (RFC 3903 section 4): an initial one (body,
+// no ifMatch), a modification (body and ifMatch), a refresh (ifMatch, no body)
+// or a removal (ifMatch, no body, expires 0).
+type publishReq struct {
+	uri     string // the user's SIP URI as written in the users file
+	target  sip.Uri
+	ifMatch string
+	body    []byte
+	expires time.Duration
+}
+
+// build makes the request: Request-URI, To and the PIDF entity are the user's
+// URI; From is [SIP] From or the user; an outbound proxy gets a preloaded Route
+// (RFC 3261 section 8.1.2) while the Request-URI stays the user's.
+func (p *Publisher) build(r publishReq) *sip.Request {
+	req := sip.NewRequest(sip.PUBLISH, r.target)
+	req.SetTransport(strings.ToUpper(p.o.Transport))
+	req.SetDestination(p.dest)
+	if p.route != "" {
+		req.AppendHeader(sip.NewHeader("Route", p.route))
+	}
+	fromAddr := r.target
+	if p.from != nil {
+		fromAddr = *p.from
+	}
+	from := &sip.FromHeader{Address: fromAddr, Params: sip.NewParams()}
+	from.Params.Add("tag", sip.GenerateTagN(16))
+	req.AppendHeader(from)
+	req.AppendHeader(&sip.ToHeader{Address: r.target, Params: sip.NewParams()})
+	req.AppendHeader(sip.NewHeader("Event", "presence"))
+	req.AppendHeader(sip.NewHeader("Expires", strconv.Itoa(int(r.expires/time.Second))))
+	if r.ifMatch != "" {
+		req.AppendHeader(sip.NewHeader("SIP-If-Match", r.ifMatch))
+	}
+	if r.body != nil {
+		req.AppendHeader(sip.NewHeader("Content-Type", "application/pidf+xml"))
+	}
+	req.SetBody(r.body)
+	return req
+}
+
+// transact sends one PUBLISH and follows it up to its final answer: digest
+// credentials for a 401 or 407 (an outbound proxy and the server behind it may
+// each ask), and a longer Expires after 423 Interval Too Brief (RFC 3903 section
+// 6, step 4). Each follow-up keeps the Call-ID and takes the next CSeq (RFC 3261
+// section 22.2). It returns the final response, or an error wrapping
+// push.ErrTargetDown when no answer came.
+func (p *Publisher) transact(ctx context.Context, r publishReq) (*sip.Response, error) {
+	req := p.build(r)
+	p.auth.preempt(req, p.o.Username, p.o.Password)
+	answered := map[int]bool{} // challenges answered in this exchange, by status
+	longer := false
+	for tries := 0; ; tries++ {
+		if err := p.lim.Wait(ctx); err != nil {
+			return nil, err
+		}
+		var opts []sipgo.ClientRequestOption
+		if tries > 0 {
+			req.CSeq().SeqNo++
+			req.RemoveHeader("Via")
+			opts = append(opts, sipgo.ClientRequestAddVia)
+		}
+		res, err := p.do(ctx, req, opts...)
+		if err != nil {
+			return nil, err
+		}
+		if tries == 4 {
+			return res, nil // a server that keeps asking gets its last answer reported
+		}
+		switch code := res.StatusCode; {
+		case code == sip.StatusIntervalToBrief && !longer && r.expires > 0:
+			h := res.GetHeader("Min-Expires")
+			if h == nil {
+				return res, nil
+			}
+			s, err := strconv.Atoi(strings.TrimSpace(h.Value()))
+			if err != nil || s <= 0 {
+				return res, nil
+			}
+			longer = true
+			req.ReplaceHeader(sip.NewHeader("Expires", strconv.Itoa(s)))
+		case code == sip.StatusUnauthorized || code == sip.StatusProxyAuthRequired:
+			if p.o.Username == "" {
+				return res, nil
+			}
+			chal, err := p.auth.learn(res)
+			if err != nil {
+				return nil, fmt.Errorf("PUBLISH %s: %w", r.uri, err)
+			}
+			// The same kind of challenge after our answer means the credentials
+			// are wrong, unless the server only says our nonce went stale.
+			if answered[code] && !chal.Stale {
+				return res, nil
+			}
+			answered[code] = true
+			if err := p.auth.answer(req, code, p.o.Username, p.o.Password); err != nil {
+				return nil, fmt.Errorf("PUBLISH %s: %w", r.uri, err)
+			}
+		default:
+			return res, nil
+		}
+	}
+}
+
+// do runs one client transaction, bounded by [SIP] Timeout only: a transaction
+// under way when ctx ends (a shutdown) still takes its answer, so the entity tag
+// of a publication the server made is not lost. Otherwise the next start would
+// publish afresh and leave the server a second, stale publication until it
+// expires (RFC 3903 has no way to find it again).
+func (p *Publisher) do(ctx context.Context, req *sip.Request, opts ...sipgo.ClientRequestOption) (*sip.Response, error) {
+	tctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.o.Timeout)
+	defer cancel()
+	res, err := p.client.Do(tctx, req, opts...)
+	if err != nil {
+		return nil, p.unreachable(err)
+	}
+	return res, nil
+}
+
+// unreachable explains a PUBLISH that got no answer.
+func (p *Publisher) unreachable(err error) error {
+	// sipgo's own prefix says nothing a field engineer can use.
+	cause := strings.TrimPrefix(err.Error(), "client transcation failed to request connection: ")
+	if errors.Is(err, context.DeadlineExceeded) {
+		cause = fmt.Sprintf("no answer within %s ([SIP] Timeout)", p.o.Timeout)
+	}
+	var (
+		unknownCA *x509.UnknownAuthorityError
+		badName   x509.HostnameError
+		badCert   x509.CertificateInvalidError
+		verify    *tls.CertificateVerificationError
+	)
+	if errors.As(err, &unknownCA) || errors.As(err, &badName) || errors.As(err, &badCert) || errors.As(err, &verify) {
+		cause += "; check [SIP] CAFile (the CA that signed the server's certificate) and [SIP] ServerName"
+	}
+	return fmt.Errorf("PUBLISH over %s to %s (%s): %s: %w", p.o.Transport, p.dest, p.destSetting(), cause, push.ErrTargetDown)
+}
+
+func (p *Publisher) destSetting() string {
+	if p.o.OutboundProxy != "" {
+		return "[SIP] OutboundProxy"
+	}
+	return "[SIP] Server"
+}
+
+// refused turns a final non-2xx answer into the error the dispatcher acts on:
+// push.Permanent for what the server will never accept for this user, an error
+// wrapping push.ErrTargetDown when the server says it cannot serve anyone now,
+// and a plain (retried) error otherwise.
+func (p *Publisher) refused(uri string, res *sip.Response) error {
+	c, what := res.StatusCode, fmt.Sprintf("PUBLISH %s: %d %s", uri, res.StatusCode, res.Reason)
+	switch c {
+	case sip.StatusUnauthorized, sip.StatusProxyAuthRequired:
+		// Retried rather than dropped: the states wait until the credentials are fixed.
+		if p.o.Username == "" {
+			return fmt.Errorf("%s: the server asks for credentials; set [SIP] Username and Password", what)
+		}
+		return fmt.Errorf("%s after sending credentials for user %q; check [SIP] Username and Password", what, p.o.Username)
+	case sip.StatusNotFound, sip.StatusGone:
+		return push.Permanent("%s: the server has no such user; check the SIP URI in the users file", what)
+	case sip.StatusForbidden:
+		return push.Permanent("%s: the server does not let %s publish this user's presence; check the SIP URI in the users file, [SIP] From and the server's presence rules", what, p.fromName(uri))
+	case 489: // Bad Event (RFC 6665 section 8.3.1)
+		return push.Permanent("%s: the server does not accept presence publications (Event: presence); enable presence on the PBX or point [SIP] Server at its presence server", what)
+	case sip.StatusMethodNotAllowed, sip.StatusNotImplemented:
+		return push.Permanent("%s: the server does not take PUBLISH; point [SIP] Server at a SIP presence server", what)
+	case sip.StatusBadRequest, sip.StatusUnsupportedMediaType, sip.StatusRequestEntityTooLarge:
+		return push.Permanent("%s: the server refused the PIDF document", what)
+	case sip.StatusRequestTimeout, sip.StatusServiceUnavailable:
+		// 503: the server is overloaded or down (RFC 3261 section 21.5.4); 408
+		// from a proxy: the server behind it did not answer.
+		return fmt.Errorf("%s (via %s, %s): %w", what, p.dest, p.destSetting(), push.ErrTargetDown)
+	}
+	return errors.New(what)
+}
+
+func (p *Publisher) fromName(uri string) string {
+	if p.o.FromURI != "" {
+		return p.o.FromURI
+	}
+	return uri
+}
+
+// isAuthFailure reports whether res refuses our credentials (or wants some).
+func isAuthFailure(res *sip.Response) bool {
+	return res.StatusCode == sip.StatusUnauthorized || res.StatusCode == sip.StatusProxyAuthRequired
+}
+
+// digestCache keeps the last digest challenge of the server (401) and of the
+// outbound proxy (407), so later PUBLISHes carry credentials at once instead of
+// taking a challenge round trip each (RFC 3261 section 22.3 allows reusing a
+// nonce with an incremented nonce count; a server that refuses it challenges
+// again, stale, and is answered).
+type digestCache struct {
+	mu    sync.Mutex
+	chals map[int]*cachedChallenge // by 401 / 407
+}
+
+type cachedChallenge struct {
+	chal digest.Challenge
+	nc   atomic.Uint32
+}
+
+func authHeaders(code int) (challenge, credentials string) {
+	if code == sip.StatusProxyAuthRequired {
+		return "Proxy-Authenticate", "Proxy-Authorization"
+	}
+	return "WWW-Authenticate", "Authorization"
+}
+
+// learn reads and keeps the challenge in res.
+func (d *digestCache) learn(res *sip.Response) (*digest.Challenge, error) {
+	name, _ := authHeaders(res.StatusCode)
+	h := res.GetHeader(name)
+	if h == nil {
+		return nil, fmt.Errorf("%d %s without a %s header", res.StatusCode, res.Reason, name)
+	}
+	chal, err := digest.ParseChallenge(h.Value())
+	if err != nil {
+		return nil, fmt.Errorf("%d %s: unreadable %s: %w", res.StatusCode, res.Reason, name, err)
+	}
+	chal.Algorithm = strings.ToUpper(chal.Algorithm)
+	for i := range chal.QOP {
+		chal.QOP[i] = strings.TrimSpace(chal.QOP[i])
+	}
+	if !digest.CanDigest(chal) || (len(chal.QOP) > 0 && !chal.SupportsQOP("auth")) {
+		return nil, fmt.Errorf("%d %s: the server's digest challenge (algorithm %q, qop %q) is not supported; use MD5 or SHA-256 with qop auth or none",
+			res.StatusCode, res.Reason, chal.Algorithm, strings.Join(chal.QOP, ","))
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.chals == nil {
+		d.chals = map[int]*cachedChallenge{}
+	}
+	d.chals[res.StatusCode] = &cachedChallenge{chal: *chal}
+	return chal, nil
+}
+
+// answer sets req's credentials for the kept challenge of kind code.
+func (d *digestCache) answer(req *sip.Request, code int, user, password string) error {
+	d.mu.Lock()
+	c := d.chals[code]
+	d.mu.Unlock()
+	if c == nil {
+		return nil
+	}
+	_, name := authHeaders(code)
+	chal := c.chal
+	cred, err := digest.Digest(&chal, digest.Options{Method: string(req.Method), URI: req.Recipient.String(),
+		Username: user, Password: password, Count: int(c.nc.Add(1))})
+	if err != nil {
+		return fmt.Errorf("answer the digest challenge: %w", err)
+	}
+	req.RemoveHeader(name)
+	req.AppendHeader(sip.NewHeader(name, cred.String()))
+	return nil
+}
+
+// preempt adds credentials for every kept challenge.
+func (d *digestCache) preempt(req *sip.Request, user, password string) {
+	if user == "" {
+		return
+	}
+	for _, code := range []int{sip.StatusProxyAuthRequired, sip.StatusUnauthorized} {
+		_ = d.answer(req, code, user, password) // a failure here only costs a challenge
+	}
+}
