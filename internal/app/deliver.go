@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"time"
 
+	bolt "go.etcd.io/bbolt"
+
 	"github.com/presencebridge/presencebridge/internal/config"
 	"github.com/presencebridge/presencebridge/internal/presence"
 	"github.com/presencebridge/presencebridge/internal/push"
@@ -147,6 +149,29 @@ func (s sipPubs) SavePublication(uri string, p sip.Publication) error {
 
 func (s sipPubs) DeletePublication(uri string) error { return s.a.db.Delete(store.BucketSIPPubs, uri) }
 
+// SavePublications writes (nil: deletes) many publications in one transaction.
+func (s sipPubs) SavePublications(pubs map[string]*sip.Publication) error {
+	return s.a.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket([]byte(store.BucketSIPPubs))
+		for uri, p := range pubs {
+			if p == nil {
+				if err := b.Delete([]byte(uri)); err != nil {
+					return err
+				}
+				continue
+			}
+			raw, err := json.Marshal(p)
+			if err != nil {
+				return err
+			}
+			if err := b.Put([]byte(uri), raw); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
 // removeDeparted queues a removal for users that were delivered to a target but are
 // no longer in the users file, so the PBX stops showing their last state.
 func (a *App) removeDeparted(ctx context.Context) error {
@@ -263,3 +288,4 @@ func (acc *account) setStale(t time.Time) {
 	defer acc.mu.Unlock()
 	acc.stale = t
 }
+var _ sip.ETagBatchStore = sipPubs{}
