@@ -288,4 +288,5 @@ func (acc *account) setStale(t time.Time) {
 	defer acc.mu.Unlock()
 	acc.stale = t
 }
+
 var _ sip.ETagBatchStore = sipPubs{}
