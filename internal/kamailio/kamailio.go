@@ -87,7 +87,11 @@ func Find() (string, error) {
 	if !supported {
 		return "", errors.New("the Kamailio test server runs on Linux only")
 	}
-	for _, p := range []string{"kamailio", "/usr/sbin/kamailio", "/usr/local/sbin/kamailio"} {
+	candidates := []string{"kamailio", "/usr/sbin/kamailio", "/usr/local/sbin/kamailio"}
+	if env := os.Getenv("KAMAILIO"); env != "" {
+		candidates = []string{env} // a binary elsewhere, or a missing one to check Require
+	}
+	for _, p := range candidates {
 		if path, err := exec.LookPath(p); err == nil {
 			return path, nil
 		}

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -320,5 +322,45 @@ func TestParseNotify(t *testing.T) {
 	}
 	if n := parseNotify("NOTIFY sip:w SIP/2.0\r\nSubscription-State: terminated\r\n\r\n"); n.Basic != "" || n.SubscriptionState != "terminated" {
 		t.Errorf("empty NOTIFY parsed as %+v", n)
+	}
+}
+
+// recorder is a testing.TB that records Skipf and Fatalf instead of acting on them.
+type recorder struct {
+	testing.TB
+	skipped, failed string
+}
+
+func (r *recorder) Helper() {}
+func (r *recorder) Skipf(format string, a ...any) {
+	r.skipped = fmt.Sprintf(format, a...)
+	runtime.Goexit() // as testing.T does
+}
+func (r *recorder) Fatalf(format string, a ...any) {
+	r.failed = fmt.Sprintf(format, a...)
+	runtime.Goexit()
+}
+
+// require runs Require on its own goroutine, which Skipf and Fatalf end.
+func require(t *testing.T) *recorder {
+	r := &recorder{TB: t}
+	done := make(chan struct{})
+	go func() { defer close(done); Require(r) }()
+	<-done
+	return r
+}
+
+// Without Kamailio, Require skips a developer's run but fails CI's.
+func TestRequireFailsUnderCI(t *testing.T) {
+	t.Setenv("KAMAILIO", filepath.Join(t.TempDir(), "no-kamailio-here"))
+	t.Setenv("CI", "")
+	r := require(t)
+	if r.skipped == "" || r.failed != "" || !strings.Contains(r.skipped, "apt-get install") {
+		t.Errorf("without CI: skipped %q, failed %q; want a skip that says how to install", r.skipped, r.failed)
+	}
+	t.Setenv("CI", "true")
+	r = require(t)
+	if r.failed == "" || r.skipped != "" {
+		t.Errorf("with CI=true: skipped %q, failed %q; want a failure", r.skipped, r.failed)
 	}
 }
