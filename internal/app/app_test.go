@@ -88,7 +88,30 @@ func twoAccountTenant(t *testing.T) (*graphsim.Server, string) {
 	if err := os.WriteFile(filepath.Join(dir, "users.csv"), []byte(csv.String()), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	ini := fmt.Sprintf(`MSTeamsPresence.Enable = 1
+	ini := simINI(sim, `[Account.people]
+TenantID = 4f1c3c57-0b5e-4d0e-9a55-3b1a7f0e2c11
+ClientID = presencebridge-demo
+Auth = devicecode
+Username = presence.svc@contoso.example
+Domains = contoso.example
+[Account.daemon]
+TenantID = 4f1c3c57-0b5e-4d0e-9a55-3b1a7f0e2c11
+ClientID = presencebridge-daemon
+Auth = secret
+ClientSecret = sim-secret
+Domains = fabrikam.example
+`)
+	path := filepath.Join(dir, "Presence.ini")
+	if err := os.WriteFile(path, []byte(ini), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return sim, path
+}
+
+// simINI is a Presence.ini for the simulated tenant (CA file sim-ca.pem beside it,
+// polling every second, no control endpoint) followed by rest.
+func simINI(sim *graphsim.Server, rest string) string {
+	return fmt.Sprintf(`MSTeamsPresence.Enable = 1
 [General]
 ControlAddr = off
 [Microsoft]
@@ -100,24 +123,7 @@ CAFile = sim-ca.pem
 [Polling]
 Interval = 1s
 ResolveRate = 100
-[Account.people]
-TenantID = %s
-ClientID = presencebridge-demo
-Auth = devicecode
-Username = presence.svc@contoso.example
-Domains = contoso.example
-[Account.daemon]
-TenantID = %[3]s
-ClientID = presencebridge-daemon
-Auth = secret
-ClientSecret = sim-secret
-Domains = fabrikam.example
-`, sim.URL(), sim.GraphURL(), "4f1c3c57-0b5e-4d0e-9a55-3b1a7f0e2c11")
-	path := filepath.Join(dir, "Presence.ini")
-	if err := os.WriteFile(path, []byte(ini), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return sim, path
+`, sim.URL(), sim.GraphURL()) + rest
 }
 
 type running struct {

@@ -77,18 +77,7 @@ func deliveryTenant(t *testing.T, ctiURL string) (*graphsim.Server, string) {
 	dir := t.TempDir()
 	os.WriteFile(filepath.Join(dir, "sim-ca.pem"), sim.CAPEM(), 0o644)
 	writeUsers(t, dir, sim.Users())
-	ini := fmt.Sprintf(`[General]
-ControlAddr = off
-[Microsoft]
-LoginURL = %s
-GraphURL = %s
-[Proxy]
-URL = direct
-CAFile = sim-ca.pem
-[Polling]
-Interval = 1s
-ResolveRate = 100
-[Account.main]
+	ini := simINI(sim, fmt.Sprintf(`[Account.main]
 TenantID = 4f1c3c57-0b5e-4d0e-9a55-3b1a7f0e2c11
 ClientID = presencebridge-daemon
 Auth = secret
@@ -98,7 +87,7 @@ RetryMin = 100ms
 RetryMax = 1s
 [Mapping]
 Stale = unknown | closed | unknown | Teams unreachable
-`, sim.URL(), sim.GraphURL(), httpSection(ctiURL))
+`, httpSection(ctiURL)))
 	path := filepath.Join(dir, "Presence.ini")
 	os.WriteFile(path, []byte(ini), 0o600)
 	return sim, path

@@ -131,6 +131,17 @@ func Describe(o Options) string {
 	return s
 }
 
+// CAPool returns the system roots plus the certificates of the PEM bundle at path,
+// for every TLS client of presencebridge (Graph, SIP, CTI). Its errors say what is
+// wrong with the file (not found, DER instead of PEM, a key instead of a certificate).
+func CAPool(path string) (*x509.CertPool, error) {
+	p, _, err := loadCAFile(path)
+	if err != nil {
+		return nil, err
+	}
+	return p.pool, nil
+}
+
 // caPool is the result of loadCAFile: the pool and a note when the system
 // roots could not be loaded.
 type caPool struct {

@@ -41,12 +41,12 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
-	"os"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/presencebridge/presencebridge/internal/push"
+	"github.com/presencebridge/presencebridge/internal/transport"
 )
 
 // Options configure a Target.
@@ -118,16 +118,9 @@ func New(o Options) (*Target, error) {
 	if t.hc == nil {
 		tc := &tls.Config{MinVersion: tls.VersionTLS12}
 		if o.CAFile != "" {
-			pool, err := x509.SystemCertPool()
-			if err != nil {
-				pool = x509.NewCertPool()
-			}
-			pem, err := os.ReadFile(o.CAFile)
+			pool, err := transport.CAPool(o.CAFile)
 			if err != nil {
 				return nil, fmt.Errorf("[HTTP] CAFile: %w", err)
-			}
-			if !pool.AppendCertsFromPEM(pem) {
-				return nil, fmt.Errorf("[HTTP] CAFile %s holds no PEM certificate", o.CAFile)
 			}
 			tc.RootCAs = pool
 		}

@@ -13,12 +13,10 @@ package sip
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
-	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -30,6 +28,7 @@ import (
 
 	"github.com/presencebridge/presencebridge/internal/clock"
 	"github.com/presencebridge/presencebridge/internal/push"
+	"github.com/presencebridge/presencebridge/internal/transport"
 	"github.com/presencebridge/presencebridge/internal/users"
 )
 
@@ -282,16 +281,9 @@ func tlsConfig(o Options) (*tls.Config, error) {
 		tc.ServerName = host
 	}
 	if o.CAFile != "" {
-		pool, err := x509.SystemCertPool()
-		if err != nil {
-			pool = x509.NewCertPool()
-		}
-		pem, err := os.ReadFile(o.CAFile)
+		pool, err := transport.CAPool(o.CAFile)
 		if err != nil {
 			return nil, fmt.Errorf("[SIP] CAFile: %w", err)
-		}
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("[SIP] CAFile %s holds no PEM certificate", o.CAFile)
 		}
 		tc.RootCAs = pool
 	}
