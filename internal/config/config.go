@@ -84,6 +84,7 @@ type Config struct {
 
 // Microsoft is the [Microsoft] section: hosts of the cloud in use.
 type Microsoft struct {
+	Cloud    string // global, usgov, usgovdod or china: the defaults of the two URLs
 	LoginURL string // authority host, no trailing slash
 	GraphURL string // Graph base including the version, no trailing slash
 }

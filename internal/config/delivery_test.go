@@ -121,3 +121,23 @@ func TestExampleListsDefaultMapping(t *testing.T) {
 		}
 	}
 }
+
+func TestCloud(t *testing.T) {
+	cases := []struct{ ini, login, graph string }{
+		{"", "https://login.microsoftonline.com", "https://graph.microsoft.com/v1.0"},
+		{"[Microsoft]\nCloud = USGov\n", "https://login.microsoftonline.us", "https://graph.microsoft.us/v1.0"},
+		{"[Microsoft]\nCloud = dod\n", "https://login.microsoftonline.us", "https://dod-graph.microsoft.us/v1.0"},
+		{"[Microsoft]\nCloud = china\nGraphURL = https://graph.example.cn/v1.0\n", "https://login.chinacloudapi.cn", "https://graph.example.cn/v1.0"},
+	}
+	for _, c := range cases {
+		cfg := mustLoad(t, c.ini+minimal)
+		if cfg.Microsoft.LoginURL != c.login || cfg.Microsoft.GraphURL != c.graph || cfg.Accounts[0].GraphURL != c.graph || cfg.Accounts[0].LoginURL != c.login {
+			t.Errorf("%q: login %s graph %s (account %s %s), want %s %s", c.ini, cfg.Microsoft.LoginURL, cfg.Microsoft.GraphURL,
+				cfg.Accounts[0].LoginURL, cfg.Accounts[0].GraphURL, c.login, c.graph)
+		}
+	}
+	_, err := Load(writeINI(t, t.TempDir(), []byte("[Microsoft]\nCloud = usgovt\n"+minimal)))
+	if err == nil || !strings.Contains(err.Error(), `Presence.ini:2: [Microsoft] Cloud = "usgovt": unknown cloud (did you mean usgov?)`) {
+		t.Errorf("err = %v", err)
+	}
+}

@@ -349,9 +349,39 @@ func (l *loader) controlAddr(e entry) string {
 	return e.value
 }
 
+// Clouds are the Microsoft clouds [Microsoft] Cloud selects: sign-in host and
+// Graph base (learn.microsoft.com/graph/deployments).
+var Clouds = []struct{ Name, LoginURL, GraphURL, About string }{
+	{"global", DefaultLoginURL, DefaultGraphURL, "Microsoft's global service, also GCC (Moderate)"},
+	{"usgov", "https://login.microsoftonline.us", "https://graph.microsoft.us/v1.0", "US Government L4: GCC High"},
+	{"usgovdod", "https://login.microsoftonline.us", "https://dod-graph.microsoft.us/v1.0", "US Government L5: DoD"},
+	{"china", "https://login.chinacloudapi.cn", "https://microsoftgraph.chinacloudapi.cn/v1.0", "operated by 21Vianet"},
+}
+
+var cloudAliases = map[string]string{"public": "global", "commercial": "global", "gcc": "global",
+	"gcchigh": "usgov", "dod": "usgovdod", "21vianet": "china"}
+
 func (l *loader) microsoft(cfg *Config, s *section) {
-	cfg.Microsoft.LoginURL = l.loginURL(s.get("LoginURL"), DefaultLoginURL)
-	cfg.Microsoft.GraphURL = l.graphURL(s.get("GraphURL"), DefaultGraphURL)
+	cloud := Clouds[0]
+	if e := s.get("Cloud"); e.set {
+		name := strings.ToLower(e.value)
+		if a, ok := cloudAliases[name]; ok {
+			name = a
+		}
+		i := slices.IndexFunc(Clouds, func(c struct{ Name, LoginURL, GraphURL, About string }) bool { return c.Name == name })
+		if i < 0 {
+			names := make([]string, len(Clouds))
+			for j, c := range Clouds {
+				names[j] = c.Name
+			}
+			l.bad(e, "unknown cloud%s; use global, usgov (GCC High), usgovdod (DoD) or china (21Vianet)", didYouMean(e.value, names))
+		} else {
+			cloud = Clouds[i]
+		}
+	}
+	cfg.Microsoft.Cloud = cloud.Name
+	cfg.Microsoft.LoginURL = l.loginURL(s.get("LoginURL"), cloud.LoginURL)
+	cfg.Microsoft.GraphURL = l.graphURL(s.get("GraphURL"), cloud.GraphURL)
 }
 
 func (l *loader) proxy(cfg *Config, s *section) {

@@ -29,6 +29,7 @@ func (c *Config) Redacted() string {
 	kv("EmitAllOnStart", bit(c.EmitAllOnStart))
 
 	b.WriteString("\n[Microsoft]\n")
+	kv("Cloud", c.Microsoft.Cloud)
 	kv("LoginURL", c.Microsoft.LoginURL)
 	kv("GraphURL", c.Microsoft.GraphURL)
 

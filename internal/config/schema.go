@@ -35,7 +35,7 @@ var knownSections = []string{"General", "Microsoft", "Proxy", "Polling", "Accoun
 var knownKeys = map[string][]string{
 	"":          {keyTeamsEnable, keyWinningTechnology},
 	"general":   {"StateFile", "UsersFile", "LogLevel", "ControlAddr", "EmitAllOnStart"},
-	"microsoft": {"LoginURL", "GraphURL"},
+	"microsoft": {"Cloud", "LoginURL", "GraphURL"},
 	"proxy":     {"URL", "CAFile"},
 	"polling":   {"Interval", "BudgetRequests", "BudgetWindow", "BudgetShare", "RequestTimeout", "ResolveInterval", "ResolveRate"},
 	"account": {"TenantID", "ClientID", "Auth", "ClientSecret", "CertificateFile", "CertificateKeyFile",
