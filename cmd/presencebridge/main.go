@@ -40,6 +40,7 @@ Commands:
   presence get UPN        print one user's live Teams presence, and what each target last got, as JSON
   status [--json]         show accounts, sign-in state, users, the last poll cycle and the targets
   sync-all [--wait 2m]    send every user's current state to every target, changed or not
+  verify [--offline]      check config, users, budget, network, tokens, permissions and targets; each FAIL with its fix
   simulate [flags]        run the simulated Microsoft tenant (login + Graph), optionally with a PBX side
   bench [flags]           poll a simulated tenant of many users and print the figures
   version                 print the version
@@ -95,6 +96,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		"presence": cmdPresence,
 		"status":   cmdStatus,
 		"sync-all": cmdSyncAll,
+		"verify":   cmdVerify,
 		"simulate": cmdSimulate,
 		"bench":    cmdBench,
 		"version":  cmdVersion,

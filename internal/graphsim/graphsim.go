@@ -53,6 +53,9 @@ type App struct {
 	CertPEM []byte `json:"-"`
 	// Public allows public client flows (device code) for this app.
 	Public bool `json:"public"`
+	// Roles are the application permissions its tokens carry; nil means
+	// Presence.Read.All and User.ReadBasic.All (admin consent given).
+	Roles []string `json:"roles,omitempty"`
 }
 
 // Options configure a simulated tenant. The zero value is usable.

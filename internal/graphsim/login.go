@@ -511,7 +511,7 @@ func (s *Server) tokenFromClientCredentials(w http.ResponseWriter, r *http.Reque
 	at := s.mintAccessToken(tokenClaims{
 		Aud: graphAudience, Iss: base(r) + "/" + s.opts.TenantID + "/v2.0", Iat: now.Unix(), Nbf: now.Unix(),
 		Exp: now.Add(life).Unix(), AppID: app.ClientID, Tid: s.opts.TenantID, Oid: userID(s.opts.TenantID, "sp:"+app.ClientID),
-		Roles: appRoles, Idtyp: "app", Uti: randomToken(12),
+		Roles: rolesOf(app.App), Idtyp: "app", Uti: randomToken(12),
 	})
 	s.log.Info("Token issued", "grant", grantClientCredentials, "client_id", app.ClientID)
 	writeJSON(w, http.StatusOK, map[string]any{
@@ -520,6 +520,13 @@ func (s *Server) tokenFromClientCredentials(w http.ResponseWriter, r *http.Reque
 		"ext_expires_in": int(life / time.Second),
 		"access_token":   at,
 	})
+}
+
+func rolesOf(app App) []string {
+	if app.Roles != nil {
+		return app.Roles
+	}
+	return appRoles
 }
 
 // AppToken issues an application access token for a registered app without the

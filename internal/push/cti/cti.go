@@ -143,6 +143,9 @@ func New(o Options) (*Target, error) {
 	return t, nil
 }
 
+// Client is the HTTP client the target posts with (verify probes the CTI with it).
+func (t *Target) Client() *http.Client { return t.hc }
+
 // Name is "http".
 func (t *Target) Name() string { return "http" }
 

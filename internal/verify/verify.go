@@ -1,0 +1,374 @@
+// Package verify runs the checks a field engineer would otherwise debug by hand:
+// the INI and users file, the budget, the network path to sign-in and Graph,
+// each account's token and its permissions, a sample of users, and the PBX
+// targets. Each check gives PASS, WARN or FAIL, and every FAIL its remedy.
+package verify
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math"
+	"net/http"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/presencebridge/presencebridge/internal/auth"
+	"github.com/presencebridge/presencebridge/internal/config"
+	"github.com/presencebridge/presencebridge/internal/graph"
+	"github.com/presencebridge/presencebridge/internal/push/cti"
+	"github.com/presencebridge/presencebridge/internal/push/sip"
+	"github.com/presencebridge/presencebridge/internal/store"
+	"github.com/presencebridge/presencebridge/internal/transport"
+	"github.com/presencebridge/presencebridge/internal/users"
+)
+
+// Status of one check.
+type Status string
+
+// Statuses.
+const (
+	Pass Status = "PASS"
+	Warn Status = "WARN"
+	Fail Status = "FAIL"
+)
+
+// Result is one check's outcome.
+type Result struct {
+	Check  string `json:"check"`
+	Status Status `json:"status"`
+	Detail string `json:"detail"`
+	Fix    string `json:"fix,omitempty"`
+}
+
+// Options configure a run.
+type Options struct {
+	ConfigPath string
+	// Offline runs only the checks that need no network.
+	Offline bool
+	// Sample is how many users per account are resolved and read (default 5).
+	Sample int
+	Logger *slog.Logger
+}
+
+// Failed reports whether any result is a FAIL.
+func Failed(rs []Result) bool {
+	return slices.ContainsFunc(rs, func(r Result) bool { return r.Status == Fail })
+}
+
+type run struct {
+	o   Options
+	out []Result
+}
+
+func (r *run) add(check string, st Status, detail, fix string) {
+	r.out = append(r.out, Result{Check: check, Status: st, Detail: detail, Fix: fix})
+}
+
+// Run runs every check and returns the results in order.
+func Run(ctx context.Context, o Options) []Result {
+	if o.Sample <= 0 {
+		o.Sample = 5
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	r := &run{o: o}
+	cfg, err := config.Load(o.ConfigPath)
+	if err != nil {
+		r.add("configuration", Fail, err.Error(), "correct the lines named above; Presence.ini.example documents every key with its default")
+		return r.out
+	}
+	r.add("configuration", Pass, cfg.Path+" loads and validates", "")
+
+	list, problems, err := users.Load(cfg.UsersFile)
+	if err != nil {
+		r.add("users file", Fail, err.Error(), "set [General] UsersFile to the CSV export (a header row, then UPN and SIP URI or extension per user)")
+		return r.out
+	}
+	byAccount := map[string][]users.User{}
+	for _, u := range list {
+		ac, err := cfg.AccountFor(u)
+		if err != nil {
+			problems = append(problems, users.Problem{File: cfg.UsersFile, Line: u.Line, UPN: u.UPN, Message: err.Error()})
+			continue
+		}
+		byAccount[ac.ID] = append(byAccount[ac.ID], u)
+	}
+	if len(problems) > 0 {
+		var lines []string
+		for i, p := range problems {
+			if i == 10 {
+				lines = append(lines, fmt.Sprintf("... and %d more", len(problems)-10))
+				break
+			}
+			lines = append(lines, p.String())
+		}
+		r.add("users file", Warn, fmt.Sprintf("%d users load; %d rows skipped:\n%s", len(list), len(problems), strings.Join(lines, "\n")),
+			"correct or remove the rows named; the other users are served meanwhile")
+	} else {
+		r.add("users file", Pass, fmt.Sprintf("%s: %d users", cfg.UsersFile, len(list)), "")
+	}
+	r.budget(cfg, byAccount)
+	if cfg.SIP.Server != "" {
+		missing := 0
+		for _, u := range list {
+			if u.SIPURI == "" {
+				missing++
+			}
+		}
+		if missing > 0 {
+			r.add("SIP URIs", Warn, fmt.Sprintf("%d of %d users have no SIP URI and are not published over SIP", missing, len(list)),
+				"add a SIP URI column to the users file (e.g. sip:1001@pbx.example.com)")
+		}
+	}
+	if o.Offline {
+		return r.out
+	}
+
+	hc, err := transport.NewClient(transport.Options{ProxyURL: cfg.Proxy.URL, CAFile: cfg.Proxy.CAFile, Timeout: cfg.Polling.RequestTimeout, Logger: o.Logger})
+	if err != nil {
+		r.add("proxy and CA", Fail, err.Error(), "correct [Proxy] URL and CAFile")
+		return r.out
+	}
+	db, err := store.Open(cfg.StateFile)
+	if errors.Is(err, store.ErrInUse) {
+		r.add("state file", Warn, "the running service holds "+cfg.StateFile+"; token and sample checks are skipped",
+			"see `presencebridge status` for the service's sign-in state, or stop the service and run verify again")
+	} else if err != nil {
+		r.add("state file", Fail, err.Error(), "make the state file's folder writable by the service account")
+	} else {
+		defer db.Close()
+	}
+	for _, ac := range cfg.Accounts {
+		r.account(ctx, cfg, ac, hc, db, byAccount[ac.ID])
+	}
+	r.targets(ctx, cfg)
+	return r.out
+}
+
+// budget checks that each account's users fit its throttle budget at Interval.
+func (r *run) budget(cfg *config.Config, byAccount map[string][]users.User) {
+	for _, ac := range cfg.Accounts {
+		n := len(byAccount[ac.ID])
+		if n == 0 {
+			r.add("budget "+ac.ID, Warn, "no users are served by this account", "check [Account."+ac.ID+"] Domains and the users file's Account column")
+			continue
+		}
+		reqs := (n + graph.MaxPresenceIDs - 1) / graph.MaxPresenceIDs
+		perSec := ac.BudgetShare * float64(ac.BudgetRequests) / ac.BudgetWindow.Seconds()
+		fastest := time.Duration(math.Ceil(float64(reqs)/perSec*1000)) * time.Millisecond
+		if fastest > cfg.Polling.Interval {
+			r.add("budget "+ac.ID, Warn, fmt.Sprintf("%d users need %d requests per cycle; %.0f%% of %d requests/%s allows a cycle every %s, slower than [Polling] Interval %s",
+				n, reqs, ac.BudgetShare*100, ac.BudgetRequests, ac.BudgetWindow, fastest, cfg.Polling.Interval),
+				fmt.Sprintf("accept a %s cycle, raise BudgetShare (at most 90), or split the users over more app registrations", fastest))
+			continue
+		}
+		r.add("budget "+ac.ID, Pass, fmt.Sprintf("%d users in %d requests per cycle; the budget allows a cycle every %s (Interval %s)",
+			n, reqs, fastest, cfg.Polling.Interval), "")
+	}
+}
+
+// reach GETs url and reports the hop that failed, if any. Any HTTP answer proves
+// the path (Graph answers 401 without a token).
+func reach(ctx context.Context, hc *http.Client, url string) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return err
+	}
+	io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<16))
+	resp.Body.Close()
+	return nil
+}
+
+func explain(err error) string {
+	if e := transport.Explain(err); e != "" {
+		return e
+	}
+	return err.Error()
+}
+
+func (r *run) account(ctx context.Context, cfg *config.Config, ac config.Account, hc *http.Client, db *store.DB, us []users.User) {
+	name := "account " + ac.ID
+	if err := reach(ctx, hc, ac.Authority()+"/v2.0/.well-known/openid-configuration"); err != nil {
+		r.add(name+": sign-in host", Fail, ac.LoginURL+": "+err.Error(), explain(err))
+		return
+	}
+	r.add(name+": sign-in host", Pass, ac.LoginURL+" reachable ("+transport.Describe(transport.Options{ProxyURL: cfg.Proxy.URL, CAFile: cfg.Proxy.CAFile})+")", "")
+	if err := reach(ctx, hc, ac.GraphURL+"/organization"); err != nil {
+		r.add(name+": Graph host", Fail, ac.GraphURL+": "+err.Error(), explain(err))
+		return
+	}
+	r.add(name+": Graph host", Pass, ac.GraphURL+" reachable", "")
+	if db == nil {
+		return
+	}
+	au, err := auth.New(auth.Options{AccountID: ac.ID, TenantID: ac.TenantID, ClientID: ac.ClientID, Authority: ac.Authority(),
+		GraphURL: ac.GraphURL, Mode: auth.Mode(ac.Auth), ClientSecret: ac.ClientSecret.Reveal(), CertificateFile: ac.CertificateFile,
+		CertificateKeyFile: ac.CertificateKeyFile, Username: ac.Username, HTTPClient: hc, Store: db, Logger: r.o.Logger})
+	if err != nil {
+		r.add(name+": token", Fail, err.Error(), "correct [Account."+ac.ID+"]")
+		return
+	}
+	tok, err := au.Token(ctx)
+	var nl *auth.NeedsLoginError
+	var ce *auth.CredentialsError
+	switch {
+	case errors.As(err, &nl):
+		r.add(name+": token", Fail, nl.Reason, nl.Fix())
+		return
+	case errors.As(err, &ce):
+		r.add(name+": token", Fail, ce.Reason, ce.Fix)
+		return
+	case err != nil:
+		r.add(name+": token", Fail, err.Error(), explain(err))
+		return
+	}
+	st := au.Status()
+	who := "app " + ac.ClientID
+	if st.Username != "" {
+		who = st.Username
+	}
+	r.add(name+": token", Pass, fmt.Sprintf("token for %s, expires %s", who, st.ExpiresOn.Local().Format(time.DateTime)), "")
+	r.permissions(name, ac, tok)
+
+	if len(us) == 0 {
+		return
+	}
+	sample := us[:min(len(us), r.o.Sample)]
+	upns := make([]string, len(sample))
+	for i, u := range sample {
+		upns[i] = u.UPN
+	}
+	gc := graph.New(ac.GraphURL, hc, au)
+	found, notFound, err := gc.ResolveUsers(ctx, upns)
+	if err != nil {
+		r.add(name+": users", Fail, err.Error(), explain(err))
+		return
+	}
+	if len(notFound) > 0 {
+		r.add(name+": users", Fail, fmt.Sprintf("Teams has no user %s (of a sample of %d)", strings.Join(notFound, ", "), len(upns)),
+			"check the UPN column of "+cfg.UsersFile+" (the user's sign-in name, usually the e-mail address) and that the user is in tenant "+ac.TenantID)
+		return
+	}
+	ids := make([]string, 0, len(found))
+	for _, u := range found {
+		ids = append(ids, u.ID)
+	}
+	ps, err := gc.GetPresences(ctx, ids)
+	if err != nil {
+		r.add(name+": presence", Fail, err.Error(), explain(err))
+		return
+	}
+	r.add(name+": presence", Pass, fmt.Sprintf("a sample of %d users resolved and %d presences read", len(upns), len(ps)), "")
+}
+
+// permissions reads the token's claims: delegated scp or application roles.
+func (r *run) permissions(name string, ac config.Account, tok string) {
+	claims := struct {
+		Scp   string   `json:"scp"`
+		Roles []string `json:"roles"`
+	}{}
+	parts := strings.Split(tok, ".")
+	if len(parts) == 3 {
+		if raw, err := base64.RawURLEncoding.DecodeString(parts[1]); err == nil {
+			_ = json.Unmarshal(raw, &claims)
+		}
+	}
+	have := claims.Roles
+	kind := "Application"
+	if claims.Scp != "" {
+		have, kind = strings.Fields(claims.Scp), "Delegated"
+	}
+	var missing []string
+	for _, p := range []string{"Presence.Read.All", "User.ReadBasic.All"} {
+		if !slices.ContainsFunc(have, func(h string) bool { return strings.EqualFold(h, p) }) &&
+			!(p == "User.ReadBasic.All" && slices.ContainsFunc(have, func(h string) bool { return strings.EqualFold(h, "User.Read.All") })) {
+			missing = append(missing, p)
+		}
+	}
+	if len(missing) > 0 {
+		r.add(name+": permissions", Fail, fmt.Sprintf("the token lacks %s (it has: %s)", strings.Join(missing, ", "), strings.Join(have, " ")),
+			fmt.Sprintf("in the Entra admin center, App registrations > %s > API permissions: add Microsoft Graph %s permission %s and grant admin consent",
+				ac.ClientID, kind, strings.Join(missing, ", ")))
+		return
+	}
+	r.add(name+": permissions", Pass, kind+" "+strings.Join(have, " "), "")
+}
+
+// targets checks the PBX side: SIP OPTIONS and an HTTP request to the CTI.
+func (r *run) targets(ctx context.Context, cfg *config.Config) {
+	if cfg.SIP.Server != "" {
+		p, err := sip.New(sip.Options{Transport: cfg.SIP.Transport, Server: cfg.SIP.Server, OutboundProxy: cfg.SIP.OutboundProxy,
+			Username: cfg.SIP.Username, Password: cfg.SIP.Password.Reveal(), CAFile: cfg.SIP.CAFile, ServerName: cfg.SIP.ServerName,
+			Timeout: cfg.SIP.Timeout, Logger: r.o.Logger})
+		if err != nil {
+			r.add("SIP target", Fail, err.Error(), "correct [SIP]")
+		} else {
+			code, err := p.Ping(ctx)
+			p.Close()
+			via := cfg.SIP.Server
+			if cfg.SIP.OutboundProxy != "" {
+				via += " via " + cfg.SIP.OutboundProxy
+			}
+			switch {
+			case err != nil:
+				r.add("SIP target", Fail, err.Error(), "check that the PBX listens on [SIP] Server with [SIP] Transport, and that no firewall drops SIP from this host")
+			case code == 401 || code == 407 || code == 403:
+				r.add("SIP target", Fail, fmt.Sprintf("%s over %s refused the credentials (%d)", via, cfg.SIP.Transport, code), "check [SIP] Username and Password")
+			default:
+				r.add("SIP target", Pass, fmt.Sprintf("%s over %s answered OPTIONS (%d)", via, cfg.SIP.Transport, code), "")
+			}
+		}
+	}
+	if cfg.HTTP.URL != "" {
+		r.httpTarget(ctx, cfg)
+	}
+}
+
+func (r *run) httpTarget(ctx context.Context, cfg *config.Config) {
+	tc, err := ctiClient(cfg)
+	if err != nil {
+		r.add("HTTP target", Fail, err.Error(), "correct [HTTP] CAFile, ClientCertFile and ClientKeyFile")
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, cfg.HTTP.Timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodOptions, cfg.HTTP.URL, nil)
+	if err != nil {
+		r.add("HTTP target", Fail, err.Error(), "correct [HTTP] URL")
+		return
+	}
+	for k, v := range cfg.HTTP.Headers {
+		req.Header.Set(k, v.Reveal())
+	}
+	resp, err := tc.Do(req)
+	if err != nil {
+		r.add("HTTP target", Fail, err.Error(), "check that the CTI listens at [HTTP] URL and that its certificate is trusted ([HTTP] CAFile)")
+		return
+	}
+	resp.Body.Close()
+	if resp.StatusCode == 401 || resp.StatusCode == 403 {
+		r.add("HTTP target", Fail, "the CTI answered "+resp.Status, "check the [HTTP] Header.* credentials")
+		return
+	}
+	r.add("HTTP target", Pass, "the CTI answered "+resp.Status, "")
+}
+
+func ctiClient(cfg *config.Config) (*http.Client, error) {
+	t, err := cti.New(cti.Options{URL: cfg.HTTP.URL, CAFile: cfg.HTTP.CAFile, ClientCertFile: cfg.HTTP.ClientCertFile,
+		ClientKeyFile: cfg.HTTP.ClientKeyFile, Timeout: cfg.HTTP.Timeout})
+	if err != nil {
+		return nil, err
+	}
+	return t.Client(), nil
+}

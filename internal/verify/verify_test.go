@@ -1,0 +1,176 @@
+package verify
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/presencebridge/presencebridge/internal/graphsim"
+)
+
+// tenant is a simulated tenant and a Presence.ini for it; edit changes the INI
+// text and users the users file before verify runs.
+type tenant struct {
+	sim *graphsim.Server
+	dir string
+}
+
+func newTenant(t *testing.T, apps []graphsim.App) *tenant {
+	t.Helper()
+	sim, err := graphsim.New(graphsim.Options{Users: 8, Apps: apps})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sim.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sim.Close() })
+	tn := &tenant{sim: sim, dir: t.TempDir()}
+	os.WriteFile(filepath.Join(tn.dir, "sim-ca.pem"), sim.CAPEM(), 0o644)
+	var csv strings.Builder
+	csv.WriteString("UPN,SIP URI\n")
+	for i, u := range sim.Users() {
+		fmt.Fprintf(&csv, "%s,sip:%d@pbx.example\n", u.UPN, 1000+i)
+	}
+	os.WriteFile(filepath.Join(tn.dir, "users.csv"), []byte(csv.String()), 0o644)
+	return tn
+}
+
+func (tn *tenant) ini(extra string) string {
+	return fmt.Sprintf(`[General]
+ControlAddr = off
+[Microsoft]
+LoginURL = %s
+GraphURL = %s
+[Proxy]
+URL = direct
+CAFile = sim-ca.pem
+[Account.main]
+TenantID = 4f1c3c57-0b5e-4d0e-9a55-3b1a7f0e2c11
+ClientID = presencebridge-daemon
+Auth = secret
+ClientSecret = sim-secret
+`, tn.sim.URL(), tn.sim.GraphURL()) + extra
+}
+
+func (tn *tenant) verify(t *testing.T, ini string) []Result {
+	t.Helper()
+	path := filepath.Join(tn.dir, "Presence.ini")
+	if err := os.WriteFile(path, []byte(ini), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return Run(context.Background(), Options{ConfigPath: path})
+}
+
+// find returns the result of the first check whose name contains name.
+func find(t *testing.T, rs []Result, name string) Result {
+	t.Helper()
+	for _, r := range rs {
+		if strings.Contains(r.Check, name) {
+			return r
+		}
+	}
+	t.Fatalf("no check %q in %+v", name, rs)
+	return Result{}
+}
+
+func expectFail(t *testing.T, rs []Result, check string, detail, fix []string) {
+	t.Helper()
+	r := find(t, rs, check)
+	if r.Status != Fail {
+		t.Fatalf("%s: %s (%s), want FAIL", check, r.Status, r.Detail)
+	}
+	for _, w := range detail {
+		if !strings.Contains(r.Detail, w) {
+			t.Errorf("%s detail %q lacks %q", check, r.Detail, w)
+		}
+	}
+	for _, w := range fix {
+		if !strings.Contains(r.Fix, w) {
+			t.Errorf("%s fix %q lacks %q", check, r.Fix, w)
+		}
+	}
+	if !Failed(rs) {
+		t.Error("Failed() = false with a FAIL")
+	}
+}
+
+func TestAllPass(t *testing.T) {
+	tn := newTenant(t, nil)
+	rs := tn.verify(t, tn.ini(""))
+	for _, r := range rs {
+		if r.Status != Pass {
+			t.Errorf("%s: %s %s (fix: %s)", r.Check, r.Status, r.Detail, r.Fix)
+		}
+	}
+	if len(rs) < 7 {
+		t.Errorf("only %d checks ran: %+v", len(rs), rs)
+	}
+}
+
+func TestBadINI(t *testing.T) {
+	tn := newTenant(t, nil)
+	rs := tn.verify(t, strings.Replace(tn.ini(""), "ControlAddr = off", "ControlAddr = off\nIntervall = 5s", 1))
+	expectFail(t, rs, "configuration", []string{`Presence.ini:3: unknown key "Intervall" in [General]`}, []string{"Presence.ini.example"})
+	if len(rs) != 1 {
+		t.Errorf("checks ran after a broken INI: %+v", rs)
+	}
+}
+
+func TestUntrustedCA(t *testing.T) {
+	tn := newTenant(t, nil)
+	rs := tn.verify(t, strings.Replace(tn.ini(""), "CAFile = sim-ca.pem\n", "", 1))
+	expectFail(t, rs, "sign-in host", nil, []string{"unknown authority", "[Proxy] CAFile"})
+}
+
+func TestProxyAsksForCredentials(t *testing.T) {
+	tn := newTenant(t, nil)
+	proxy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Proxy-Authenticate", `Basic realm="corp"`)
+		w.WriteHeader(http.StatusProxyAuthRequired)
+	}))
+	defer proxy.Close()
+	rs := tn.verify(t, strings.Replace(tn.ini(""), "URL = direct", "URL = "+proxy.URL, 1))
+	expectFail(t, rs, "sign-in host", nil, []string{"407", "http://user:password@host:port"})
+}
+
+func TestMissingPermission(t *testing.T) {
+	tn := newTenant(t, []graphsim.App{{ClientID: "presencebridge-daemon", Secret: "sim-secret", Roles: []string{"User.ReadBasic.All"}}})
+	rs := tn.verify(t, tn.ini(""))
+	expectFail(t, rs, "permissions", []string{"lacks Presence.Read.All"},
+		[]string{"presencebridge-daemon", "Application permission Presence.Read.All", "grant admin consent"})
+}
+
+func TestUnknownUPN(t *testing.T) {
+	tn := newTenant(t, nil)
+	os.WriteFile(filepath.Join(tn.dir, "users.csv"), []byte("UPN,SIP URI\nghost@contoso.example,sip:9@pbx.example\n"+tn.sim.Users()[0].UPN+",sip:1@pbx.example\n"), 0o644)
+	rs := tn.verify(t, tn.ini(""))
+	expectFail(t, rs, "main: users", []string{"ghost@contoso.example"}, []string{"UPN column"})
+}
+
+func TestUnreachablePBX(t *testing.T) {
+	tn := newTenant(t, nil)
+	rs := tn.verify(t, tn.ini("[SIP]\nServer = 127.0.0.1:1\nTransport = tcp\nTimeout = 1s\n"))
+	expectFail(t, rs, "SIP target", []string{"127.0.0.1:1"}, []string{"[SIP] Server"})
+}
+
+func TestOfflineSkipsTheNetwork(t *testing.T) {
+	tn := newTenant(t, nil)
+	ini := strings.Replace(tn.ini(""), tn.sim.URL(), "https://127.0.0.1:1", 2)
+	path := filepath.Join(tn.dir, "Presence.ini")
+	os.WriteFile(path, []byte(ini), 0o600)
+	rs := Run(context.Background(), Options{ConfigPath: path, Offline: true})
+	if Failed(rs) {
+		t.Errorf("offline run failed: %+v", rs)
+	}
+	for _, r := range rs {
+		if strings.Contains(r.Check, "host") {
+			t.Errorf("offline ran a network check: %+v", r)
+		}
+	}
+}
