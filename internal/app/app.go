@@ -49,19 +49,20 @@ var ErrConfig = errors.New("configuration error")
 
 // App is one running presencebridge.
 type App struct {
-	cfg        *config.Config
-	log        *slog.Logger
-	clk        clock.Clock
-	db         *store.DB
-	hc         *http.Client
-	sink       poll.Sink
-	dispatcher *push.Dispatcher
-	targets    []push.Target
-	version    string
-	started    atomic.Pointer[time.Time] // set by Run; read by status
-	accounts   []*account
-	byID       map[string]*account
-	byUPN      map[string]userRef
+	cfg         *config.Config
+	log         *slog.Logger
+	clk         clock.Clock
+	db          *store.DB
+	hc          *http.Client
+	sink        poll.Sink
+	dispatcher  *push.Dispatcher
+	targets     []push.Target
+	version     string
+	started     atomic.Pointer[time.Time] // set by Run; read by status
+	metricsAddr atomic.Value              // string: where /metrics listens
+	accounts    []*account
+	byID        map[string]*account
+	byUPN       map[string]userRef
 	// problems are users-file rows and users without an account, reported by status.
 	problems []string
 }
@@ -262,6 +263,10 @@ func (a *App) Run(ctx context.Context) error {
 		}
 	}
 	start("status writer", a.writeStatusLoop)
+	if a.cfg.MetricsAddr != "" {
+		addr := a.cfg.MetricsAddr
+		start("metrics endpoint", func(ctx context.Context) error { return a.serveMetrics(ctx, addr) })
+	}
 	if targets := a.dispatcher.Targets(); len(targets) > 0 {
 		if err := a.removeDeparted(ctx); err != nil {
 			a.log.Error("Withdrawing departed users failed", "err", err)

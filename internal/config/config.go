@@ -65,6 +65,9 @@ type Config struct {
 	// ControlAddr is the loopback host:port of the local control endpoint
 	// (status, presence get); port 0 picks a free one; empty when set to "off".
 	ControlAddr string
+	// MetricsAddr is host:port of the Prometheus /metrics and /healthz endpoint;
+	// empty when set to "off". Loopback unless a field engineer opens it up.
+	MetricsAddr string
 	// EmitAllOnStart pushes every user's state on start, not only changes.
 	EmitAllOnStart bool
 

@@ -326,7 +326,25 @@ func (l *loader) general(cfg *Config, s *section) {
 	if e := s.get("ControlAddr"); e.set {
 		cfg.ControlAddr = l.controlAddr(e)
 	}
+	cfg.MetricsAddr = DefaultMetricsAddr
+	if e := s.get("MetricsAddr"); e.set {
+		cfg.MetricsAddr = l.metricsAddr(e)
+	}
 	cfg.EmitAllOnStart = l.boolean(s.get("EmitAllOnStart"), false)
+}
+
+// metricsAddr reads host:port (any host: a monitoring server may scrape from
+// elsewhere) or off.
+func (l *loader) metricsAddr(e entry) string {
+	if strings.EqualFold(e.value, "off") {
+		return ""
+	}
+	_, port, err := net.SplitHostPort(e.value)
+	if p, perr := strconv.Atoi(port); err != nil || perr != nil || p < 0 || p > 65535 {
+		l.bad(e, "not host:port; use e.g. 127.0.0.1:9464 (loopback only) or 0.0.0.0:9464 (scraped from elsewhere), or off")
+		return ""
+	}
+	return e.value
 }
 
 func (l *loader) controlAddr(e entry) string {

@@ -26,6 +26,11 @@ func (c *Config) Redacted() string {
 		ctl = "off"
 	}
 	kv("ControlAddr", ctl)
+	met := c.MetricsAddr
+	if met == "" {
+		met = "off"
+	}
+	kv("MetricsAddr", met)
 	kv("EmitAllOnStart", bit(c.EmitAllOnStart))
 
 	b.WriteString("\n[Microsoft]\n")

@@ -1,0 +1,174 @@
+package app
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/presencebridge/presencebridge/internal/auth"
+)
+
+// healthCycles is how many cycle intervals without a good poll of any account
+// make /healthz fail (at least healthFloor).
+const (
+	healthCycles = 3
+	healthFloor  = time.Minute
+)
+
+// collector turns the status report into Prometheus metrics at scrape time, so
+// the figures are exactly those of `presencebridge status`.
+type collector struct{ a *App }
+
+var (
+	descUsers        = prometheus.NewDesc("presencebridge_users", "Users served by the account, by state of their UPN.", []string{"account", "state"}, nil)
+	descCycles       = prometheus.NewDesc("presencebridge_poll_cycles_total", "Poll cycles run.", []string{"account"}, nil)
+	descCycleSeconds = prometheus.NewDesc("presencebridge_poll_last_cycle_seconds", "Duration of the last poll cycle.", []string{"account"}, nil)
+	descInterval     = prometheus.NewDesc("presencebridge_poll_interval_seconds", "Effective cycle interval (configured or what the budget allows).", []string{"account"}, nil)
+	descLastGood     = prometheus.NewDesc("presencebridge_poll_last_good_cycle_timestamp_seconds", "When the last cycle that read every user ended.", []string{"account"}, nil)
+	descBudget       = prometheus.NewDesc("presencebridge_budget_share_used_ratio", "Share of the Graph throttle budget used in the last window.", []string{"account"}, nil)
+	descThrottled    = prometheus.NewDesc("presencebridge_graph_throttled_total", "429 answers from Graph.", []string{"account"}, nil)
+	descChanges      = prometheus.NewDesc("presencebridge_presence_changes_total", "Presence changes passed on.", []string{"account"}, nil)
+	descSignIn       = prometheus.NewDesc("presencebridge_signin_ok", "1 when the account's last token request succeeded.", []string{"account", "state"}, nil)
+	descTokenExpiry  = prometheus.NewDesc("presencebridge_token_expiry_timestamp_seconds", "When the account's current access token expires.", []string{"account"}, nil)
+	descStale        = prometheus.NewDesc("presencebridge_account_stale", "1 while the account's users are shown as stale on the PBX.", []string{"account"}, nil)
+	descPending      = prometheus.NewDesc("presencebridge_target_pending", "States queued for the target and not yet accepted.", []string{"target"}, nil)
+	descSent         = prometheus.NewDesc("presencebridge_target_sent_total", "States the target accepted.", []string{"target"}, nil)
+	descFailed       = prometheus.NewDesc("presencebridge_target_failed_total", "Failed delivery attempts.", []string{"target"}, nil)
+	descDropped      = prometheus.NewDesc("presencebridge_target_dropped_total", "States the target refused for good.", []string{"target"}, nil)
+	descUp           = prometheus.NewDesc("presencebridge_target_up", "0 while the target is down (backing off).", []string{"target"}, nil)
+)
+
+func (c collector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descUsers, descCycles, descCycleSeconds, descInterval, descLastGood, descBudget,
+		descThrottled, descChanges, descSignIn, descTokenExpiry, descStale, descPending, descSent, descFailed, descDropped, descUp} {
+		ch <- d
+	}
+}
+
+func (c collector) Collect(ch chan<- prometheus.Metric) {
+	r := c.a.report()
+	g := func(d *prometheus.Desc, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
+	}
+	ctr := func(d *prometheus.Desc, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, v, labels...)
+	}
+	for _, ac := range r.Accounts {
+		p := ac.Polling
+		g(descUsers, float64(p.Resolved), ac.ID, "resolved")
+		g(descUsers, float64(len(p.Unknown)), ac.ID, "unknown")
+		g(descUsers, float64(p.Users-p.Resolved-len(p.Unknown)), ac.ID, "pending")
+		ctr(descCycles, float64(p.Cycles), ac.ID)
+		g(descCycleSeconds, p.LastCycleDuration.Seconds(), ac.ID)
+		g(descInterval, p.CycleInterval.Seconds(), ac.ID)
+		if !p.LastGoodCycle.IsZero() {
+			g(descLastGood, float64(p.LastGoodCycle.UnixMilli())/1000, ac.ID)
+		}
+		g(descBudget, p.BudgetShareUsed, ac.ID)
+		ctr(descThrottled, float64(p.Throttled), ac.ID)
+		ctr(descChanges, float64(p.ChangesEmitted), ac.ID)
+		ok := 0.0
+		if ac.Sign.State == auth.StateOK {
+			ok = 1
+		}
+		g(descSignIn, ok, ac.ID, string(ac.Sign.State))
+		if !ac.Sign.ExpiresOn.IsZero() {
+			g(descTokenExpiry, float64(ac.Sign.ExpiresOn.Unix()), ac.ID)
+		}
+		stale := 0.0
+		if !ac.StaleSince.IsZero() {
+			stale = 1
+		}
+		g(descStale, stale, ac.ID)
+	}
+	for _, t := range r.Targets {
+		g(descPending, float64(t.Pending), t.Name)
+		ctr(descSent, float64(t.Sent), t.Name)
+		ctr(descFailed, float64(t.Failed), t.Name)
+		ctr(descDropped, float64(t.Dropped), t.Name)
+		up := 1.0
+		if t.Down {
+			up = 0
+		}
+		g(descUp, up, t.Name)
+	}
+}
+
+// Health reports whether at least one account has completed a good poll within
+// healthCycles cycle intervals (counted from the start before the first one).
+func (a *App) Health() (ok bool, reason string) {
+	var started time.Time
+	if p := a.started.Load(); p != nil {
+		started = *p
+	}
+	return health(a.report(), a.clk.Now(), started)
+}
+
+func health(r StatusReport, now, started time.Time) (bool, string) {
+	if len(r.Accounts) == 0 || !r.TeamsEnabled {
+		return true, "no account polls"
+	}
+	var reasons []string
+	for _, ac := range r.Accounts {
+		p := ac.Polling
+		last := p.LastGoodCycle
+		if last.IsZero() || last.Before(started) {
+			last = started
+		}
+		limit := max(time.Duration(healthCycles)*p.CycleInterval, healthFloor)
+		if now.Sub(last) <= limit {
+			return true, fmt.Sprintf("account %s polled %s ago", ac.ID, now.Sub(last).Round(time.Second))
+		}
+		cause := p.LastError
+		if ac.Sign.LastError != "" {
+			cause = ac.Sign.LastError
+			if ac.Sign.Fix != "" {
+				cause += "; fix: " + ac.Sign.Fix
+			}
+		}
+		reasons = append(reasons, fmt.Sprintf("account %s: no good poll for %s: %s", ac.ID, now.Sub(last).Round(time.Second), cause))
+	}
+	return false, strings.Join(reasons, "; ")
+}
+
+// serveMetrics serves /metrics and /healthz on addr until ctx ends.
+func (a *App) serveMetrics(ctx context.Context, addr string) error {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collector{a}, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		ok, reason := a.Health()
+		w.Header().Set("Content-Type", "application/json")
+		if !ok {
+			w.WriteHeader(http.StatusServiceUnavailable)
+		}
+		json.NewEncoder(w).Encode(map[string]any{"ok": ok, "reason": reason})
+	})
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("metrics endpoint %s (set [General] MetricsAddr to a free port, or off): %w", addr, err)
+	}
+	a.metricsAddr.Store(ln.Addr().String())
+	a.log.Info("Metrics and health endpoint listening", "metrics", "http://"+ln.Addr().String()+"/metrics", "health", "http://"+ln.Addr().String()+"/healthz")
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() { <-ctx.Done(); srv.Close() }()
+	if err := srv.Serve(ln); err != nil && err != http.ErrServerClosed {
+		return err
+	}
+	return nil
+}
+
+// MetricsAddr is where /metrics listens, once Run has started it ("" before).
+func (a *App) MetricsAddr() string {
+	v, _ := a.metricsAddr.Load().(string)
+	return v
+}
