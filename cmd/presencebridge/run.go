@@ -67,7 +67,22 @@ func cmdRun(g globals, args []string) int {
 		return exitConfig
 	}
 	logger := newConsoleLogger(g.stderr, cfg.LogLevel)
-	a, err := app.Open(app.Options{Config: cfg, Logger: logger, Version: version})
+	ctx, stop := signalContext()
+	defer stop()
+	// SIGHUP (or an edit of Presence.ini or the users file) reloads the configuration.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	trigger := make(chan struct{}, 1)
+	go func() {
+		for range hup {
+			select {
+			case trigger <- struct{}{}:
+			default:
+			}
+		}
+	}()
+	err := app.RunWithReload(ctx, app.ReloadOptions{Options: app.Options{Config: cfg, Logger: logger, Version: version}, Trigger: trigger})
 	if err != nil {
 		fmt.Fprintf(g.stderr, "presencebridge run: %v\n", err)
 		switch {
@@ -77,13 +92,6 @@ func cmdRun(g globals, args []string) int {
 		case errors.Is(err, app.ErrConfig):
 			return exitConfig
 		}
-		return exitFailure
-	}
-	defer a.Close()
-	ctx, stop := signalContext()
-	defer stop()
-	if err := a.Run(ctx); err != nil {
-		fmt.Fprintf(g.stderr, "presencebridge run: %v\n", err)
 		return exitFailure
 	}
 	return exitOK

@@ -1,0 +1,119 @@
+package app
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"github.com/presencebridge/presencebridge/internal/config"
+	"github.com/presencebridge/presencebridge/internal/users"
+)
+
+// ReloadOptions configure RunWithReload.
+type ReloadOptions struct {
+	// Options are those of every App; Config is the first configuration.
+	Options
+	// Check is how often Presence.ini and the users file are looked at (default 2 s).
+	Check time.Duration
+	// Trigger asks for a reload now (SIGHUP, the Windows service's reload).
+	Trigger <-chan struct{}
+}
+
+// RunWithReload runs an App and, when Presence.ini or the users file changes (or
+// Trigger fires), loads the new configuration: if it is valid the App is
+// replaced (tokens, resolved ids, states and the outbox live in the state file,
+// so nothing is lost); if not, the error is logged and the running App stays.
+func RunWithReload(ctx context.Context, o ReloadOptions) error {
+	if o.Check <= 0 {
+		o.Check = 2 * time.Second
+	}
+	log := o.Logger
+	cfg := o.Config
+	sum := fingerprint(cfg.Path, cfg.UsersFile)
+	for {
+		opts := o.Options
+		opts.Config = cfg
+		a, err := Open(opts)
+		if err != nil {
+			return err
+		}
+		actx, cancel := context.WithCancel(ctx)
+		done := make(chan error, 1)
+		go func() { done <- a.Run(actx) }()
+
+		next, why, ended, runErr := waitForChange(ctx, o, cfg, &sum, done)
+		cancel()
+		if !ended {
+			runErr = <-done
+		}
+		a.Close()
+		switch {
+		case ctx.Err() != nil:
+			return nil
+		case next == nil:
+			return runErr // Run ended by itself
+		}
+		log.Info("Configuration reloaded; presencebridge restarts its work with it", "why", why, "config", next.Path)
+		cfg = next
+	}
+}
+
+// waitForChange returns a new valid configuration when the files change or a
+// reload is asked for; next is nil when ctx ends or the App's Run returns (ended).
+func waitForChange(ctx context.Context, o ReloadOptions, cur *config.Config, sum *[32]byte, done <-chan error) (next *config.Config, why string, ended bool, runErr error) {
+	t := time.NewTicker(o.Check)
+	defer t.Stop()
+	for {
+		why = ""
+		select {
+		case <-ctx.Done():
+			return nil, "", false, nil
+		case err := <-done:
+			return nil, "", true, err
+		case <-t.C:
+			if s := fingerprint(cur.Path, cur.UsersFile); s != *sum {
+				*sum = s
+				why = "file changed"
+			}
+		case <-o.Trigger:
+			why = "reload asked"
+		}
+		if why == "" {
+			continue
+		}
+		next, err := config.Load(cur.Path)
+		if err == nil {
+			_, _, err = users.Load(next.UsersFile) // rows with problems are reported by the new App
+		}
+		if err != nil {
+			o.Logger.Error("Reload refused: the edited configuration has errors; the running configuration stays", "err", err.Error())
+			continue
+		}
+		*sum = fingerprint(cur.Path, next.UsersFile)
+		return next, why, false, nil
+	}
+}
+
+// fingerprint hashes the INI and the users file (a missing file hashes as empty).
+func fingerprint(paths ...string) [32]byte {
+	h := sha256.New()
+	for _, p := range paths {
+		f, err := os.Open(p)
+		if err != nil {
+			if !errors.Is(err, os.ErrNotExist) {
+				fmt.Fprint(h, err.Error())
+			}
+			continue
+		}
+		io.Copy(h, f)
+		f.Close()
+		h.Write([]byte{0})
+	}
+	var out [32]byte
+	copy(out[:], h.Sum(nil))
+	return out
+}
