@@ -90,6 +90,18 @@ func cmdStatus(g globals, args []string) int {
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%d\t%s\t%s\t%.0f%%\t%d\t%s\n", ac.ID, sign, ac.Polling.Users, ac.Polling.Resolved,
 			len(ac.Polling.Unknown), ac.Polling.Cycles, ac.Polling.CycleInterval, last, ac.Polling.BudgetShareUsed*100, ac.Polling.Throttled, errText)
+		if sec := ac.Secret; sec != nil {
+			switch {
+			case sec.Error != "":
+				fmt.Fprintf(tw, "\t  client secret expiry unknown: %s\n", sec.Error)
+			case sec.DaysLeft < 0:
+				fmt.Fprintf(tw, "\t  CLIENT SECRET EXPIRED %s: create a new one and put it in [Account.%s] ClientSecret\n", sec.Expires.Local().Format(time.DateOnly), ac.ID)
+			case sec.Warning:
+				fmt.Fprintf(tw, "\t  client secret expires %s, in %d days: create a new one and put it in [Account.%s] ClientSecret\n", sec.Expires.Local().Format(time.DateOnly), sec.DaysLeft, ac.ID)
+			default:
+				fmt.Fprintf(tw, "\t  client secret expires %s (in %d days)\n", sec.Expires.Local().Format(time.DateOnly), sec.DaysLeft)
+			}
+		}
 		if !ac.StaleSince.IsZero() {
 			fmt.Fprintf(tw, "\t  users shown as stale on the PBX since %s ([Delivery] StaleAfter)\n", ac.StaleSince.Local().Format(time.DateTime))
 		}

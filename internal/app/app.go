@@ -80,8 +80,9 @@ type account struct {
 	poller *poll.Poller
 	users  []users.User
 
-	mu    sync.Mutex
-	stale time.Time // start of the current stale episode; zero when live
+	mu     sync.Mutex
+	stale  time.Time     // start of the current stale episode; zero when live
+	secret *SecretStatus // last client secret check (Auth = secret)
 }
 
 // KeyFile is where the running service writes its control endpoint's address and key.
@@ -260,6 +261,10 @@ func (a *App) Run(ctx context.Context) error {
 				continue
 			}
 			start("account "+acc.cfg.ID, acc.poller.Run)
+			if acc.cfg.Auth == config.AuthSecret {
+				acc := acc
+				start("secret check "+acc.cfg.ID, func(ctx context.Context) error { return a.secretLoop(ctx, acc) })
+			}
 		}
 	}
 	start("status writer", a.writeStatusLoop)
@@ -434,6 +439,8 @@ type AccountReport struct {
 	Polling poll.Status `json:"polling"`
 	// StaleSince is when the account's users began to be shown as stale; zero when live.
 	StaleSince time.Time `json:"staleSince,omitzero"`
+	// Secret is the client secret's expiry (Auth = secret), once checked.
+	Secret *SecretStatus `json:"secret,omitempty"`
 }
 
 const statusKey = "_report"
@@ -450,7 +457,7 @@ func (a *App) report() StatusReport {
 		ReportedAt: a.clk.Now().UTC(), TeamsEnabled: a.cfg.TeamsEnabled, Users: len(a.byUPN), UserProblems: a.problems}
 	for _, acc := range a.accounts {
 		r.Accounts = append(r.Accounts, AccountReport{ID: acc.cfg.ID, Auth: string(acc.cfg.Auth), Tenant: acc.cfg.TenantID,
-			Sign: acc.auth.Status(), Polling: acc.poller.Status(), StaleSince: acc.staleSince()})
+			Sign: acc.auth.Status(), Polling: acc.poller.Status(), StaleSince: acc.staleSince(), Secret: acc.secretStatus()})
 	}
 	sort.Slice(r.Accounts, func(i, j int) bool { return r.Accounts[i].ID < r.Accounts[j].ID })
 	r.Targets = a.dispatcher.Status()

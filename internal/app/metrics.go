@@ -38,6 +38,7 @@ var (
 	descChanges      = prometheus.NewDesc("presencebridge_presence_changes_total", "Presence changes passed on.", []string{"account"}, nil)
 	descSignIn       = prometheus.NewDesc("presencebridge_signin_ok", "1 when the account's last token request succeeded.", []string{"account", "state"}, nil)
 	descTokenExpiry  = prometheus.NewDesc("presencebridge_token_expiry_timestamp_seconds", "When the account's current access token expires.", []string{"account"}, nil)
+	descSecretExpiry = prometheus.NewDesc("presencebridge_client_secret_expiry_timestamp_seconds", "When the account's client secret expires (needs Application.Read.All).", []string{"account"}, nil)
 	descStale        = prometheus.NewDesc("presencebridge_account_stale", "1 while the account's users are shown as stale on the PBX.", []string{"account"}, nil)
 	descPending      = prometheus.NewDesc("presencebridge_target_pending", "States queued for the target and not yet accepted.", []string{"target"}, nil)
 	descSent         = prometheus.NewDesc("presencebridge_target_sent_total", "States the target accepted.", []string{"target"}, nil)
@@ -48,7 +49,7 @@ var (
 
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descUsers, descCycles, descCycleSeconds, descInterval, descLastGood, descBudget,
-		descThrottled, descChanges, descSignIn, descTokenExpiry, descStale, descPending, descSent, descFailed, descDropped, descUp} {
+		descThrottled, descChanges, descSignIn, descTokenExpiry, descSecretExpiry, descStale, descPending, descSent, descFailed, descDropped, descUp} {
 		ch <- d
 	}
 }
@@ -82,6 +83,9 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		g(descSignIn, ok, ac.ID, string(ac.Sign.State))
 		if !ac.Sign.ExpiresOn.IsZero() {
 			g(descTokenExpiry, float64(ac.Sign.ExpiresOn.Unix()), ac.ID)
+		}
+		if ac.Secret != nil && !ac.Secret.Expires.IsZero() {
+			g(descSecretExpiry, float64(ac.Secret.Expires.Unix()), ac.ID)
 		}
 		stale := 0.0
 		if !ac.StaleSince.IsZero() {

@@ -61,6 +61,13 @@ func TestMetricsEndpoint(t *testing.T) {
 	if strings.Contains(body, "sim-secret") {
 		t.Error("the client secret is in /metrics")
 	}
+	waitFor(t, "the client secret check", func() bool { return r.account(t, "main").Secret != nil }, r)
+	if sec := r.account(t, "main").Secret; !strings.Contains(sec.Error, "Application.Read.All") || sec.Checked.IsZero() {
+		t.Errorf("secret status without Application.Read.All = %+v", sec)
+	}
+	if !strings.Contains(r.logs.String(), "Client secret expiry unknown") {
+		t.Errorf("the unknown secret expiry is not logged:\n%s", r.logs.String())
+	}
 	if code, body := get("/healthz"); code != 200 || !strings.Contains(body, `"ok":true`) {
 		t.Errorf("/healthz = %d %s", code, body)
 	}

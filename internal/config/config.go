@@ -68,6 +68,8 @@ type Config struct {
 	// MetricsAddr is host:port of the Prometheus /metrics and /healthz endpoint;
 	// empty when set to "off". Loopback unless a field engineer opens it up.
 	MetricsAddr string
+	// SecretWarnDays is how many days before a client secret expires the warnings start.
+	SecretWarnDays int
 	// EmitAllOnStart pushes every user's state on start, not only changes.
 	EmitAllOnStart bool
 

@@ -330,6 +330,7 @@ func (l *loader) general(cfg *Config, s *section) {
 	if e := s.get("MetricsAddr"); e.set {
 		cfg.MetricsAddr = l.metricsAddr(e)
 	}
+	cfg.SecretWarnDays = l.integer(s.get("SecretWarnDays"), DefaultSecretWarnDays, 1)
 	cfg.EmitAllOnStart = l.boolean(s.get("EmitAllOnStart"), false)
 }
 

@@ -31,6 +31,7 @@ func (c *Config) Redacted() string {
 		met = "off"
 	}
 	kv("MetricsAddr", met)
+	kv("SecretWarnDays", strconv.Itoa(c.SecretWarnDays))
 	kv("EmitAllOnStart", bit(c.EmitAllOnStart))
 
 	b.WriteString("\n[Microsoft]\n")

@@ -9,6 +9,7 @@ const (
 	DefaultUsersFile          = "users.csv"         // beside the INI
 	DefaultControlAddr        = "127.0.0.1:8399"
 	DefaultMetricsAddr        = "127.0.0.1:9464"
+	DefaultSecretWarnDays     = 30
 	DefaultLoginURL           = "https://login.microsoftonline.com"
 	DefaultGraphURL           = "https://graph.microsoft.com/v1.0"
 	DefaultInterval           = 10 * time.Second
@@ -35,7 +36,7 @@ var knownSections = []string{"General", "Microsoft", "Proxy", "Polling", "Accoun
 // "account" for every [Account.<id>]), canonical spelling, in documentation order.
 var knownKeys = map[string][]string{
 	"":          {keyTeamsEnable, keyWinningTechnology},
-	"general":   {"StateFile", "UsersFile", "LogLevel", "ControlAddr", "MetricsAddr", "EmitAllOnStart"},
+	"general":   {"StateFile", "UsersFile", "LogLevel", "ControlAddr", "MetricsAddr", "SecretWarnDays", "EmitAllOnStart"},
 	"microsoft": {"Cloud", "LoginURL", "GraphURL"},
 	"proxy":     {"URL", "CAFile"},
 	"polling":   {"Interval", "BudgetRequests", "BudgetWindow", "BudgetShare", "RequestTimeout", "ResolveInterval", "ResolveRate"},

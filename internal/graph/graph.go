@@ -280,3 +280,24 @@ func headerValue(h map[string]string, name string) string {
 	}
 	return ""
 }
+
+// PasswordCredential is one client secret of an app registration.
+type PasswordCredential struct {
+	KeyID       string    `json:"keyId"`
+	DisplayName string    `json:"displayName"`
+	Hint        string    `json:"hint"` // the secret's first three characters
+	EndDateTime time.Time `json:"endDateTime"`
+}
+
+// AppSecrets lists the client secrets of the app registration appID (needs
+// Application.Read.All; without it Graph answers 403).
+func (c *Client) AppSecrets(ctx context.Context, appID string) ([]PasswordCredential, error) {
+	var out struct {
+		PasswordCredentials []PasswordCredential `json:"passwordCredentials"`
+	}
+	path := "/applications(appId='" + url.PathEscape(appID) + "')?$select=passwordCredentials"
+	if err := c.do(ctx, http.MethodGet, path, nil, &out); err != nil {
+		return nil, err
+	}
+	return out.PasswordCredentials, nil
+}

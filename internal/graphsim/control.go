@@ -25,6 +25,7 @@ func (s *Server) routes() {
 	m.HandleFunc("POST /v1.0/communications/getPresencesByUserId", s.handlePresences)
 	m.HandleFunc("GET /v1.0/users/{id}/presence", s.handleUserPresence)
 	m.HandleFunc("GET /v1.0/users/{id}", s.handleUser)
+	m.HandleFunc("GET /v1.0/{object}", s.handleApplication) // applications(appId='...')
 	// Control API.
 	m.HandleFunc("POST /_sim/presence", s.ctlPresence)
 	m.HandleFunc("GET /_sim/changes", s.ctlChanges)

@@ -8,6 +8,7 @@ import (
 	"math"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -407,4 +408,40 @@ func (s *Server) batchItem(q batchRequest) (int, []byte) {
 		return s.userPresence(key)
 	}
 	return s.userObject(key, u.Query().Get("$select"))
+}
+
+// handleApplication answers GET /v1.0/applications(appId='X')?$select=passwordCredentials
+// for a caller holding Application.Read.All (as role or delegated scope).
+func (s *Server) handleApplication(w http.ResponseWriter, r *http.Request) {
+	c, ok := s.authorize(w, r)
+	if !ok {
+		return
+	}
+	obj := r.PathValue("object")
+	id, found := strings.CutPrefix(obj, "applications(appId='")
+	id, closed := strings.CutSuffix(id, "')")
+	if !found || !closed {
+		writeGraphError(w, http.StatusBadRequest, "BadRequest", fmt.Sprintf("Resource not found for the segment '%s'.", obj))
+		return
+	}
+	if !slices.Contains(c.Roles, "Application.Read.All") && !slices.Contains(strings.Fields(c.Scp), "Application.Read.All") {
+		writeGraphError(w, http.StatusForbidden, "Authorization_RequestDenied", "Insufficient privileges to complete the operation.")
+		return
+	}
+	app, ok := s.apps[id]
+	if !ok {
+		writeGraphError(w, http.StatusNotFound, "Request_ResourceNotFound", fmt.Sprintf("Resource '%s' does not exist.", id))
+		return
+	}
+	var creds []map[string]any
+	if app.Secret != "" {
+		end := app.SecretExpires
+		if end.IsZero() {
+			end = s.born.AddDate(2, 0, 0)
+		}
+		creds = append(creds, map[string]any{"keyId": newGUID(), "displayName": "presencebridge",
+			"hint": app.Secret[:min(3, len(app.Secret))], "startDateTime": s.born.UTC().Format(time.RFC3339),
+			"endDateTime": end.UTC().Format(time.RFC3339)})
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"appId": id, "passwordCredentials": creds})
 }

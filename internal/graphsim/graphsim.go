@@ -56,6 +56,9 @@ type App struct {
 	// Roles are the application permissions its tokens carry; nil means
 	// Presence.Read.All and User.ReadBasic.All (admin consent given).
 	Roles []string `json:"roles,omitempty"`
+	// SecretExpires is the endDateTime of the client secret, shown to a caller
+	// with Application.Read.All; zero means two years after the tenant started.
+	SecretExpires time.Time `json:"secretExpires,omitzero"`
 }
 
 // Options configure a simulated tenant. The zero value is usable.
@@ -112,6 +115,7 @@ type Options struct {
 
 // Server is one simulated tenant.
 type Server struct {
+	born   time.Time // when New ran (on the clock): start of the secrets' lifetime
 	opts   Options
 	clock  clock.Clock
 	log    *slog.Logger
@@ -215,6 +219,7 @@ func New(opts Options) (*Server, error) {
 
 	s := &Server{
 		opts:        opts,
+		born:        opts.Clock.Now(),
 		clock:       opts.Clock,
 		log:         opts.Logger,
 		apps:        map[string]*appReg{},

@@ -18,6 +18,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/presencebridge/presencebridge/internal/app"
 	"github.com/presencebridge/presencebridge/internal/auth"
 	"github.com/presencebridge/presencebridge/internal/config"
 	"github.com/presencebridge/presencebridge/internal/graph"
@@ -240,6 +241,20 @@ func (r *run) account(ctx context.Context, cfg *config.Config, ac config.Account
 	}
 	r.add(name+": token", Pass, fmt.Sprintf("token for %s, expires %s", who, st.ExpiresOn.Local().Format(time.DateTime)), "")
 	r.permissions(name, ac, tok)
+	if ac.Auth == config.AuthSecret {
+		sec := app.CheckSecret(ctx, graph.New(ac.GraphURL, hc, au), ac, cfg.SecretWarnDays, time.Now())
+		fix := fmt.Sprintf("create a new secret in App registrations > %s > Certificates & secrets and put its Value in [Account.%s] ClientSecret", ac.ClientID, ac.ID)
+		switch {
+		case sec.Error != "":
+			r.add(name+": client secret", Warn, "expiry unknown: "+sec.Error, "")
+		case sec.DaysLeft < 0:
+			r.add(name+": client secret", Fail, "expired "+sec.Expires.Format(time.DateOnly), fix)
+		case sec.Warning:
+			r.add(name+": client secret", Warn, fmt.Sprintf("expires %s, in %d days", sec.Expires.Format(time.DateOnly), sec.DaysLeft), fix)
+		default:
+			r.add(name+": client secret", Pass, fmt.Sprintf("expires %s, in %d days", sec.Expires.Format(time.DateOnly), sec.DaysLeft), "")
+		}
+	}
 
 	if len(us) == 0 {
 		return

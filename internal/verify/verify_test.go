@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/presencebridge/presencebridge/internal/graphsim"
 )
@@ -100,8 +101,10 @@ func expectFail(t *testing.T, rs []Result, check string, detail, fix []string) {
 	}
 }
 
+var readAll = []string{"Presence.Read.All", "User.ReadBasic.All", "Application.Read.All"}
+
 func TestAllPass(t *testing.T) {
-	tn := newTenant(t, nil)
+	tn := newTenant(t, []graphsim.App{{ClientID: "presencebridge-daemon", Secret: "sim-secret", Roles: readAll}})
 	rs := tn.verify(t, tn.ini(""))
 	for _, r := range rs {
 		if r.Status != Pass {
@@ -172,5 +175,22 @@ func TestOfflineSkipsTheNetwork(t *testing.T) {
 		if strings.Contains(r.Check, "host") {
 			t.Errorf("offline ran a network check: %+v", r)
 		}
+	}
+}
+
+func TestClientSecretExpiry(t *testing.T) {
+	soon := newTenant(t, []graphsim.App{{ClientID: "presencebridge-daemon", Secret: "sim-secret", Roles: readAll,
+		SecretExpires: time.Now().Add(10*24*time.Hour + time.Hour)}})
+	r := find(t, soon.verify(t, soon.ini("")), "client secret")
+	if r.Status != Warn || !strings.Contains(r.Detail, "in 10 days") || !strings.Contains(r.Fix, "Certificates & secrets") {
+		t.Errorf("secret expiring in 10 days: %+v", r)
+	}
+	gone := newTenant(t, []graphsim.App{{ClientID: "presencebridge-daemon", Secret: "sim-secret", Roles: readAll,
+		SecretExpires: time.Now().Add(-time.Hour)}})
+	expectFail(t, gone.verify(t, gone.ini("")), "client secret", []string{"expired"}, []string{"[Account.main] ClientSecret"})
+	unread := newTenant(t, nil)
+	r = find(t, unread.verify(t, unread.ini("")), "client secret")
+	if r.Status != Warn || !strings.Contains(r.Detail, "Application.Read.All") {
+		t.Errorf("without Application.Read.All: %+v", r)
 	}
 }
