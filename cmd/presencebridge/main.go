@@ -40,6 +40,7 @@ Commands:
   presence get UPN        print one user's live Teams presence, and what each target last got, as JSON
   status [--json]         show accounts, sign-in state, users, the last poll cycle and the targets
   sync-all [--wait 2m]    send every user's current state to every target, changed or not
+  secret encrypt          read a secret on stdin, print the encrypted value to paste into Presence.ini
   verify [--offline]      check config, users, budget, network, tokens, permissions and targets; each FAIL with its fix
   simulate [flags]        run the simulated Microsoft tenant (login + Graph), optionally with a PBX side
   bench [flags]           poll a simulated tenant of many users and print the figures
@@ -54,6 +55,7 @@ type command func(g globals, args []string) int
 
 type globals struct {
 	configPath string
+	stdin      io.Reader
 	stdout     io.Writer
 	stderr     io.Writer
 }
@@ -77,7 +79,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if env := os.Getenv("PRESENCEBRIDGE_CONFIG"); env != "" {
 		def = env
 	}
-	g := globals{stdout: stdout, stderr: stderr}
+	g := globals{stdin: os.Stdin, stdout: stdout, stderr: stderr}
 	fs.StringVar(&g.configPath, "config", def, "path of Presence.ini")
 	fs.Usage = func() { fmt.Fprintf(stderr, usage, defaultConfigPath()) }
 	if err := fs.Parse(args); err != nil {
@@ -97,6 +99,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		"status":   cmdStatus,
 		"sync-all": cmdSyncAll,
 		"verify":   cmdVerify,
+		"secret":   cmdSecret,
 		"simulate": cmdSimulate,
 		"bench":    cmdBench,
 		"version":  cmdVersion,

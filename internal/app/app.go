@@ -252,6 +252,9 @@ func (a *App) Run(ctx context.Context) error {
 		"users", len(a.byUPN), "accounts", len(a.accounts),
 		"proxy", transport.Describe(transport.Options{ProxyURL: a.cfg.Proxy.URL, CAFile: a.cfg.Proxy.CAFile}),
 		"winningTechnology", a.cfg.WinningTechnology)
+	for _, w := range a.cfg.Warnings {
+		a.log.Warn(w)
+	}
 	if !a.cfg.TeamsEnabled {
 		a.log.Warn("Teams presence polling is off: MSTeamsPresence.Enable = 0 in " + a.cfg.Path + "; set it to 1 to poll")
 	} else {

@@ -85,6 +85,10 @@ type Config struct {
 	Delivery Delivery
 	// Mapping is the default table with [Mapping] overrides applied.
 	Mapping *presence.Mapping
+
+	// Warnings are problems that do not stop the service (a plain-text secret),
+	// as "file:line: sentence"; the service logs them at start and verify shows them.
+	Warnings []string
 }
 
 // Microsoft is the [Microsoft] section: hosts of the cloud in use.

@@ -91,7 +91,7 @@ func (l *loader) sip(cfg *Config, s *section) {
 		}
 	}
 	c.Username = s.get("Username").value
-	c.Password = Secret(s.get("Password").value)
+	c.Password = Secret(l.secretValue(cfg, s.get("Password")))
 	if c.Password != "" && c.Username == "" {
 		l.add(s.get("Password").line, "[%s] Password is set but Username is not; set the digest user name too", s.name)
 	}
@@ -158,7 +158,7 @@ func (l *loader) http(cfg *Config, s *section) {
 		if c.Headers == nil {
 			c.Headers = map[string]Secret{}
 		}
-		c.Headers[name] = Secret(e.value)
+		c.Headers[name] = Secret(l.secretValue(cfg, e))
 	}
 	c.Batch = l.boolean(s.get("Batch"), false)
 	c.CAFile = l.existingFile(s.get("CAFile"), "a PEM file with the CA certificate(s) of the CTI server")

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/presencebridge/presencebridge/internal/presence"
+	"github.com/presencebridge/presencebridge/internal/secret"
 )
 
 func TestDeliverySections(t *testing.T) {
@@ -138,6 +139,32 @@ func TestCloud(t *testing.T) {
 	}
 	_, err := Load(writeINI(t, t.TempDir(), []byte("[Microsoft]\nCloud = usgovt\n"+minimal)))
 	if err == nil || !strings.Contains(err.Error(), `Presence.ini:2: [Microsoft] Cloud = "usgovt": unknown cloud (did you mean usgov?)`) {
+		t.Errorf("err = %v", err)
+	}
+}
+
+// Secrets may be stored encrypted; a plain one is accepted with a warning.
+func TestEncryptedSecrets(t *testing.T) {
+	dir := t.TempDir()
+	enc, err := secret.Encrypt("s3cret-value", dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ini := "[Account.main]\nTenantID = contoso.onmicrosoft.com\nClientID = 11111111-2222-3333-4444-555555555555\nAuth = secret\nClientSecret = " + enc +
+		"\n[SIP]\nServer = pbx:5060\nUsername = pb\nPassword = plain-pw\n"
+	c, err := Load(writeINI(t, dir, []byte(ini)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Accounts[0].ClientSecret.Reveal() != "s3cret-value" || c.SIP.Password.Reveal() != "plain-pw" {
+		t.Errorf("secrets = %q, %q", c.Accounts[0].ClientSecret.Reveal(), c.SIP.Password.Reveal())
+	}
+	if len(c.Warnings) != 1 || !strings.Contains(c.Warnings[0], "Presence.ini:9: [SIP] Password is plain text") || strings.Contains(c.Warnings[0], "plain-pw") {
+		t.Errorf("warnings = %q", c.Warnings)
+	}
+	// Encrypted on another machine (another key file): refused with the fix.
+	_, err = Load(writeINI(t, t.TempDir(), []byte(ini)))
+	if err == nil || !strings.Contains(err.Error(), "Presence.ini:5: [Account.main] ClientSecret: cannot decrypt") || !strings.Contains(err.Error(), "secret encrypt") {
 		t.Errorf("err = %v", err)
 	}
 }

@@ -17,6 +17,7 @@ import (
 	"gopkg.in/ini.v1"
 
 	"github.com/presencebridge/presencebridge/internal/config/textfile"
+	"github.com/presencebridge/presencebridge/internal/secret"
 )
 
 // Load reads, parses and validates the Presence.ini at path. Relative paths in it are
@@ -334,6 +335,25 @@ func (l *loader) general(cfg *Config, s *section) {
 	cfg.EmitAllOnStart = l.boolean(s.get("EmitAllOnStart"), false)
 }
 
+// secretValue decrypts an "enc:v1:" value, or notes that a plain one should be
+// encrypted. Neither message shows the secret.
+func (l *loader) secretValue(cfg *Config, e entry) string {
+	if !e.set {
+		return ""
+	}
+	if secret.IsEncrypted(e.value) {
+		v, err := secret.Decrypt(e.value, l.dir)
+		if err != nil {
+			l.add(e.line, "%s: cannot decrypt: %v", e.label(), err)
+			return ""
+		}
+		return v
+	}
+	cfg.Warnings = append(cfg.Warnings, fmt.Sprintf("%s:%d: %s is plain text; run `presencebridge secret encrypt` and paste its output as the value",
+		filepath.Base(l.path), e.line, e.label()))
+	return e.value
+}
+
 // metricsAddr reads host:port (any host: a monitoring server may scrape from
 // elsewhere) or off.
 func (l *loader) metricsAddr(e entry) string {
@@ -501,7 +521,7 @@ func (l *loader) account(cfg *Config, s *section) (Account, bool) {
 	case secret.set && guidPattern.MatchString(strings.Trim(secret.value, "{}")):
 		l.bad(secret, "this looks like the secret's ID (a GUID), not its value; copy the Value column from the app registration's Certificates & secrets page")
 	case secret.set:
-		a.ClientSecret = Secret(secret.value)
+		a.ClientSecret = Secret(l.secretValue(cfg, secret))
 	}
 
 	cert := s.get("CertificateFile")

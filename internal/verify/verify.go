@@ -86,6 +86,9 @@ func Run(ctx context.Context, o Options) []Result {
 		return r.out
 	}
 	r.add("configuration", Pass, cfg.Path+" loads and validates", "")
+	for _, w := range cfg.Warnings {
+		r.add("configuration", Warn, w, "")
+	}
 
 	list, problems, err := users.Load(cfg.UsersFile)
 	if err != nil {
