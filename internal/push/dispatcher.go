@@ -295,6 +295,7 @@ func (w *worker) send(ctx context.Context, batch []pending) {
 	var acceptedRaw [][]byte
 	var dropped []pending
 	failed, down := 0, false
+	fresh := false // a user failed who had not failed before: evidence about the target
 	var lastErr error
 	for i, it := range items {
 		var err error
@@ -322,6 +323,7 @@ func (w *worker) send(ctx context.Context, batch []pending) {
 			failed++
 			lastErr = err
 			down = down || errors.Is(err, ErrTargetDown)
+			fresh = fresh || w.userBackoff[upn] == 0
 			b := nextBackoff(w.userBackoff[upn], w.d.o.MinBackoff, w.d.o.MaxBackoff)
 			w.userBackoff[upn] = b
 			w.retryAt[upn] = now.Add(jitter(b))
@@ -340,21 +342,32 @@ func (w *worker) send(ctx context.Context, batch []pending) {
 	if len(accepted) > 0 {
 		w.st.LastOK = now
 	}
+	// The target is down when a batch fails as a whole (or with ErrTargetDown) and
+	// it answered none of it. A batch in which the target accepted or refused some
+	// items shows it is up: the users that failed back off on their own. So does a
+	// batch of users that were already failing while others went through (a CTI
+	// that answers 500 to one document), so they do not hold everyone back.
+	answered := len(accepted)+len(dropped) > 0
 	allFailed := failed > 0 && failed == len(items)
 	switch {
-	case down || allFailed:
+	case (down || allFailed) && !answered && fresh:
 		// The target, not a user, is the problem: back off the whole target and
-		// let every held-back user go again when it ends.
+		// let every held-back user go again, with a fresh back-off, when it ends.
 		w.backoff = nextBackoff(w.backoff, w.d.o.MinBackoff, w.d.o.MaxBackoff)
 		w.st.BackoffUntil = now.Add(jitter(w.backoff))
 		for _, it := range items {
 			delete(w.retryAt, it.User.UPN)
+			delete(w.userBackoff, it.User.UPN)
 		}
 		w.st.LastError = lastErr.Error()
 		if !w.st.Down {
 			w.st.Down = true
 			w.log.Error("Delivery target down; states wait in the outbox and are retried", "err", lastErr.Error(), "retryIn", w.backoff)
 		}
+	case !answered:
+		// Only users that were already failing failed again: their own back-off
+		// holds them, and the target's state is unchanged.
+		w.st.LastError = lastErr.Error()
 	default:
 		if w.st.Down {
 			w.log.Info("Delivery target back", "pending", countPending(w.d.o.Store, w.t.Name()))

@@ -35,7 +35,8 @@ type fakeTarget struct {
 	overlap  []string // users seen in two concurrent Sends (must stay empty)
 	gate     chan struct{}
 	started  chan []Item
-	delay    time.Duration // each Send takes up to this long (a slow PBX)
+	delay    time.Duration   // each Send takes up to this long (a slow PBX)
+	broken   map[string]bool // users whose items always fail with ErrTargetDown (a CTI that 500s on one document)
 }
 
 func newFake(name string) *fakeTarget {
@@ -80,6 +81,8 @@ func (f *fakeTarget) Send(ctx context.Context, items []Item) []error {
 		switch {
 		case down:
 			errs[i] = fmt.Errorf("dial 127.0.0.1:9: %w", ErrTargetDown)
+		case f.broken[it.User.UPN]:
+			errs[i] = fmt.Errorf("POST https://cti.example/presence: 500 Internal Server Error: %w", ErrTargetDown)
 		case f.refuse[it.User.UPN]:
 			errs[i] = Permanent("404 Not Found for %s", it.User.SIPURI)
 		default:
@@ -482,5 +485,35 @@ func TestAccepterFiltersQueue(t *testing.T) {
 	d.Enqueue(context.Background(), []Item{item("sip1@x", presence.Busy, presence.ActBusy), item("ext1@x", presence.Busy, presence.ActBusy)})
 	if d.Pending("http") != 2 || d.Pending("sip") != 1 {
 		t.Fatalf("pending http=%d sip=%d, want 2 and 1", d.Pending("http"), d.Pending("sip"))
+	}
+}
+
+// One user whose document the target always fails with a 5xx (while it accepts
+// everyone else's) backs off on its own: the target is not reported down and
+// other users' changes are not held behind a target-wide back-off.
+func TestOneFailingUserDoesNotHoldBackOthers(t *testing.T) {
+	r := newRig(t)
+	f := newFake("http")
+	f.broken = map[string]bool{"poison@x": true}
+	d := r.dispatcher(f)
+	d.Enqueue(context.Background(), []Item{item("poison@x", presence.Busy, presence.ActInACall), item("a@x", presence.Busy, presence.ActInACall)})
+	start(t, d)
+	for i := range 6 {
+		upn := fmt.Sprintf("u%d@x", i)
+		d.Enqueue(context.Background(), []Item{item(upn, presence.Away, presence.ActAway)})
+		waitUntil(t, upn+" to be delivered", func() bool { return len(f.got(upn)) == 1 })
+		if st := d.Status()[0]; st.Down || !st.BackoffUntil.IsZero() {
+			t.Fatalf("after %s: status %+v, want the target up and not backing off", upn, st)
+		}
+	}
+	waitUntil(t, "only poison@x to stay pending", func() bool { return d.Pending("http") == 1 })
+	if len(f.got("a@x")) != 1 || len(f.got("poison@x")) != 0 {
+		t.Errorf("a@x got %v, poison@x got %v; want a@x delivered and poison@x not", f.got("a@x"), f.got("poison@x"))
+	}
+	if logs := r.logs.String(); strings.Contains(logs, "target down") {
+		t.Errorf("one failing user reported the whole target down:\n%s", logs)
+	}
+	if st := d.Status()[0]; st.Failed < 2 {
+		t.Errorf("status %+v, want poison@x retried (Failed >= 2)", st)
 	}
 }

@@ -332,6 +332,47 @@ func TestRetriedThroughDispatcher(t *testing.T) {
 	}
 }
 
+// Through the dispatcher: a CTI that does not answer the first POST within
+// [HTTP] Timeout gets the state again, and the retry is accepted.
+func TestTimeoutRetriedThroughDispatcher(t *testing.T) {
+	c := newCTI(t, nil)
+	hang := make(chan struct{})
+	var calls atomic.Int32
+	c.setReply(func(w http.ResponseWriter) bool {
+		if calls.Add(1) == 1 {
+			<-hang
+			return true
+		}
+		return false
+	})
+	defer close(hang) // before the server's Close, which waits for handlers
+	tg, _ := New(Options{URL: c.srv.URL, CAFile: c.caFile, Timeout: 100 * time.Millisecond})
+	db, err := store.Open(filepath.Join(t.TempDir(), "state.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	var logs syncBuffer
+	clk := clock.NewFake(time.Date(2026, 11, 23, 8, 0, 0, 0, time.UTC))
+	d := push.NewDispatcher(push.Options{Store: db, Targets: []push.Target{tg}, Clock: clk, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { d.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	d.Enqueue(ctx, []push.Item{item("a@x", 0)})
+	for deadline := time.Now().Add(10 * time.Second); d.Pending("http") > 0; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("not delivered after the timeout")
+		}
+	}
+	if got := c.received(); len(got) != 1 || got[0].UPN != "a@x" || calls.Load() != 2 {
+		t.Fatalf("received %+v in %d requests, want a@x on the second", got, calls.Load())
+	}
+	if !strings.Contains(logs.String(), "no answer within 100ms ([HTTP] Timeout)") {
+		t.Errorf("the log should say the CTI did not answer in time:\n%s", logs.String())
+	}
+}
+
 // Neither the header values nor a token in the URL's query reach the logs or the
 // status, however the CTI fails.
 func TestSecretsStayOutOfLogsAndStatus(t *testing.T) {
