@@ -14,6 +14,7 @@ import (
 	"github.com/presencebridge/presencebridge/internal/app"
 	"github.com/presencebridge/presencebridge/internal/config"
 	"github.com/presencebridge/presencebridge/internal/control"
+	"github.com/presencebridge/presencebridge/internal/logfile"
 	"github.com/presencebridge/presencebridge/internal/store"
 )
 
@@ -23,6 +24,27 @@ func newConsoleLogger(w io.Writer, level string) *slog.Logger {
 		l = slog.LevelInfo
 	}
 	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l}))
+}
+
+// newServiceLogger is run's logger: [General] LogLevel, LogFormat and LogFile.
+func newServiceLogger(console io.Writer, cfg *config.Config) (*slog.Logger, func(), error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(strings.ToUpper(cfg.LogLevel))); err != nil {
+		l = slog.LevelInfo
+	}
+	w, closeFn := console, func() {}
+	if cfg.LogFile != "" {
+		f, err := logfile.Open(cfg.LogFile, 10<<20, 5)
+		if err != nil {
+			return nil, nil, err
+		}
+		w, closeFn = f, func() { f.Close() }
+	}
+	opts := &slog.HandlerOptions{Level: l}
+	if cfg.LogFormat == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts)), closeFn, nil
+	}
+	return slog.New(slog.NewTextHandler(w, opts)), closeFn, nil
 }
 
 // loadConfig loads Presence.ini; on failure it prints every problem and returns nil.
@@ -66,7 +88,12 @@ func cmdRun(g globals, args []string) int {
 	if cfg == nil {
 		return exitConfig
 	}
-	logger := newConsoleLogger(g.stderr, cfg.LogLevel)
+	logger, closeLog, err := newServiceLogger(g.stderr, cfg)
+	if err != nil {
+		fmt.Fprintf(g.stderr, "presencebridge run: %v\n", err)
+		return exitConfig
+	}
+	defer closeLog()
 	ctx, stop := signalContext()
 	defer stop()
 	// SIGHUP (or an edit of Presence.ini or the users file) reloads the configuration.
@@ -82,7 +109,7 @@ func cmdRun(g globals, args []string) int {
 			}
 		}
 	}()
-	err := app.RunWithReload(ctx, app.ReloadOptions{Options: app.Options{Config: cfg, Logger: logger, Version: version}, Trigger: trigger})
+	err = app.RunWithReload(ctx, app.ReloadOptions{Options: app.Options{Config: cfg, Logger: logger, Version: version}, Trigger: trigger})
 	if err != nil {
 		fmt.Fprintf(g.stderr, "presencebridge run: %v\n", err)
 		switch {

@@ -62,6 +62,11 @@ type Config struct {
 	// LogLevel is the minimum level logged: "debug", "info", "warn" or "error"
 	// (slog.Level.UnmarshalText reads it, upper-cased).
 	LogLevel string
+	// LogFormat is "text" or "json".
+	LogFormat string
+	// LogFile is where the log goes, rotated at 10 MB with 5 files kept; empty
+	// means the console (the journal or the service log when run as a service).
+	LogFile string
 	// ControlAddr is the loopback host:port of the local control endpoint
 	// (status, presence get); port 0 picks a free one; empty when set to "off".
 	ControlAddr string

@@ -323,6 +323,18 @@ func (l *loader) general(cfg *Config, s *section) {
 			l.bad(e, "unknown level%s; use debug, info, warn or error", didYouMean(e.value, []string{"debug", "info", "warn", "error"}))
 		}
 	}
+	cfg.LogFormat = "text"
+	if e := s.get("LogFormat"); e.set {
+		switch v := strings.ToLower(e.value); v {
+		case "text", "json":
+			cfg.LogFormat = v
+		default:
+			l.bad(e, "unknown format%s; use text or json", didYouMean(e.value, []string{"text", "json"}))
+		}
+	}
+	if e := s.get("LogFile"); e.set {
+		cfg.LogFile = resolvePath(l.dir, e.value)
+	}
 	cfg.ControlAddr = DefaultControlAddr
 	if e := s.get("ControlAddr"); e.set {
 		cfg.ControlAddr = l.controlAddr(e)

@@ -21,6 +21,8 @@ func (c *Config) Redacted() string {
 	kv("StateFile", c.StateFile)
 	kv("UsersFile", c.UsersFile)
 	kv("LogLevel", c.LogLevel)
+	kv("LogFormat", c.LogFormat)
+	kv("LogFile", c.LogFile)
 	ctl := c.ControlAddr
 	if ctl == "" {
 		ctl = "off"

@@ -36,7 +36,7 @@ var knownSections = []string{"General", "Microsoft", "Proxy", "Polling", "Accoun
 // "account" for every [Account.<id>]), canonical spelling, in documentation order.
 var knownKeys = map[string][]string{
 	"":          {keyTeamsEnable, keyWinningTechnology},
-	"general":   {"StateFile", "UsersFile", "LogLevel", "ControlAddr", "MetricsAddr", "SecretWarnDays", "EmitAllOnStart"},
+	"general":   {"StateFile", "UsersFile", "LogLevel", "LogFormat", "LogFile", "ControlAddr", "MetricsAddr", "SecretWarnDays", "EmitAllOnStart"},
 	"microsoft": {"Cloud", "LoginURL", "GraphURL"},
 	"proxy":     {"URL", "CAFile"},
 	"polling":   {"Interval", "BudgetRequests", "BudgetWindow", "BudgetShare", "RequestTimeout", "ResolveInterval", "ResolveRate"},
