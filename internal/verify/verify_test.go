@@ -12,13 +12,15 @@ import (
 	"time"
 
 	"github.com/presencebridge/presencebridge/internal/graphsim"
+	"github.com/presencebridge/presencebridge/internal/secret"
 )
 
 // tenant is a simulated tenant and a Presence.ini for it; edit changes the INI
 // text and users the users file before verify runs.
 type tenant struct {
-	sim *graphsim.Server
-	dir string
+	sim    *graphsim.Server
+	dir    string
+	secret string // the client secret as Presence.ini holds it: encrypted
 }
 
 func newTenant(t *testing.T, apps []graphsim.App) *tenant {
@@ -32,6 +34,9 @@ func newTenant(t *testing.T, apps []graphsim.App) *tenant {
 	}
 	t.Cleanup(func() { sim.Close() })
 	tn := &tenant{sim: sim, dir: t.TempDir()}
+	if tn.secret, err = secret.Encrypt("sim-secret", tn.dir); err != nil {
+		t.Fatal(err)
+	}
 	os.WriteFile(filepath.Join(tn.dir, "sim-ca.pem"), sim.CAPEM(), 0o644)
 	var csv strings.Builder
 	csv.WriteString("UPN,SIP URI\n")
@@ -55,8 +60,8 @@ CAFile = sim-ca.pem
 TenantID = 4f1c3c57-0b5e-4d0e-9a55-3b1a7f0e2c11
 ClientID = presencebridge-daemon
 Auth = secret
-ClientSecret = sim-secret
-`, tn.sim.URL(), tn.sim.GraphURL()) + extra
+ClientSecret = %s
+`, tn.sim.URL(), tn.sim.GraphURL(), tn.secret) + extra
 }
 
 func (tn *tenant) verify(t *testing.T, ini string) []Result {
