@@ -71,7 +71,7 @@ func cmdStatus(g globals, args []string) int {
 		fmt.Fprintf(g.stdout, "  users file: %s\n", p)
 	}
 	tw := tabwriter.NewWriter(g.stdout, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "\nACCOUNT\tSIGN-IN\tUSERS\tRESOLVED\tUNKNOWN\tCYCLES\tINTERVAL\tLAST CYCLE\tBUDGET USED\t429s\tLAST ERROR")
+	fmt.Fprintln(tw, "\nACCOUNT\tSIGN-IN\tUSERS\tRESOLVED\tUNKNOWN\tCYCLES\tINTERVAL\tLAST CYCLE\tBUDGET USED\t429s (1 h)\tLAST ERROR")
 	for _, ac := range rep.Accounts {
 		sign := string(ac.Sign.State)
 		if ac.Sign.Username != "" {
@@ -88,8 +88,8 @@ func cmdStatus(g globals, args []string) int {
 				errText += "; fix: " + ac.Sign.Fix
 			}
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%d\t%s\t%s\t%.0f%%\t%d\t%s\n", ac.ID, sign, ac.Polling.Users, ac.Polling.Resolved,
-			len(ac.Polling.Unknown), ac.Polling.Cycles, ac.Polling.CycleInterval, last, ac.Polling.BudgetShareUsed*100, ac.Polling.Throttled, errText)
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%d\t%s\t%s\t%.0f%%\t%s\t%s\n", ac.ID, sign, ac.Polling.Users, ac.Polling.Resolved,
+			len(ac.Polling.Unknown), ac.Polling.Cycles, ac.Polling.CycleInterval, last, ac.Polling.BudgetShareUsed*100, fmt.Sprintf("%d (%d)", ac.Polling.Throttled, ac.Polling.ThrottledLastHour), errText)
 		if sec := ac.Secret; sec != nil {
 			switch {
 			case sec.Error != "":

@@ -35,6 +35,7 @@ var (
 	descLastGood     = prometheus.NewDesc("presencebridge_poll_last_good_cycle_timestamp_seconds", "When the last cycle that read every user ended.", []string{"account"}, nil)
 	descBudget       = prometheus.NewDesc("presencebridge_budget_share_used_ratio", "Share of the Graph throttle budget used in the last window.", []string{"account"}, nil)
 	descThrottled    = prometheus.NewDesc("presencebridge_graph_throttled_total", "429 answers from Graph.", []string{"account"}, nil)
+	descThrottled1h  = prometheus.NewDesc("presencebridge_graph_throttled_last_hour", "429 answers from Graph in the last hour.", []string{"account"}, nil)
 	descChanges      = prometheus.NewDesc("presencebridge_presence_changes_total", "Presence changes passed on.", []string{"account"}, nil)
 	descSignIn       = prometheus.NewDesc("presencebridge_signin_ok", "1 when the account's last token request succeeded.", []string{"account", "state"}, nil)
 	descTokenExpiry  = prometheus.NewDesc("presencebridge_token_expiry_timestamp_seconds", "When the account's current access token expires.", []string{"account"}, nil)
@@ -49,7 +50,7 @@ var (
 
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descUsers, descCycles, descCycleSeconds, descInterval, descLastGood, descBudget,
-		descThrottled, descChanges, descSignIn, descTokenExpiry, descSecretExpiry, descStale, descPending, descSent, descFailed, descDropped, descUp} {
+		descThrottled, descThrottled1h, descChanges, descSignIn, descTokenExpiry, descSecretExpiry, descStale, descPending, descSent, descFailed, descDropped, descUp} {
 		ch <- d
 	}
 }
@@ -75,6 +76,7 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		}
 		g(descBudget, p.BudgetShareUsed, ac.ID)
 		ctr(descThrottled, float64(p.Throttled), ac.ID)
+		g(descThrottled1h, float64(p.ThrottledLastHour), ac.ID)
 		ctr(descChanges, float64(p.ChangesEmitted), ac.ID)
 		ok := 0.0
 		if ac.Sign.State == auth.StateOK {

@@ -85,12 +85,13 @@ type Status struct {
 	LastCycleDuration time.Duration `json:"lastCycleDuration"`
 	LastCycleOK       bool          `json:"lastCycleOK"`
 	// LastGoodCycle is when the last cycle that read every chunk ended.
-	LastGoodCycle    time.Time `json:"lastGoodCycle,omitzero"`
-	LastError        string    `json:"lastError,omitempty"`
-	RequestsInWindow int       `json:"requestsInWindow"`
-	BudgetShareUsed  float64   `json:"budgetShareUsed"`
-	Throttled        int       `json:"throttled"`
-	ChangesEmitted   int       `json:"changesEmitted"`
+	LastGoodCycle     time.Time `json:"lastGoodCycle,omitzero"`
+	LastError         string    `json:"lastError,omitempty"`
+	RequestsInWindow  int       `json:"requestsInWindow"`
+	BudgetShareUsed   float64   `json:"budgetShareUsed"`
+	Throttled         int       `json:"throttled"`
+	ThrottledLastHour int       `json:"throttledLastHour"`
+	ChangesEmitted    int       `json:"changesEmitted"`
 }
 
 // resolved is what BucketUserIDs keeps per UPN.
@@ -112,8 +113,9 @@ type Poller struct {
 	seenVal map[string]bool // unknown presence values already logged
 	lastErr string
 
-	mu sync.Mutex
-	st Status
+	mu          sync.Mutex
+	st          Status
+	throttledAt []time.Time // 429s in the last hour, oldest first
 }
 
 // New builds a poller and loads the ids and states kept from earlier runs.
@@ -162,6 +164,14 @@ func (p *Poller) Status() Status {
 	defer p.mu.Unlock()
 	s := p.st
 	s.Unknown = append([]string(nil), s.Unknown...)
+	// Keep the 429 times of the last hour only.
+	hourAgo := p.o.Clock.Now().Add(-time.Hour)
+	i := 0
+	for i < len(p.throttledAt) && p.throttledAt[i].Before(hourAgo) {
+		i++
+	}
+	p.throttledAt = p.throttledAt[i:]
+	s.ThrottledLastHour = len(p.throttledAt)
 	if p.o.Budget != nil {
 		s.RequestsInWindow, s.BudgetShareUsed = p.o.Budget.Used()
 	}
@@ -392,6 +402,7 @@ func (p *Poller) fetch(ctx context.Context, ids []string) ([]graph.Presence, err
 		case errors.As(err, &te):
 			p.mu.Lock()
 			p.st.Throttled++
+			p.throttledAt = append(p.throttledAt, p.o.Clock.Now())
 			p.mu.Unlock()
 			wait := backoff
 			if te.HasRetryAfter {

@@ -150,7 +150,7 @@ func TestIntegrationChunksBudgetAndRestart(t *testing.T) {
 func TestIntegrationRetryAfterObeyed(t *testing.T) {
 	r := newRig(t, 30, 1500)
 	r.sim.InjectFault(graphsim.Fault{Path: "/communications/getPresencesByUserId", Status: 429, RetryAfter: "7"})
-	r.run(t, &countingSink{}, 2, 0.6, 1500)
+	p := r.run(t, &countingSink{}, 2, 0.6, 1500)
 	var recs []graphsim.RequestRecord
 	for _, rec := range r.sim.Stats().Requests {
 		if rec.Path == presencePath {
@@ -162,6 +162,13 @@ func TestIntegrationRetryAfterObeyed(t *testing.T) {
 	}
 	if gap := recs[1].At.Sub(recs[0].At); gap < 7*time.Second {
 		t.Fatalf("next request came %v after a 429 with Retry-After: 7", gap)
+	}
+	if st := p.Status(); st.Throttled != 1 || st.ThrottledLastHour != 1 {
+		t.Errorf("throttled %d, in the last hour %d; want 1 and 1", st.Throttled, st.ThrottledLastHour)
+	}
+	r.clk.Advance(61 * time.Minute)
+	if st := p.Status(); st.Throttled != 1 || st.ThrottledLastHour != 0 {
+		t.Errorf("an hour later: throttled %d, in the last hour %d; want 1 and 0", st.Throttled, st.ThrottledLastHour)
 	}
 }
 
