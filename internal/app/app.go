@@ -42,6 +42,9 @@ type Options struct {
 	Version string
 	// HTTPClient replaces the proxy-aware client built from [Proxy] (tests only).
 	HTTPClient *http.Client
+	// Reload asks for the configuration to be read again (set by RunWithReload;
+	// the control endpoint's reload calls it).
+	Reload func(ctx context.Context) error
 }
 
 // ErrConfig marks errors a field engineer fixes in Presence.ini or the users file.
@@ -58,6 +61,7 @@ type App struct {
 	dispatcher  *push.Dispatcher
 	targets     []push.Target
 	version     string
+	reload      func(ctx context.Context) error
 	started     atomic.Pointer[time.Time] // set by Run; read by status
 	metricsAddr atomic.Value              // string: where /metrics listens
 	accounts    []*account
@@ -99,7 +103,7 @@ func Open(o Options) (*App, error) {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
-	a := &App{cfg: o.Config, log: o.Logger, clk: o.Clock, version: o.Version, hc: o.HTTPClient,
+	a := &App{cfg: o.Config, log: o.Logger, clk: o.Clock, version: o.Version, hc: o.HTTPClient, reload: o.Reload,
 		byID: map[string]*account{}, byUPN: map[string]userRef{}}
 	cfg := o.Config
 	if cfg.Mapping == nil {
@@ -500,6 +504,16 @@ func (h controlHandler) Presence(ctx context.Context, upn string) (any, error) {
 }
 
 func (h controlHandler) SyncAll(ctx context.Context) (any, error) { return h.a.SyncAll(ctx) }
+
+func (h controlHandler) Reload(ctx context.Context) (any, error) {
+	if h.a.reload == nil {
+		return nil, errors.New("this presencebridge does not reload (it is not the service)")
+	}
+	if err := h.a.reload(ctx); err != nil {
+		return nil, err
+	}
+	return map[string]string{"result": "the configuration was read again and is being applied"}, nil
+}
 
 func (h controlHandler) Login(ctx context.Context, account string, show func(string)) (any, error) {
 	return h.a.Login(ctx, account, show)

@@ -34,9 +34,24 @@ func RunWithReload(ctx context.Context, o ReloadOptions) error {
 	log := o.Logger
 	cfg := o.Config
 	sum := fingerprint(cfg.Path, cfg.UsersFile)
+	asks := make(chan reloadAsk)
 	for {
 		opts := o.Options
 		opts.Config = cfg
+		opts.Reload = func(ctx context.Context) error {
+			ask := reloadAsk{reply: make(chan error, 1)}
+			select {
+			case asks <- ask:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+			select {
+			case err := <-ask.reply:
+				return err
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
 		a, err := Open(opts)
 		if err != nil {
 			return err
@@ -45,7 +60,7 @@ func RunWithReload(ctx context.Context, o ReloadOptions) error {
 		done := make(chan error, 1)
 		go func() { done <- a.Run(actx) }()
 
-		next, why, ended, runErr := waitForChange(ctx, o, cfg, &sum, done)
+		next, why, ended, runErr := waitForChange(ctx, o, cfg, &sum, done, asks)
 		cancel()
 		if !ended {
 			runErr = <-done
@@ -62,13 +77,18 @@ func RunWithReload(ctx context.Context, o ReloadOptions) error {
 	}
 }
 
+// reloadAsk is a reload asked through the control endpoint (`presencebridge
+// service reload`); reply gets nil when the new configuration is taken, or why not.
+type reloadAsk struct{ reply chan error }
+
 // waitForChange returns a new valid configuration when the files change or a
 // reload is asked for; next is nil when ctx ends or the App's Run returns (ended).
-func waitForChange(ctx context.Context, o ReloadOptions, cur *config.Config, sum *[32]byte, done <-chan error) (next *config.Config, why string, ended bool, runErr error) {
+func waitForChange(ctx context.Context, o ReloadOptions, cur *config.Config, sum *[32]byte, done <-chan error, asks <-chan reloadAsk) (next *config.Config, why string, ended bool, runErr error) {
 	t := time.NewTicker(o.Check)
 	defer t.Stop()
 	for {
 		why = ""
+		var ask *reloadAsk
 		select {
 		case <-ctx.Done():
 			return nil, "", false, nil
@@ -81,6 +101,8 @@ func waitForChange(ctx context.Context, o ReloadOptions, cur *config.Config, sum
 			}
 		case <-o.Trigger:
 			why = "reload asked"
+		case a := <-asks:
+			why, ask = "reload asked", &a
 		}
 		if why == "" {
 			continue
@@ -91,7 +113,15 @@ func waitForChange(ctx context.Context, o ReloadOptions, cur *config.Config, sum
 		}
 		if err != nil {
 			o.Logger.Error("Reload refused: the edited configuration has errors; the running configuration stays", "err", err.Error())
+			if ask != nil {
+				ask.reply <- fmt.Errorf("reload refused, the running configuration stays: %w", err)
+			}
 			continue
+		}
+		// The answer goes before the App closes: the App's control endpoint is
+		// what carries it.
+		if ask != nil {
+			ask.reply <- nil
 		}
 		*sum = fingerprint(cur.Path, next.UsersFile)
 		return next, why, false, nil

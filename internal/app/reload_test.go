@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/presencebridge/presencebridge/internal/config"
+	"github.com/presencebridge/presencebridge/internal/control"
 )
 
 // A good edit of Presence.ini takes effect without a new sign-in or a flood of old
@@ -63,4 +64,57 @@ func TestReload(t *testing.T) {
 	act2 := setOther(t, sim, upn2)
 	want2 := map[string]string{"InACall": "Am Telefon", "Away": "Weg"}[act2]
 	waitFor(t, "a change after the refused edit", func() bool { m, _ := c.last(""); return m[upn2].Note == want2 })
+}
+
+// `presencebridge service reload` asks through the control endpoint and gets the
+// outcome back: the refusal with its reason, or the new configuration taken.
+func TestReloadThroughTheControlEndpoint(t *testing.T) {
+	c := newRecordingCTI(t)
+	_, path := deliveryTenant(t, c.srv.URL)
+	raw, _ := os.ReadFile(path)
+	good := strings.Replace(string(raw), "ControlAddr = off", "ControlAddr = 127.0.0.1:0", 1)
+	os.WriteFile(path, []byte(good), 0o600)
+	cfg, err := config.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	logs := &syncBuffer{}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		// Files are looked at once an hour: only the asked reloads happen.
+		done <- RunWithReload(ctx, ReloadOptions{Options: Options{Config: cfg, Logger: slog.New(slog.NewTextHandler(logs, nil)), Version: "test"},
+			Check: time.Hour})
+	}()
+	defer func() { cancel(); <-done }()
+	waitFor(t, "first states at the CTI", func() bool { m, _ := c.last(""); return len(m) == 10 })
+	client, err := control.NewClient(KeyFile(cfg))
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	os.WriteFile(path, []byte(strings.Replace(good, "Interval = 1s", "Interval = 10x", 1)), 0o600)
+	err = client.Reload(ctx, nil)
+	if err == nil || !strings.Contains(err.Error(), "reload refused") || !strings.Contains(err.Error(), `[Polling] Interval = "10x"`) {
+		t.Fatalf("reload of a bad edit: %v; want the refusal naming the key and value", err)
+	}
+	if strings.Contains(logs.String(), "Configuration reloaded") {
+		t.Fatal("a bad edit was applied")
+	}
+
+	os.WriteFile(path, []byte(good), 0o600)
+	var res map[string]string
+	if err := client.Reload(ctx, &res); err != nil || res["result"] == "" {
+		t.Fatalf("reload of a good file: %v, %v", res, err)
+	}
+	waitFor(t, "the reload", func() bool { return strings.Contains(logs.String(), `Configuration reloaded; presencebridge restarts its work with it" why="reload asked"`) })
+	// The new App answers on the control endpoint again (its key file is rewritten).
+	waitFor(t, "the control endpoint of the new App", func() bool {
+		c2, err := control.NewClient(KeyFile(cfg))
+		if err != nil {
+			return false
+		}
+		var st map[string]any
+		return c2.Status(ctx, &st) == nil
+	})
 }

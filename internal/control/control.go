@@ -30,6 +30,9 @@ type Handler interface {
 	Presence(ctx context.Context, upn string) (any, error)
 	Login(ctx context.Context, account string, show func(message string)) (any, error)
 	SyncAll(ctx context.Context) (any, error)
+	// Reload reads Presence.ini and the users file again; an error says why the
+	// new configuration was refused.
+	Reload(ctx context.Context) (any, error)
 }
 
 // ErrNotRunning means no service answers at the configured address.
@@ -85,6 +88,14 @@ func Listen(addr, keyFile string, h Handler, logger *slog.Logger) (*Server, erro
 		v, err := h.SyncAll(r.Context())
 		if err != nil {
 			writeJSON(w, http.StatusInternalServerError, map[string]string{"error": err.Error()})
+			return
+		}
+		writeJSON(w, http.StatusOK, v)
+	})
+	mux.HandleFunc("POST /reload", func(w http.ResponseWriter, r *http.Request) {
+		v, err := h.Reload(r.Context())
+		if err != nil {
+			writeJSON(w, http.StatusConflict, map[string]string{"error": err.Error()})
 			return
 		}
 		writeJSON(w, http.StatusOK, v)
@@ -257,6 +268,15 @@ func (c *Client) Presence(ctx context.Context, upn string, out any) error {
 // SyncAll asks the service to queue every user's current state for every target.
 func (c *Client) SyncAll(ctx context.Context, out any) error {
 	resp, err := c.do(ctx, http.MethodPost, "/sync-all", nil)
+	if err != nil {
+		return err
+	}
+	return decode(resp, out)
+}
+
+// Reload asks the service to read its configuration again.
+func (c *Client) Reload(ctx context.Context, out any) error {
+	resp, err := c.do(ctx, http.MethodPost, "/reload", nil)
 	if err != nil {
 		return err
 	}

@@ -21,6 +21,9 @@ func (fakeHandler) Presence(_ context.Context, upn string) (any, error) {
 	return map[string]string{"upn": upn, "availability": "Busy"}, nil
 }
 func (fakeHandler) SyncAll(context.Context) (any, error) { return map[string]int{"queued": 3}, nil }
+func (fakeHandler) Reload(context.Context) (any, error) {
+	return nil, errors.New("reload refused: Presence.ini:3")
+}
 func (fakeHandler) Login(_ context.Context, account string, show func(string)) (any, error) {
 	show("To sign in, use a web browser to open the page https://example/devicelogin and enter the code ABC")
 	if account == "bad" {
@@ -76,6 +79,9 @@ func TestStatusPresenceLogin(t *testing.T) {
 	var sync map[string]int
 	if err := c.SyncAll(ctx, &sync); err != nil || sync["queued"] != 3 {
 		t.Fatalf("SyncAll = %v, %v", sync, err)
+	}
+	if err := c.Reload(ctx, nil); err == nil || err.Error() != "reload refused: Presence.ini:3" {
+		t.Fatalf("Reload error = %v; want the service's reason", err)
 	}
 	var msgs []string
 	var res map[string]string
