@@ -25,6 +25,7 @@ const (
 	exitUsage    = 2 // bad command line
 	exitConfig   = 3 // Presence.ini or the users file is invalid
 	exitNotReady = 4 // e.g. sign-in needed
+	exitInUse    = 5 // another presencebridge holds the state file (the service is already running)
 )
 
 func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
@@ -42,6 +43,7 @@ Commands:
   sync-all [--wait 2m]    send every user's current state to every target, changed or not
   secret encrypt          read a secret on stdin, print the encrypted value to paste into Presence.ini
   verify [--offline]      check config, users, budget, network, tokens, permissions and targets; each FAIL with its fix
+  service <action>        install, uninstall, start, stop, restart, status or reload the service
   simulate [flags]        run the simulated Microsoft tenant (login + Graph), optionally with a PBX side
   bench [flags]           poll a simulated tenant of many users and print the figures
   version                 print the version
@@ -100,6 +102,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		"sync-all": cmdSyncAll,
 		"verify":   cmdVerify,
 		"secret":   cmdSecret,
+		"service":  cmdService,
 		"simulate": cmdSimulate,
 		"bench":    cmdBench,
 		"version":  cmdVersion,

@@ -14,8 +14,8 @@ import (
 	"github.com/presencebridge/presencebridge/internal/app"
 	"github.com/presencebridge/presencebridge/internal/config"
 	"github.com/presencebridge/presencebridge/internal/control"
-	"github.com/presencebridge/presencebridge/internal/logfile"
 	"github.com/presencebridge/presencebridge/internal/store"
+	"github.com/presencebridge/presencebridge/internal/svclog"
 )
 
 func newConsoleLogger(w io.Writer, level string) *slog.Logger {
@@ -24,27 +24,6 @@ func newConsoleLogger(w io.Writer, level string) *slog.Logger {
 		l = slog.LevelInfo
 	}
 	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l}))
-}
-
-// newServiceLogger is run's logger: [General] LogLevel, LogFormat and LogFile.
-func newServiceLogger(console io.Writer, cfg *config.Config) (*slog.Logger, func(), error) {
-	var l slog.Level
-	if err := l.UnmarshalText([]byte(strings.ToUpper(cfg.LogLevel))); err != nil {
-		l = slog.LevelInfo
-	}
-	w, closeFn := console, func() {}
-	if cfg.LogFile != "" {
-		f, err := logfile.Open(cfg.LogFile, 10<<20, 5)
-		if err != nil {
-			return nil, nil, err
-		}
-		w, closeFn = f, func() { f.Close() }
-	}
-	opts := &slog.HandlerOptions{Level: l}
-	if cfg.LogFormat == "json" {
-		return slog.New(slog.NewJSONHandler(w, opts)), closeFn, nil
-	}
-	return slog.New(slog.NewTextHandler(w, opts)), closeFn, nil
 }
 
 // loadConfig loads Presence.ini; on failure it prints every problem and returns nil.
@@ -84,41 +63,41 @@ func cmdRun(g globals, args []string) int {
 		fmt.Fprintf(g.stderr, "presencebridge run: unexpected arguments %q\n", args)
 		return exitUsage
 	}
-	cfg := loadConfig(g)
-	if cfg == nil {
-		return exitConfig
+	if code, ok := runWindowsService(g); ok {
+		return code
 	}
-	logger, closeLog, err := newServiceLogger(g.stderr, cfg)
-	if err != nil {
-		fmt.Fprintf(g.stderr, "presencebridge run: %v\n", err)
-		return exitConfig
+	// On Linux the service is a plain process that systemd starts; its stderr is
+	// the journal, and readiness goes through NOTIFY_SOCKET.
+	sys, console := svclog.Sink(lineSink(g.stderr)), true
+	if svclog.StderrIsJournal() {
+		sys, console = svclog.Journal(g.stderr), false
 	}
-	defer closeLog()
+	d := newDaemon(g, sys, console)
 	ctx, stop := signalContext()
 	defer stop()
 	// SIGHUP (or an edit of Presence.ini or the users file) reloads the configuration.
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
-	trigger := make(chan struct{}, 1)
+	if err := d.Start(nil); err != nil {
+		return d.ExitCode()
+	}
 	go func() {
 		for range hup {
-			select {
-			case trigger <- struct{}{}:
-			default:
-			}
+			d.Reload()
 		}
 	}()
-	err = app.RunWithReload(ctx, app.ReloadOptions{Options: app.Options{Config: cfg, Logger: logger, Version: version}, Trigger: trigger})
-	if err != nil {
-		fmt.Fprintf(g.stderr, "presencebridge run: %v\n", err)
-		switch {
-		case errors.Is(err, store.ErrInUse):
-			fmt.Fprintln(g.stderr, "presencebridge run: another presencebridge is already running with this state file")
+	select {
+	case <-ctx.Done():
+	case <-d.Ended():
+		// The work ended by itself: a failure for systemd to see (Restart=on-failure).
+		if err := d.Err(); err != nil {
+			d.Log().Error("presencebridge stopped", "err", err.Error())
 			return exitFailure
-		case errors.Is(err, app.ErrConfig):
-			return exitConfig
 		}
+		return exitOK
+	}
+	if err := d.Stop(nil); err != nil {
 		return exitFailure
 	}
 	return exitOK

@@ -19,8 +19,12 @@ type ReloadOptions struct {
 	Options
 	// Check is how often Presence.ini and the users file are looked at (default 2 s).
 	Check time.Duration
-	// Trigger asks for a reload now (SIGHUP, the Windows service's reload).
+	// Trigger asks for a reload now (SIGHUP).
 	Trigger <-chan struct{}
+	// Opened, if set, is the first App, opened by the caller with Options (the
+	// service opens it before it reports running, so that a second instance or a
+	// state file it cannot open fails the start).
+	Opened *App
 }
 
 // RunWithReload runs an App and, when Presence.ini or the users file changes (or
@@ -52,9 +56,15 @@ func RunWithReload(ctx context.Context, o ReloadOptions) error {
 				return ctx.Err()
 			}
 		}
-		a, err := Open(opts)
-		if err != nil {
-			return err
+		a := o.Opened
+		if a != nil {
+			o.Opened = nil
+			a.reload = opts.Reload
+		} else {
+			var err error
+			if a, err = Open(opts); err != nil {
+				return err
+			}
 		}
 		actx, cancel := context.WithCancel(ctx)
 		done := make(chan error, 1)

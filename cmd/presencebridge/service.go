@@ -1,0 +1,124 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"time"
+
+	"github.com/kardianos/service"
+
+	"github.com/presencebridge/presencebridge/internal/app"
+	"github.com/presencebridge/presencebridge/internal/control"
+)
+
+const serviceUsage = `Usage: presencebridge [--config PATH] service <action>
+
+Actions:
+  install     register the service (Windows service, or a systemd unit) to run
+              "presencebridge --config PATH run" at boot, restarted on failure
+  uninstall   remove it (the configuration and the state file stay)
+  start       check Presence.ini, then start the service
+  stop        stop it; pushes in flight finish or stay queued for the next start
+  restart     check Presence.ini, then restart it
+  status      print running, stopped or not installed
+  reload      make the running service read Presence.ini and the users file
+              again, and print whether it took them
+
+The DEB and the MSI register the service themselves: install is for a copied binary.
+`
+
+// cmdService drives the installed service through kardianos/service.
+func cmdService(g globals, args []string) int {
+	if len(args) != 1 {
+		fmt.Fprint(g.stderr, serviceUsage)
+		return exitUsage
+	}
+	path, err := filepath.Abs(g.configPath)
+	if err != nil {
+		fmt.Fprintf(g.stderr, "presencebridge service: %v\n", err)
+		return exitUsage
+	}
+	g.configPath = path
+	action := args[0]
+	switch action {
+	case "reload":
+		return serviceReload(g)
+	case "install", "uninstall", "start", "stop", "restart", "status":
+	default:
+		fmt.Fprintf(g.stderr, "presencebridge service: unknown action %q\n\n%s", action, serviceUsage)
+		return exitUsage
+	}
+	s, err := service.New(newDaemon(g, nil, true), serviceConfig(path))
+	if err != nil {
+		fmt.Fprintf(g.stderr, "presencebridge service: %v\n", err)
+		return exitFailure
+	}
+	switch action {
+	case "status":
+		st, err := s.Status()
+		switch {
+		case errors.Is(err, service.ErrNotInstalled):
+			fmt.Fprintln(g.stdout, "not installed")
+			return exitNotReady
+		case err != nil:
+			fmt.Fprintf(g.stderr, "presencebridge service status: %v\n", err)
+			return exitFailure
+		case st == service.StatusRunning:
+			fmt.Fprintln(g.stdout, "running")
+			return exitOK
+		default:
+			fmt.Fprintln(g.stdout, "stopped")
+			return exitNotReady
+		}
+	case "start", "restart", "install":
+		// A bad Presence.ini would only show in the service's log: say it here.
+		if cfg := loadConfig(g); cfg == nil {
+			fmt.Fprintf(g.stderr, "presencebridge service %s: not done; fix %s first (presencebridge verify --offline checks it)\n", action, path)
+			return exitConfig
+		}
+	}
+	switch action {
+	case "install":
+		err = installService(g, s)
+	case "uninstall":
+		err = uninstallService(s)
+	default:
+		err = service.Control(s, action)
+	}
+	if err != nil {
+		fmt.Fprintf(g.stderr, "presencebridge service %s: %v\n", action, err)
+		return exitFailure
+	}
+	fmt.Fprintf(g.stdout, "presencebridge service %s: done\n", action)
+	if action == "install" {
+		fmt.Fprintf(g.stdout, "Next: presencebridge --config %s verify, presencebridge --config %s login, presencebridge service start\n", path, path)
+	}
+	return exitOK
+}
+
+// serviceReload asks the running service, through its control endpoint, to read
+// its configuration again.
+func serviceReload(g globals) int {
+	cfg := loadConfig(g)
+	if cfg == nil {
+		fmt.Fprintln(g.stderr, "presencebridge service reload: not asked; the service would refuse this file (the running configuration stays)")
+		return exitConfig
+	}
+	c, err := control.NewClient(app.KeyFile(cfg))
+	if err == nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		var res map[string]string
+		if err = c.Reload(ctx, &res); err == nil {
+			fmt.Fprintf(g.stdout, "presencebridge service reload: %s\n", res["result"])
+			return exitOK
+		}
+	}
+	if errors.Is(err, control.ErrNotRunning) {
+		err = fmt.Errorf("%w (is it running? presencebridge service status)", err)
+	}
+	fmt.Fprintf(g.stderr, "presencebridge service reload: %v\n", err)
+	return exitFailure
+}
