@@ -107,7 +107,9 @@ func TestReloadThroughTheControlEndpoint(t *testing.T) {
 	if err := client.Reload(ctx, &res); err != nil || res["result"] == "" {
 		t.Fatalf("reload of a good file: %v, %v", res, err)
 	}
-	waitFor(t, "the reload", func() bool { return strings.Contains(logs.String(), `Configuration reloaded; presencebridge restarts its work with it" why="reload asked"`) })
+	waitFor(t, "the reload", func() bool {
+		return strings.Contains(logs.String(), `Configuration reloaded; presencebridge restarts its work with it" why="reload asked"`)
+	})
 	// The new App answers on the control endpoint again (its key file is rewritten).
 	waitFor(t, "the control endpoint of the new App", func() bool {
 		c2, err := control.NewClient(KeyFile(cfg))
