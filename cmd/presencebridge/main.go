@@ -41,6 +41,7 @@ Commands:
   presence get UPN        print one user's live Teams presence, and what each target last got, as JSON
   status [--json]         show accounts, sign-in state, users, the last poll cycle and the targets
   sync-all [--wait 2m]    send every user's current state to every target, changed or not
+  config set K=V ...      set keys in Presence.ini in place (Account.main.TenantID=...), secrets encrypted
   secret encrypt          read a secret on stdin, print the encrypted value to paste into Presence.ini
   verify [--offline]      check config, users, budget, network, tokens, permissions and targets; each FAIL with its fix
   service <action>        install, uninstall, start, stop, restart, status or reload the service
@@ -103,6 +104,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		"verify":   cmdVerify,
 		"secret":   cmdSecret,
 		"service":  cmdService,
+		"config":   cmdConfig,
 		"simulate": cmdSimulate,
 		"bench":    cmdBench,
 		"version":  cmdVersion,

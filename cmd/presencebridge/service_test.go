@@ -230,3 +230,40 @@ func TestServiceBadConfig(t *testing.T) {
 		t.Fatalf("journal does not name the file, line, key and value at error priority:\n%s", j)
 	}
 }
+
+// What the MSI runs after copying the files on a silent install.
+func TestConfigSetAsTheMSIRunsIt(t *testing.T) {
+	dir := t.TempDir()
+	example, _ := os.ReadFile("../../Presence.ini.example")
+	path := filepath.Join(dir, "Presence.ini")
+	os.WriteFile(path, example, 0o600)
+	cmd := exec.Command(binPath, "--config", path, "config", "set", "--if-set",
+		"Account.main.TenantID=fabrikam.onmicrosoft.com", "Account.main.ClientID=99999999-2222-3333-4444-555555555555",
+		"Account.main.Auth=secret", "Account.main.Username=", "Account.main.ClientSecret=Xy7~secret")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("config set: %v\n%s", err, out)
+	}
+	if strings.Contains(string(out), "Xy7~secret") {
+		t.Fatal("the secret was printed")
+	}
+	raw, _ := os.ReadFile(path)
+	got := string(raw)
+	if !strings.Contains(got, "\nTenantID = fabrikam.onmicrosoft.com\n") || !strings.Contains(got, "\nClientSecret = enc:v1:") ||
+		!strings.Contains(got, "\nUsername = presence-svc@contoso.onmicrosoft.com\n") {
+		t.Fatalf("Presence.ini after config set:\n%s", got)
+	}
+	// Nothing given: nothing changes, exit 0 (an MSI installed with no properties).
+	if out, err := exec.Command(binPath, "--config", path, "config", "set", "--if-set", "Account.main.TenantID=").CombinedOutput(); err != nil {
+		t.Fatalf("config set with only empty values: %v\n%s", err, out)
+	}
+	if raw2, _ := os.ReadFile(path); string(raw2) != got {
+		t.Fatal("config set with only empty values changed the file")
+	}
+	// A bad value: exit 3, the file unchanged.
+	err = exec.Command(binPath, "--config", path, "config", "set", "Account.main.Auth=password").Run()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != exitConfig {
+		t.Fatalf("config set of a bad value: %v; want exit %d", err, exitConfig)
+	}
+}

@@ -1,0 +1,159 @@
+package config
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/presencebridge/presencebridge/internal/config/textfile"
+	"github.com/presencebridge/presencebridge/internal/secret"
+)
+
+// Setting is one key to set: Key is "Section.Key" ("Account.main.TenantID",
+// "SIP.Server") or a legacy top-of-file key ("MSTeamsPresence.Enable").
+type Setting struct{ Key, Value string }
+
+// Set writes settings into the Presence.ini at path in place: the key's line is
+// rewritten, or the key is added at the end of its section, or the section at the
+// end of the file; comments, order and line endings stay. Secrets (ClientSecret,
+// [SIP] Password, [HTTP] Header.*) are written encrypted. The result must load:
+// if it would not, nothing is written and the error says why.
+func Set(path string, settings []Setting) error {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return err
+	}
+	raw, err := os.ReadFile(abs)
+	if err != nil {
+		return fmt.Errorf("read config %s: %w", abs, err)
+	}
+	text, enc, err := textfile.Decode(raw)
+	if err != nil {
+		return fmt.Errorf("read config %s: %w", abs, err)
+	}
+	lines := strings.Split(text, "\n")
+	for _, s := range settings {
+		section, key, err := splitSettingKey(s.Key)
+		if err != nil {
+			return err
+		}
+		value := s.Value
+		if isSecretKey(section, key) && value != "" && !secret.IsEncrypted(value) {
+			if value, err = secret.Encrypt(value, filepath.Dir(abs)); err != nil {
+				return fmt.Errorf("encrypt %s: %w", s.Key, err)
+			}
+		}
+		lines = setLine(lines, section, key, quoteValue(value))
+	}
+	text = strings.Join(lines, "\n")
+	if _, err := parse(abs, text); err != nil {
+		return fmt.Errorf("not written: %w", err)
+	}
+	out := text
+	if bytes.Contains(raw, []byte("\r\n")) {
+		out = strings.ReplaceAll(text, "\n", "\r\n")
+	}
+	if enc == textfile.UTF8BOM || enc == textfile.UTF16LE || enc == textfile.UTF16BE {
+		out = "\ufeff" + out // Notepad reads UTF-8 with a BOM as it read the UTF-16
+	}
+	// Written in place, so the file keeps its owner, group and mode.
+	return os.WriteFile(abs, []byte(out), 0o600)
+}
+
+// splitSettingKey splits "Account.main.TenantID" into the section "Account.main"
+// and the key "TenantID"; a legacy key has the section "".
+func splitSettingKey(k string) (section, key string, err error) {
+	for _, legacy := range knownKeys[""] {
+		if strings.EqualFold(k, legacy) {
+			return "", legacy, nil
+		}
+	}
+	i := strings.LastIndex(k, ".")
+	// Header.<Name> keys of [HTTP] hold a dot themselves.
+	if j := strings.Index(strings.ToLower(k), ".header."); j > 0 {
+		i = j
+	}
+	if i <= 0 || i == len(k)-1 {
+		return "", "", fmt.Errorf("%q: write Section.Key=Value, e.g. Account.main.TenantID=contoso.onmicrosoft.com or SIP.Server=pbx.example.com", k)
+	}
+	section, key = k[:i], k[i+1:]
+	lower := strings.ToLower(section)
+	if strings.HasPrefix(lower, "account.") {
+		lower = "account"
+	}
+	if _, ok := knownKeys[lower]; !ok {
+		return "", "", fmt.Errorf("%q: there is no [%s] section; the sections are %s and Account.<name>", k, section, strings.Join(knownSections, ", "))
+	}
+	return section, key, nil
+}
+
+func isSecretKey(section, key string) bool {
+	s, k := strings.ToLower(section), strings.ToLower(key)
+	return (strings.HasPrefix(s, "account.") && k == "clientsecret") ||
+		(s == "sip" && k == "password") ||
+		(s == "http" && strings.HasPrefix(k, "header."))
+}
+
+// quoteValue puts v in double quotes when it would otherwise read differently.
+func quoteValue(v string) string {
+	if v != strings.TrimSpace(v) || strings.HasPrefix(v, `"`) || strings.HasPrefix(v, "'") ||
+		strings.HasPrefix(v, ";") || strings.HasPrefix(v, "#") ||
+		strings.Contains(v, " ;") || strings.Contains(v, " #") || strings.Contains(v, "\t;") || strings.Contains(v, "\t#") {
+		return `"` + v + `"`
+	}
+	return v
+}
+
+// setLine sets key in section ("" = before the first section) within lines.
+func setLine(lines []string, section, key, value string) []string {
+	cur := ""
+	start, end := 0, -1 // the section's lines: (start, end]
+	found := section == ""
+	for i, raw := range lines {
+		l := strings.TrimSpace(raw)
+		if strings.HasPrefix(l, "[") {
+			if found && end < 0 {
+				end = i - 1
+			}
+			name := strings.TrimSpace(strings.Trim(l, "[]"))
+			if j := strings.Index(l, "]"); j > 0 {
+				name = strings.TrimSpace(l[1:j])
+			}
+			cur = name
+			if strings.EqualFold(cur, section) {
+				found, start, end = true, i, -1
+			}
+			continue
+		}
+		if l == "" || l[0] == ';' || l[0] == '#' || !strings.EqualFold(cur, section) {
+			continue
+		}
+		if k, _, ok := strings.Cut(l, "="); ok && strings.EqualFold(strings.TrimSpace(k), key) {
+			lines[i] = strings.TrimSpace(k) + " = " + value
+			return lines
+		}
+	}
+	if !found {
+		for len(lines) > 0 && strings.TrimSpace(lines[len(lines)-1]) == "" {
+			lines = lines[:len(lines)-1]
+		}
+		return append(lines, "", "["+section+"]", key+" = "+value, "")
+	}
+	if end < 0 {
+		end = len(lines) - 1
+	}
+	// After the section's last non-blank line (for "" that is before the first
+	// section, after the legacy keys' comments).
+	at := end
+	for at > start && strings.TrimSpace(lines[at]) == "" {
+		at--
+	}
+	if section == "" && at < 0 {
+		at = -1
+	}
+	out := append([]string{}, lines[:at+1]...)
+	out = append(out, key+" = "+value)
+	return append(out, lines[at+1:]...)
+}
