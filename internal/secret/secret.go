@@ -19,6 +19,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/presencebridge/presencebridge/internal/fileperm"
 )
 
 // Prefix marks an encrypted value.
@@ -120,6 +122,11 @@ func loadKey(path string, create bool) ([]byte, error) {
 		defer f.Close()
 		if _, err := f.Write(key); err != nil {
 			return nil, err
+		}
+		// The service reads it as a member of the folder's group (/etc/presencebridge
+		// is root:presencebridge); made by root, it would otherwise be root's alone.
+		if err := fileperm.Adopt(path, true); err != nil {
+			return nil, fmt.Errorf("give key file %s to the folder's group: %w", path, err)
 		}
 		return key, nil
 	case errors.Is(err, os.ErrNotExist):

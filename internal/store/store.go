@@ -12,6 +12,8 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/presencebridge/presencebridge/internal/fileperm"
 )
 
 // Buckets used by presencebridge. Keys are documented where they are written.
@@ -57,6 +59,12 @@ func Open(path string) (*DB, error) {
 	if err := os.Chmod(path, 0o600); err != nil {
 		b.Close()
 		return nil, fmt.Errorf("restrict permissions of %s: %w", path, err)
+	}
+	// Made by root (`sudo presencebridge login` before the first start): hand it to
+	// the service account that owns the folder.
+	if err := fileperm.Adopt(path, false); err != nil {
+		b.Close()
+		return nil, fmt.Errorf("give %s to the owner of its folder: %w", path, err)
 	}
 	err = b.Update(func(tx *bolt.Tx) error {
 		for _, name := range allBuckets {
