@@ -4,13 +4,16 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
+	"runtime"
 	"time"
 
 	"github.com/kardianos/service"
 
 	"github.com/presencebridge/presencebridge/internal/app"
 	"github.com/presencebridge/presencebridge/internal/control"
+	"github.com/presencebridge/presencebridge/packaging"
 )
 
 const serviceUsage = `Usage: presencebridge [--config PATH] service <action>
@@ -25,6 +28,7 @@ Actions:
   status      print running, stopped or not installed
   reload      make the running service read Presence.ini and the users file
               again, and print whether it took them
+  unit        print the systemd unit install would write (Linux)
 
 The DEB and the MSI register the service themselves: install is for a copied binary.
 `
@@ -45,10 +49,28 @@ func cmdService(g globals, args []string) int {
 	switch action {
 	case "reload":
 		return serviceReload(g)
+	case "unit":
+		cfg := loadConfig(g)
+		if cfg == nil {
+			return exitConfig
+		}
+		p, err := unitParamsFor(cfg)
+		if err != nil {
+			fmt.Fprintf(g.stderr, "presencebridge service unit: %v\n", err)
+			return exitFailure
+		}
+		fmt.Fprint(g.stdout, packaging.Unit(p))
+		return exitOK
 	case "install", "uninstall", "start", "stop", "restart", "status":
 	default:
 		fmt.Fprintf(g.stderr, "presencebridge service: unknown action %q\n\n%s", action, serviceUsage)
 		return exitUsage
+	}
+	if runtime.GOOS == "linux" {
+		if _, err := os.Stat("/run/systemd/system"); err != nil {
+			fmt.Fprintf(g.stderr, "presencebridge service %s: systemd is not running on this machine (a container?); run \"presencebridge --config %s run\" under the supervisor it has instead\n", action, path)
+			return exitFailure
+		}
 	}
 	s, err := service.New(newDaemon(g, nil, true), serviceConfig(path))
 	if err != nil {

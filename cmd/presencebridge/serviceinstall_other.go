@@ -4,7 +4,8 @@ package main
 
 import "github.com/kardianos/service"
 
-// installService writes the systemd unit through kardianos/service.
-func installService(_ globals, s service.Service) error { return s.Install() }
+// installService writes presencebridge's own hardened unit (the one the DEB
+// ships) rather than kardianos/service's generic one.
+func installService(g globals, _ service.Service) error { return installUnit(g) }
 
-func uninstallService(s service.Service) error { return s.Uninstall() }
+func uninstallService(service.Service) error { return uninstallUnit() }
