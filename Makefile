@@ -3,14 +3,19 @@ GO       ?= go
 VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS  := -s -w -X main.version=$(VERSION)
 BIN      := bin/presencebridge
+DEBVERSION ?= $(shell scripts/version.sh deb)
+MSIVERSION ?= $(shell scripts/version.sh msi)
 
-.PHONY: help build demo bench test test-integration lint clean
+.PHONY: help build build-windows deb msi demo bench test test-integration lint clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 18
 
 build: ## build bin/presencebridge
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/presencebridge
+
+deb: build ## build dist/presencebridge_<version>_amd64.deb (needs dpkg-deb, on every Debian)
+	scripts/build-deb.sh $(BIN) $(DEBVERSION) dist
 
 demo: build ## run presencebridge against the built-in simulated tenant
 	scripts/demo.sh
