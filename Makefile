@@ -14,6 +14,12 @@ help: ## list the targets
 build: ## build bin/presencebridge
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/presencebridge
 
+build-windows: ## cross-build bin/presencebridge.exe (CGO off)
+	CGO_ENABLED=0 GOOS=windows GOARCH=amd64 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN).exe ./cmd/presencebridge
+
+msi: build-windows ## build dist/presencebridge-<version>-x64.msi (needs Debian's wixl and msitools)
+	scripts/build-msi.sh $(BIN).exe $(MSIVERSION) dist
+
 deb: build ## build dist/presencebridge_<version>_amd64.deb (needs dpkg-deb, on every Debian)
 	scripts/build-deb.sh $(BIN) $(DEBVERSION) dist
 

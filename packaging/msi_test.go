@@ -1,0 +1,206 @@
+package packaging
+
+import (
+	"bytes"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+)
+
+// upgradeCode is the product's identity across versions (packaging/msi/presencebridge.wxs).
+const upgradeCode = "{6B1C9D3E-2F47-4A8B-9E51-7D0C3A2B4F68}"
+
+func buildMSI(t *testing.T, version string) string {
+	t.Helper()
+	require(t, "wixl", "msibuild", "msiinfo", "msiextract")
+	out := strings.TrimSpace(run(t, "../scripts/build-msi.sh", binary(t, "windows"), version, t.TempDir()))
+	return out[strings.LastIndex(out, "\n")+1:]
+}
+
+// table is `msiinfo export` of one table: a row per line (after the three header
+// lines), columns by name.
+func table(t *testing.T, msi, name string) []map[string]string {
+	t.Helper()
+	lines := strings.Split(strings.TrimRight(run(t, "msiinfo", "export", msi, name), "\r\n"), "\n")
+	if len(lines) < 3 {
+		t.Fatalf("table %s: %q", name, lines)
+	}
+	cols := strings.Split(strings.TrimRight(lines[0], "\r"), "\t")
+	var rows []map[string]string
+	for _, l := range lines[3:] {
+		cells := strings.Split(strings.TrimRight(l, "\r"), "\t")
+		row := map[string]string{}
+		for i, c := range cols {
+			if i < len(cells) {
+				row[c] = cells[i]
+			}
+		}
+		rows = append(rows, row)
+	}
+	return rows
+}
+
+func find(rows []map[string]string, col, value string) map[string]string {
+	for _, r := range rows {
+		if r[col] == value {
+			return r
+		}
+	}
+	return nil
+}
+
+func TestMSI(t *testing.T) {
+	msi := buildMSI(t, "1.0.5")
+	props := map[string]string{}
+	for _, r := range table(t, msi, "Property") {
+		props[r["Property"]] = r["Value"]
+	}
+	for k, want := range map[string]string{"ProductName": "presencebridge", "ProductVersion": "1.0.5", "UpgradeCode": upgradeCode,
+		"ALLUSERS": "1", "MsiHiddenProperties": "CLIENTSECRET"} {
+		if props[k] != want {
+			t.Errorf("Property %s = %q; want %q", k, props[k], want)
+		}
+	}
+	for _, p := range []string{"TENANTID", "CLIENTID", "AUTH", "USERNAME", "CLIENTSECRET"} {
+		if !strings.Contains(";"+props["SecureCustomProperties"]+";", ";"+p+";") {
+			t.Errorf("%s is not in SecureCustomProperties %q", p, props["SecureCustomProperties"])
+		}
+	}
+	if sum := run(t, "msiinfo", "suminfo", msi); !strings.Contains(sum, "Template: x64;1033") {
+		t.Errorf("summary information is not x64:\n%s", sum)
+	}
+
+	// The service: automatic, own process, LocalSystem, the config path in its
+	// arguments; stopped on upgrade and uninstall, removed on uninstall, not started.
+	svc := find(table(t, msi, "ServiceInstall"), "Name", "presencebridge")
+	if svc == nil || svc["StartType"] != "2" || svc["ServiceType"] != "16" || svc["StartName"] != "LocalSystem" ||
+		svc["Arguments"] != `--config "[CommonAppDataFolder]presencebridge\Presence.ini" run` || svc["Component_"] != "Binary" {
+		t.Errorf("ServiceInstall row: %v", svc)
+	}
+	ctl := find(table(t, msi, "ServiceControl"), "Name", "presencebridge")
+	// 2 stop at install + 32 stop at uninstall + 128 delete at uninstall; no start (1, 16).
+	if ctl == nil || ctl["Event"] != "162" || ctl["Wait"] != "1" {
+		t.Errorf("ServiceControl row: %v", ctl)
+	}
+
+	dirs := table(t, msi, "Directory")
+	if d := find(dirs, "Directory", "INSTALLDIR"); d == nil || d["Directory_Parent"] != "ProgramFiles64Folder" || d["DefaultDir"] != "presencebridge" {
+		t.Errorf("INSTALLDIR: %v", d)
+	}
+	if d := find(dirs, "Directory", "DATADIR"); d == nil || d["Directory_Parent"] != "CommonAppDataFolder" || d["DefaultDir"] != "presencebridge" {
+		t.Errorf("DATADIR: %v", d)
+	}
+	comps := table(t, msi, "Component")
+	for _, c := range []string{"Config", "Users"} {
+		// 256 (64-bit) + 16 (Permanent) + 128 (NeverOverwrite).
+		if r := find(comps, "Component", c); r == nil || r["Attributes"] != "400" || r["Directory_"] != "DATADIR" {
+			t.Errorf("component %s: %v; want Attributes 400 in DATADIR", c, r)
+		}
+	}
+	if r := find(comps, "Component", "Binary"); r == nil || r["Directory_"] != "INSTALLDIR" || r["KeyPath"] != "presencebridge.exe" {
+		t.Errorf("component Binary: %v", r)
+	}
+
+	// Major upgrades of older versions; a newer one installed refuses this one.
+	up := table(t, msi, "Upgrade")
+	if r := find(up, "ActionProperty", "WIX_UPGRADE_DETECTED"); r == nil || r["UpgradeCode"] != upgradeCode || r["VersionMax"] != "1.0.5" {
+		t.Errorf("major-upgrade row: %v", r)
+	}
+	if r := find(up, "ActionProperty", "WIX_DOWNGRADE_DETECTED"); r == nil || r["UpgradeCode"] != upgradeCode || r["VersionMin"] != "1.0.5" || r["Attributes"] != "2" {
+		t.Errorf("downgrade-detection row: %v", r)
+	}
+	if r := find(table(t, msi, "LaunchCondition"), "Condition", "NOT WIX_DOWNGRADE_DETECTED"); r == nil || !strings.Contains(r["Description"], "newer presencebridge") {
+		t.Errorf("downgrade launch condition: %v", r)
+	}
+
+	reg := table(t, msi, "Registry")
+	for name, value := range map[string]string{"EventMessageFile": `%SystemRoot%\System32\EventCreate.exe`, "TypesSupported": "#7"} {
+		r := find(reg, "Name", name)
+		if r == nil || r["Value"] != value || r["Root"] != "2" || !strings.HasPrefix(r["Key"], `SYSTEM\CurrentControlSet\Services\EventLog\Application\presencebridge`) {
+			t.Errorf("Event Log source value %s: %v", name, r)
+		}
+	}
+
+	// The silent-install properties go into Presence.ini on a first install only.
+	ca := find(table(t, msi, "CustomAction"), "Action", "WriteSilentProperties")
+	if ca == nil || ca["Type"] != "11282" || ca["Source"] != "presencebridge.exe" ||
+		!strings.HasPrefix(ca["Target"], `--config "[CommonAppDataFolder]presencebridge\Presence.ini" config set --if-set `) ||
+		!strings.Contains(ca["Target"], `"Account.main.TenantID=[TENANTID]"`) || !strings.Contains(ca["Target"], `"Account.main.ClientSecret=[CLIENTSECRET]"`) {
+		t.Errorf("custom action: %v", ca)
+	}
+	seq := table(t, msi, "InstallExecuteSequence")
+	at := func(action string) int {
+		r := find(seq, "Action", action)
+		if r == nil {
+			t.Fatalf("no %s in InstallExecuteSequence", action)
+		}
+		n := 0
+		for _, c := range r["Sequence"] {
+			n = n*10 + int(c-'0')
+		}
+		return n
+	}
+	if s := at("WriteSilentProperties"); s <= at("InstallFiles") || s >= at("InstallFinalize") {
+		t.Errorf("WriteSilentProperties at %d: not between InstallFiles and InstallFinalize", s)
+	}
+	if r := find(seq, "Action", "WriteSilentProperties"); !strings.Contains(r["Condition"], "NOT Installed AND NOT WIX_UPGRADE_DETECTED") {
+		t.Errorf("WriteSilentProperties runs on upgrades too: %q", r["Condition"])
+	}
+
+	// The files inside: the exe as built, the INI as the example with CRLF.
+	dir := t.TempDir()
+	cmd := exec.Command("msiextract", "-C", dir, msi)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("msiextract: %v\n%s", err, out)
+	}
+	exe := findFile(t, dir, "presencebridge.exe")
+	built, _ := os.ReadFile(binary(t, "windows"))
+	if got, _ := os.ReadFile(exe); !bytes.HasPrefix(got, []byte("MZ")) || !bytes.Equal(got, built) {
+		t.Error("the exe in the MSI is not the one built")
+	}
+	example, _ := os.ReadFile("../Presence.ini.example")
+	if got, _ := os.ReadFile(findFile(t, dir, "Presence.ini")); string(got) != strings.ReplaceAll(string(example), "\n", "\r\n") {
+		t.Error("the MSI's Presence.ini is not the example with CRLF line endings")
+	}
+	if p := findFile(t, dir, "Presence.ini"); !strings.Contains(filepath.ToSlash(p), "presencebridge/Presence.ini") {
+		t.Errorf("Presence.ini extracted to %s", p)
+	}
+
+	// Another build: a new ProductCode, the same UpgradeCode (so it upgrades this one).
+	other := buildMSI(t, "1.0.6")
+	pc := func(msi string) (string, string) {
+		var code, up string
+		for _, r := range table(t, msi, "Property") {
+			switch r["Property"] {
+			case "ProductCode":
+				code = r["Value"]
+			case "UpgradeCode":
+				up = r["Value"]
+			}
+		}
+		return code, up
+	}
+	c1, u1 := pc(msi)
+	c2, u2 := pc(other)
+	if c1 == c2 || u1 != u2 || !regexp.MustCompile(`^\{[0-9A-F-]{36}\}$`).MatchString(c1) {
+		t.Errorf("ProductCodes %s, %s; UpgradeCodes %s, %s", c1, c2, u1, u2)
+	}
+}
+
+func findFile(t *testing.T, dir, name string) string {
+	t.Helper()
+	var found string
+	filepath.Walk(dir, func(p string, fi os.FileInfo, err error) error {
+		if err == nil && !fi.IsDir() && fi.Name() == name {
+			found = p
+		}
+		return nil
+	})
+	if found == "" {
+		t.Fatalf("%s is not in the MSI", name)
+	}
+	return found
+}
