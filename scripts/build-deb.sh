@@ -7,6 +7,10 @@
 set -eu
 [ $# -eq 3 ] || { echo "usage: $0 BINARY VERSION OUTDIR" >&2; exit 2; }
 bin=$1 version=$2 out=$3
+command -v dpkg-deb >/dev/null 2>&1 || {
+	echo "$0: dpkg-deb not found; build the DEB on Debian or Ubuntu (package dpkg)" >&2
+	exit 1
+}
 src=$(cd "$(dirname "$0")/.." && pwd)
 deb=$src/packaging/deb
 stage=$(mktemp -d)

@@ -6,6 +6,12 @@
 set -eu
 [ $# -eq 3 ] || { echo "usage: $0 presencebridge.exe VERSION OUTDIR" >&2; exit 2; }
 exe=$1 version=$2 out=$3
+for tool in wixl msibuild; do
+	command -v "$tool" >/dev/null 2>&1 || {
+		echo "$0: $tool not found; install Debian's wixl and msitools: sudo apt-get install wixl msitools" >&2
+		exit 1
+	}
+done
 src=$(cd "$(dirname "$0")/.." && pwd)
 stage=$(mktemp -d)
 trap 'rm -rf "$stage"' EXIT
