@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"strings"
 	"sync"
 	"time"
 
@@ -180,11 +179,7 @@ func (d *daemon) Stop(service.Service) error {
 // LogFile: to the file when LogFile is set, else to sys (the journal, the Event
 // Log or the console).
 func newServiceLogger(sys svclog.Sink, console bool, cfg *config.Config) (*slog.Logger, func(), error) {
-	var l slog.Level
-	if err := l.UnmarshalText([]byte(strings.ToUpper(cfg.LogLevel))); err != nil {
-		l = slog.LevelInfo
-	}
-	o := svclog.Options{Level: l, JSON: cfg.LogFormat == "json", NoTime: !console}
+	o := svclog.Options{Level: logLevel(cfg.LogLevel), JSON: cfg.LogFormat == "json", NoTime: !console}
 	if cfg.LogFile == "" {
 		return svclog.New(sys, o), func() {}, nil
 	}

@@ -18,12 +18,18 @@ import (
 	"github.com/presencebridge/presencebridge/internal/svclog"
 )
 
-func newConsoleLogger(w io.Writer, level string) *slog.Logger {
+// logLevel is the slog level of a [General] LogLevel value (config.Load has
+// checked it; anything else is info).
+func logLevel(level string) slog.Level {
 	var l slog.Level
 	if err := l.UnmarshalText([]byte(strings.ToUpper(level))); err != nil {
-		l = slog.LevelInfo
+		return slog.LevelInfo
 	}
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l}))
+	return l
+}
+
+func newConsoleLogger(w io.Writer, level string) *slog.Logger {
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: logLevel(level)}))
 }
 
 // loadConfig loads Presence.ini; on failure it prints every problem and returns nil.
