@@ -12,6 +12,7 @@ import (
 	"github.com/kardianos/service"
 
 	"github.com/presencebridge/presencebridge/internal/app"
+	"github.com/presencebridge/presencebridge/internal/config"
 	"github.com/presencebridge/presencebridge/internal/control"
 	"github.com/presencebridge/presencebridge/packaging"
 )
@@ -77,33 +78,20 @@ func cmdService(g globals, args []string) int {
 		fmt.Fprintf(g.stderr, "presencebridge service: %v\n", err)
 		return exitFailure
 	}
-	switch action {
-	case "status":
-		st, err := s.Status()
-		switch {
-		case errors.Is(err, service.ErrNotInstalled):
-			fmt.Fprintln(g.stdout, "not installed")
-			return exitNotReady
-		case err != nil:
-			fmt.Fprintf(g.stderr, "presencebridge service status: %v\n", err)
-			return exitFailure
-		case st == service.StatusRunning:
-			fmt.Fprintln(g.stdout, "running")
-			return exitOK
-		default:
-			fmt.Fprintln(g.stdout, "stopped")
-			return exitNotReady
-		}
-	case "start", "restart", "install":
+	if action == "status" {
+		return serviceStatus(g, s)
+	}
+	var cfg *config.Config
+	if action == "start" || action == "restart" || action == "install" {
 		// A bad Presence.ini would only show in the service's log: say it here.
-		if cfg := loadConfig(g); cfg == nil {
+		if cfg = loadConfig(g); cfg == nil {
 			fmt.Fprintf(g.stderr, "presencebridge service %s: not done; fix %s first (presencebridge verify --offline checks it)\n", action, path)
 			return exitConfig
 		}
 	}
 	switch action {
 	case "install":
-		err = installService(g, s)
+		err = installService(g, cfg, s)
 	case "uninstall":
 		err = uninstallService(s)
 	default:
@@ -118,6 +106,25 @@ func cmdService(g globals, args []string) int {
 		fmt.Fprintf(g.stdout, "Next: presencebridge --config %s verify, presencebridge --config %s login, presencebridge service start\n", path, path)
 	}
 	return exitOK
+}
+
+// serviceStatus prints running, stopped or not installed.
+func serviceStatus(g globals, s service.Service) int {
+	st, err := s.Status()
+	switch {
+	case errors.Is(err, service.ErrNotInstalled):
+		fmt.Fprintln(g.stdout, "not installed")
+		return exitNotReady
+	case err != nil:
+		fmt.Fprintf(g.stderr, "presencebridge service status: %v\n", err)
+		return exitFailure
+	case st == service.StatusRunning:
+		fmt.Fprintln(g.stdout, "running")
+		return exitOK
+	default:
+		fmt.Fprintln(g.stdout, "stopped")
+		return exitNotReady
+	}
 }
 
 // serviceReload asks the running service, through its control endpoint, to read

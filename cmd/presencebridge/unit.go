@@ -33,16 +33,17 @@ func unitParamsFor(cfg *config.Config) (packaging.UnitParams, error) {
 	return p, nil
 }
 
-const unitPath = "/etc/systemd/system/presencebridge.service"
+const (
+	unitName    = serviceName + ".service"
+	unitPath    = "/etc/systemd/system/" + unitName // what install writes
+	debUnitPath = "/lib/systemd/system/" + unitName // what the DEB ships
+)
 
-// installUnit writes the unit to /etc/systemd/system and enables it.
-func installUnit(g globals) error {
-	cfg := loadConfig(g)
-	if cfg == nil {
-		return fmt.Errorf("fix %s first", g.configPath)
-	}
-	if _, err := os.Stat("/lib/systemd/system/presencebridge.service"); err == nil {
-		return fmt.Errorf("the DEB package has installed the service already (/lib/systemd/system/presencebridge.service); use systemctl enable --now presencebridge")
+// installUnit writes the unit for cfg (checked by the caller) to
+// /etc/systemd/system and enables it.
+func installUnit(g globals, cfg *config.Config) error {
+	if _, err := os.Stat(debUnitPath); err == nil {
+		return fmt.Errorf("the DEB package has installed the service already (%s); use systemctl enable --now presencebridge", debUnitPath)
 	}
 	if _, err := os.Stat(unitPath); err == nil {
 		return fmt.Errorf("%s exists already; presencebridge service uninstall first", unitPath)
@@ -57,7 +58,7 @@ func installUnit(g globals) error {
 	if err := os.WriteFile(unitPath, []byte(packaging.Unit(p)), 0o644); err != nil {
 		return err
 	}
-	for _, args := range [][]string{{"daemon-reload"}, {"enable", "presencebridge.service"}} {
+	for _, args := range [][]string{{"daemon-reload"}, {"enable", unitName}} {
 		if out, err := exec.Command("systemctl", args...).CombinedOutput(); err != nil {
 			return fmt.Errorf("systemctl %s: %v: %s", strings.Join(args, " "), err, bytes.TrimSpace(out))
 		}
@@ -68,12 +69,12 @@ func installUnit(g globals) error {
 // uninstallUnit disables and removes what installUnit wrote.
 func uninstallUnit() error {
 	if _, err := os.Stat(unitPath); err != nil {
-		if _, err := os.Stat("/lib/systemd/system/presencebridge.service"); err == nil {
+		if _, err := os.Stat(debUnitPath); err == nil {
 			return fmt.Errorf("the service belongs to the DEB package: apt remove presencebridge")
 		}
 		return fmt.Errorf("%s: not installed", unitPath)
 	}
-	exec.Command("systemctl", "disable", "--now", "presencebridge.service").Run()
+	exec.Command("systemctl", "disable", "--now", unitName).Run()
 	if err := os.Remove(unitPath); err != nil {
 		return err
 	}
