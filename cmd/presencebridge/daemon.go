@@ -202,6 +202,13 @@ func lineSink(w io.Writer) svclog.Sink {
 // serviceName is the name of the Windows service and of the systemd unit.
 const serviceName = "presencebridge"
 
+// A failed Windows service is restarted after recoveryDelay; the failure count
+// starts over after recoveryReset without one.
+const (
+	recoveryDelay = 5 * time.Second
+	recoveryReset = 24 * time.Hour
+)
+
 // serviceConfig is what kardianos/service installs and controls: the config path
 // is baked into the arguments, and a failed service is restarted (Windows
 // recovery actions; the systemd unit has Restart=on-failure).
@@ -214,8 +221,8 @@ func serviceConfig(configPath string) *service.Config {
 		Option: service.KeyValue{
 			"StartType":              "automatic",
 			"OnFailure":              "restart",
-			"OnFailureDelayDuration": "5s",
-			"OnFailureResetPeriod":   86400,
+			"OnFailureDelayDuration": recoveryDelay.String(),
+			"OnFailureResetPeriod":   int(recoveryReset.Seconds()),
 		},
 	}
 }

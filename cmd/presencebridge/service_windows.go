@@ -4,7 +4,6 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"time"
 
 	"github.com/kardianos/service"
 	"golang.org/x/sys/windows"
@@ -99,8 +98,8 @@ func restrictDir(dir string) error {
 		windows.DACL_SECURITY_INFORMATION|windows.PROTECTED_DACL_SECURITY_INFORMATION, nil, nil, dacl, nil)
 }
 
-// setRecovery restarts the service 5 s after a failure, three times, the count
-// reset after a day without one.
+// setRecovery restarts the service recoveryDelay after a failure, three times,
+// the count reset after recoveryReset without one.
 func setRecovery() error {
 	m, err := mgr.Connect()
 	if err != nil {
@@ -112,6 +111,6 @@ func setRecovery() error {
 		return err
 	}
 	defer s.Close()
-	act := mgr.RecoveryAction{Type: mgr.ServiceRestart, Delay: 5 * time.Second}
-	return s.SetRecoveryActions([]mgr.RecoveryAction{act, act, act}, 86400)
+	act := mgr.RecoveryAction{Type: mgr.ServiceRestart, Delay: recoveryDelay}
+	return s.SetRecoveryActions([]mgr.RecoveryAction{act, act, act}, uint32(recoveryReset.Seconds()))
 }
