@@ -38,28 +38,29 @@ func RunWithReload(ctx context.Context, o ReloadOptions) error {
 	log := o.Logger
 	cfg := o.Config
 	sum := fingerprint(cfg.Path, cfg.UsersFile)
+	// Every App's control endpoint asks this loop, whichever App is running.
 	asks := make(chan reloadAsk)
+	o.Reload = func(ctx context.Context) error {
+		ask := reloadAsk{reply: make(chan error, 1)}
+		select {
+		case asks <- ask:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		select {
+		case err := <-ask.reply:
+			return err
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
 	for {
 		opts := o.Options
 		opts.Config = cfg
-		opts.Reload = func(ctx context.Context) error {
-			ask := reloadAsk{reply: make(chan error, 1)}
-			select {
-			case asks <- ask:
-			case <-ctx.Done():
-				return ctx.Err()
-			}
-			select {
-			case err := <-ask.reply:
-				return err
-			case <-ctx.Done():
-				return ctx.Err()
-			}
-		}
 		a := o.Opened
 		if a != nil {
 			o.Opened = nil
-			a.reload = opts.Reload
+			a.reload = o.Reload // opened by the caller, before this loop was there to ask
 		} else {
 			var err error
 			if a, err = Open(opts); err != nil {
