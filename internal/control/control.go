@@ -76,30 +76,15 @@ func Listen(addr, keyFile string, h Handler, logger *slog.Logger) (*Server, erro
 	mux.HandleFunc("GET /status", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, h.Status(r.Context()))
 	})
-	mux.HandleFunc("GET /presence", func(w http.ResponseWriter, r *http.Request) {
-		v, err := h.Presence(r.Context(), r.URL.Query().Get("upn"))
-		if err != nil {
-			writeJSON(w, http.StatusBadGateway, map[string]string{"error": err.Error()})
-			return
-		}
-		writeJSON(w, http.StatusOK, v)
-	})
-	mux.HandleFunc("POST /sync-all", func(w http.ResponseWriter, r *http.Request) {
-		v, err := h.SyncAll(r.Context())
-		if err != nil {
-			writeJSON(w, http.StatusInternalServerError, map[string]string{"error": err.Error()})
-			return
-		}
-		writeJSON(w, http.StatusOK, v)
-	})
-	mux.HandleFunc("POST /reload", func(w http.ResponseWriter, r *http.Request) {
-		v, err := h.Reload(r.Context())
-		if err != nil {
-			writeJSON(w, http.StatusConflict, map[string]string{"error": err.Error()})
-			return
-		}
-		writeJSON(w, http.StatusOK, v)
-	})
+	mux.HandleFunc("GET /presence", answer(http.StatusBadGateway, func(r *http.Request) (any, error) {
+		return h.Presence(r.Context(), r.URL.Query().Get("upn"))
+	}))
+	mux.HandleFunc("POST /sync-all", answer(http.StatusInternalServerError, func(r *http.Request) (any, error) {
+		return h.SyncAll(r.Context())
+	}))
+	mux.HandleFunc("POST /reload", answer(http.StatusConflict, func(r *http.Request) (any, error) {
+		return h.Reload(r.Context())
+	}))
 	mux.HandleFunc("POST /login", func(w http.ResponseWriter, r *http.Request) {
 		// A stream of JSON lines: {"message"} while waiting, then {"result"} or {"error"}.
 		w.Header().Set("Content-Type", "application/x-ndjson")
@@ -171,6 +156,19 @@ func (s *Server) authorize(next http.Handler) http.Handler {
 		}
 		next.ServeHTTP(w, r)
 	})
+}
+
+// answer replies with what f returns: 200 and its value, or errStatus and
+// {"error": ...}.
+func answer(errStatus int, f func(r *http.Request) (any, error)) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		v, err := f(r)
+		if err != nil {
+			writeJSON(w, errStatus, map[string]string{"error": err.Error()})
+			return
+		}
+		writeJSON(w, http.StatusOK, v)
+	}
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
@@ -247,40 +245,33 @@ func decode(resp *http.Response, out any) error {
 	return json.Unmarshal(body, out)
 }
 
-// Status fetches the service's status into out.
-func (c *Client) Status(ctx context.Context, out any) error {
-	resp, err := c.do(ctx, http.MethodGet, "/status", nil)
+// call sends one request and decodes the reply into out.
+func (c *Client) call(ctx context.Context, method, path string, q url.Values, out any) error {
+	resp, err := c.do(ctx, method, path, q)
 	if err != nil {
 		return err
 	}
 	return decode(resp, out)
+}
+
+// Status fetches the service's status into out.
+func (c *Client) Status(ctx context.Context, out any) error {
+	return c.call(ctx, http.MethodGet, "/status", nil, out)
 }
 
 // Presence asks the service for one user's live presence.
 func (c *Client) Presence(ctx context.Context, upn string, out any) error {
-	resp, err := c.do(ctx, http.MethodGet, "/presence", url.Values{"upn": {upn}})
-	if err != nil {
-		return err
-	}
-	return decode(resp, out)
+	return c.call(ctx, http.MethodGet, "/presence", url.Values{"upn": {upn}}, out)
 }
 
 // SyncAll asks the service to queue every user's current state for every target.
 func (c *Client) SyncAll(ctx context.Context, out any) error {
-	resp, err := c.do(ctx, http.MethodPost, "/sync-all", nil)
-	if err != nil {
-		return err
-	}
-	return decode(resp, out)
+	return c.call(ctx, http.MethodPost, "/sync-all", nil, out)
 }
 
 // Reload asks the service to read its configuration again.
 func (c *Client) Reload(ctx context.Context, out any) error {
-	resp, err := c.do(ctx, http.MethodPost, "/reload", nil)
-	if err != nil {
-		return err
-	}
-	return decode(resp, out)
+	return c.call(ctx, http.MethodPost, "/reload", nil, out)
 }
 
 // Login runs a sign-in inside the service, calling show with each message (the
