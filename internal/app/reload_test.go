@@ -12,11 +12,11 @@ import (
 	"github.com/presencebridge/presencebridge/internal/control"
 )
 
-// A good edit of Presence.ini takes effect without a new sign-in or a flood of old
-// states; a bad edit is refused and the running configuration carries on.
-func TestReload(t *testing.T) {
-	c := newRecordingCTI(t)
-	sim, path := deliveryTenant(t, c.srv.URL)
+// runReloading runs RunWithReload on the Presence.ini at path, looking at the
+// files every check, until the test ends. It returns the configuration it
+// started with, its log and the context it runs in.
+func runReloading(t *testing.T, path string, check time.Duration) (*config.Config, *syncBuffer, context.Context) {
+	t.Helper()
 	cfg, err := config.Load(path)
 	if err != nil {
 		t.Fatal(err)
@@ -26,9 +26,18 @@ func TestReload(t *testing.T) {
 	done := make(chan error, 1)
 	go func() {
 		done <- RunWithReload(ctx, ReloadOptions{Options: Options{Config: cfg, Logger: slog.New(slog.NewTextHandler(logs, nil)), Version: "test"},
-			Check: 50 * time.Millisecond})
+			Check: check})
 	}()
-	defer func() { cancel(); <-done }()
+	t.Cleanup(func() { cancel(); <-done })
+	return cfg, logs, ctx
+}
+
+// A good edit of Presence.ini takes effect without a new sign-in or a flood of old
+// states; a bad edit is refused and the running configuration carries on.
+func TestReload(t *testing.T) {
+	c := newRecordingCTI(t)
+	sim, path := deliveryTenant(t, c.srv.URL)
+	_, logs, _ := runReloading(t, path, 50*time.Millisecond)
 	waitFor(t, "first states at the CTI", func() bool { m, _ := c.last(""); return len(m) == 10 })
 	tokens := sim.Stats().Endpoints["POST /{tenant}/oauth2/v2.0/token"]
 	c.mu.Lock()
@@ -74,19 +83,8 @@ func TestReloadThroughTheControlEndpoint(t *testing.T) {
 	raw, _ := os.ReadFile(path)
 	good := strings.Replace(string(raw), "ControlAddr = off", "ControlAddr = 127.0.0.1:0", 1)
 	os.WriteFile(path, []byte(good), 0o600)
-	cfg, err := config.Load(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	logs := &syncBuffer{}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() {
-		// Files are looked at once an hour: only the asked reloads happen.
-		done <- RunWithReload(ctx, ReloadOptions{Options: Options{Config: cfg, Logger: slog.New(slog.NewTextHandler(logs, nil)), Version: "test"},
-			Check: time.Hour})
-	}()
-	defer func() { cancel(); <-done }()
+	// Files are looked at once an hour: only the asked reloads happen.
+	cfg, logs, ctx := runReloading(t, path, time.Hour)
 	waitFor(t, "first states at the CTI", func() bool { m, _ := c.last(""); return len(m) == 10 })
 	client, err := control.NewClient(KeyFile(cfg))
 	if err != nil {
