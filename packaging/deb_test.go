@@ -6,6 +6,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -140,14 +141,22 @@ func TestDebContents(t *testing.T) {
 		run(t, "sh", "-n", p)
 		raw, _ := os.ReadFile(p)
 		// Every path the scripts touch goes through DPKG_ROOT (the install test
-		// below depends on it, and so does a bootstrap into a chroot).
+		// below depends on it, and so does a bootstrap into a chroot). Text in a
+		// here-document is printed for the engineer, not touched.
+		inHeredoc := false
 		for i, line := range strings.Split(string(raw), "\n") {
-			if m := regexp.MustCompile(`(^|[\s"])/(etc|var|usr|lib)/`).FindString(line); m != "" &&
+			if systemPath.MatchString(line) &&
 				!strings.Contains(line, "$root/") && !strings.HasPrefix(strings.TrimSpace(line), "#") &&
 				!strings.Contains(line, "/run/systemd/system") && !strings.Contains(line, "--home-dir") &&
 				!strings.Contains(line, "--shell") && !strings.Contains(line, "/usr/bin/deb-systemd-helper") &&
-				!isHeredocText(string(raw), i) {
+				!inHeredoc {
 				t.Errorf("%s:%d touches a path outside DPKG_ROOT: %s", s, i+1, line)
+			}
+			switch {
+			case strings.Contains(line, "<<'STEPS'"):
+				inHeredoc = true
+			case strings.TrimSpace(line) == "STEPS":
+				inHeredoc = false
 			}
 		}
 	}
@@ -169,23 +178,8 @@ func TestDebContents(t *testing.T) {
 	}
 }
 
-// isHeredocText reports whether line i of a script is inside a here-document
-// (text printed for the engineer, not a path touched).
-func isHeredocText(script string, i int) bool {
-	in := false
-	for n, line := range strings.Split(script, "\n") {
-		if n == i {
-			return in
-		}
-		switch {
-		case strings.Contains(line, "<<'STEPS'"):
-			in = true
-		case strings.TrimSpace(line) == "STEPS":
-			in = false
-		}
-	}
-	return false
-}
+// systemPath finds an absolute path into the system in a maintainer script line.
+var systemPath = regexp.MustCompile(`(^|[\s"])/(etc|var|usr|lib)/`)
 
 // needRoot skips a test that installs the package: dpkg --root sets owners and
 // the postinst creates an account, which takes root (as on the CI machine). It
@@ -254,14 +248,9 @@ func TestDebInstallUpgradeRemovePurge(t *testing.T) {
 	if m == nil {
 		t.Fatalf("no presencebridge system account:\n%s", passwd)
 	}
-	var uid, gid uint32
-	for i, p := range []*uint32{&uid, &gid} {
-		var n int
-		for _, c := range m[i+1] {
-			n = n*10 + int(c-'0')
-		}
-		*p = uint32(n)
-	}
+	u64, _ := strconv.ParseUint(m[1], 10, 32) // the pattern matched digits
+	g64, _ := strconv.ParseUint(m[2], 10, 32)
+	uid, gid := uint32(u64), uint32(g64)
 	for path, want := range map[string][3]any{
 		"var/lib/presencebridge":                    {uid, gid, os.FileMode(0o700)},
 		"var/log/presencebridge":                    {uid, gid, os.FileMode(0o700)},

@@ -3,9 +3,9 @@ package packaging
 import (
 	"bytes"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -43,6 +43,16 @@ func table(t *testing.T, msi, name string) []map[string]string {
 	return rows
 }
 
+// properties is the Property table as a map.
+func properties(t *testing.T, msi string) map[string]string {
+	t.Helper()
+	props := map[string]string{}
+	for _, r := range table(t, msi, "Property") {
+		props[r["Property"]] = r["Value"]
+	}
+	return props
+}
+
 func find(rows []map[string]string, col, value string) map[string]string {
 	for _, r := range rows {
 		if r[col] == value {
@@ -54,10 +64,7 @@ func find(rows []map[string]string, col, value string) map[string]string {
 
 func TestMSI(t *testing.T) {
 	msi := buildMSI(t, "1.0.5")
-	props := map[string]string{}
-	for _, r := range table(t, msi, "Property") {
-		props[r["Property"]] = r["Value"]
-	}
+	props := properties(t, msi)
 	for k, want := range map[string]string{"ProductName": "presencebridge", "ProductVersion": "1.0.5", "UpgradeCode": upgradeCode,
 		"ALLUSERS": "1", "MsiHiddenProperties": "CLIENTSECRET"} {
 		if props[k] != want {
@@ -137,9 +144,9 @@ func TestMSI(t *testing.T) {
 		if r == nil {
 			t.Fatalf("no %s in InstallExecuteSequence", action)
 		}
-		n := 0
-		for _, c := range r["Sequence"] {
-			n = n*10 + int(c-'0')
+		n, err := strconv.Atoi(r["Sequence"])
+		if err != nil {
+			t.Fatalf("%s: sequence %q", action, r["Sequence"])
 		}
 		return n
 	}
@@ -152,39 +159,25 @@ func TestMSI(t *testing.T) {
 
 	// The files inside: the exe as built, the INI as the example with CRLF.
 	dir := t.TempDir()
-	cmd := exec.Command("msiextract", "-C", dir, msi)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("msiextract: %v\n%s", err, out)
-	}
+	run(t, "msiextract", "-C", dir, msi)
 	exe := findFile(t, dir, "presencebridge.exe")
 	built, _ := os.ReadFile(binary(t, "windows"))
 	if got, _ := os.ReadFile(exe); !bytes.HasPrefix(got, []byte("MZ")) || !bytes.Equal(got, built) {
 		t.Error("the exe in the MSI is not the one built")
 	}
 	example, _ := os.ReadFile("../Presence.ini.example")
-	if got, _ := os.ReadFile(findFile(t, dir, "Presence.ini")); string(got) != strings.ReplaceAll(string(example), "\n", "\r\n") {
+	ini := findFile(t, dir, "Presence.ini")
+	if got, _ := os.ReadFile(ini); string(got) != strings.ReplaceAll(string(example), "\n", "\r\n") {
 		t.Error("the MSI's Presence.ini is not the example with CRLF line endings")
 	}
-	if p := findFile(t, dir, "Presence.ini"); !strings.Contains(filepath.ToSlash(p), "presencebridge/Presence.ini") {
-		t.Errorf("Presence.ini extracted to %s", p)
+	if !strings.Contains(filepath.ToSlash(ini), "presencebridge/Presence.ini") {
+		t.Errorf("Presence.ini extracted to %s", ini)
 	}
 
 	// Another build: a new ProductCode, the same UpgradeCode (so it upgrades this one).
-	other := buildMSI(t, "1.0.6")
-	pc := func(msi string) (string, string) {
-		var code, up string
-		for _, r := range table(t, msi, "Property") {
-			switch r["Property"] {
-			case "ProductCode":
-				code = r["Value"]
-			case "UpgradeCode":
-				up = r["Value"]
-			}
-		}
-		return code, up
-	}
-	c1, u1 := pc(msi)
-	c2, u2 := pc(other)
+	other := properties(t, buildMSI(t, "1.0.6"))
+	c1, u1 := props["ProductCode"], props["UpgradeCode"]
+	c2, u2 := other["ProductCode"], other["UpgradeCode"]
 	if c1 == c2 || u1 != u2 || !regexp.MustCompile(`^\{[0-9A-F-]{36}\}$`).MatchString(c1) {
 		t.Errorf("ProductCodes %s, %s; UpgradeCodes %s, %s", c1, c2, u1, u2)
 	}
