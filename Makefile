@@ -1,6 +1,6 @@
 # presencebridge — see README.md. `make help` lists the targets.
 GO       ?= go
-VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+VERSION  ?= $(shell scripts/version.sh)
 LDFLAGS  := -s -w -X main.version=$(VERSION)
 BIN      := bin/presencebridge
 DEBVERSION ?= $(shell scripts/version.sh deb)
