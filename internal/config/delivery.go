@@ -202,7 +202,7 @@ func (l *loader) rate(e entry, def float64, what string) float64 {
 	if !e.set {
 		return def
 	}
-	r, err := strconv.ParseFloat(e.value, 64)
+	r, err := parseFinite(e.value)
 	if err != nil || r <= 0 {
 		l.bad(e, "not a positive number; use %s, e.g. %g", what, def)
 		return def

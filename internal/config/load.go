@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"math"
 	"net"
 	"net/url"
 	"os"
@@ -458,10 +459,10 @@ func (l *loader) polling(cfg *Config, s *section) {
 	p.ResolveInterval = l.duration(s.get("ResolveInterval"), DefaultResolveInterval, time.Minute)
 	p.ResolveRate = DefaultResolveRate
 	if e := s.get("ResolveRate"); e.set {
-		r, err := strconv.ParseFloat(e.value, 64)
+		r, err := parseFinite(e.value)
 		switch {
 		case err != nil:
-			l.bad(e, "not a number; use $batch requests per second, e.g. 10")
+			l.bad(e, "%s; use $batch requests per second, e.g. 10", err)
 		case r < 0.1 || r > 100:
 			l.bad(e, "out of range; use 0.1 to 100 $batch requests per second")
 		default:
@@ -631,7 +632,7 @@ func (l *loader) duration(e entry, def, least time.Duration) time.Duration {
 	}
 	d, err := time.ParseDuration(e.value)
 	if err != nil {
-		if _, numErr := strconv.ParseFloat(e.value, 64); numErr == nil {
+		if _, numErr := parseFinite(e.value); numErr == nil {
 			l.bad(e, "a duration needs a unit; write e.g. %ss for seconds or %sm for minutes", e.value, e.value)
 		} else {
 			l.bad(e, "not a duration; use a number with a unit, e.g. 10s or 2m")
@@ -666,9 +667,9 @@ func (l *loader) percent(e entry, defPercent float64) float64 {
 	if !e.set {
 		return defPercent / 100
 	}
-	p, err := strconv.ParseFloat(strings.TrimSpace(strings.TrimSuffix(e.value, "%")), 64)
+	p, err := parseFinite(strings.TrimSpace(strings.TrimSuffix(e.value, "%")))
 	if err != nil {
-		l.bad(e, "not a number; use a percentage from 1 to 90, e.g. 60")
+		l.bad(e, "%s; use a percentage from 1 to 90, e.g. 60", err)
 		return defPercent / 100
 	}
 	if p < 1 || p > 90 {
@@ -676,6 +677,22 @@ func (l *loader) percent(e entry, defPercent float64) float64 {
 		return defPercent / 100
 	}
 	return p / 100
+}
+
+// parseFinite reads a decimal number. NaN and infinities parse as floats but are
+// no setting's value: every range check is false for NaN, so one would slip
+// through as "in range" (BudgetShare = NaN turned the throttle budget off).
+func parseFinite(v string) (float64, error) {
+	f, err := strconv.ParseFloat(v, 64)
+	switch {
+	case err != nil && errors.Is(err, strconv.ErrRange):
+		return 0, errors.New("out of range")
+	case err != nil:
+		return 0, errors.New("not a number")
+	case math.IsNaN(f) || math.IsInf(f, 0):
+		return 0, errors.New("not a finite number")
+	}
+	return f, nil
 }
 
 // path2 resolves a file name relative to the INI's directory; empty gives def.
