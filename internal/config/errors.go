@@ -1,6 +1,7 @@
 package config
 
 import (
+	"fmt"
 	"path/filepath"
 	"sort"
 	"strconv"
@@ -20,10 +21,19 @@ type Problem struct {
 	Message string // what is wrong and what is allowed; never holds a secret
 }
 
+// MaxShownProblems is how many problems Error's text lists; the rest are counted.
+// A wrong file (a log, an export) given as Presence.ini has a problem on every
+// line, and hundreds of thousands of lines help nobody.
+const MaxShownProblems = 50
+
 func (e *Error) Error() string {
 	name := filepath.Base(e.Path)
 	var b strings.Builder
 	for i, p := range e.Problems {
+		if i == MaxShownProblems {
+			fmt.Fprintf(&b, "\n%s: %d more problems not shown; fix the ones above first (is %s the right file?)", name, len(e.Problems)-i, name)
+			break
+		}
 		if i > 0 {
 			b.WriteByte('\n')
 		}

@@ -166,6 +166,12 @@ func (l *loader) build(f *ini.File) *Config {
 			l.readKey(sec, kind, lower, k)
 		}
 	}
+	for _, u := range l.sc.unknown {
+		if sec := secs[u.section]; sec != nil {
+			kind, _ := sectionKind(u.section)
+			l.unknownKey(sec, kind, u.key, u.line)
+		}
+	}
 	empty := func(name string) *section {
 		if s := secs[strings.ToLower(name)]; s != nil {
 			return s

@@ -19,7 +19,7 @@ import (
 var update = flag.Bool("update", false, "rewrite testdata/bad/*.golden from the current output")
 
 // writeINI writes content as dir/Presence.ini and returns its path.
-func writeINI(t *testing.T, dir string, content []byte) string {
+func writeINI(t testing.TB, dir string, content []byte) string {
 	t.Helper()
 	p := filepath.Join(dir, "Presence.ini")
 	if err := os.WriteFile(p, content, 0o600); err != nil {

@@ -1,6 +1,8 @@
 package config
 
 import (
+	"fmt"
+	"slices"
 	"strings"
 	"unicode"
 )
@@ -10,6 +12,7 @@ import (
 // misread are blanked, so line numbers stay the same and parsing carries on).
 type scan struct {
 	text        string
+	unknown     []unknownKey      // keys no section of theirs knows, in file order (not passed to ini.v1)
 	keyLines    map[string][]int  // lower(section) + "\x00" + lower(key) -> lines, in order
 	rawKey      map[int]string    // line -> key as written
 	sectionLine map[string]int    // lower(section) -> line of its first header
@@ -18,6 +21,40 @@ type scan struct {
 
 // topSection is the lower-case name ini.v1 gives the keys above the first header.
 const topSection = "default"
+
+// maxOpenKeys bounds the keys of one open section ([Mapping] rules, [HTTP]
+// Header.<Name>): the defaults have about 40 rules, and ini.v1 checks every new
+// key against all earlier keys of its section, so a file with hundreds of
+// thousands of them would take minutes to read.
+const maxOpenKeys = 1000
+
+// unknownKey is a key line whose section has no such key.
+type unknownKey struct {
+	section string // lower-case section name
+	key     string // as written
+	line    int
+}
+
+// sectionKind is the knownKeys entry of a lower-case section name: "" for the
+// top of the file, "account" for [Account.<id>]; ok is false for a section the
+// loader reports as unknown (its keys are skipped).
+func sectionKind(lower string) (kind string, ok bool) {
+	switch {
+	case lower == topSection:
+		return "", true
+	case strings.HasPrefix(lower, "account."):
+		return "account", true
+	case lower == "account":
+		return "", false
+	}
+	_, ok = knownKeys[lower]
+	return lower, ok
+}
+
+// isOpenKey reports keys that open sections take by any name (see freeKey).
+func isOpenKey(kind, key string) bool {
+	return kind == "mapping" || kind == "http" && len(key) >= len("Header.") && strings.EqualFold(key[:len("Header.")], "Header.")
+}
 
 func scanKey(section, key string) string {
 	return strings.ToLower(section) + "\x00" + strings.ToLower(key)
@@ -38,6 +75,8 @@ func prescan(text string) (*scan, []Problem) {
 	lines := strings.Split(text, "\n")
 	out := make([]string, len(lines))
 	section, sectionOK := topSection, true
+	openKeys := map[string]map[string]bool{} // lower(section) -> lower(open key) seen
+	tooMany := map[string]bool{}             // lower(section) -> maxOpenKeys reported
 	for i, line := range lines {
 		n := i + 1
 		t := strings.TrimLeftFunc(line, unicode.IsSpace)
@@ -91,6 +130,33 @@ func prescan(text string) (*scan, []Problem) {
 					label = "[" + sc.sectionName[section] + "] " + key
 				}
 				bad(n, label+": a value may not start with ` or \"\"\"; put the whole value in double quotes")
+				continue
+			}
+			// Only keys the loader reads go to ini.v1 (see maxOpenKeys): unknown
+			// keys are reported from sc.unknown, keys of unknown sections are
+			// skipped with their section.
+			kind, known := sectionKind(section)
+			switch {
+			case !known:
+				continue
+			case isOpenKey(kind, key):
+				seen := openKeys[section]
+				if seen == nil {
+					seen = map[string]bool{}
+					openKeys[section] = seen
+				}
+				if lower := strings.ToLower(key); !seen[lower] {
+					if len(seen) >= maxOpenKeys {
+						if !tooMany[section] {
+							tooMany[section] = true
+							bad(n, fmt.Sprintf("[%s] has more than %d keys; this one and the rest are ignored (is this the right file?)", sc.sectionName[section], maxOpenKeys))
+						}
+						continue
+					}
+					seen[lower] = true
+				}
+			case !slices.ContainsFunc(knownKeys[kind], func(k string) bool { return strings.EqualFold(k, key) }):
+				sc.unknown = append(sc.unknown, unknownKey{section: section, key: key, line: n})
 				continue
 			}
 			k := scanKey(section, key)
