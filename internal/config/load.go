@@ -318,6 +318,11 @@ func (l *loader) legacy(cfg *Config, s *section) {
 
 func (l *loader) general(cfg *Config, s *section) {
 	cfg.StateFile = l.path2(s.get("StateFile"), DefaultStateFile)
+	if fi, err := os.Stat(cfg.StateFile); err == nil && fi.IsDir() {
+		e := s.get("StateFile")
+		e.value = cfg.StateFile
+		l.bad(e, "this is a folder; give the state file's name in it, e.g. %s", filepath.Join(cfg.StateFile, DefaultStateFile))
+	}
 	cfg.UsersFile = l.path2(s.get("UsersFile"), DefaultUsersFile)
 	cfg.LogLevel = "info"
 	if e := s.get("LogLevel"); e.set {

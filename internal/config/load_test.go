@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"flag"
 	"io/fs"
 	"net/url"
@@ -428,5 +429,20 @@ func TestCleanValue(t *testing.T) {
 		if got != tc.want || ok != tc.ok {
 			t.Errorf("cleanValue(%q) = %q, %v; want %q, %v", tc.raw, got, ok, tc.want, tc.ok)
 		}
+	}
+}
+
+// TestStateFileIsAFolder: a StateFile that names a folder is a configuration
+// error (run exited 1 after verify --offline had passed it).
+func TestStateFileIsAFolder(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.Mkdir(filepath.Join(dir, "state"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	_, err := Load(writeINI(t, dir, []byte("[General]\nStateFile = state\n"+minimal)))
+	want := fmt.Sprintf(`Presence.ini:2: [General] StateFile = %q: this is a folder; give the state file's name in it, e.g. %s`,
+		filepath.Join(dir, "state"), filepath.Join(dir, "state", "presencebridge.db"))
+	if err == nil || err.Error() != want {
+		t.Errorf("Load = %v\nwant %s", err, want)
 	}
 }

@@ -199,3 +199,14 @@ func TestClientSecretExpiry(t *testing.T) {
 		t.Errorf("without Application.Read.All: %+v", r)
 	}
 }
+
+// TestOfflineStateFileIsAFolder: verify --offline fails a StateFile that is a
+// folder (it passed, then run exited 1).
+func TestOfflineStateFileIsAFolder(t *testing.T) {
+	tn := newTenant(t, nil)
+	os.Mkdir(filepath.Join(tn.dir, "state"), 0o700)
+	path := filepath.Join(tn.dir, "Presence.ini")
+	os.WriteFile(path, []byte(strings.Replace(tn.ini(""), "ControlAddr = off", "ControlAddr = off\nStateFile = state", 1)), 0o600)
+	rs := Run(context.Background(), Options{ConfigPath: path, Offline: true})
+	expectFail(t, rs, "configuration", []string{"[General] StateFile", "this is a folder"}, nil)
+}
