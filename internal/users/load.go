@@ -8,8 +8,10 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"unicode"
+	"unicode/utf8"
 
 	"github.com/presencebridge/presencebridge/internal/config/textfile"
 )
@@ -176,7 +178,11 @@ func Parse(r io.Reader, name string) (list []User, problems []Problem, err error
 			Line:      line,
 		}
 		if msg := checkRow(u, first); msg != "" {
-			problems = append(problems, Problem{File: name, Line: line, UPN: u.UPN, Message: msg})
+			upn := u.UPN
+			if len(upn) > MaxUPNLocal+1+MaxUPNDomain {
+				upn = ""
+			}
+			problems = append(problems, Problem{File: name, Line: line, UPN: upn, Message: msg})
 			continue
 		}
 		first[u.UPN] = line
@@ -185,24 +191,68 @@ func Parse(r io.Reader, name string) (list []User, problems []Problem, err error
 	return list, problems, nil
 }
 
+// Field limits. A UPN is at most 113 characters in Entra ID: 64 before the "@"
+// and 48 after (Entra "Password policies and account restrictions", username
+// policies). The UPN and the SIP URI are keys in the state file, whose keys may
+// not exceed 32 KB (bbolt's MaxKeySize): a row beyond these limits is an export
+// gone wrong, refused here rather than failing the state file later.
+const (
+	MaxUPNLocal  = 64
+	MaxUPNDomain = 48
+	MaxSIPURI    = 512
+	MaxExtension = 64
+	MaxName      = 256
+	MaxAccount   = 64
+)
+
 // checkRow returns why u cannot be used, or "".
 func checkRow(u User, first map[string]int) string {
 	const ignored = "; this row is ignored"
 	local, domain, hasAt := strings.Cut(u.UPN, "@")
+	upn := quoteShort(u.UPN)
 	switch {
 	case u.UPN == "":
 		return "empty UPN; fill in the user's Teams sign-in name (usually the e-mail address)" + ignored
-	case !hasAt:
-		return fmt.Sprintf("UPN %q has no '@'; use the Teams sign-in name, e.g. %s@contoso.com", u.UPN, u.UPN) + ignored
+	case !hasAt && len(u.UPN) <= MaxUPNLocal:
+		return fmt.Sprintf("UPN %s has no '@'; use the Teams sign-in name, e.g. %s@contoso.com", upn, u.UPN) + ignored
+	case len(local) > MaxUPNLocal || len(domain) > MaxUPNDomain:
+		return fmt.Sprintf("UPN %s is %d characters long; a Teams (Entra ID) UPN has at most %d before the '@' and %d after it",
+			upn, len(u.UPN), MaxUPNLocal, MaxUPNDomain) + ignored
 	case local == "" || domain == "" || strings.Contains(domain, "@") || strings.IndexFunc(u.UPN, unicode.IsSpace) >= 0:
-		return fmt.Sprintf("UPN %q is not of the form user@domain", u.UPN) + ignored
+		return fmt.Sprintf("UPN %s is not of the form user@domain", upn) + ignored
 	case u.SIPURI == "" && u.Extension == "":
-		return fmt.Sprintf("%q has neither a SIP URI nor an extension; fill in one of them", u.UPN) + ignored
+		return fmt.Sprintf("%s has neither a SIP URI nor an extension; fill in one of them", upn) + ignored
+	case len(u.SIPURI) > MaxSIPURI:
+		return tooLong(u.UPN, "SIP URI", len(u.SIPURI), MaxSIPURI) + ignored
+	case len(u.Extension) > MaxExtension:
+		return tooLong(u.UPN, "extension", len(u.Extension), MaxExtension) + ignored
+	case len(u.Name) > MaxName:
+		return tooLong(u.UPN, "name", len(u.Name), MaxName) + ignored
+	case len(u.Account) > MaxAccount:
+		return tooLong(u.UPN, "account", len(u.Account), MaxAccount) + ignored
 	}
 	if line, dup := first[u.UPN]; dup {
-		return fmt.Sprintf("duplicate UPN %q (first on line %d)", u.UPN, line) + ignored
+		return fmt.Sprintf("duplicate UPN %s (first on line %d)", upn, line) + ignored
 	}
 	return ""
+}
+
+func tooLong(upn, field string, n, limit int) string {
+	return fmt.Sprintf("the %s of %s is %d characters long; at most %d are allowed", field, quoteShort(upn), n, limit)
+}
+
+// quoteShort quotes v for a message, cut to its first 60 characters: a broken
+// export's 40,000-character "UPN" must not make a 40,000-character log line.
+func quoteShort(v string) string {
+	const keep = 60
+	if len(v) <= keep {
+		return strconv.Quote(v)
+	}
+	cut := keep
+	for cut > 0 && !utf8.RuneStart(v[cut]) {
+		cut--
+	}
+	return strconv.Quote(v[:cut]) + "..."
 }
 
 // headerColumns maps the header row to column indexes (-1: absent) or explains

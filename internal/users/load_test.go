@@ -2,6 +2,7 @@ package users
 
 import (
 	"errors"
+	"fmt"
 	"io/fs"
 	"path/filepath"
 	"slices"
@@ -140,5 +141,48 @@ func TestParse(t *testing.T) {
 				t.Errorf("got  %+v\nwant %+v", list, tc.want)
 			}
 		})
+	}
+}
+
+// TestOversizedRows: rows from a broken export (a 40,000-character UPN, a 10 MB
+// field) are skipped and named by line like other bad rows; the rest load. A UPN
+// longer than Entra allows once stopped the service (bbolt: key too large).
+func TestOversizedRows(t *testing.T) {
+	long := strings.Repeat("x", 40_000) + "@contoso.com"
+	csv := "UPN;Extension;Name\n" +
+		"a@contoso.com;100;Alice\n" +
+		long + ";101;Long\n" +
+		strings.Repeat("y", 65) + "@contoso.com;102;Local part too long\n" +
+		"c@" + strings.Repeat("d", 49) + ".com;103;Domain too long\n" +
+		"e@contoso.com;104;" + strings.Repeat("n", 10<<20) + "\n" +
+		"f@contoso.com;" + strings.Repeat("9", 65) + ";Extension too long\n" +
+		strings.Repeat("g", 64) + "@" + strings.Repeat("h", 44) + ".com;105;Longest allowed\n"
+	list, problems, err := Parse(strings.NewReader(csv), "users.csv")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var upns []string
+	for _, u := range list {
+		upns = append(upns, u.UPN)
+	}
+	if want := []string{"a@contoso.com", strings.Repeat("g", 64) + "@" + strings.Repeat("h", 44) + ".com"}; !slices.Equal(upns, want) {
+		t.Errorf("users %v, want %v", upns, want)
+	}
+	wantLines := []int{3, 4, 5, 6, 7}
+	if len(problems) != len(wantLines) {
+		t.Fatalf("problems %v, want lines %v", problems, wantLines)
+	}
+	for i, p := range problems {
+		s := p.String()
+		if p.Line != wantLines[i] || len(s) > 300 || !strings.HasPrefix(s, fmt.Sprintf("users.csv:%d: ", wantLines[i])) {
+			t.Errorf("problem %d = %.300q (%d bytes), want line %d and a short message", i, s, len(s), wantLines[i])
+		}
+	}
+	for i, want := range []string{"is 40012 characters long; a Teams (Entra ID) UPN has at most 64 before the '@' and 48 after it",
+		"is 77 characters long", "is 55 characters long", "the name of \"e@contoso.com\" is 10485760 characters long; at most 256",
+		"the extension of \"f@contoso.com\" is 65 characters long; at most 64"} {
+		if !strings.Contains(problems[i].Message, want) {
+			t.Errorf("problem %d = %q, want it to say %q", i, problems[i].Message, want)
+		}
 	}
 }
