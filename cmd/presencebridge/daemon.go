@@ -73,7 +73,7 @@ func (d *daemon) Start(service.Service) error {
 		return d.fail(exitConfig, fmt.Errorf("%s: [General] LogFile: %w", cfg.Path, err))
 	}
 	platformServiceStart(cfg, log)
-	opts := app.Options{Config: cfg, Logger: log, Version: version}
+	opts := app.Options{Config: cfg, Logger: log, Version: version, RefuseMassRemoval: true}
 	a, err := app.Open(opts)
 	if err != nil {
 		closeLog()

@@ -41,6 +41,8 @@ Commands:
   presence get UPN        print one user's live Teams presence, and what each target last got, as JSON
   status [--json]         show accounts, sign-in state, users, the last poll cycle and the targets
   sync-all [--wait 2m]    send every user's current state to every target, changed or not
+  users apply [--allow-mass-removal]
+                          have the service use the users file now; confirm one that takes most users off the PBX
   config set K=V ...      set keys in Presence.ini in place (Account.main.TenantID=...), secrets encrypted
   secret encrypt          read a secret on stdin, print the encrypted value to paste into Presence.ini
   verify [--offline]      check config, users, budget, network, tokens, permissions and targets; each FAIL with its fix
@@ -101,6 +103,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		"presence": cmdPresence,
 		"status":   cmdStatus,
 		"sync-all": cmdSyncAll,
+		"users":    cmdUsers,
 		"verify":   cmdVerify,
 		"secret":   cmdSecret,
 		"service":  cmdService,

@@ -85,8 +85,20 @@ func cmdRun(g globals, args []string) int {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
-	if err := d.Start(nil); err != nil {
-		return d.ExitCode()
+	// Start reads Presence.ini and the users file and opens the state file; a
+	// stop asked for meanwhile (a wrong file given as the users file can take
+	// seconds to read) ends the process at once: nothing is running yet, and
+	// bbolt's file is safe whenever the process ends.
+	started := make(chan error, 1)
+	go func() { started <- d.Start(nil) }()
+	select {
+	case err := <-started:
+		if err != nil {
+			return d.ExitCode()
+		}
+	case <-ctx.Done():
+		fmt.Fprintln(g.stderr, "presencebridge: stopped while starting")
+		return exitOK
 	}
 	go func() {
 		for range hup {

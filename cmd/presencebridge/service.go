@@ -140,7 +140,7 @@ func serviceReload(g globals) int {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
 		var res map[string]string
-		if err = c.Reload(ctx, &res); err == nil {
+		if err = c.Reload(ctx, control.ReloadRequest{}, &res); err == nil {
 			fmt.Fprintf(g.stdout, "presencebridge service reload: %s\n", res["result"])
 			return exitOK
 		}

@@ -44,8 +44,18 @@ type Options struct {
 	HTTPClient *http.Client
 	// Reload asks for the configuration to be read again (set by RunWithReload;
 	// the control endpoint's reload calls it).
-	Reload func(ctx context.Context) error
+	Reload func(ctx context.Context, r control.ReloadRequest) error
+	// RefuseMassRemoval makes Open (and a reload) refuse a users file that lists
+	// nobody or would take more than half of the users off the PBX, unless it was
+	// confirmed (users apply --allow-mass-removal). The service sets it: its Run
+	// withdraws the presence of users who left the file. One-shot commands
+	// (login, status) work with any users file.
+	RefuseMassRemoval bool
 }
+
+// maxProblemsShown is how many skipped users-file rows are logged and kept for
+// status; a broken export can have a problem on every one of 50,000 rows.
+const maxProblemsShown = 50
 
 // ErrConfig marks errors a field engineer fixes in Presence.ini or the users file.
 var ErrConfig = errors.New("configuration error")
@@ -61,7 +71,7 @@ type App struct {
 	dispatcher  *push.Dispatcher
 	targets     []push.Target
 	version     string
-	reload      func(ctx context.Context) error
+	reload      func(ctx context.Context, r control.ReloadRequest) error
 	started     atomic.Pointer[time.Time] // set by Run; read by status
 	metricsAddr atomic.Value              // string: where /metrics listens
 	accounts    []*account
@@ -114,7 +124,13 @@ func Open(o Options) (*App, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrConfig, err)
 	}
-	for _, p := range problems {
+	for i, p := range problems {
+		if i == maxProblemsShown {
+			more := fmt.Sprintf("%s: %d more rows skipped; fix the ones above first", p.File, len(problems)-i)
+			a.problems = append(a.problems, more)
+			a.log.Warn(more)
+			break
+		}
 		a.problems = append(a.problems, p.String())
 		a.log.Warn("Users file row skipped", "problem", p.String())
 	}
@@ -129,6 +145,12 @@ func Open(o Options) (*App, error) {
 	a.db, err = store.Open(cfg.StateFile)
 	if err != nil {
 		return nil, err
+	}
+	if o.RefuseMassRemoval {
+		if err := checkUsers(a.db, cfg.UsersFile, list); err != nil {
+			a.db.Close()
+			return nil, fmt.Errorf("%w: %w", ErrConfig, err)
+		}
 	}
 	targets := o.Targets
 	if targets == nil {
@@ -505,11 +527,11 @@ func (h controlHandler) Presence(ctx context.Context, upn string) (any, error) {
 
 func (h controlHandler) SyncAll(ctx context.Context) (any, error) { return h.a.SyncAll(ctx) }
 
-func (h controlHandler) Reload(ctx context.Context) (any, error) {
+func (h controlHandler) Reload(ctx context.Context, r control.ReloadRequest) (any, error) {
 	if h.a.reload == nil {
 		return nil, errors.New("this presencebridge does not reload (it is not the service)")
 	}
-	if err := h.a.reload(ctx); err != nil {
+	if err := h.a.reload(ctx, r); err != nil {
 		return nil, err
 	}
 	return map[string]string{"result": "the configuration was read again and is being applied"}, nil

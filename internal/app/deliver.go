@@ -175,31 +175,19 @@ func (s sipPubs) SavePublications(pubs map[string]*sip.Publication) error {
 // removeDeparted queues a removal for users that were delivered to a target but are
 // no longer in the users file, so the PBX stops showing their last state.
 func (a *App) removeDeparted(ctx context.Context) error {
-	gone := map[string]push.Delivered{}
-	err := a.db.ForEach(store.BucketDelivered, func(key string, raw []byte) error {
-		upn := key
-		for i := 0; i < len(key); i++ {
-			if key[i] == 0 {
-				upn = key[i+1:]
-				break
-			}
-		}
-		if _, ok := a.byUPN[upn]; ok {
-			return nil
-		}
-		var d push.Delivered
-		if err := json.Unmarshal(raw, &d); err != nil || d.Reason == push.ReasonRemove {
-			return nil
-		}
-		gone[upn] = d
-		return nil
-	})
-	if err != nil || len(gone) == 0 {
+	shown, err := push.Shown(a.db)
+	if err != nil {
 		return err
 	}
-	items := make([]push.Item, 0, len(gone))
-	for _, d := range gone {
-		items = append(items, push.Item{User: d.User, State: d.State, Mapped: d.Mapped, Reason: push.ReasonRemove, Queued: a.clk.Now().UTC()})
+	var items []push.Item
+	now := a.clk.Now().UTC()
+	for upn, d := range shown {
+		if _, ok := a.byUPN[upn]; !ok {
+			items = append(items, push.Item{User: d.User, State: d.State, Mapped: d.Mapped, Reason: push.ReasonRemove, Queued: now})
+		}
+	}
+	if len(items) == 0 {
+		return nil
 	}
 	a.log.Info("Users left the users file; withdrawing their presence from the PBX", "users", len(items))
 	return a.dispatcher.Enqueue(ctx, items)

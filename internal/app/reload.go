@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/presencebridge/presencebridge/internal/config"
+	"github.com/presencebridge/presencebridge/internal/control"
 	"github.com/presencebridge/presencebridge/internal/users"
 )
 
@@ -40,8 +41,8 @@ func RunWithReload(ctx context.Context, o ReloadOptions) error {
 	sum := fingerprint(cfg.Path, cfg.UsersFile)
 	// Every App's control endpoint asks this loop, whichever App is running.
 	asks := make(chan reloadAsk)
-	o.Reload = func(ctx context.Context) error {
-		ask := reloadAsk{reply: make(chan error, 1)}
+	o.Reload = func(ctx context.Context, r control.ReloadRequest) error {
+		ask := reloadAsk{req: r, reply: make(chan error, 1)}
 		select {
 		case asks <- ask:
 		case <-ctx.Done():
@@ -71,7 +72,7 @@ func RunWithReload(ctx context.Context, o ReloadOptions) error {
 		done := make(chan error, 1)
 		go func() { done <- a.Run(actx) }()
 
-		next, why, ended, runErr := waitForChange(ctx, o, cfg, &sum, done, asks)
+		next, why, ended, runErr := waitForChange(ctx, o, a, &sum, done, asks)
 		cancel()
 		if !ended {
 			runErr = <-done
@@ -89,12 +90,19 @@ func RunWithReload(ctx context.Context, o ReloadOptions) error {
 }
 
 // reloadAsk is a reload asked through the control endpoint (`presencebridge
-// service reload`); reply gets nil when the new configuration is taken, or why not.
-type reloadAsk struct{ reply chan error }
+// service reload`, `users apply`); reply gets nil when the new configuration is
+// taken, or why not.
+type reloadAsk struct {
+	req   control.ReloadRequest
+	reply chan error
+}
 
 // waitForChange returns a new valid configuration when the files change or a
 // reload is asked for; next is nil when ctx ends or the App's Run returns (ended).
-func waitForChange(ctx context.Context, o ReloadOptions, cur *config.Config, sum *[32]byte, done <-chan error, asks <-chan reloadAsk) (next *config.Config, why string, ended bool, runErr error) {
+// running is the App that runs meanwhile; its state file tells which users the
+// PBX shows.
+func waitForChange(ctx context.Context, o ReloadOptions, running *App, sum *[32]byte, done <-chan error, asks <-chan reloadAsk) (next *config.Config, why string, ended bool, runErr error) {
+	cur := running.cfg
 	t := time.NewTicker(o.Check)
 	defer t.Stop()
 	for {
@@ -119,8 +127,16 @@ func waitForChange(ctx context.Context, o ReloadOptions, cur *config.Config, sum
 			continue
 		}
 		next, err := config.Load(cur.Path)
+		var list []users.User
 		if err == nil {
-			_, _, err = users.Load(next.UsersFile) // rows with problems are reported by the new App
+			list, _, err = users.Load(next.UsersFile) // rows with problems are reported by the new App
+		}
+		switch {
+		case err != nil:
+		case ask != nil && ask.req.AllowMassRemoval:
+			_, err = confirmUsers(running.db, next, true)
+		case o.RefuseMassRemoval:
+			err = checkUsers(running.db, next.UsersFile, list)
 		}
 		if err != nil {
 			o.Logger.Error("Reload refused: the edited configuration has errors; the running configuration stays", "err", err.Error())

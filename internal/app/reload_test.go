@@ -15,7 +15,7 @@ import (
 // runReloading runs RunWithReload on the Presence.ini at path, looking at the
 // files every check, until the test ends. It returns the configuration it
 // started with, its log and the context it runs in.
-func runReloading(t *testing.T, path string, check time.Duration) (*config.Config, *syncBuffer, context.Context) {
+func runReloading(t *testing.T, path string, check time.Duration, tweak ...func(*ReloadOptions)) (*config.Config, *syncBuffer, context.Context) {
 	t.Helper()
 	cfg, err := config.Load(path)
 	if err != nil {
@@ -24,10 +24,11 @@ func runReloading(t *testing.T, path string, check time.Duration) (*config.Confi
 	logs := &syncBuffer{}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() {
-		done <- RunWithReload(ctx, ReloadOptions{Options: Options{Config: cfg, Logger: slog.New(slog.NewTextHandler(logs, nil)), Version: "test"},
-			Check: check})
-	}()
+	o := ReloadOptions{Options: Options{Config: cfg, Logger: slog.New(slog.NewTextHandler(logs, nil)), Version: "test"}, Check: check}
+	for _, f := range tweak {
+		f(&o)
+	}
+	go func() { done <- RunWithReload(ctx, o) }()
 	t.Cleanup(func() { cancel(); <-done })
 	return cfg, logs, ctx
 }
@@ -92,7 +93,7 @@ func TestReloadThroughTheControlEndpoint(t *testing.T) {
 	}
 
 	os.WriteFile(path, []byte(strings.Replace(good, "Interval = 1s", "Interval = 10x", 1)), 0o600)
-	err = client.Reload(ctx, nil)
+	err = client.Reload(ctx, control.ReloadRequest{}, nil)
 	if err == nil || !strings.Contains(err.Error(), "reload refused") || !strings.Contains(err.Error(), `[Polling] Interval = "10x"`) {
 		t.Fatalf("reload of a bad edit: %v; want the refusal naming the key and value", err)
 	}
@@ -102,7 +103,7 @@ func TestReloadThroughTheControlEndpoint(t *testing.T) {
 
 	os.WriteFile(path, []byte(good), 0o600)
 	var res map[string]string
-	if err := client.Reload(ctx, &res); err != nil || res["result"] == "" {
+	if err := client.Reload(ctx, control.ReloadRequest{}, &res); err != nil || res["result"] == "" {
 		t.Fatalf("reload of a good file: %v, %v", res, err)
 	}
 	waitFor(t, "the reload", func() bool {

@@ -32,7 +32,22 @@ type Handler interface {
 	SyncAll(ctx context.Context) (any, error)
 	// Reload reads Presence.ini and the users file again; an error says why the
 	// new configuration was refused.
-	Reload(ctx context.Context) (any, error)
+	Reload(ctx context.Context, r ReloadRequest) (any, error)
+}
+
+// ReloadRequest is what a reload is asked with.
+type ReloadRequest struct {
+	// AllowMassRemoval confirms a users file that lists nobody, or that would
+	// take more than half of the users off the PBX (`users apply
+	// --allow-mass-removal`).
+	AllowMassRemoval bool
+}
+
+func (r ReloadRequest) query() url.Values {
+	if !r.AllowMassRemoval {
+		return nil
+	}
+	return url.Values{"allowMassRemoval": {"1"}}
 }
 
 // ErrNotRunning means no service answers at the configured address.
@@ -83,7 +98,7 @@ func Listen(addr, keyFile string, h Handler, logger *slog.Logger) (*Server, erro
 		return h.SyncAll(r.Context())
 	}))
 	mux.HandleFunc("POST /reload", answer(http.StatusConflict, func(r *http.Request) (any, error) {
-		return h.Reload(r.Context())
+		return h.Reload(r.Context(), ReloadRequest{AllowMassRemoval: r.URL.Query().Get("allowMassRemoval") == "1"})
 	}))
 	mux.HandleFunc("POST /login", func(w http.ResponseWriter, r *http.Request) {
 		// A stream of JSON lines: {"message"} while waiting, then {"result"} or {"error"}.
@@ -270,8 +285,8 @@ func (c *Client) SyncAll(ctx context.Context, out any) error {
 }
 
 // Reload asks the service to read its configuration again.
-func (c *Client) Reload(ctx context.Context, out any) error {
-	return c.call(ctx, http.MethodPost, "/reload", nil, out)
+func (c *Client) Reload(ctx context.Context, r ReloadRequest, out any) error {
+	return c.call(ctx, http.MethodPost, "/reload", r.query(), out)
 }
 
 // Login runs a sign-in inside the service, calling show with each message (the

@@ -21,7 +21,10 @@ func (fakeHandler) Presence(_ context.Context, upn string) (any, error) {
 	return map[string]string{"upn": upn, "availability": "Busy"}, nil
 }
 func (fakeHandler) SyncAll(context.Context) (any, error) { return map[string]int{"queued": 3}, nil }
-func (fakeHandler) Reload(context.Context) (any, error) {
+func (fakeHandler) Reload(_ context.Context, r ReloadRequest) (any, error) {
+	if r.AllowMassRemoval {
+		return map[string]string{"result": "users file accepted"}, nil
+	}
 	return nil, errors.New("reload refused: Presence.ini:3")
 }
 func (fakeHandler) Login(_ context.Context, account string, show func(string)) (any, error) {
@@ -80,8 +83,12 @@ func TestStatusPresenceLogin(t *testing.T) {
 	if err := c.SyncAll(ctx, &sync); err != nil || sync["queued"] != 3 {
 		t.Fatalf("SyncAll = %v, %v", sync, err)
 	}
-	if err := c.Reload(ctx, nil); err == nil || err.Error() != "reload refused: Presence.ini:3" {
+	if err := c.Reload(ctx, ReloadRequest{}, nil); err == nil || err.Error() != "reload refused: Presence.ini:3" {
 		t.Fatalf("Reload error = %v; want the service's reason", err)
+	}
+	var rel map[string]string
+	if err := c.Reload(ctx, ReloadRequest{AllowMassRemoval: true}, &rel); err != nil || rel["result"] != "users file accepted" {
+		t.Fatalf("Reload allowing mass removal = %v, %v; want the flag to reach the handler", rel, err)
 	}
 	var msgs []string
 	var res map[string]string

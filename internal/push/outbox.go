@@ -183,3 +183,22 @@ func hasPending(db *store.DB, target, upn string) bool {
 	})
 	return found
 }
+
+// Shown returns, by UPN, what a target last accepted for each user the PBX shows:
+// users whose last delivery (to any target) was not a removal.
+func Shown(db *store.DB) (map[string]Delivered, error) {
+	out := map[string]Delivered{}
+	err := db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket([]byte(store.BucketDelivered)).ForEach(func(k, v []byte) error {
+			var d Delivered
+			if err := json.Unmarshal(v, &d); err != nil {
+				return fmt.Errorf("delivered entry %q: %w", k, err)
+			}
+			if d.Reason != ReasonRemove {
+				out[upnOf(k)] = d
+			}
+			return nil
+		})
+	})
+	return out, err
+}

@@ -27,10 +27,12 @@ const (
 	BucketDelivered = "delivered" // target + "\x00" + UPN -> push.Delivered (JSON)
 	BucketOutboxSeq = "outboxseq" // target -> last sequence number given out (8 bytes, big endian)
 	BucketSIPPubs   = "sippubs"   // SIP URI -> sip.Publication (ETag, expiry, body)
+	// What an engineer confirmed (package app).
+	BucketConfirmed = "confirmed" // "usersfile" -> SHA-256 (hex) of a users file accepted with users apply --allow-mass-removal
 )
 
 var allBuckets = []string{BucketTokens, BucketUserIDs, BucketPresence, BucketAccounts,
-	BucketOutbox, BucketDelivered, BucketOutboxSeq, BucketSIPPubs}
+	BucketOutbox, BucketDelivered, BucketOutboxSeq, BucketSIPPubs, BucketConfirmed}
 
 // ErrInUse means another process holds the state file open.
 var ErrInUse = errors.New("state file is in use by another presencebridge process")

@@ -1,0 +1,123 @@
+package app
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+
+	"github.com/presencebridge/presencebridge/internal/config"
+	"github.com/presencebridge/presencebridge/internal/push"
+	"github.com/presencebridge/presencebridge/internal/store"
+	"github.com/presencebridge/presencebridge/internal/users"
+)
+
+// confirmedUsersFile is the BucketConfirmed key of the users file an engineer
+// accepted with `users apply --allow-mass-removal`.
+const confirmedUsersFile = "usersfile"
+
+// usersFileSum is the SHA-256 of the users file's content.
+func usersFileSum(path string) (string, error) {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("read users file: %w", err)
+	}
+	sum := sha256.Sum256(raw)
+	return hex.EncodeToString(sum[:]), nil
+}
+
+// compareShown compares list with the users the PBX shows now (push.Shown).
+func compareShown(db *store.DB, list []users.User) (users.Removal, error) {
+	shown, err := push.Shown(db)
+	if err != nil {
+		return users.Removal{}, err
+	}
+	upns := make([]string, 0, len(shown))
+	for upn := range shown {
+		upns = append(upns, upn)
+	}
+	return users.CompareShown(upns, list), nil
+}
+
+// checkUsers refuses a users file that lists nobody, or that would take more than
+// half of the users the PBX shows off it (users.Removal.Check), unless this very
+// file was confirmed with `users apply --allow-mass-removal`.
+func checkUsers(db *store.DB, path string, list []users.User) error {
+	r, err := compareShown(db, list)
+	if err != nil {
+		return err
+	}
+	refused := r.Check(path)
+	if refused == nil {
+		return nil
+	}
+	var confirmed string
+	if _, err := db.Get(store.BucketConfirmed, confirmedUsersFile, &confirmed); err != nil {
+		return err
+	}
+	if sum, err := usersFileSum(path); err == nil && sum == confirmed {
+		return nil
+	}
+	return refused
+}
+
+// UsersReport is what `users apply` did.
+type UsersReport struct {
+	File    string `json:"file"`
+	Users   int    `json:"users"`   // users the file lists
+	Skipped int    `json:"skipped"` // rows skipped (status and verify name them)
+	Shown   int    `json:"shown"`   // users the PBX showed before
+	Removed int    `json:"removed"` // of those, users the file no longer lists
+	// Confirmed is set when a mass removal was confirmed with --allow-mass-removal.
+	Confirmed bool   `json:"confirmed"`
+	Result    string `json:"result"`
+}
+
+// confirmUsers checks the users file against what the PBX shows and, with allow,
+// records that this file is meant even though it takes most users off the PBX.
+func confirmUsers(db *store.DB, cfg *config.Config, allow bool) (UsersReport, error) {
+	rep := UsersReport{File: cfg.UsersFile}
+	list, problems, err := users.Load(cfg.UsersFile)
+	if err != nil {
+		return rep, fmt.Errorf("%w: %w", ErrConfig, err)
+	}
+	r, err := compareShown(db, list)
+	if err != nil {
+		return rep, err
+	}
+	rep.Users, rep.Skipped, rep.Shown, rep.Removed = len(list), len(problems), r.Shown, r.Removed
+	err = checkUsers(db, cfg.UsersFile, list)
+	var mass *users.MassRemovalError
+	switch {
+	case err == nil:
+		return rep, nil
+	case !errors.As(err, &mass) || !allow:
+		return rep, fmt.Errorf("%w: %w", ErrConfig, err)
+	}
+	sum, err := usersFileSum(cfg.UsersFile)
+	if err != nil {
+		return rep, err
+	}
+	if err := db.Put(store.BucketConfirmed, confirmedUsersFile, sum); err != nil {
+		return rep, err
+	}
+	rep.Confirmed = true
+	return rep, nil
+}
+
+// ConfirmUsers is `users apply` while the service is stopped: it checks the users
+// file against the state file and, with allow, records the confirmation there
+// for the next start. The running service's reload does the same.
+func ConfirmUsers(cfg *config.Config, allow bool) (UsersReport, error) {
+	db, err := store.Open(cfg.StateFile)
+	if err != nil {
+		return UsersReport{File: cfg.UsersFile}, err
+	}
+	defer db.Close()
+	rep, err := confirmUsers(db, cfg, allow)
+	if err == nil {
+		rep.Result = "the users file is accepted; the service uses it when it starts"
+	}
+	return rep, err
+}
