@@ -112,9 +112,17 @@ func (s *Server) ctlApprove(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]int{"approved": s.ApproveDeviceCodes(req.UPN)})
 }
 
-// ctlRevoke: POST /_sim/revoke -> {"revoked": n}.
+// ctlRevoke: POST /_sim/revoke -> {"revoked": n} revokes the refresh tokens;
+// ?sessions=1 also refuses the access tokens issued so far, ?keepRefresh=1 only
+// those, ?claims=1 with a claims challenge (RevokeSessions).
 func (s *Server) ctlRevoke(w http.ResponseWriter, r *http.Request) {
-	writeJSON(w, http.StatusOK, map[string]int{"revoked": s.RevokeRefreshTokens()})
+	q := r.URL.Query()
+	if q.Get("sessions") != "1" && q.Get("keepRefresh") != "1" {
+		writeJSON(w, http.StatusOK, map[string]int{"revoked": s.RevokeRefreshTokens()})
+		return
+	}
+	n := s.RevokeSessions(RevokeOptions{KeepRefreshTokens: q.Get("keepRefresh") == "1", ClaimsChallenge: q.Get("claims") == "1"})
+	writeJSON(w, http.StatusOK, map[string]int{"revoked": n})
 }
 
 // ctlStats: GET /_sim/stats[?requests=false] -> Stats.

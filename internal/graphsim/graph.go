@@ -65,6 +65,13 @@ func (s *Server) authorize(w http.ResponseWriter, r *http.Request) (*tokenClaims
 		return nil, false
 	}
 	infoOf(r).app = c.AppID
+	if revoked, challenge := s.revoked(c.Gen); revoked {
+		if challenge != "" {
+			w.Header().Set("WWW-Authenticate", challenge)
+		}
+		writeGraphError(w, http.StatusUnauthorized, "InvalidAuthenticationToken", "Continuous access evaluation resulted in challenge with result: InteractionRequired and code: TokenIssuedBeforeRevocationTimestamp")
+		return nil, false
+	}
 	now := s.clock.Now()
 	if now.Unix() >= c.Exp {
 		writeGraphError(w, http.StatusUnauthorized, "InvalidAuthenticationToken", "Lifetime validation failed, the token is expired.")

@@ -137,6 +137,11 @@ type Server struct {
 	authMu      sync.Mutex
 	deviceCodes map[string]*deviceCode // by device_code
 	refresh     map[string]*refreshGrant
+	// Access tokens carry the session generation they were minted in; those of
+	// a generation before revokedGen are refused (RevokeSessions).
+	tokenGen, revokedGen int
+	claimsChallenge      bool // a refused token's 401 carries a claims challenge
+	claimsRequests       int  // token requests that carried claims
 
 	mu      sync.Mutex // guards the fields below
 	srv     *http.Server

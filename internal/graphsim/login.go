@@ -278,6 +278,68 @@ type refreshGrant struct {
 	revoked  bool
 }
 
+// RevokeOptions say how RevokeSessions ends the sessions.
+type RevokeOptions struct {
+	// KeepRefreshTokens leaves the refresh tokens valid, as continuous access
+	// evaluation does for a location change: only the access tokens issued so
+	// far are refused. Otherwise refresh tokens are revoked too (a password
+	// reset, "revoke sessions").
+	KeepRefreshTokens bool
+	// ClaimsChallenge makes Graph's 401 for a refused token carry a claims
+	// challenge (WWW-Authenticate ... error="insufficient_claims", claims=...),
+	// as Graph does for continuous access evaluation.
+	ClaimsChallenge bool
+}
+
+// RevokeSessions makes Graph refuse every access token issued so far with 401
+// InvalidAuthenticationToken, although they have not expired (Entra ID's
+// continuous access evaluation, a password reset or an admin revoking sessions).
+// Tokens issued afterwards are accepted. It returns how many refresh tokens it
+// revoked.
+func (s *Server) RevokeSessions(o RevokeOptions) int {
+	s.authMu.Lock()
+	s.tokenGen++
+	s.revokedGen = s.tokenGen
+	s.claimsChallenge = o.ClaimsChallenge
+	s.authMu.Unlock()
+	if o.KeepRefreshTokens {
+		s.log.Info("Access tokens revoked")
+		return 0
+	}
+	return s.RevokeRefreshTokens()
+}
+
+// ClaimsRequests counts token requests that carried a claims parameter (a client
+// answering a claims challenge).
+func (s *Server) ClaimsRequests() int {
+	s.authMu.Lock()
+	defer s.authMu.Unlock()
+	return s.claimsRequests
+}
+
+// tokenGeneration is the generation new access tokens are minted in.
+func (s *Server) tokenGeneration() int {
+	s.authMu.Lock()
+	defer s.authMu.Unlock()
+	return s.tokenGen
+}
+
+// revoked reports whether an access token of generation gen was revoked, and the
+// WWW-Authenticate claims challenge to answer with ("" for none).
+func (s *Server) revoked(gen int) (bool, string) {
+	s.authMu.Lock()
+	defer s.authMu.Unlock()
+	if gen >= s.revokedGen {
+		return false, ""
+	}
+	if !s.claimsChallenge {
+		return true, ""
+	}
+	claims := fmt.Sprintf(`{"access_token":{"nbf":{"essential":true,"value":"%d"}}}`, s.clock.Now().Unix())
+	return true, `Bearer realm="", authorization_uri="https://login.microsoftonline.com/common/oauth2/authorize", client_id="00000003-0000-0000-c000-000000000000", error="insufficient_claims", claims="` +
+		base64.StdEncoding.EncodeToString([]byte(claims)) + `"`
+}
+
 // RevokeRefreshTokens revokes every refresh token (as a password reset or a
 // Conditional Access change would) and returns how many were valid. Access tokens
 // already issued stay valid until they expire, as in Entra ID.
@@ -325,6 +387,11 @@ func (s *Server) handleToken(w http.ResponseWriter, r *http.Request) {
 	if clientID == "" {
 		writeOAuthError(w, http.StatusBadRequest, "invalid_request", 900144, "The request body must contain the following parameter: 'client_id'.")
 		return
+	}
+	if f.Get("claims") != "" {
+		s.authMu.Lock()
+		s.claimsRequests++
+		s.authMu.Unlock()
 	}
 	app, ok := s.apps[clientID]
 	if !ok {
@@ -694,11 +761,13 @@ type tokenClaims struct {
 	Roles []string `json:"roles,omitempty"`
 	Idtyp string   `json:"idtyp"`
 	Uti   string   `json:"uti"`
+	Gen   int      `json:"xms_gen,omitempty"` // session generation (RevokeSessions)
 }
 
 var accessTokenHeader = base64.RawURLEncoding.EncodeToString([]byte(`{"alg":"HS256","typ":"JWT","kid":"graphsim"}`))
 
 func (s *Server) mintAccessToken(c tokenClaims) string {
+	c.Gen = s.tokenGeneration()
 	p, _ := json.Marshal(c)
 	signing := accessTokenHeader + "." + base64.RawURLEncoding.EncodeToString(p)
 	return signing + "." + base64.RawURLEncoding.EncodeToString(s.tokenMAC(signing))

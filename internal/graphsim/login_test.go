@@ -320,3 +320,39 @@ func jwtClaims(t *testing.T, tok string) map[string]any {
 	}
 	return m
 }
+
+// RevokeSessions: tokens issued before are refused with 401 (with a claims
+// challenge when asked), tokens issued after are accepted, and the refresh
+// tokens go too unless kept.
+func TestRevokeSessions(t *testing.T) {
+	s := start(t, graphsim.Options{Users: 3})
+	id := s.Users()[0].ID
+	old := appToken(t, s)
+	if r := do(t, s, "GET", "/v1.0/users/"+id+"/presence", old, nil); r.Status != 200 {
+		t.Fatalf("before: %d", r.Status)
+	}
+	if n := s.RevokeSessions(graphsim.RevokeOptions{KeepRefreshTokens: true, ClaimsChallenge: true}); n != 0 {
+		t.Errorf("revoked %d refresh tokens, want none kept", n)
+	}
+	r := do(t, s, "GET", "/v1.0/users/"+id+"/presence", old, nil)
+	if r.Status != 401 || r.graphErrorCode(t) != "InvalidAuthenticationToken" {
+		t.Fatalf("old token after the revocation: %d %s", r.Status, r.Body)
+	}
+	ch := r.Header.Get("WWW-Authenticate")
+	i := strings.Index(ch, `claims="`)
+	if !strings.Contains(ch, `error="insufficient_claims"`) || i < 0 {
+		t.Fatalf("WWW-Authenticate = %q, want a claims challenge", ch)
+	}
+	raw, err := base64.StdEncoding.DecodeString(strings.TrimSuffix(ch[i+len(`claims="`):], `"`))
+	if err != nil || !strings.Contains(string(raw), `"access_token":{"nbf":{"essential":true`) {
+		t.Fatalf("claims = %q, %v", raw, err)
+	}
+	if r := do(t, s, "GET", "/v1.0/users/"+id+"/presence", appToken(t, s), nil); r.Status != 200 {
+		t.Fatalf("a token issued after the revocation: %d", r.Status)
+	}
+	s.RevokeSessions(graphsim.RevokeOptions{})
+	r = do(t, s, "GET", "/v1.0/users/"+id+"/presence", old, nil)
+	if r.Status != 401 || r.Header.Get("WWW-Authenticate") != "" {
+		t.Fatalf("without a claims challenge: %d %q", r.Status, r.Header.Get("WWW-Authenticate"))
+	}
+}
