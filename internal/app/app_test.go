@@ -62,13 +62,17 @@ func (b *syncBuffer) String() string {
 // twoAccountTenant starts a simulated tenant with users in two domains and writes a
 // Presence.ini with two accounts: "people" (device code, contoso.example) and
 // "daemon" (client secret, fabrikam.example).
-func twoAccountTenant(t *testing.T) (*graphsim.Server, string) {
+func twoAccountTenant(t *testing.T, tweak ...func(*graphsim.Options)) (*graphsim.Server, string) {
 	t.Helper()
-	sim, err := graphsim.New(graphsim.Options{
+	opts := graphsim.Options{
 		Users: 20, Domains: []string{"contoso.example", "fabrikam.example"},
 		DeviceCodeApproveAfter: 50 * time.Millisecond,
 		AccessTokenLifetime:    2 * time.Minute, // under MSAL's 5-minute floor: every Token call refreshes
-	})
+	}
+	for _, f := range tweak {
+		f(&opts)
+	}
+	sim, err := graphsim.New(opts)
 	if err != nil {
 		t.Fatal(err)
 	}

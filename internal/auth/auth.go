@@ -13,6 +13,7 @@ package auth
 import (
 	"context"
 	"crypto"
+	"crypto/sha256"
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
@@ -137,11 +138,16 @@ type Authenticator struct {
 	cred confidential.Credential
 	copt []confidential.Option // for Login's cache-less proof of the credentials
 
+	cache *tokenCache
+
 	mu         sync.Mutex // guards the fields below
 	st         Status
 	failKind   failureKind // kind of the current failure, when State is needs-login or error
 	held       *NeedsLoginError
 	lastTryBad time.Time // when the current needs-login was last confirmed
+	// refused is the SHA-256 of the last access token Graph refused although
+	// it was freshly issued (Refused); Token never serves it as a good one.
+	refused [32]byte
 }
 
 // New checks o and builds the MSAL client. It reads the certificate files but
@@ -176,6 +182,7 @@ func New(o Options) (*Authenticator, error) {
 	a := &Authenticator{o: o, log: o.Logger, clock: o.Clock}
 	a.st = Status{State: StateUnknown, Since: o.Clock.Now()}
 	tc := newTokenCache(o.Store, o.AccountID)
+	a.cache = tc
 
 	switch o.Mode {
 	case ModeDeviceCode:
@@ -262,6 +269,39 @@ func certCredential(certFile, keyFile string) (confidential.Credential, error) {
 // configuration *CredentialsError; other failures are transient or unknown and
 // come back as an ordinary error.
 func (a *Authenticator) Token(ctx context.Context) (string, error) {
+	return a.token(ctx, "")
+}
+
+// Renew is Graph's 401 (InvalidAuthenticationToken) answered: the access tokens
+// cached for the account are dropped and a new one is fetched (device code: from
+// the refresh token; app: with the secret or certificate), passing claims, the
+// decoded claims challenge of Graph's WWW-Authenticate if it sent one, to MSAL.
+// A revoked sign-in gives *NeedsLoginError at once, as Token would, instead of
+// failing every poll until the refused access token expires (up to an hour).
+func (a *Authenticator) Renew(ctx context.Context, claims string) (string, error) {
+	if err := a.cache.dropAccessTokens(); err != nil {
+		return "", fmt.Errorf("account %q: drop the refused access token: %w", a.o.AccountID, err)
+	}
+	a.log.Info("Graph refused the access token; getting a new one", "claimsChallenge", claims != "")
+	return a.token(ctx, claims)
+}
+
+// Refused records that Graph refused tok, a token Renew had just fetched: the
+// tenant does not accept this account's tokens (a device-code account shows
+// needs-login with the fix, an app registration an error). reason is Graph's
+// answer. Token does not serve tok again as a good token.
+func (a *Authenticator) Refused(tok, reason string) error {
+	a.mu.Lock()
+	a.refused = sha256.Sum256([]byte(tok))
+	a.mu.Unlock()
+	f := failure{kind: failOther, reason: "Graph refused a newly issued access token: " + sanitise(reason, a.secrets)}
+	if a.o.Mode == ModeDeviceCode {
+		f.kind = failNeedsLogin
+	}
+	return a.failed(f, "use token")
+}
+
+func (a *Authenticator) token(ctx context.Context, claims string) (string, error) {
 	if held := a.heldNeedsLogin(); held != nil {
 		return "", held
 	}
@@ -284,7 +324,11 @@ func (a *Authenticator) Token(ctx context.Context) (string, error) {
 			}
 			fail = &failure{kind: failNeedsLogin, reason: reason}
 		default:
-			res, err := a.pc.AcquireTokenSilent(ctx, a.scopes, public.WithSilentAccount(acct))
+			opts := []public.AcquireSilentOption{public.WithSilentAccount(acct)}
+			if claims != "" {
+				opts = append(opts, public.WithClaims(claims))
+			}
+			res, err := a.pc.AcquireTokenSilent(ctx, a.scopes, opts...)
 			if err != nil {
 				f := classify(err, a.o.Mode, a.secrets)
 				fail = &f
@@ -293,13 +337,22 @@ func (a *Authenticator) Token(ctx context.Context) (string, error) {
 			}
 		}
 	} else {
-		res, err := a.cc.AcquireTokenByCredential(ctx, a.scopes)
+		var opts []confidential.AcquireByCredentialOption
+		if claims != "" {
+			opts = append(opts, confidential.WithClaims(claims))
+		}
+		res, err := a.cc.AcquireTokenByCredential(ctx, a.scopes, opts...)
 		if err != nil {
 			f := classify(err, a.o.Mode, a.secrets)
 			fail = &f
 		} else {
 			tok, expires = res.AccessToken, res.ExpiresOn
 		}
+	}
+	if fail == nil && a.isRefused(tok) {
+		// Still the token Graph refused (MSAL serves it from its cache): the
+		// refusal stands until a new token is issued.
+		return "", a.failed(a.refusal(), "get token")
 	}
 	if fail != nil {
 		if fail.ctxErr != nil && ctx.Err() != nil {
@@ -310,6 +363,19 @@ func (a *Authenticator) Token(ctx context.Context) (string, error) {
 	}
 	a.succeeded(username, expires)
 	return tok, nil
+}
+
+func (a *Authenticator) isRefused(tok string) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.refused != [32]byte{} && a.refused == sha256.Sum256([]byte(tok))
+}
+
+// refusal is the current failure, for a token that is still the refused one.
+func (a *Authenticator) refusal() failure {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return failure{kind: a.failKind, reason: a.st.LastError}
 }
 
 // account is the cached account Token uses: the one named by Options.Username,

@@ -391,3 +391,38 @@ func TestClientCertificate(t *testing.T) {
 		})
 	}
 }
+
+// Renew drops the cached access token (MSAL would serve it for its whole hour)
+// and fetches a new one from the refresh token; Refused makes a device-code
+// account need a new sign-in, once, and the refused token is never served as a
+// good one again.
+func TestRenewAndRefused(t *testing.T) {
+	s := startSim(t, graphsim.Options{})
+	db, _ := tempStore(t)
+	f := newAuth(t, s, db, ModeDeviceCode, nil)
+	f.mustLogin(t, s.Users()[1].UPN)
+	first := f.token(t)
+	if again := f.token(t); again != first {
+		t.Fatal("MSAL did not serve the cached token")
+	}
+	calls := tokenCalls(s)
+	renewed, err := f.a.Renew(context.Background(), "")
+	if err != nil || renewed == first || tokenCalls(s) != calls+1 {
+		t.Fatalf("Renew = %v (same token: %v, token calls %d)", err, renewed == first, tokenCalls(s)-calls)
+	}
+	graphAccepts(t, s, renewed)
+
+	err = f.a.Refused(renewed, "Graph answered 401 InvalidAuthenticationToken: the token is not accepted")
+	var nl *NeedsLoginError
+	if !errors.As(err, &nl) || f.a.Status().State != StateNeedsLogin || !strings.Contains(f.a.Status().LastError, "Graph refused a newly issued access token") {
+		t.Fatalf("Refused = %v, status %+v", err, f.a.Status())
+	}
+	// After the needs-login re-check MSAL serves the same cached token: still refused.
+	f.clock.Advance(needsLoginRecheck + time.Second)
+	if _, err := f.a.Token(context.Background()); !errors.As(err, &nl) || f.a.Status().State != StateNeedsLogin {
+		t.Fatalf("Token after the re-check = %v, status %+v; the refused token was served", err, f.a.Status())
+	}
+	if n := f.logs.count("Sign-in needed"); n != 1 {
+		t.Errorf("Sign-in needed logged %d times, want once:\n%s", n, f.logs.String())
+	}
+}

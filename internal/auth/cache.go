@@ -2,6 +2,7 @@ package auth
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 
 	"github.com/AzureAD/microsoft-authentication-library-for-go/apps/cache"
@@ -72,4 +73,27 @@ func (c *tokenCache) Export(ctx context.Context, m cache.Marshaler, _ cache.Expo
 		return fmt.Errorf("save token cache: %w", err)
 	}
 	return nil
+}
+
+// dropAccessTokens removes the cached access tokens from the account's blob (MSAL
+// reads the blob again before every token request), keeping the refresh token and
+// the account: the next request gets a new access token. Graph refused the
+// cached one before it expired (a revoked session, continuous access evaluation).
+func (c *tokenCache) dropAccessTokens() error {
+	raw, err := c.db.GetRaw(store.BucketTokens, c.key)
+	if err != nil || len(raw) == 0 {
+		return err
+	}
+	var blob map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &blob); err != nil {
+		return fmt.Errorf("decode token cache %s/%s in %s: %w", store.BucketTokens, c.key, c.db.Path(), err)
+	}
+	if _, ok := blob["AccessToken"]; !ok {
+		return nil
+	}
+	delete(blob, "AccessToken") // MSAL's storage.Contract: AccessTokens `json:"AccessToken"`
+	if raw, err = json.Marshal(blob); err != nil {
+		return err
+	}
+	return c.db.PutRaw(store.BucketTokens, c.key, raw)
 }

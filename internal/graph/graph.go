@@ -5,6 +5,7 @@ package graph
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -28,6 +29,15 @@ const (
 // TokenSource gives a bearer token for Graph.
 type TokenSource interface {
 	Token(ctx context.Context) (string, error)
+}
+
+// Renewer is a TokenSource that can replace a token Graph refused with 401
+// (auth.Authenticator): Renew drops the cached token and gets a new one, with the
+// decoded claims challenge if Graph sent one; Refused reports that Graph refused
+// the new token too, and returns the error to give the caller.
+type Renewer interface {
+	Renew(ctx context.Context, claims string) (string, error)
+	Refused(tok, reason string) error
 }
 
 // Client calls Graph through the given HTTP client (proxy and CA are its business).
@@ -93,6 +103,9 @@ type StatusError struct {
 	Status  int
 	Code    string
 	Message string
+	// Claims is the decoded claims challenge of a 401's WWW-Authenticate
+	// (continuous access evaluation), for the token request that answers it.
+	Claims string
 }
 
 func (e *StatusError) Error() string {
@@ -205,11 +218,31 @@ func (c *Client) post(ctx context.Context, path string, in, out any) error {
 	return c.do(ctx, http.MethodPost, path, raw, out)
 }
 
+// do sends one request with a token. When Graph refuses the token (401) and the
+// token source can renew it, the request is sent once more with a new token; a
+// second refusal is reported to the token source.
 func (c *Client) do(ctx context.Context, method, path string, body []byte, out any) error {
 	tok, err := c.tokens.Token(ctx)
 	if err != nil {
 		return err
 	}
+	err = c.send(ctx, method, path, body, tok, out)
+	var se *StatusError
+	rn, ok := c.tokens.(Renewer)
+	if !ok || !errors.As(err, &se) || se.Status != http.StatusUnauthorized {
+		return err
+	}
+	if tok, err = rn.Renew(ctx, se.Claims); err != nil {
+		return err
+	}
+	err = c.send(ctx, method, path, body, tok, out)
+	if errors.As(err, &se) && se.Status == http.StatusUnauthorized {
+		return rn.Refused(tok, se.Error())
+	}
+	return err
+}
+
+func (c *Client) send(ctx context.Context, method, path string, body []byte, tok string, out any) error {
 	var rd io.Reader
 	if body != nil {
 		rd = bytes.NewReader(body)
@@ -233,7 +266,11 @@ func (c *Client) do(ctx context.Context, method, path string, body []byte, out a
 	}
 	if resp.StatusCode/100 != 2 {
 		b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
-		return fmt.Errorf("%s %s: %w", method, path, decodeError(resp.StatusCode, b))
+		se := decodeError(resp.StatusCode, b)
+		if resp.StatusCode == http.StatusUnauthorized {
+			se.Claims = claimsChallenge(resp.Header.Values("WWW-Authenticate"))
+		}
+		return fmt.Errorf("%s %s: %w", method, path, se)
 	}
 	if err := json.NewDecoder(io.LimitReader(resp.Body, 64<<20)).Decode(out); err != nil {
 		return fmt.Errorf("%s %s: decode reply: %w", method, path, err)
@@ -269,6 +306,28 @@ func decodeError(status int, body []byte) *StatusError {
 	}
 	_ = json.Unmarshal(body, &e)
 	return &StatusError{Status: status, Code: e.Error.Code, Message: e.Error.Message}
+}
+
+// claimsChallenge returns the decoded claims of a Bearer challenge such as
+// `Bearer realm="", error="insufficient_claims", claims="eyJhY2Nlc3NfdG9rZW4i..."`
+// (learn.microsoft.com/entra/identity-platform/claims-challenge), or "".
+func claimsChallenge(challenges []string) string {
+	for _, h := range challenges {
+		i := strings.Index(h, `claims="`)
+		if i < 0 {
+			continue
+		}
+		v, _, ok := strings.Cut(h[i+len(`claims="`):], `"`)
+		if !ok {
+			continue
+		}
+		for _, enc := range []*base64.Encoding{base64.StdEncoding, base64.RawStdEncoding, base64.URLEncoding, base64.RawURLEncoding} {
+			if b, err := enc.DecodeString(v); err == nil && json.Valid(b) {
+				return string(b)
+			}
+		}
+	}
+	return ""
 }
 
 // headerValue finds a header in a $batch response, whose names may have any case.

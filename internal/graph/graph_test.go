@@ -3,6 +3,7 @@ package graph
 import (
 	"context"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -119,5 +120,66 @@ func TestRetryAfterForms(t *testing.T) {
 	}
 	if got := throttled("", now); got.HasRetryAfter {
 		t.Errorf("empty Retry-After gave %+v", got)
+	}
+}
+
+// renewingToken is a Renewer that hands out tokens from the simulated tenant and
+// records what the Graph client asked of it.
+type renewingToken struct {
+	sim     *graphsim.Server
+	tok     string
+	claims  []string
+	refused []string
+}
+
+func (r *renewingToken) Token(context.Context) (string, error) { return r.tok, nil }
+
+func (r *renewingToken) Renew(_ context.Context, claims string) (string, error) {
+	r.claims = append(r.claims, claims)
+	var err error
+	r.tok, err = r.sim.AppToken("presencebridge-daemon")
+	return r.tok, err
+}
+
+func (r *renewingToken) Refused(tok, reason string) error {
+	r.refused = append(r.refused, reason)
+	return errors.New("refused: " + reason)
+}
+
+// A 401 is answered by renewing the token once (with the decoded claims challenge
+// when Graph sent one) and sending the request again; a second 401 is reported
+// to the token source.
+func TestUnauthorizedRenewsTheTokenOnce(t *testing.T) {
+	sim, _ := newSim(t, 3)
+	tok, _ := sim.AppToken("presencebridge-daemon")
+	rt := &renewingToken{sim: sim, tok: tok}
+	c := New(sim.GraphURL(), sim.Client(), rt)
+	ids := []string{sim.Users()[0].ID}
+	ctx := context.Background()
+
+	sim.RevokeSessions(graphsim.RevokeOptions{KeepRefreshTokens: true, ClaimsChallenge: true})
+	if _, err := c.GetPresences(ctx, ids); err != nil {
+		t.Fatalf("after a revocation: %v", err)
+	}
+	if len(rt.claims) != 1 || !strings.HasPrefix(rt.claims[0], `{"access_token":{"nbf":{"essential":true,"value":"`) {
+		t.Fatalf("Renew was asked with claims %q, want the decoded challenge once", rt.claims)
+	}
+	if _, err := c.GetPresences(ctx, ids); err != nil || len(rt.claims) != 1 {
+		t.Fatalf("the renewed token: %v, %d renewals", err, len(rt.claims))
+	}
+
+	sim.RevokeSessions(graphsim.RevokeOptions{})
+	if _, err := c.GetPresences(ctx, ids); err != nil || len(rt.claims) != 2 || rt.claims[1] != "" {
+		t.Fatalf("a revocation without a challenge: %v, claims %q", err, rt.claims)
+	}
+	if len(rt.refused) != 0 {
+		t.Fatalf("Refused called: %q", rt.refused)
+	}
+
+	// Graph refuses every token, new ones too.
+	sim.InjectFault(graphsim.Fault{Path: "/v1.0/communications/getPresencesByUserId", Status: 401, Count: 2})
+	_, err := c.GetPresences(ctx, ids)
+	if err == nil || len(rt.refused) != 1 || !strings.Contains(rt.refused[0], "401") || len(rt.claims) != 3 {
+		t.Fatalf("two 401s: %v; refused %q, claims %q", err, rt.refused, rt.claims)
 	}
 }
