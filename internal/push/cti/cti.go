@@ -180,7 +180,16 @@ func (t *Target) Send(ctx context.Context, items []push.Item) []error {
 	sem := make(chan struct{}, t.o.Concurrency)
 	var wg sync.WaitGroup
 	for i, it := range items {
-		sem <- struct{}{}
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+			// Stopping: nothing new starts; what is under way finishes.
+			for j := i; j < len(items); j++ {
+				errs[j] = ctx.Err()
+			}
+			wg.Wait()
+			return errs
+		}
 		wg.Add(1)
 		go func() {
 			defer func() { <-sem; wg.Done() }()
@@ -191,12 +200,15 @@ func (t *Target) Send(ctx context.Context, items []push.Item) []error {
 	return errs
 }
 
+// post sends one request, bounded by [HTTP] Timeout only: a request under way
+// when ctx ends (a stop) still takes its answer, so that what the CTI accepted is
+// recorded as accepted and not sent again after the restart.
 func (t *Target) post(ctx context.Context, body any) error {
 	raw, err := json.Marshal(body)
 	if err != nil {
 		return push.Permanent("encode document: %v", err)
 	}
-	ctx, cancel := context.WithTimeout(ctx, t.o.Timeout)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), t.o.Timeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, t.o.URL, bytes.NewReader(raw))
 	if err != nil {

@@ -433,3 +433,77 @@ func (b *syncBuffer) String() string {
 	defer b.mu.Unlock()
 	return b.buf.String()
 }
+
+// A stop while requests are in flight lets them finish and records them as
+// accepted, starts no new ones, and after a restart sends only the rest: no
+// duplicates (before, every stop abandoned [HTTP] Concurrency requests the CTI
+// then received twice).
+func TestStopFinishesRequestsInFlight(t *testing.T) {
+	c := newCTI(t, nil)
+	var inFlight, started atomic.Int32
+	release := make(chan struct{})
+	c.setReply(func(w http.ResponseWriter) bool {
+		started.Add(1)
+		inFlight.Add(1)
+		<-release
+		inFlight.Add(-1)
+		return false // then the document is recorded and answered 204
+	})
+	const n, concurrency = 40, 4
+	tg, _ := New(Options{URL: c.srv.URL, CAFile: c.caFile, Concurrency: concurrency})
+	path := filepath.Join(t.TempDir(), "state.db")
+	db, err := store.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	items := make([]push.Item, n)
+	for i := range items {
+		items[i] = item(fmt.Sprintf("u%02d@x", i), 0)
+	}
+	run := func() (stop func()) {
+		d := push.NewDispatcher(push.Options{Store: db, Targets: []push.Target{tg}, Logger: slog.New(slog.DiscardHandler)})
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { d.Run(ctx); close(done) }()
+		if items != nil {
+			d.Enqueue(ctx, items)
+			items = nil
+		}
+		return func() { cancel(); <-done }
+	}
+	stop := run()
+	for deadline := time.Now().Add(10 * time.Second); inFlight.Load() < concurrency; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d requests in flight, want %d", inFlight.Load(), concurrency)
+		}
+	}
+	stopped := make(chan struct{})
+	go func() { stop(); close(stopped) }()
+	time.Sleep(100 * time.Millisecond) // the stop is under way while the CTI holds its answers
+	close(release)
+	<-stopped
+	if got := len(c.received()); got != concurrency || started.Load() != concurrency {
+		t.Fatalf("the CTI took %d documents in %d requests at the stop, want the %d in flight and no new ones", got, started.Load(), concurrency)
+	}
+	d := push.NewDispatcher(push.Options{Store: db, Targets: []push.Target{tg}})
+	if p := d.Pending("http"); p != n-concurrency {
+		t.Fatalf("%d states pending after the stop, want %d (the ones in flight were accepted)", p, n-concurrency)
+	}
+
+	stop = run()
+	defer stop()
+	for deadline := time.Now().Add(10 * time.Second); len(c.received()) < n; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d documents after the restart", len(c.received()), n)
+		}
+	}
+	time.Sleep(50 * time.Millisecond)
+	seen := map[string]int{}
+	for _, d := range c.received() {
+		seen[d.UPN]++
+	}
+	if len(seen) != n || len(c.received()) != n {
+		t.Errorf("%d documents for %d users, want each of %d once", len(c.received()), len(seen), n)
+	}
+}
