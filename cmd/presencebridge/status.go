@@ -115,8 +115,11 @@ func cmdStatus(g globals, args []string) int {
 	fmt.Fprintln(tw, "\nTARGET\tSTATE\tPENDING\tSENT\tFAILED\tDROPPED\tLAST OK\tLAST ERROR")
 	for _, t := range rep.Targets {
 		state, lastOK := "up", "-"
-		if t.Down {
+		switch {
+		case t.Down:
 			state = "down, retry " + t.BackoffUntil.Local().Format(time.TimeOnly)
+		case t.Reasserting:
+			state = fmt.Sprintf("up, re-asserting the users' states (%d so far)", t.Reasserted)
 		}
 		if !t.LastOK.IsZero() {
 			lastOK = t.LastOK.Local().Format(time.TimeOnly)

@@ -51,6 +51,10 @@ type Options struct {
 	// withdraws the presence of users who left the file. One-shot commands
 	// (login, status) work with any users file.
 	RefuseMassRemoval bool
+	// Reloaded says the App takes over from one that ran with the same state
+	// file until now (RunWithReload): the targets' states are not re-asserted at
+	// start, nothing was missed.
+	Reloaded bool
 }
 
 // maxProblemsShown is how many skipped users-file rows are logged and kept for
@@ -161,7 +165,8 @@ func Open(o Options) (*App, error) {
 	}
 	a.targets = targets
 	a.dispatcher = push.NewDispatcher(push.Options{Store: a.db, Targets: targets, Mapping: cfg.Mapping, Clock: o.Clock,
-		Logger: o.Logger, BatchSize: cfg.Delivery.BatchSize, MinBackoff: cfg.Delivery.RetryMin, MaxBackoff: cfg.Delivery.RetryMax})
+		Logger: o.Logger, BatchSize: cfg.Delivery.BatchSize, MinBackoff: cfg.Delivery.RetryMin, MaxBackoff: cfg.Delivery.RetryMax,
+		ReassertRate: cfg.Delivery.ReassertRate, NoReassertAtStart: o.Reloaded, ProbeInterval: cfg.Delivery.ProbeInterval})
 	switch {
 	case o.Sink != nil:
 		a.sink = o.Sink

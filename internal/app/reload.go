@@ -86,6 +86,7 @@ func RunWithReload(ctx context.Context, o ReloadOptions) error {
 		}
 		log.Info("Configuration reloaded; presencebridge restarts its work with it", "why", why, "config", next.Path)
 		cfg = next
+		o.Reloaded = true
 	}
 }
 

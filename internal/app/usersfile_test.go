@@ -26,6 +26,14 @@ func TestMassRemovalRefusedAtReload(t *testing.T) {
 	dir := filepath.Dir(path)
 	cfg, logs, ctx := runReloading(t, path, 50*time.Millisecond, func(o *ReloadOptions) { o.RefuseMassRemoval = true })
 	waitFor(t, "first states at the CTI", func() bool { m, _ := c.last(""); return len(m) == 10 })
+	client, err := control.NewClient(KeyFile(cfg))
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the states recorded as delivered", func() bool {
+		var st StatusReport
+		return client.Status(ctx, &st) == nil && len(st.Targets) == 1 && st.Targets[0].Sent == 10
+	})
 	refusals := func() int { return strings.Count(logs.String(), "Reload refused") }
 
 	header := "UPN,SIP URI,Extension\n"
@@ -54,7 +62,7 @@ func TestMassRemovalRefusedAtReload(t *testing.T) {
 	// All of them go, confirmed through the control endpoint.
 	os.WriteFile(filepath.Join(dir, "users.csv"), []byte(header), 0o644)
 	waitFor(t, "the header-only file refused again", func() bool { return refusals() == 3 })
-	client, err := control.NewClient(KeyFile(cfg))
+	client, err = control.NewClient(KeyFile(cfg)) // the App after the reload has its own key
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -24,6 +24,8 @@ const (
 	DefaultRetryMax       = time.Minute
 	DefaultBatchSize      = 500
 	DefaultStaleAfter     = 5 * time.Minute
+	DefaultReassertRate   = 200.0
+	DefaultProbeInterval  = 30 * time.Second
 )
 
 // SIP is the [SIP] section: PUBLISH (RFC 3903) of PIDF presence to the PBX's
@@ -64,6 +66,11 @@ type Delivery struct {
 	RetryMax   time.Duration // longest back-off
 	BatchSize  int           // items handed to a target at once
 	StaleAfter time.Duration // publish the [Mapping] Stale fallback after this long without a good cycle; 0 = never
+	// ReassertRate is users per second whose last state is re-asserted to a
+	// target at start and after it was down; 0 = never.
+	ReassertRate float64
+	// ProbeInterval is how often an idle target is checked; 0 = never.
+	ProbeInterval time.Duration
 }
 
 func (l *loader) sip(cfg *Config, s *section) {
@@ -179,12 +186,21 @@ func (l *loader) delivery(cfg *Config, s *section) {
 		l.add(s.get("RetryMax").line, "[%s] RetryMax (%s) is shorter than RetryMin (%s); make it at least as long", s.name, formatDuration(d.RetryMax), formatDuration(d.RetryMin))
 	}
 	d.BatchSize = l.integer(s.get("BatchSize"), DefaultBatchSize, 1)
-	d.StaleAfter = DefaultStaleAfter
-	if e := s.get("StaleAfter"); e.set && (e.value == "0" || strings.EqualFold(e.value, "off")) {
-		d.StaleAfter = 0
+	d.StaleAfter = l.durationOrOff(s.get("StaleAfter"), DefaultStaleAfter, 30*time.Second)
+	if e := s.get("ReassertRate"); e.value == "0" || strings.EqualFold(e.value, "off") {
+		d.ReassertRate = 0
 	} else {
-		d.StaleAfter = l.duration(e, DefaultStaleAfter, 30*time.Second)
+		d.ReassertRate = l.rate(e, DefaultReassertRate, "users per second")
 	}
+	d.ProbeInterval = l.durationOrOff(s.get("ProbeInterval"), DefaultProbeInterval, time.Second)
+}
+
+// durationOrOff is a duration where 0 or off turns the feature off.
+func (l *loader) durationOrOff(e entry, def, least time.Duration) time.Duration {
+	if e.set && (e.value == "0" || strings.EqualFold(e.value, "off")) {
+		return 0
+	}
+	return l.duration(e, def, least)
 }
 
 // mapping reads [Mapping]: every key is a rule (see presence.Mapping.Set).

@@ -46,7 +46,7 @@ var knownKeys = map[string][]string{
 		"Expires", "Concurrency", "Rate", "Timeout"},
 	// Header.<Name> keys are open (see freeKey).
 	"http":     {"URL", "Batch", "CAFile", "ClientCertFile", "ClientKeyFile", "Timeout", "Concurrency"},
-	"delivery": {"RetryMin", "RetryMax", "BatchSize", "StaleAfter"},
+	"delivery": {"RetryMin", "RetryMax", "BatchSize", "StaleAfter", "ReassertRate", "ProbeInterval"},
 	// Every [Mapping] key is a rule (see freeKey).
 	"mapping": {},
 }

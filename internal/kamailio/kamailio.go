@@ -73,6 +73,9 @@ type Server struct {
 
 	dir      string
 	log      *slog.Logger
+	bin      string
+	opts     Options
+	ports    []int
 	cmd      *exec.Cmd
 	logFile  *os.File
 	done     chan struct{}
@@ -141,7 +144,7 @@ func Start(ctx context.Context, o Options) (*Server, error) {
 	// Another process may take a port between freePorts and Kamailio's bind:
 	// try again on fresh ports then.
 	for attempt := 1; ; attempt++ {
-		s, err := launch(ctx, bin, o, dbDir)
+		s, err := launch(ctx, bin, o, dbDir, nil)
 		if err == nil || attempt == 3 || !errors.Is(err, errPortTaken) {
 			return s, err
 		}
@@ -191,14 +194,32 @@ func (o *Options) fill() error {
 	return nil
 }
 
-// launch starts one Kamailio on fresh ports and waits for it.
-func launch(ctx context.Context, bin string, o Options, dbDir string) (*Server, error) {
-	ports, err := freePorts(3)
-	if err != nil {
-		return nil, err
+// Restart stops s and starts Kamailio again on the same ports and in the same
+// folder, as a PBX restarted by its admin. With forget, its tables start empty:
+// the publications and subscriptions it held are gone (a presence server that
+// keeps them in memory, or lost its database). s is stopped either way; use the
+// returned Server.
+func (s *Server) Restart(ctx context.Context, forget bool) (*Server, error) {
+	s.Stop()
+	dbDir := filepath.Join(s.dir, "db")
+	if forget {
+		if err := writeTables(dbDir, s.opts.Users, s.opts.Domain); err != nil {
+			return nil, err
+		}
+	}
+	return launch(ctx, s.bin, s.opts, dbDir, s.ports)
+}
+
+// launch starts one Kamailio on ports (nil: fresh ones) and waits for it.
+func launch(ctx context.Context, bin string, o Options, dbDir string, ports []int) (*Server, error) {
+	if ports == nil {
+		var err error
+		if ports, err = freePorts(3); err != nil {
+			return nil, err
+		}
 	}
 	s := &Server{UDP: fmt.Sprintf("127.0.0.1:%d", ports[0]), TCP: fmt.Sprintf("127.0.0.1:%d", ports[1]),
-		Domain: o.Domain, dir: o.Dir, log: o.Logger, done: make(chan struct{})}
+		Domain: o.Domain, dir: o.Dir, log: o.Logger, bin: bin, opts: o, ports: ports, done: make(chan struct{})}
 	if o.TLS {
 		s.TLS = fmt.Sprintf("127.0.0.1:%d", ports[2])
 		s.CAFile = filepath.Join(o.Dir, "ca.pem")
@@ -214,7 +235,8 @@ func launch(ctx context.Context, bin string, o Options, dbDir string) (*Server, 
 	if err := os.WriteFile(cfgPath, cfg.Bytes(), 0o600); err != nil {
 		return nil, fmt.Errorf("write %s: %w", cfgPath, err)
 	}
-	s.logFile, err = os.Create(filepath.Join(o.Dir, "kamailio.log"))
+	var err error
+	s.logFile, err = os.OpenFile(filepath.Join(o.Dir, "kamailio.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("kamailio log: %w", err)
 	}

@@ -28,6 +28,18 @@ type Options struct {
 	// MinBackoff and MaxBackoff bound the retry delay of a failing target or user
 	// (defaults 1 s and 60 s); it doubles per failure, with ±20% jitter.
 	MinBackoff, MaxBackoff time.Duration
+	// ReassertRate is how many states per second a target is re-asserted at (see
+	// Reasserter): at start (unless NoReassertAtStart) and when it is back after
+	// being down, every user's last accepted state, behind the live changes. 0
+	// turns re-asserting off.
+	ReassertRate float64
+	// NoReassertAtStart skips the re-assertion at start: the dispatcher takes
+	// over from one that ran until now (a reload), so nothing was missed.
+	NoReassertAtStart bool
+	// ProbeInterval is how often a target that implements Prober is probed while
+	// there is nothing to send (0: never), so that an outage or a restart of the
+	// PBX at a quiet time is noticed too.
+	ProbeInterval time.Duration
 }
 
 // TargetStatus is one target's delivery state for status and metrics.
@@ -41,6 +53,10 @@ type TargetStatus struct {
 	LastError    string    `json:"lastError,omitempty"`
 	Down         bool      `json:"down"`
 	BackoffUntil time.Time `json:"backoffUntil,omitzero"`
+	// Reasserting is set while the users' last states are re-asserted (at start,
+	// and after the target was down); Reasserted counts those re-asserted since.
+	Reasserting bool `json:"reasserting,omitempty"`
+	Reasserted  int  `json:"reasserted"`
 }
 
 // Dispatcher queues each user's newest state for every target and runs one
@@ -201,6 +217,10 @@ type worker struct {
 	backoff     time.Duration            // target back-off while down
 	storeWait   time.Duration            // back-off while the state file cannot be written
 	cursor      []byte                   // outbox key of the last item picked (round robin)
+	// Re-asserting: the delivered key read last, and when the next page is due.
+	reassertCursor []byte
+	reassertNext   time.Time
+	probeAt        time.Time // when an idle Prober is probed next
 
 	mu sync.Mutex
 	st TargetStatus
@@ -208,14 +228,18 @@ type worker struct {
 
 func (w *worker) run(ctx context.Context) {
 	clk := w.d.o.Clock
+	w.mu.Lock()
+	if w.d.o.ReassertRate > 0 && !w.d.o.NoReassertAtStart {
+		w.startReassert("start")
+	}
+	w.mu.Unlock()
+	w.probeAt = clk.Now().Add(w.d.o.ProbeInterval)
 	for ctx.Err() == nil {
 		now := clk.Now()
 		var next time.Time // earliest per-user retry among the items held back
 		items, last, err := pick(w.d.o.Store, w.t.Name(), w.d.o.BatchSize, w.cursor, func(upn string) bool {
 			if at, ok := w.retryAt[upn]; ok && at.After(now) {
-				if next.IsZero() || at.Before(next) {
-					next = at
-				}
+				next = earliest(next, at)
 				return false
 			}
 			return true
@@ -226,11 +250,26 @@ func (w *worker) run(ctx context.Context) {
 			continue
 		}
 		w.cursor = last
-		if len(items) == 0 {
+		reasserting := w.reasserting()
+		_, canProbe := w.t.(Prober)
+		canProbe = canProbe && w.d.o.ProbeInterval > 0
+		switch {
+		case len(items) > 0:
+			w.send(ctx, items)
+		case reasserting && !now.Before(w.reassertNext):
+			w.reassert(ctx)
+		case canProbe && !now.Before(w.probeAt):
+			w.probe(ctx)
+		default:
+			if reasserting {
+				next = earliest(next, w.reassertNext)
+			}
+			if canProbe {
+				next = earliest(next, w.probeAt)
+			}
 			w.idle(ctx, next)
 			continue
 		}
-		w.send(ctx, items)
 		w.mu.Lock()
 		until := w.st.BackoffUntil
 		w.mu.Unlock()
@@ -238,6 +277,14 @@ func (w *worker) run(ctx context.Context) {
 			w.sleep(ctx, d)
 		}
 	}
+}
+
+// earliest is the earlier of two times, a zero time counting as none.
+func earliest(a, b time.Time) time.Time {
+	if a.IsZero() || !b.IsZero() && b.Before(a) {
+		return b
+	}
+	return a
 }
 
 // idle waits for new items, or until next (a held-back retry) if set.
@@ -262,6 +309,127 @@ func (w *worker) idle(ctx context.Context, next time.Time) {
 }
 
 func (w *worker) sleep(ctx context.Context, d time.Duration) { _ = w.d.o.Clock.Sleep(ctx, d) }
+
+// startReassert begins re-asserting every user's last accepted state (w.mu held).
+func (w *worker) startReassert(why string) {
+	w.reassertCursor, w.reassertNext = nil, time.Time{}
+	w.st.Reasserting = true
+	if n := countDelivered(w.d.o.Store, w.t.Name()); n > 0 {
+		w.log.Info("Re-asserting the users' last states to the target", "why", why, "users", n, "perSecond", w.d.o.ReassertRate)
+	}
+}
+
+func (w *worker) reasserting() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.st.Reasserting
+}
+
+// reassert re-asserts the next page of last accepted states (a second's worth at
+// ReassertRate), when no live state is pending. A page the target fails as a
+// whole marks it down; the re-assertion then starts over when it is back.
+func (w *worker) reassert(ctx context.Context) {
+	rate := w.d.o.ReassertRate
+	n := max(1, min(w.d.o.BatchSize, int(rate)))
+	page, last, err := deliveredAfter(w.d.o.Store, w.t.Name(), w.reassertCursor, n)
+	if err != nil {
+		w.log.Error("Reading the delivered states failed; they are not re-asserted", "err", err)
+	}
+	if err != nil || len(page) == 0 {
+		w.mu.Lock()
+		w.st.Reasserting = false
+		w.mu.Unlock()
+		return
+	}
+	w.reassertCursor = last
+	items := make([]Item, len(page))
+	for i, d := range page {
+		items[i] = Item{User: d.User, State: d.State, Mapped: d.Mapped, Reason: ReasonSync, Seq: d.Seq, Queued: d.Queued}
+	}
+	var errs []error
+	if r, ok := w.t.(Reasserter); ok {
+		errs = r.Reassert(ctx, items)
+	} else {
+		errs = w.t.Send(ctx, items)
+	}
+	now := w.d.o.Clock.Now()
+	w.reassertNext = now.Add(time.Duration(float64(len(items)) / rate * float64(time.Second)))
+	ok, down := 0, false
+	var lastErr error
+	for i := range items {
+		switch {
+		case i < len(errs) && errs[i] == nil:
+			ok++
+		case i < len(errs):
+			lastErr = errs[i]
+			down = down || errors.Is(errs[i], ErrTargetDown)
+		}
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.st.Reasserted += ok
+	switch {
+	case ok == 0 && down && ctx.Err() == nil:
+		w.st.Reasserting = false
+		w.markDown(now, lastErr)
+	case ok > 0:
+		w.st.LastOK = now
+	}
+}
+
+// probe asks an idle target whether it is there and still holds what it was
+// told (Prober): unreachable marks it down, back or forgetful starts a
+// re-assertion. While it is down it is probed at the back-off's pace.
+func (w *worker) probe(ctx context.Context) {
+	err := w.t.(Prober).Probe(ctx)
+	now := w.d.o.Clock.Now()
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.probeAt = now.Add(w.d.o.ProbeInterval)
+	switch {
+	case ctx.Err() != nil:
+	case errors.Is(err, ErrTargetDown):
+		w.markDown(now, err)
+		w.probeAt = w.st.BackoffUntil
+	case err != nil && !errors.Is(err, ErrTargetForgot):
+		w.st.LastError = err.Error()
+	default:
+		wasDown := w.st.Down
+		w.markUp()
+		w.st.LastError = ""
+		if err != nil && !wasDown && w.d.o.ReassertRate > 0 {
+			w.log.Warn("Delivery target lost the states it was given (it restarted); re-asserting them")
+			w.startReassert("the target lost its state")
+		}
+	}
+}
+
+// markUp records that the target answers (w.mu held); after an outage it is
+// logged and every user's state re-asserted, as the target may have restarted
+// and forgotten what it was told.
+func (w *worker) markUp() {
+	if w.st.Down {
+		w.log.Info("Delivery target back", "pending", countPending(w.d.o.Store, w.t.Name()))
+		if w.d.o.ReassertRate > 0 {
+			w.startReassert("the target is back")
+		}
+	}
+	w.st.Down = false
+	w.backoff = 0
+	w.st.BackoffUntil = time.Time{}
+}
+
+// markDown backs off the whole target after a failure that shows it is down
+// (w.mu held), and logs the outage once.
+func (w *worker) markDown(now time.Time, err error) {
+	w.backoff = nextBackoff(w.backoff, w.d.o.MinBackoff, w.d.o.MaxBackoff)
+	w.st.BackoffUntil = now.Add(jitter(w.backoff))
+	w.st.LastError = err.Error()
+	if !w.st.Down {
+		w.st.Down = true
+		w.log.Error("Delivery target down; states wait in the outbox and are retried", "err", err.Error(), "retryIn", w.backoff)
+	}
+}
 
 // send hands one batch to the target and settles the outcome. Only one batch is
 // in flight per target, so a user never has two states in flight.
@@ -353,28 +521,17 @@ func (w *worker) send(ctx context.Context, batch []pending) {
 	case (down || allFailed) && !answered && fresh:
 		// The target, not a user, is the problem: back off the whole target and
 		// let every held-back user go again, with a fresh back-off, when it ends.
-		w.backoff = nextBackoff(w.backoff, w.d.o.MinBackoff, w.d.o.MaxBackoff)
-		w.st.BackoffUntil = now.Add(jitter(w.backoff))
+		w.markDown(now, lastErr)
 		for _, it := range items {
 			delete(w.retryAt, it.User.UPN)
 			delete(w.userBackoff, it.User.UPN)
-		}
-		w.st.LastError = lastErr.Error()
-		if !w.st.Down {
-			w.st.Down = true
-			w.log.Error("Delivery target down; states wait in the outbox and are retried", "err", lastErr.Error(), "retryIn", w.backoff)
 		}
 	case !answered:
 		// Only users that were already failing failed again: their own back-off
 		// holds them, and the target's state is unchanged.
 		w.st.LastError = lastErr.Error()
 	default:
-		if w.st.Down {
-			w.log.Info("Delivery target back", "pending", countPending(w.d.o.Store, w.t.Name()))
-		}
-		w.st.Down = false
-		w.backoff = 0
-		w.st.BackoffUntil = time.Time{}
+		w.markUp()
 		if lastErr != nil {
 			w.st.LastError = lastErr.Error()
 		} else if len(accepted) > 0 {

@@ -517,3 +517,120 @@ func TestOneFailingUserDoesNotHoldBackOthers(t *testing.T) {
 		t.Errorf("status %+v, want poison@x retried (Failed >= 2)", st)
 	}
 }
+
+// reasserts lists the re-asserted (reason sync) items a user got.
+func (f *fakeTarget) reasserts(upn string) []Item {
+	var out []Item
+	for _, it := range f.got(upn) {
+		if it.Reason == ReasonSync {
+			out = append(out, it)
+		}
+	}
+	return out
+}
+
+// A PBX may restart and forget what it was told: every user's last accepted state
+// is re-asserted at start and when the target is back after being down, paced at
+// ReassertRate and behind the live changes.
+func TestReassertAtStartAndAfterAnOutage(t *testing.T) {
+	r := newRig(t)
+	f := newFake("http")
+	const n = 10
+	d := r.dispatcher(f)
+	stop := start(t, d)
+	var items []Item
+	for i := range n {
+		items = append(items, item(fmt.Sprintf("u%d@x", i), presence.Available, presence.ActAvailable))
+	}
+	d.Enqueue(context.Background(), items)
+	waitUntil(t, "first delivery", func() bool { return d.Pending("http") == 0 && len(f.got("u9@x")) == 1 })
+	stop()
+
+	// A restart re-asserts each user's last state once, with its sequence number,
+	// two users a second.
+	d = NewDispatcher(Options{Store: r.db, Targets: []Target{f}, Clock: r.clk, Logger: slog.New(slog.NewTextHandler(r.logs, nil)),
+		MinBackoff: time.Second, MaxBackoff: 8 * time.Second, BatchSize: 50, ReassertRate: 2})
+	before := r.clk.Now()
+	stop = start(t, d)
+	waitUntil(t, "the re-assertion at start", func() bool {
+		for i := range n {
+			if len(f.reasserts(fmt.Sprintf("u%d@x", i))) != 1 {
+				return false
+			}
+		}
+		st := d.Status()[0]
+		return !st.Reasserting && st.Reasserted == n
+	})
+	if got := f.reasserts("u3@x")[0]; got.Seq != f.got("u3@x")[0].Seq || got.State.Activity != presence.ActAvailable {
+		t.Errorf("re-asserted %+v, want the last accepted state with its seq", got)
+	}
+	if took := r.clk.Now().Sub(before); took < 4*time.Second {
+		t.Errorf("10 users at 2 a second took %s on the clock, want at least 4 s", took)
+	}
+
+	// Down while a user changes, then back: everyone is re-asserted again.
+	f.mu.Lock()
+	f.failNext = 1
+	f.mu.Unlock()
+	d.Enqueue(context.Background(), []Item{item("u0@x", presence.Busy, presence.ActInACall)})
+	waitUntil(t, "the change and a second re-assertion", func() bool {
+		for i := 1; i < n; i++ {
+			if len(f.reasserts(fmt.Sprintf("u%d@x", i))) != 2 {
+				return false
+			}
+		}
+		return len(f.reasserts("u0@x")) == 2
+	})
+	got := f.got("u0@x")
+	if last := got[len(got)-1]; last.State.Activity != presence.ActInACall {
+		t.Errorf("u0 ends with %+v, want the change (re-assertions never send an older state after a newer one)", last)
+	}
+	if !strings.Contains(r.logs.String(), `why="the target is back"`) {
+		t.Errorf("the log does not say why the states are re-asserted:\n%s", r.logs.String())
+	}
+	stop()
+}
+
+// probingTarget is a fakeTarget that is a Prober.
+type probingTarget struct {
+	*fakeTarget
+	probeErr chan error // each Probe takes the next error
+	probes   int
+}
+
+func (p *probingTarget) Probe(ctx context.Context) error {
+	p.mu.Lock()
+	p.probes++
+	p.mu.Unlock()
+	select {
+	case err := <-p.probeErr:
+		return err
+	default:
+		return nil
+	}
+}
+
+// An idle target is probed every ProbeInterval: unreachable marks it down, and
+// back (or a target that lost its state) starts a re-assertion, so a PBX that
+// restarts at a quiet time is told again.
+func TestProbeWhileIdle(t *testing.T) {
+	r := newRig(t)
+	p := &probingTarget{fakeTarget: newFake("sip"), probeErr: make(chan error, 4)}
+	d := NewDispatcher(Options{Store: r.db, Targets: []Target{p}, Clock: r.clk, Logger: slog.New(slog.NewTextHandler(r.logs, nil)),
+		MinBackoff: time.Second, MaxBackoff: 8 * time.Second, ReassertRate: 100, ProbeInterval: 30 * time.Second})
+	d.Enqueue(context.Background(), []Item{item("a@x", presence.Available, presence.ActAvailable)})
+	p.probeErr <- fmt.Errorf("OPTIONS: no answer: %w", ErrTargetDown)
+	p.probeErr <- nil
+	p.probeErr <- ErrTargetForgot
+	start(t, d)
+	waitUntil(t, "re-assertions at start, when back and after the target lost its state", func() bool { return len(p.reasserts("a@x")) == 3 })
+	logs := r.logs.String()
+	for _, want := range []string{"Delivery target down", "Delivery target back", "Delivery target lost the states it was given"} {
+		if !strings.Contains(logs, want) {
+			t.Errorf("log lacks %q:\n%s", want, logs)
+		}
+	}
+	if sl := r.clk.Sleeps(); !slices.Contains(sl, 30*time.Second) {
+		t.Errorf("sleeps %v, want the 30 s probe interval", sl)
+	}
+}

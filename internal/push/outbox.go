@@ -202,3 +202,53 @@ func Shown(db *store.DB) (map[string]Delivered, error) {
 	})
 	return out, err
 }
+
+// deliveredAfter returns up to n of target's delivered states that are not
+// removals, in key order after the key after (nil: from the start), skipping
+// users with a pending state (it goes out anyway, and is newer); and the last key
+// read, for the next call.
+func deliveredAfter(db *store.DB, target string, after []byte, n int) ([]Delivered, []byte, error) {
+	var out []Delivered
+	last := after
+	prefix := []byte(target + "\x00")
+	err := db.View(func(tx *bolt.Tx) error {
+		ob := tx.Bucket([]byte(store.BucketOutbox))
+		c := tx.Bucket([]byte(store.BucketDelivered)).Cursor()
+		k, v := c.Seek(prefix)
+		if after != nil {
+			if k, v = c.Seek(after); bytes.Equal(k, after) {
+				k, v = c.Next()
+			}
+		}
+		for ; k != nil && bytes.HasPrefix(k, prefix) && len(out) < n; k, v = c.Next() {
+			last = bytes.Clone(k)
+			if ob.Get(k) != nil {
+				continue
+			}
+			var d Delivered
+			if err := json.Unmarshal(v, &d); err != nil {
+				return fmt.Errorf("delivered entry %q: %w", k, err)
+			}
+			if d.Reason != ReasonRemove {
+				out = append(out, d)
+			}
+		}
+		return nil
+	})
+	return out, last, err
+}
+
+// countDelivered counts target's delivered states (removals included: counting
+// them would mean decoding every entry).
+func countDelivered(db *store.DB, target string) int {
+	n := 0
+	prefix := []byte(target + "\x00")
+	_ = db.View(func(tx *bolt.Tx) error {
+		c := tx.Bucket([]byte(store.BucketDelivered)).Cursor()
+		for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
+			n++
+		}
+		return nil
+	})
+	return n
+}

@@ -56,6 +56,28 @@ type Accepter interface {
 	Accepts(u users.User) bool
 }
 
+// Reasserter is a target that can re-assert states it accepted before more
+// cheaply than by sending them again (SIP: a refresh, and a fresh PUBLISH only
+// where the server lost the publication). The dispatcher re-asserts every user's
+// last accepted state when it starts and when the target is back after being
+// down, because a PBX that restarted meanwhile may have lost what it was told;
+// a target without Reassert gets the states sent again (reason sync).
+type Reasserter interface {
+	Reassert(ctx context.Context, items []Item) []error
+}
+
+// Prober is a target that can check, when idle, that it is reachable and still
+// holds what it was told. Probe returns an error wrapping ErrTargetDown when it is
+// unreachable, ErrTargetForgot when it lost its state (the dispatcher then
+// re-asserts every user).
+type Prober interface {
+	Probe(ctx context.Context) error
+}
+
+// ErrTargetForgot says the target no longer holds the states it accepted (a PBX
+// that restarted with empty tables).
+var ErrTargetForgot = errors.New("the target lost the states it was given")
+
 // ErrTargetDown marks errors that mean the whole target is unreachable (connection
 // refused, timeout, 5xx for every request) rather than one user being refused.
 var ErrTargetDown = errors.New("target unreachable")

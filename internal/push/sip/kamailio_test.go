@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -13,6 +14,7 @@ import (
 	"github.com/presencebridge/presencebridge/internal/kamailio"
 	"github.com/presencebridge/presencebridge/internal/presence"
 	"github.com/presencebridge/presencebridge/internal/push"
+	"github.com/presencebridge/presencebridge/internal/store"
 )
 
 // Integration tests against a real Kamailio presence server (Debian's kamailio
@@ -259,5 +261,80 @@ func sendAll(b *testing.B, p *Publisher, items []push.Item) {
 		if err != nil {
 			b.Fatalf("item %d: %v", i, err)
 		}
+	}
+}
+
+// Kamailio restarts with empty tables, once at a quiet time (nothing to send)
+// and once after an outage long enough to be noticed. Both times every user's
+// publication is back within seconds, without a change from Teams: the idle probe
+// finds the entity tag refused (or the server gone and back), and the dispatcher
+// re-asserts every user's state. Before, only users whose state changed during
+// the outage were published again; the rest stayed dark until their refresh (an
+// hour).
+func TestIntegrationKamailioRestartIsToldAgain(t *testing.T) {
+	k := startKamailio(t, kamailio.Options{})
+	p := newPublisher(t, Options{Server: k.UDP, ETags: &memStore{pubs: map[string]Publication{}}, Timeout: 300 * time.Millisecond})
+	db, err := store.Open(filepath.Join(t.TempDir(), "state.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	d := push.NewDispatcher(push.Options{Store: db, Targets: []push.Target{p}, Logger: slog.New(slog.DiscardHandler),
+		MinBackoff: 100 * time.Millisecond, MaxBackoff: 300 * time.Millisecond, ReassertRate: 500, ProbeInterval: 200 * time.Millisecond})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	dctx, stop := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { d.Run(dctx); close(done) }()
+	defer func() { stop(); <-done }()
+
+	const n = 20
+	var items []push.Item
+	for i := range n {
+		it := itemFor(fmt.Sprintf("sip:%d@pbx.example", 2000+i), presence.Busy, presence.ActInACall)
+		it.User.UPN = fmt.Sprintf("u%d@contoso.example", i)
+		items = append(items, it)
+	}
+	d.Enqueue(ctx, items)
+	for d.Pending("sip") > 0 {
+		time.Sleep(10 * time.Millisecond)
+	}
+	allPublished := func(k *kamailio.Server) {
+		t.Helper()
+		for _, it := range items {
+			w := watch(t, ctx, k.UDP, it.User.SIPURI)
+			waitFor(t, ctx, w, it.User.SIPURI+" in a call", inACall, k)
+			w.Close()
+		}
+	}
+	allPublished(k)
+	before := d.Status()[0].Reasserted
+
+	k, err = k.Restart(ctx, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { k.Stop() })
+	allPublished(k)
+	if st := d.Status()[0]; st.Reasserted < before+n {
+		t.Errorf("%d states re-asserted after the restart, want %d", st.Reasserted-before, n)
+	}
+	before = d.Status()[0].Reasserted
+
+	k.Stop()
+	for !d.Status()[0].Down {
+		if ctx.Err() != nil {
+			t.Fatalf("the outage was not noticed: %+v", d.Status()[0])
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	k, err = k.Restart(ctx, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { k.Stop() })
+	allPublished(k)
+	if st := d.Status()[0]; st.Down || st.LastError != "" || st.Reasserted < before+n {
+		t.Errorf("after the outage: %+v, want up, no error and every user re-asserted again", st)
 	}
 }

@@ -11,6 +11,7 @@
 package sip
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -334,6 +335,30 @@ func (p *Publisher) Published() int {
 // Send publishes every item, Concurrency at a time, paced to Rate, and returns
 // when all are settled.
 func (p *Publisher) Send(ctx context.Context, items []push.Item) []error {
+	return p.each(ctx, items, p.publish)
+}
+
+// Reassert makes sure the server still has each item's state, which it accepted
+// before (push.Reasserter): a publication with that body is refreshed (SIP-If-Match,
+// no body, so watchers get no NOTIFY), and published afresh only where the server
+// refuses the entity tag (it restarted and lost it, or the publication lapsed);
+// any other state is published. Concurrency at a time, paced to Rate.
+func (p *Publisher) Reassert(ctx context.Context, items []push.Item) []error {
+	return p.each(ctx, items, func(ctx context.Context, it push.Item) error {
+		if _, err := target(it); err != nil || it.Remove() {
+			return err
+		}
+		if pub := p.publication(it.User.SIPURI); pub != nil && bytes.Equal(pub.Body, PIDF(it.User.SIPURI, it.Mapped)) {
+			_, err := p.refresh(ctx, it.User.SIPURI, true)
+			return err
+		}
+		return p.publish(ctx, it)
+	})
+}
+
+// each runs f on every item, Concurrency at a time; when ctx ends nothing new
+// starts and what is under way finishes. It returns when all are settled.
+func (p *Publisher) each(ctx context.Context, items []push.Item, f func(context.Context, push.Item) error) []error {
 	errs := make([]error, len(items))
 	var wg sync.WaitGroup
 	for i, it := range items {
@@ -350,7 +375,7 @@ func (p *Publisher) Send(ctx context.Context, items []push.Item) []error {
 		wg.Add(1)
 		go func() {
 			defer func() { <-p.sem; wg.Done() }()
-			errs[i] = p.publish(ctx, it)
+			errs[i] = f(ctx, it)
 		}()
 	}
 	wg.Wait()

@@ -121,7 +121,7 @@ loop:
 		wg.Add(1)
 		go func() {
 			defer func() { <-p.sem; wg.Done() }()
-			if err := p.refresh(rctx, uri); err != nil {
+			if _, err := p.refresh(rctx, uri, false); err != nil {
 				failed.Add(1)
 				once.Do(func() { firstErr = err })
 				if errors.Is(err, push.ErrTargetDown) {
@@ -140,44 +140,47 @@ loop:
 	return 0
 }
 
-// refresh renews uri's publication if it is still due.
-func (p *Publisher) refresh(ctx context.Context, uri string) error {
+// refresh renews uri's publication if it is still due, or at once with now set.
+// forgot is true when the server refused the publication's entity tag (it lost
+// it) and the last state was published afresh.
+func (p *Publisher) refresh(ctx context.Context, uri string, now bool) (forgot bool, err error) {
 	defer p.lock(uri)()
 	pub := p.publication(uri)
-	now := p.o.Clock.Now()
-	if pub == nil || p.dueAt(pub).After(now) {
-		return nil // removed or renewed meanwhile
+	at := p.o.Clock.Now()
+	if pub == nil || !now && p.dueAt(pub).After(at) {
+		return false, nil // removed or renewed meanwhile
 	}
 	var t sip.Uri
 	if err := sip.ParseUri(uri, &t); err != nil {
 		p.keep(uri, nil)
-		return nil
+		return false, nil
 	}
-	if pub.ETag != "" && now.Before(pub.Expires) {
+	if pub.ETag != "" && at.Before(pub.Expires) {
 		res, err := p.transact(ctx, publishReq{uri: uri, target: t, ifMatch: pub.ETag, expires: p.o.Expires})
 		if err != nil {
-			return err
+			return false, err
 		}
 		if res.IsSuccess() {
 			p.keep(uri, p.published(res, pub.Body, pub.ETag))
 			p.count(func(c *counts) { c.refreshed++ })
-			return nil
+			return false, nil
 		}
 		if isAuthFailure(res) {
-			return p.refused(uri, res)
+			return false, p.refused(uri, res)
 		}
 		p.log.Debug("Refresh refused; publishing the last state afresh", "uri", uri, "status", res.StatusCode)
+		forgot = true
 	}
 	if pub.Body == nil {
 		p.keep(uri, nil)
-		return nil
+		return forgot, nil
 	}
 	lost := *pub
 	lost.ETag = "" // dead: until the fresh PUBLISH succeeds only the body is left
 	p.keep(uri, &lost)
 	res, err := p.transact(ctx, publishReq{uri: uri, target: t, body: pub.Body, expires: p.o.Expires})
 	if err != nil {
-		return err
+		return forgot, err
 	}
 	if !res.IsSuccess() {
 		err := p.refused(uri, res)
@@ -185,9 +188,36 @@ func (p *Publisher) refresh(ctx context.Context, uri string) error {
 		if errors.As(err, &perm) {
 			p.keep(uri, nil)
 		}
-		return err
+		return forgot, err
 	}
 	p.keep(uri, p.published(res, pub.Body, ""))
 	p.count(func(c *counts) { c.restarted++ })
-	return nil
+	return forgot, nil
+}
+
+// Probe checks that the server is there and still holds the publications
+// (push.Prober). It refreshes one publication now: a server that refuses its
+// entity tag has lost it (it restarted with an empty presentity table), and most
+// likely the others too, so Probe returns push.ErrTargetForgot and the
+// dispatcher re-asserts every user. Without publications it sends OPTIONS.
+func (p *Publisher) Probe(ctx context.Context) error {
+	uri := ""
+	p.mu.Lock()
+	for u, pub := range p.pubs {
+		if pub.ETag != "" {
+			uri = u
+			break
+		}
+	}
+	p.mu.Unlock()
+	if uri == "" {
+		_, err := p.Ping(ctx)
+		return err
+	}
+	forgot, err := p.refresh(ctx, uri, true)
+	p.flush()
+	if err == nil && forgot {
+		return push.ErrTargetForgot
+	}
+	return err
 }
