@@ -10,7 +10,7 @@ import (
 
 func cmdPresence(g globals, args []string) int {
 	if len(args) != 2 || args[0] != "get" {
-		fmt.Fprintln(g.stderr, "Usage: presencebridge presence get UPN\n\nPrints one user's live Teams presence (and the last state kept) as JSON.")
+		fmt.Fprintln(g.stderr, "Usage: presencebridge presence get UPN\n\nPrints one user's live Teams presence, the last state kept and what each target last accepted, as JSON.\nWhen Teams cannot be read (e.g. the sign-in is dead) it prints the rest with liveError and fix, and exits 4.")
 		return exitUsage
 	}
 	upn := args[1]
@@ -35,5 +35,10 @@ func cmdPresence(g globals, args []string) int {
 	}
 	out, _ := json.MarshalIndent(rep, "", "  ")
 	fmt.Fprintln(g.stdout, string(out))
+	if rep.LiveError != "" {
+		// The kept state and the deliveries are shown; the live read is not.
+		fmt.Fprintf(g.stderr, "presencebridge presence get: live presence not read: %s\n", rep.LiveError)
+		return exitNotReady
+	}
 	return exitOK
 }

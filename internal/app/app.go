@@ -398,6 +398,10 @@ type PresenceReport struct {
 	Delivered []push.Delivered `json:"delivered,omitempty"`
 	// Pending names the targets that still have a newer state to send for the user.
 	Pending []string `json:"pending,omitempty"`
+	// LiveError says why Live could not be read (a dead sign-in, Graph down);
+	// the rest of the report is what presencebridge kept. Fix is what to do, when known.
+	LiveError string `json:"liveError,omitempty"`
+	Fix       string `json:"fix,omitempty"`
 }
 
 // LivePresence is one user's presence read from Graph just now.
@@ -410,8 +414,23 @@ type LivePresence struct {
 	ReadAt          time.Time             `json:"readAt"`
 }
 
-// Presence reads one user's presence from Graph now, next to the last state kept.
+// Presence reads one user's presence from Graph now, next to the last state kept
+// and what each target last accepted. When Graph cannot be read (a dead sign-in,
+// an outage) the report says why in LiveError, with the rest of it.
 func (a *App) Presence(ctx context.Context, upn string) (PresenceReport, error) {
+	rep, err := a.presence(ctx, upn)
+	if err != nil && rep.UPN != "" {
+		rep.LiveError = err.Error()
+		var nl *auth.NeedsLoginError
+		if errors.As(err, &nl) {
+			rep.Fix = nl.Fix()
+		}
+		return rep, nil
+	}
+	return rep, err
+}
+
+func (a *App) presence(ctx context.Context, upn string) (PresenceReport, error) {
 	upn = strings.ToLower(strings.TrimSpace(upn))
 	ref, ok := a.byUPN[upn]
 	if !ok {

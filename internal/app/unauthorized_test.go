@@ -55,6 +55,12 @@ func TestGraphRefusesTheAccessToken(t *testing.T) {
 	if ok || !strings.Contains(why, "fix: presencebridge login --account people") {
 		t.Errorf("healthz: ok=%v %q, want the sign-in and its fix as the cause", ok, why)
 	}
+	// presence get shows what is kept and the sign-in problem instead of failing.
+	rep, err := r.app.Presence(context.Background(), people)
+	if err != nil || rep.LastKnown == nil || rep.Live != nil || !strings.Contains(rep.LiveError, "sign-in needed") ||
+		rep.Fix != "presencebridge login --account people" {
+		t.Errorf("presence get with a dead sign-in = %+v, %v; want the kept state, the problem and its fix", rep, err)
+	}
 	before := len(r.sink.byUPN()[daemon])
 	setOther(t, sim, daemon)
 	waitFor(t, "the daemon account's change", func() bool { return len(r.sink.byUPN()[daemon]) == before+1 }, r)
