@@ -83,7 +83,10 @@ type Status struct {
 	Cycles            int           `json:"cycles"`
 	LastCycleStart    time.Time     `json:"lastCycleStart,omitzero"`
 	LastCycleDuration time.Duration `json:"lastCycleDuration"`
-	LastCycleOK       bool          `json:"lastCycleOK"`
+	// LastCycleOK is false from the first failed request of a cycle (shown at
+	// once, not when the cycle ends: a 429 storm can hold a cycle for minutes)
+	// until a cycle reads every chunk.
+	LastCycleOK bool `json:"lastCycleOK"`
 	// LastGoodCycle is when the last cycle that read every chunk ended.
 	LastGoodCycle     time.Time `json:"lastGoodCycle,omitzero"`
 	LastError         string    `json:"lastError,omitempty"`
@@ -397,6 +400,7 @@ func (p *Poller) fetch(ctx context.Context, ids []string) ([]graph.Presence, err
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
+		p.noteAttempt(err)
 		var te *graph.ThrottledError
 		switch {
 		case errors.As(err, &te):
@@ -423,6 +427,16 @@ func (p *Poller) fetch(ctx context.Context, ids []string) ([]graph.Presence, err
 	}
 	p.noteError(err)
 	return nil, err
+}
+
+// noteAttempt shows a failed request in status at once: the latest error (an
+// outage that began with "connection refused" goes on with timeouts) and a cycle
+// that is not good. fetch logs only when it gives up on the chunk.
+func (p *Poller) noteAttempt(err error) {
+	p.mu.Lock()
+	p.st.LastError = err.Error()
+	p.st.LastCycleOK = false
+	p.mu.Unlock()
 }
 
 // noteError records err for status and logs each distinct error once.

@@ -2,8 +2,11 @@ package poll
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -283,4 +286,82 @@ func TestLastGoodCycleOnlyAfterAFullRead(t *testing.T) {
 	if st := p.Status(); !st.LastCycleOK || st.LastGoodCycle.Before(before) {
 		t.Fatalf("after a good cycle: %+v, want LastGoodCycle at or after %v", st, before)
 	}
+}
+
+// scriptedGraph resolves every UPN and answers each presence read with the next
+// error the test sends (nil: a good reply), so the test can look at the status
+// between two attempts.
+type scriptedGraph struct {
+	us      []users.User
+	replies chan error
+}
+
+func (g *scriptedGraph) ResolveUsers(_ context.Context, upns []string) (map[string]graph.User, []string, error) {
+	out := map[string]graph.User{}
+	for _, u := range upns {
+		out[u] = graph.User{ID: "id-" + u, UPN: u}
+	}
+	return out, nil, nil
+}
+
+func (g *scriptedGraph) GetPresences(ctx context.Context, ids []string) ([]graph.Presence, error) {
+	select {
+	case err := <-g.replies:
+		if err != nil {
+			return nil, err
+		}
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	var out []graph.Presence
+	for _, id := range ids {
+		out = append(out, graph.Presence{ID: id, Availability: "Available", Activity: "Available"})
+	}
+	return out, nil
+}
+
+// Status shows each failed attempt as it happens: the latest error of an outage
+// (refused, then timeouts) and a cycle that is not good, also while a 429 storm
+// holds the cycle; not only when a chunk's retries are used up.
+func TestStatusShowsTheLatestAttempt(t *testing.T) {
+	clk := clock.NewFake(time.Date(2026, 11, 22, 9, 0, 0, 0, time.UTC))
+	db, err := store.Open(filepath.Join(t.TempDir(), "state.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	g := &scriptedGraph{replies: make(chan error)}
+	us := []users.User{{UPN: "a@x", Extension: "1"}}
+	p, err := New(Options{Account: "a", Users: us, Graph: g, Store: db, Sink: &countingSink{},
+		Budget: budget.New(1500, 30*time.Second, 0.6, clk), Clock: clk, Logger: slog.New(slog.DiscardHandler),
+		Interval: time.Second, RequestTimeout: 10 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { p.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	until := func(what string, cond func(Status) bool) {
+		t.Helper()
+		for deadline := time.Now().Add(5 * time.Second); !cond(p.Status()); time.Sleep(time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("status never showed %s: %+v", what, p.Status())
+			}
+		}
+	}
+	g.replies <- nil
+	until("a good cycle", func(s Status) bool { return s.LastCycleOK && s.Cycles == 1 })
+
+	refused := &net.OpError{Op: "dial", Net: "tcp", Err: errors.New("connect: connection refused")}
+	g.replies <- fmt.Errorf("POST /communications/getPresencesByUserId: %w", refused)
+	until("the refused connection", func(s Status) bool { return !s.LastCycleOK && strings.Contains(s.LastError, "connection refused") })
+	g.replies <- fmt.Errorf("POST /communications/getPresencesByUserId: %w", context.DeadlineExceeded)
+	until("the timeout that followed", func(s Status) bool { return strings.Contains(s.LastError, "deadline exceeded") })
+	for range 2 {
+		g.replies <- &graph.ThrottledError{RetryAfter: 30 * time.Second, HasRetryAfter: true}
+	}
+	until("the throttling", func(s Status) bool { return !s.LastCycleOK && strings.Contains(s.LastError, "429") })
+	g.replies <- nil // the next chunk is read (this one is given up after its tries)
+	until("a good cycle again", func(s Status) bool { return s.LastCycleOK && s.LastError == "" })
 }
