@@ -62,6 +62,13 @@ func checkUsers(db *store.DB, path string, list []users.User) error {
 	return refused
 }
 
+// CheckUsersFile is the service's check of a users file (list, read from path)
+// against the state file, for verify: a *users.MassRemovalError when it lists
+// nobody or would take more than half of the users off the PBX unconfirmed.
+func CheckUsersFile(db *store.DB, path string, list []users.User) error {
+	return checkUsers(db, path, list)
+}
+
 // UsersReport is what `users apply` did.
 type UsersReport struct {
 	File    string `json:"file"`

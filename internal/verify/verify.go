@@ -104,7 +104,9 @@ func Run(ctx context.Context, o Options) []Result {
 		}
 		byAccount[ac.ID] = append(byAccount[ac.ID], u)
 	}
-	if len(problems) > 0 {
+	if len(list) == 0 {
+		r.add("users file", Fail, users.CompareShown(nil, list).Check(cfg.UsersFile).Error(), massRemovalFix)
+	} else if len(problems) > 0 {
 		var lines []string
 		for i, p := range problems {
 			if i == 10 {
@@ -148,6 +150,11 @@ func Run(ctx context.Context, o Options) []Result {
 		r.add("state file", Fail, err.Error(), "make the state file's folder writable by the service account")
 	} else {
 		defer db.Close()
+		if len(list) > 0 {
+			if err := app.CheckUsersFile(db, cfg.UsersFile, list); err != nil {
+				r.add("users on the PBX", Fail, err.Error(), massRemovalFix)
+			}
+		}
 	}
 	for _, ac := range cfg.Accounts {
 		r.account(ctx, cfg, ac, hc, db, byAccount[ac.ID])
@@ -155,6 +162,9 @@ func Run(ctx context.Context, o Options) []Result {
 	r.targets(ctx, cfg)
 	return r.out
 }
+
+// massRemovalFix is the fix for a users file the service refuses as a mass removal.
+const massRemovalFix = "if an HR or PBX export failed, restore the users file; if the change is meant: presencebridge users apply --allow-mass-removal"
 
 // budget checks that each account's users fit its throttle budget at Interval.
 func (r *run) budget(cfg *config.Config, byAccount map[string][]users.User) {

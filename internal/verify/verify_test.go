@@ -12,7 +12,10 @@ import (
 	"time"
 
 	"github.com/presencebridge/presencebridge/internal/graphsim"
+	"github.com/presencebridge/presencebridge/internal/push"
 	"github.com/presencebridge/presencebridge/internal/secret"
+	"github.com/presencebridge/presencebridge/internal/store"
+	"github.com/presencebridge/presencebridge/internal/users"
 )
 
 // tenant is a simulated tenant and a Presence.ini for it; edit changes the INI
@@ -210,3 +213,45 @@ func TestOfflineStateFileIsAFolder(t *testing.T) {
 	rs := Run(context.Background(), Options{ConfigPath: path, Offline: true})
 	expectFail(t, rs, "configuration", []string{"[General] StateFile", "this is a folder"}, nil)
 }
+
+// A users file that lists nobody fails verify with the way to confirm it (the
+// service refuses to start with it).
+func TestHeaderOnlyUsersFile(t *testing.T) {
+	tn := newTenant(t, nil)
+	os.WriteFile(filepath.Join(tn.dir, "users.csv"), []byte("UPN,SIP URI\n"), 0o644)
+	rs := tn.verify(t, tn.ini(""))
+	expectFail(t, rs, "users file", []string{"lists no users"}, []string{"users apply --allow-mass-removal"})
+}
+
+// A users file that would take most users off the PBX fails verify too.
+func TestMassRemovalFails(t *testing.T) {
+	tn := newTenant(t, nil)
+	db, err := store.Open(filepath.Join(tn.dir, "presencebridge.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var shown []push.Item
+	for i, u := range tn.sim.Users() {
+		shown = append(shown, push.Item{User: users.User{UPN: u.UPN, SIPURI: fmt.Sprintf("sip:%d@pbx.example", 1000+i)}, Reason: push.ReasonChange})
+	}
+	d := push.NewDispatcher(push.Options{Store: db, Targets: []push.Target{acceptAll{}}})
+	d.Enqueue(context.Background(), shown)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { d.Run(ctx); close(done) }()
+	for d.Pending("cti") > 0 {
+		time.Sleep(time.Millisecond)
+	}
+	cancel()
+	<-done
+	db.Close()
+	os.WriteFile(filepath.Join(tn.dir, "users.csv"), []byte("UPN,SIP URI\n"+tn.sim.Users()[0].UPN+",sip:1000@pbx.example\n"), 0o644)
+	rs := tn.verify(t, tn.ini(""))
+	expectFail(t, rs, "users on the PBX", []string{"would withdraw the presence of 7 of the 8 users"}, []string{"users apply --allow-mass-removal"})
+}
+
+type acceptAll struct{}
+
+func (acceptAll) Name() string                                      { return "cti" }
+func (acceptAll) Close() error                                      { return nil }
+func (acceptAll) Send(_ context.Context, items []push.Item) []error { return make([]error, len(items)) }
