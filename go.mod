@@ -3,6 +3,7 @@ module github.com/presencebridge/presencebridge
 go 1.26.8
 
 require (
+	github.com/Azure/go-ntlmssp v0.1.1
 	github.com/AzureAD/microsoft-authentication-library-for-go v1.10.1
 	github.com/emiago/sipgo v1.7.2
 	github.com/icholy/digest v1.2.0
