@@ -50,8 +50,13 @@ type Options struct {
 	// (Server.CAFile) and opens its own TLS connection to the target.
 	Bump bool
 	// UpstreamCAFile is a PEM file of CAs Squid trusts for the targets when
-	// Bump is on (e.g. the simulated tenant's CA).
+	// Bump is on (e.g. the simulated tenant's CA); Start copies it into Dir.
 	UpstreamCAFile string
+	// Hosts are extra names Squid resolves (name -> loopback IP), written to
+	// its hosts file beside /etc/hosts' entries: a target can then have a
+	// name that clients do not treat as loopback (Go's HTTPS_PROXY handling
+	// never proxies localhost or 127.0.0.1).
+	Hosts map[string]string
 	// Logger gets one line per start and stop; nil discards.
 	Logger *slog.Logger
 }
@@ -144,6 +149,11 @@ func Start(ctx context.Context, o Options) (*Server, error) {
 			return nil, fmt.Errorf("squid.Start: user name %q cannot go into the password file", u)
 		}
 	}
+	for name, ip := range o.Hosts {
+		if a := net.ParseIP(ip); a == nil || !a.IsLoopback() || name == "" || strings.ContainsAny(name, " \t\n#") {
+			return nil, fmt.Errorf("squid.Start: Hosts[%q] = %q: want a host name and a loopback IP (the proxy only reaches loopback)", name, ip)
+		}
+	}
 	if o.UpstreamCAFile != "" && !o.Bump {
 		return nil, errors.New("squid.Start: UpstreamCAFile is for Bump (TLS inspection) only")
 	}
@@ -172,7 +182,21 @@ func start(ctx context.Context, bin, dir string, o Options) (*Server, error) {
 			return nil, err
 		}
 	}
+	if err := writeHosts(filepath.Join(dir, "hosts"), o.Hosts); err != nil {
+		return nil, err
+	}
 	caFile := ""
+	if o.UpstreamCAFile != "" {
+		// A copy the proxy user can read wherever the original lives.
+		raw, err := os.ReadFile(o.UpstreamCAFile)
+		if err != nil {
+			return nil, fmt.Errorf("squid.Start: UpstreamCAFile: %w", err)
+		}
+		o.UpstreamCAFile = filepath.Join(dir, "upstream-ca.pem")
+		if err := os.WriteFile(o.UpstreamCAFile, raw, 0o644); err != nil {
+			return nil, err
+		}
+	}
 	if o.Bump {
 		if err := writeBumpCA(dir); err != nil {
 			return nil, fmt.Errorf("ssl-bump CA: %w", err)
@@ -451,6 +475,26 @@ func Users(rs []Request, status int) []string {
 	}
 	sort.Strings(out)
 	return out
+}
+
+// writeHosts writes /etc/hosts followed by hosts, for Squid's hosts_file.
+func writeHosts(path string, hosts map[string]string) error {
+	base, err := os.ReadFile("/etc/hosts")
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("read /etc/hosts: %w", err)
+	}
+	var b bytes.Buffer
+	b.Write(base)
+	b.WriteString("\n# added by presencebridge's squid harness\n")
+	names := make([]string, 0, len(hosts))
+	for n := range hosts {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		fmt.Fprintf(&b, "%s %s\n", hosts[n], n)
+	}
+	return os.WriteFile(path, b.Bytes(), 0o644)
 }
 
 // freePort finds a free TCP port on 127.0.0.1.
