@@ -59,10 +59,15 @@ type connectError struct {
 	proxy, target   string
 	status          int
 	text            string
-	user            string
-	sentCredentials bool
+	user            string   // whose credentials were sent, when sentCredentials
+	sentCredentials bool     // the last CONNECT carried credentials
+	scheme          string   // the scheme of the last CONNECT's credentials, "" none
+	handshake       bool     // an NTLM/Negotiate challenge was answered: a full handshake
+	integrated      bool     // the credentials were the service account's (Windows)
 	schemes         []string // Proxy-Authenticate schemes offered on 407
-	setting         string
+	setting         string   // where the proxy is configured
+	credSetting     string   // where the credentials are configured, "" none
+	native          bool     // presencebridge's own CONNECT ([Proxy] URL), not net/http's
 }
 
 func (e *connectError) Error() string {
@@ -88,6 +93,14 @@ func Explain(err error) string {
 	var ce *connectError
 	if errors.As(err, &ce) {
 		return explainConnect(ce)
+	}
+	var pe *proxyIOError
+	if errors.As(err, &pe) {
+		return explainProxyIO(pe)
+	}
+	var ae *authError
+	if errors.As(err, &ae) {
+		return explainAuth(ae)
 	}
 	var de *dialError
 	if errors.As(err, &de) {
@@ -145,16 +158,10 @@ func isTimeout(err error) bool {
 }
 
 func explainConnect(e *connectError) string {
+	if e.status == 407 {
+		return explainAuthRequired(e)
+	}
 	switch {
-	case e.status == 407 && len(e.schemes) > 0 && !offersBasic(e.schemes):
-		return fmt.Sprintf("Proxy: the HTTP proxy %s asks for %s authentication (407 Proxy Authentication Required), but presencebridge sends only Basic; "+
-			"ask the proxy administrators to allow Basic for this machine or to exempt %s", e.proxy, strings.Join(e.schemes, "/"), e.target)
-	case e.status == 407 && !e.sentCredentials:
-		return fmt.Sprintf("Proxy: the HTTP proxy %s requires authentication (407 Proxy Authentication Required); put the user and password in %s as http://user:password@host:port",
-			e.proxy, e.setting)
-	case e.status == 407:
-		return fmt.Sprintf("Proxy: the proxy refused the credentials of user %q at %s (407 Proxy Authentication Required); check user/password in %s (percent-encode special characters)",
-			e.user, e.proxy, e.setting)
 	case e.status == 403:
 		return fmt.Sprintf("Proxy: the HTTP proxy %s refused to open a tunnel to %s (403 %s); ask the proxy administrators to allow HTTPS (CONNECT) to %s",
 			e.proxy, e.target, e.text, e.target)
@@ -166,13 +173,124 @@ func explainConnect(e *connectError) string {
 		e.proxy, e.target, e.status, e.text, e.setting)
 }
 
+// The advice for a proxy that asks for NTLM or Negotiate and has no
+// credentials to answer with.
+const (
+	adviceDomainAccount = `put a domain account in [Proxy] Username as DOMAIN\user and its password in [Proxy] Password`
+	adviceServiceAcct   = "or leave them empty to use the service account (run the service as a domain account the proxy allows)"
+)
+
+// explainAuthRequired explains a 407 Proxy Authentication Required: which
+// scheme the proxy asked for, and what to put where.
+func explainAuthRequired(e *connectError) string {
+	const status = "(407 Proxy Authentication Required)"
+	connScheme := "" // the connection-based schemes offered: NTLM, Negotiate
+	var unsupported []string
+	for _, s := range e.schemes {
+		switch {
+		case strings.EqualFold(s, schemeNTLM), strings.EqualFold(s, schemeNegotiate):
+			if connScheme != "" {
+				connScheme += " or "
+			}
+			connScheme += s
+		case strings.EqualFold(s, schemeBasic):
+		default:
+			unsupported = append(unsupported, s)
+		}
+	}
+	basic := offersBasic(e.schemes)
+	credHint := func() string {
+		if e.credSetting == settingProxyURL {
+			return "check the user and password in [Proxy] URL (they are percent-decoded once: write a % in them as %25)"
+		}
+		return "check [Proxy] Username and Password"
+	}
+	switch {
+	case !e.native && connScheme != "" && !basic:
+		// net/http's CONNECT for HTTPS_PROXY sends only Basic.
+		advice := adviceDomainAccount
+		if integratedAuth {
+			advice += ", " + adviceServiceAcct
+		}
+		return fmt.Sprintf("Proxy: the HTTP proxy %s from %s asks for %s authentication %s, which presencebridge answers only for a proxy in [Proxy] URL; "+
+			"set [Proxy] URL = http://%s and %s", e.proxy, e.setting, connScheme, status, e.proxy, advice)
+	case e.integrated && e.handshake:
+		return fmt.Sprintf("Proxy: the HTTP proxy %s refused the service account %s after a full %s handshake %s; "+
+			"run the service as a domain account the proxy allows, or put one in [Proxy] Username (DOMAIN\\user) and Password", e.proxy, e.user, e.scheme, status)
+	case e.sentCredentials && (e.scheme == schemeNTLM || e.scheme == schemeNegotiate) && e.handshake:
+		hint := ""
+		if e.scheme == schemeNegotiate {
+			hint = "; presencebridge answers Negotiate with NTLM, so a proxy that takes only Kerberos refuses it: ask for NTLM or Basic"
+			if integratedAuth {
+				hint += ", or leave Username and Password empty to use the service account's Kerberos ticket"
+			}
+		}
+		return fmt.Sprintf("Proxy: the HTTP proxy %s refused the credentials of user %q after a full %s handshake %s; %s "+
+			"(NTLM wants DOMAIN\\user or user@domain), and that the account is enabled and not locked%s", e.proxy, e.user, e.scheme, status, credHint(), hint)
+	case e.sentCredentials && (e.scheme == schemeNTLM || e.scheme == schemeNegotiate):
+		return fmt.Sprintf("Proxy: the HTTP proxy %s offered %s but did not answer the negotiation of user %q with a challenge %s; "+
+			"ask the proxy administrators whether %s is enabled for this machine, or to allow Basic", e.proxy, e.scheme, e.user, status, e.scheme)
+	case e.sentCredentials && (basic || len(e.schemes) == 0):
+		return fmt.Sprintf("Proxy: the HTTP proxy %s refused the Basic credentials of user %q %s; %s",
+			e.proxy, e.user, status, credHint())
+	case connScheme != "":
+		advice := adviceDomainAccount
+		if integratedAuth {
+			advice += ", " + adviceServiceAcct
+		}
+		return fmt.Sprintf("Proxy: the HTTP proxy %s asks for %s authentication %s: %s", e.proxy, connScheme, status, advice)
+	case basic || len(e.schemes) == 0:
+		where := "[Proxy] URL as http://user:password@host:port, or in [Proxy] Username and Password"
+		if !e.native {
+			where = e.setting + " as http://user:password@host:port"
+		}
+		asks := "asks for Basic authentication"
+		if !basic {
+			asks = "requires authentication"
+		}
+		return fmt.Sprintf("Proxy: the HTTP proxy %s %s %s; put the user and password in %s", e.proxy, asks, status, where)
+	}
+	return fmt.Sprintf("Proxy: the HTTP proxy %s asks for %s authentication %s, which presencebridge does not speak (it answers Basic, NTLM and Negotiate); "+
+		"ask the proxy administrators to allow one of those for this machine or to exempt %s", e.proxy, strings.Join(unsupported, "/"), status, e.target)
+}
+
 func offersBasic(schemes []string) bool {
 	for _, s := range schemes {
-		if strings.EqualFold(s, "Basic") {
+		if strings.EqualFold(s, schemeBasic) {
 			return true
 		}
 	}
 	return false
+}
+
+// explainProxyIO explains a broken CONNECT handshake.
+func explainProxyIO(e *proxyIOError) string {
+	during := "the CONNECT to " + e.target
+	if e.midHandshake {
+		during = "the " + e.scheme + " handshake for " + e.target
+	}
+	switch {
+	case isTimeout(e.err):
+		return fmt.Sprintf("Proxy: the HTTP proxy %s did not answer %s in time; check that %s names the proxy's HTTP port, and the proxy's outbound access to %s",
+			e.proxy, during, e.setting, e.target)
+	case errors.Is(e.err, io.EOF), errors.Is(e.err, io.ErrUnexpectedEOF), isReset(e.err):
+		return fmt.Sprintf("Proxy: the HTTP proxy %s closed the connection during %s; check that %s points at an HTTP proxy (a SOCKS5 proxy needs socks5://)",
+			e.proxy, during, e.setting)
+	case e.midHandshake:
+		return fmt.Sprintf("Proxy: %s broke off %s (%v); the proxy must keep the connection open through the handshake", e.proxy, during, e.err)
+	}
+	return fmt.Sprintf("Proxy: %s did not answer %s with HTTP (%v); check the host, port and scheme in %s (an HTTP proxy needs http://, a SOCKS5 proxy socks5://)",
+		e.proxy, during, e.err, e.setting)
+}
+
+// explainAuth explains a failure on this side of an NTLM or Negotiate handshake.
+func explainAuth(e *authError) string {
+	if e.integrated {
+		return fmt.Sprintf("Proxy: the HTTP proxy %s asks for %s, and Windows could not answer it as the service account %s (%v); "+
+			"%s instead", e.proxy, e.scheme, serviceAccount(), e.err, adviceDomainAccount)
+	}
+	return fmt.Sprintf("Proxy: cannot answer the %s challenge of the HTTP proxy %s (%v); ask the proxy administrators to allow NTLMv2 or Basic for this machine",
+		e.scheme, e.proxy, e.err)
 }
 
 func explainProxyDial(e *dialError) string {
@@ -285,7 +403,13 @@ func certNames(c *x509.Certificate) string {
 		return "no names"
 	}
 	var names []string
-	names = append(names, c.DNSNames...)
+	for _, n := range c.DNSNames {
+		if net.ParseIP(n) != nil {
+			// Some TLS-inspecting proxies (Squid 5 for a CONNECT to an IP) do this.
+			n += " (as a DNS name, which does not cover an IP address)"
+		}
+		names = append(names, n)
+	}
 	for _, ip := range c.IPAddresses {
 		names = append(names, ip.String())
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/url"
@@ -16,12 +17,14 @@ import (
 // allowedProxyForms is appended to every proxy URL error.
 const allowedProxyForms = `allowed: http://[user:password@]host:port, socks5://[user:password@]host:port, ` +
 	`socks5h://[user:password@]host:port (the proxy resolves names), "direct" or "none" (no proxy), ` +
-	`or empty to use HTTPS_PROXY from the environment; percent-encode special characters in the password (@ as %40, : as %3A)`
+	`or empty to use HTTPS_PROXY from the environment; user and password are percent-decoded once, ` +
+	`so percent-encode special characters in them (% as %25, @ as %40, : as %3A, # as %23, a space as %20)`
 
 // Where a proxy setting came from, as named in Explain's advice.
 const (
-	settingProxyURL = "[Proxy] URL"
-	settingEnv      = "the HTTPS_PROXY environment variable"
+	settingProxyURL    = "[Proxy] URL"
+	settingEnv         = "the HTTPS_PROXY environment variable"
+	settingCredentials = "[Proxy] Username and Password"
 )
 
 type mode int
@@ -37,16 +40,49 @@ const (
 // parse time.
 type route struct {
 	mode     mode
-	proxy    *url.URL          // modeHTTP, modeSOCKS
+	proxy    *url.URL          // modeHTTP, modeSOCKS; without user and password (see creds)
+	creds    *proxyCreds       // modeHTTP, modeSOCKS: nil when none are configured
 	env      *httpproxy.Config // modeEnv, and modeDirect (to say what it overrides)
 	envHTTPS *url.URL          // parsed env.HTTPSProxy, nil when unset
 	envHTTP  *url.URL          // parsed env.HTTPProxy, nil when unset
 }
 
-// parseRoute validates raw and reads the proxy environment variables. The
-// environment is read here, not through net/http's ProxyFromEnvironment,
-// which caches the first values it sees for the life of the process.
-func parseRoute(raw string) (route, error) {
+// proxyCreds are the credentials for the proxy of [Proxy] URL.
+type proxyCreds struct {
+	user, pass string
+	setting    string // where they are configured: settingProxyURL or settingCredentials
+}
+
+// parseRoute validates the proxy options and reads the proxy environment
+// variables. The environment is read here, not through net/http's
+// ProxyFromEnvironment, which caches the first values it sees for the life
+// of the process.
+func parseRoute(o Options) (route, error) {
+	rt, err := parseProxyURL(o.ProxyURL)
+	if err != nil {
+		return route{}, err
+	}
+	if o.ProxyUser == "" && o.ProxyPassword == "" {
+		return rt, nil
+	}
+	switch {
+	case rt.mode != modeHTTP && rt.mode != modeSOCKS:
+		what := "is empty (HTTPS_PROXY from the environment)"
+		if rt.mode == modeDirect {
+			what = "says " + strings.TrimSpace(o.ProxyURL) + " (no proxy)"
+		}
+		return route{}, fmt.Errorf("[Proxy] Username and Password are set, but [Proxy] URL %s; put the proxy in [Proxy] URL as http://host:port (or socks5://host:port), or empty Username and Password", what)
+	case rt.creds != nil:
+		return route{}, fmt.Errorf("[Proxy] URL holds the user %q and [Proxy] Username is set too; keep one of them: Username and Password (the password can be encrypted), or user:password@ in [Proxy] URL", rt.creds.user)
+	case o.ProxyUser == "":
+		return route{}, errors.New("[Proxy] Password is set but [Proxy] Username is empty; put the user name in [Proxy] Username (DOMAIN\\user for NTLM)")
+	}
+	rt.creds = &proxyCreds{user: o.ProxyUser, pass: o.ProxyPassword, setting: settingCredentials}
+	return rt, nil
+}
+
+// parseProxyURL validates raw ([Proxy] URL); see Options.ProxyURL.
+func parseProxyURL(raw string) (route, error) {
 	rt := route{env: httpproxy.FromEnvironment()}
 	s := strings.TrimSpace(raw)
 	switch strings.ToLower(s) {
@@ -101,6 +137,11 @@ func parseRoute(raw string) (route, error) {
 	}
 	if u.User != nil && u.User.Username() == "" {
 		return route{}, bad("the user name before the password is empty")
+	}
+	if u.User != nil {
+		rt.creds = &proxyCreds{user: u.User.Username(), setting: settingProxyURL}
+		rt.creds.pass, _ = u.User.Password()
+		u.User = nil
 	}
 	u.Path = ""
 	rt.proxy = u
@@ -183,7 +224,8 @@ func canonicalAddr(u *url.URL) string {
 	return net.JoinHostPort(strings.ToLower(u.Hostname()), port)
 }
 
-// authNote describes the credentials of u without the password.
+// authNote describes the credentials of an environment proxy URL (net/http
+// sends Basic for an HTTP proxy) without the password.
 func authNote(u *url.URL) string {
 	if u.User == nil {
 		return "no auth"
@@ -194,6 +236,18 @@ func authNote(u *url.URL) string {
 	return "basic auth as " + u.User.Username()
 }
 
+// httpAuthNote describes how presencebridge answers the HTTP proxy of
+// [Proxy] URL, without the password.
+func (rt route) httpAuthNote() string {
+	if rt.creds != nil {
+		return fmt.Sprintf("user %s from %s, for Negotiate, NTLM or Basic as the proxy asks", rt.creds.user, rt.creds.setting)
+	}
+	if integratedAuth {
+		return "no credentials configured: Negotiate or NTLM as the service account " + serviceAccount() + " if the proxy asks"
+	}
+	return "no auth"
+}
+
 func (rt route) describe() string {
 	switch rt.mode {
 	case modeDirect:
@@ -202,13 +256,17 @@ func (rt route) describe() string {
 		}
 		return "direct"
 	case modeHTTP:
-		return fmt.Sprintf("via HTTP proxy %s (%s)", rt.proxy.Host, authNote(rt.proxy))
+		return fmt.Sprintf("via HTTP proxy %s (%s)", rt.proxy.Host, rt.httpAuthNote())
 	case modeSOCKS:
 		dns := "names resolved on this machine"
 		if rt.proxy.Scheme == "socks5h" {
 			dns = "names resolved by the proxy"
 		}
-		return fmt.Sprintf("via SOCKS5 proxy %s (%s; %s)", rt.proxy.Host, authNote(rt.proxy), dns)
+		auth := "no auth"
+		if rt.creds != nil {
+			auth = fmt.Sprintf("user/password auth as %s from %s", rt.creds.user, rt.creds.setting)
+		}
+		return fmt.Sprintf("via SOCKS5 proxy %s (%s; %s)", rt.proxy.Host, auth, dns)
 	}
 	if rt.envHTTPS == nil {
 		if rt.envHTTP != nil {
@@ -225,24 +283,27 @@ func (rt route) describe() string {
 
 // configure sets the proxy selection, the dialer and the CONNECT reply check
 // on tr.
-func (rt route) configure(tr *http.Transport, base *net.Dialer) {
+func (rt route) configure(tr *http.Transport, base *net.Dialer, logger *slog.Logger) {
 	hd := &hopDialer{base: base, proxies: map[string]proxyHop{}}
 	tr.DialContext = hd.DialContext
-	tr.OnProxyConnectResponse = checkConnectResponse(settingProxyURL)
+	tr.Proxy = nil
 
 	switch rt.mode {
-	case modeDirect:
-		tr.Proxy = nil
 	case modeHTTP:
-		hd.proxies[canonicalAddr(rt.proxy)] = proxyHop{kind: "HTTP proxy", setting: settingProxyURL}
-		tr.Proxy = http.ProxyURL(rt.proxy)
+		// presencebridge's own CONNECT: net/http's cannot keep one connection
+		// through an NTLM or Negotiate handshake. net/http does TLS on the
+		// tunnel DialContext returns, as it would on a direct connection.
+		addr := canonicalAddr(rt.proxy)
+		hd.proxies[addr] = proxyHop{kind: "HTTP proxy", setting: settingProxyURL}
+		cd := &connectDialer{hop: hd, proxyAddr: addr, proxyHost: rt.proxy.Hostname(), creds: rt.creds,
+			setting: settingProxyURL, logger: logger}
+		tr.DialContext = cd.DialContext
 	case modeSOCKS:
 		addr := canonicalAddr(rt.proxy)
 		hd.proxies[addr] = proxyHop{kind: "SOCKS5 proxy", setting: settingProxyURL}
 		var auth *proxy.Auth
-		if rt.proxy.User != nil {
-			auth = &proxy.Auth{User: rt.proxy.User.Username()}
-			auth.Password, _ = rt.proxy.User.Password()
+		if rt.creds != nil {
+			auth = &proxy.Auth{User: rt.creds.user, Password: rt.creds.pass}
 		}
 		// proxy.SOCKS5 never fails for a "tcp" network; its result implements ContextDialer.
 		d, _ := proxy.SOCKS5("tcp", addr, auth, hd)
@@ -252,12 +313,13 @@ func (rt route) configure(tr *http.Transport, base *net.Dialer) {
 			resolver:  base.Resolver,
 			dialer:    d.(proxy.ContextDialer),
 		}
-		if rt.proxy.User != nil {
-			sd.user = rt.proxy.User.Username()
+		if rt.creds != nil {
+			sd.user, sd.setting = rt.creds.user, rt.creds.setting
 		}
-		tr.Proxy = nil
 		tr.DialContext = sd.DialContext
 	case modeEnv:
+		// net/http's CONNECT (Basic only), which also serves https:// and
+		// socks5:// proxies and NO_PROXY from the environment.
 		tr.OnProxyConnectResponse = checkConnectResponse(settingEnv)
 		for _, u := range []*url.URL{rt.envHTTP, rt.envHTTPS} {
 			if u != nil {
@@ -315,6 +377,7 @@ func (d *hopDialer) DialContext(ctx context.Context, network, addr string) (net.
 type socksDialer struct {
 	proxyAddr string
 	user      string
+	setting   string // where user is configured
 	remoteDNS bool
 	resolver  *net.Resolver // nil: net.DefaultResolver
 	dialer    proxy.ContextDialer
@@ -334,7 +397,11 @@ func (s *socksDialer) DialContext(ctx context.Context, network, addr string) (ne
 	}
 	c, err := s.dialer.DialContext(ctx, network, target)
 	if err != nil {
-		return nil, &socksError{proxy: s.proxyAddr, target: addr, user: s.user, setting: settingProxyURL, err: err}
+		setting := settingProxyURL
+		if s.setting != "" {
+			setting = s.setting
+		}
+		return nil, &socksError{proxy: s.proxyAddr, target: addr, user: s.user, setting: setting, err: err}
 	}
 	return c, nil
 }
@@ -349,10 +416,11 @@ func pickIP(ips []net.IPAddr) net.IP {
 	return ips[0].IP
 }
 
-// checkConnectResponse returns the Transport.OnProxyConnectResponse hook. For
-// a non-200 CONNECT reply net/http itself returns only errors.New(status
-// text) (net/http/transport.go, dialConn), which names neither the proxy nor
-// the status code; this hook returns a *connectError instead.
+// checkConnectResponse returns the Transport.OnProxyConnectResponse hook for
+// proxies from the environment, which net/http's own CONNECT serves. For a
+// non-200 CONNECT reply net/http itself returns only errors.New(status text)
+// (net/http/transport.go, dialConn), which names neither the proxy nor the
+// status code; this hook returns a *connectError instead.
 func checkConnectResponse(setting string) func(context.Context, *url.URL, *http.Request, *http.Response) error {
 	return func(_ context.Context, proxyURL *url.URL, req *http.Request, resp *http.Response) error {
 		if resp.StatusCode == http.StatusOK {
@@ -371,13 +439,10 @@ func checkConnectResponse(setting string) func(context.Context, *url.URL, *http.
 		if proxyURL.User != nil {
 			ce.user = proxyURL.User.Username()
 			ce.sentCredentials = true
+			ce.scheme = schemeBasic
+			ce.credSetting = setting
 		}
-		for _, v := range resp.Header.Values("Proxy-Authenticate") {
-			scheme, _, _ := strings.Cut(strings.TrimSpace(v), " ")
-			if scheme != "" {
-				ce.schemes = append(ce.schemes, scheme)
-			}
-		}
+		ce.schemes = parseChallenges(resp.Header.Values("Proxy-Authenticate")).schemes()
 		return ce
 	}
 }

@@ -22,6 +22,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -210,18 +211,28 @@ func pipe(client io.Reader, clientConn, upstream net.Conn) {
 	<-done
 }
 
-// connectProxy is an HTTP CONNECT proxy. With user set it demands
-// Proxy-Authorization Basic and answers 407 otherwise; with status set it
-// answers every CONNECT with that status.
+// connectProxy is an HTTP CONNECT proxy that keeps connections alive
+// between 407s, as real proxies do. With user set it takes Basic with user
+// and pass; with ntlmUser set it runs an NTLM (or Negotiate) handshake and
+// takes an AUTHENTICATE message for that user (it does not check the
+// password: Squid's ntlm_fake_auth does not either; the integration tests
+// run the real thing); with status set it answers every CONNECT with that
+// status. authenticate lists the Proxy-Authenticate offers of a 407.
 type connectProxy struct {
 	*loopServer
 	user, pass   string
+	ntlmUser     string // DOMAIN\user as the AUTHENTICATE message names it
+	oldLayout    bool   // send the 40-byte CHALLENGE layout with a TargetName offset past the end, as ntlm_fake_auth does
+	closeOn407   bool   // close the connection after every 407
+	closeMidNTLM bool   // close the connection after sending the NTLM challenge
 	status       int
 	authenticate []string // Proxy-Authenticate values on 407
 
 	tunnels atomic.Int64
+	conns   atomic.Int64
 	mu      sync.Mutex
 	targets []string
+	schemes []string // the scheme of every CONNECT's Proxy-Authorization, "-" for none
 }
 
 func startConnectProxy(t *testing.T, p *connectProxy) *connectProxy {
@@ -233,38 +244,74 @@ func startConnectProxy(t *testing.T, p *connectProxy) *connectProxy {
 }
 
 func (p *connectProxy) handle(c net.Conn) {
+	p.conns.Add(1)
 	br := bufio.NewReader(c)
-	req, err := http.ReadRequest(br)
-	if err != nil {
-		return
-	}
-	reply := func(code int) {
-		fmt.Fprintf(c, "HTTP/1.1 %d %s\r\n", code, http.StatusText(code))
-		if code == http.StatusProxyAuthRequired {
-			for _, a := range p.authenticate {
-				fmt.Fprintf(c, "Proxy-Authenticate: %s\r\n", a)
-			}
+	for {
+		req, err := http.ReadRequest(br)
+		if err != nil {
+			return
 		}
-		io.WriteString(c, "Content-Length: 0\r\nConnection: close\r\n\r\n")
-	}
-	switch {
-	case req.Method != http.MethodConnect:
-		reply(http.StatusMethodNotAllowed)
-		return
-	case p.status != 0:
-		reply(p.status)
-		return
-	case p.user != "":
-		want := "Basic " + base64.StdEncoding.EncodeToString([]byte(p.user+":"+p.pass))
-		if req.Header.Get("Proxy-Authorization") != want {
-			reply(http.StatusProxyAuthRequired)
+		if !p.serve(c, br, req) {
 			return
 		}
 	}
+}
+
+// serve answers one request; false ends the connection (or it became a tunnel).
+func (p *connectProxy) serve(c net.Conn, br *bufio.Reader, req *http.Request) bool {
+	authz := req.Header.Get("Proxy-Authorization")
+	scheme, token, _ := strings.Cut(authz, " ")
+	if authz == "" {
+		scheme = "-"
+	}
+	p.mu.Lock()
+	p.schemes = append(p.schemes, scheme)
+	p.mu.Unlock()
+	reply := func(code int, offers ...string) bool {
+		fmt.Fprintf(c, "HTTP/1.1 %d %s\r\n", code, http.StatusText(code))
+		for _, a := range offers {
+			fmt.Fprintf(c, "Proxy-Authenticate: %s\r\n", a)
+		}
+		body := "<html>refused</html>"
+		if code == http.StatusProxyAuthRequired && !p.closeOn407 {
+			fmt.Fprintf(c, "Content-Length: %d\r\n\r\n%s", len(body), body)
+			return true
+		}
+		fmt.Fprintf(c, "Content-Length: %d\r\nConnection: close\r\n\r\n%s", len(body), body)
+		return false
+	}
+	switch {
+	case req.Method != http.MethodConnect:
+		return reply(http.StatusMethodNotAllowed)
+	case p.status != 0:
+		return reply(p.status)
+	case p.ntlmUser != "" && (scheme == "NTLM" || scheme == "Negotiate"):
+		msg, err := base64.StdEncoding.DecodeString(token)
+		if err != nil || len(msg) < 12 || string(msg[:8]) != "NTLMSSP\x00" {
+			return reply(http.StatusBadRequest)
+		}
+		switch msg[8] {
+		case 1:
+			ok := reply(http.StatusProxyAuthRequired, scheme+" "+base64.StdEncoding.EncodeToString(testChallenge(p.oldLayout)))
+			return ok && !p.closeMidNTLM
+		case 3:
+			if ntlmUserOf(msg) != p.ntlmUser {
+				return reply(http.StatusProxyAuthRequired, p.authenticate...)
+			}
+		default:
+			return reply(http.StatusBadRequest)
+		}
+	case p.user != "":
+		want := "Basic " + base64.StdEncoding.EncodeToString([]byte(p.user+":"+p.pass))
+		if authz != want {
+			return reply(http.StatusProxyAuthRequired, p.authenticate...)
+		}
+	case p.ntlmUser != "":
+		return reply(http.StatusProxyAuthRequired, p.authenticate...)
+	}
 	up, err := net.Dial("tcp", req.Host)
 	if err != nil {
-		reply(http.StatusBadGateway)
-		return
+		return reply(http.StatusBadGateway)
 	}
 	p.track(up)
 	p.tunnels.Add(1)
@@ -273,6 +320,77 @@ func (p *connectProxy) handle(c net.Conn) {
 	p.mu.Unlock()
 	io.WriteString(c, "HTTP/1.1 200 Connection established\r\n\r\n")
 	pipe(br, c, up)
+	return false
+}
+
+// testChallenge is an NTLM CHALLENGE message (MS-NLMP 2.2.1.2) with target
+// name CORP and target info (NetBIOS domain name, end of list); oldLayout
+// gives the 40-byte layout without target info and a TargetName offset past
+// the end, as Squid 5's ntlm_fake_auth sends it.
+func testChallenge(oldLayout bool) []byte {
+	utf16 := func(s string) []byte {
+		var b []byte
+		for _, r := range s {
+			b = binary.LittleEndian.AppendUint16(b, uint16(r))
+		}
+		return b
+	}
+	const flags = 0x00000001 | 0x00000200 | 0x00008000 | 0x00080000 | 0x00800000 | 0x20000000 | 0x80000000 // UNICODE NTLM ALWAYS_SIGN ESS TARGET_INFO 128 56
+	name := utf16("CORP")
+	info := binary.LittleEndian.AppendUint16(nil, 2) // MsvAvNbDomainName
+	info = binary.LittleEndian.AppendUint16(info, uint16(len(name)))
+	info = append(info, name...)
+	info = append(info, 0, 0, 0, 0) // MsvAvEOL
+	msg := []byte("NTLMSSP\x00\x02\x00\x00\x00")
+	field := func(n, off int) {
+		msg = binary.LittleEndian.AppendUint16(msg, uint16(n))
+		msg = binary.LittleEndian.AppendUint16(msg, uint16(n))
+		msg = binary.LittleEndian.AppendUint32(msg, uint32(off))
+	}
+	if oldLayout {
+		field(len(name), 0xAAAAAAAE)
+		msg = binary.LittleEndian.AppendUint32(msg, flags&^0x00800000)
+		msg = append(msg, 1, 2, 3, 4, 5, 6, 7, 8)
+		msg = append(msg, 0, 0, 0, 0, 0, 0, 0, 0)
+		return append(msg, name...)
+	}
+	field(len(name), 56)
+	msg = binary.LittleEndian.AppendUint32(msg, flags)
+	msg = append(msg, 1, 2, 3, 4, 5, 6, 7, 8)
+	msg = append(msg, 0, 0, 0, 0, 0, 0, 0, 0)
+	field(len(info), 56+len(name))
+	msg = append(msg, 6, 1, 0xb1, 0x1d, 0, 0, 0, 15) // version
+	msg = append(msg, name...)
+	return append(msg, info...)
+}
+
+// ntlmUserOf returns DOMAIN\user (or user) from an AUTHENTICATE message.
+func ntlmUserOf(msg []byte) string {
+	str := func(at int) string {
+		if at+8 > len(msg) {
+			return ""
+		}
+		n := int(binary.LittleEndian.Uint16(msg[at:]))
+		off := int(binary.LittleEndian.Uint32(msg[at+4:]))
+		if off+n > len(msg) {
+			return ""
+		}
+		var rs []rune
+		for i := off; i+1 < off+n; i += 2 {
+			rs = append(rs, rune(binary.LittleEndian.Uint16(msg[i:])))
+		}
+		return string(rs)
+	}
+	if d := str(28); d != "" {
+		return d + "\\" + str(36)
+	}
+	return str(36)
+}
+
+func (p *connectProxy) seenSchemes() []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return append([]string(nil), p.schemes...)
 }
 
 func (p *connectProxy) seenTargets() []string {

@@ -1,8 +1,9 @@
 // Package transport builds the *http.Client that carries all traffic to the
 // Microsoft login endpoint and to Graph: the customer's outbound proxy (HTTP
-// CONNECT with Basic auth, SOCKS5, or HTTPS_PROXY from the environment), an
-// extra CA bundle for TLS-inspecting proxies, and timeouts. Explain turns the
-// failures of that client into one sentence for a field engineer.
+// CONNECT with Basic, NTLM or Negotiate authentication, SOCKS5, or
+// HTTPS_PROXY from the environment), an extra CA bundle for TLS-inspecting
+// proxies, and timeouts. Explain turns the failures of that client into one
+// sentence for a field engineer.
 package transport
 
 import (
@@ -40,11 +41,20 @@ const (
 type Options struct {
 	// ProxyURL selects the route to Microsoft:
 	//   ""                                   HTTPS_PROXY / HTTP_PROXY / NO_PROXY from the environment, read by NewClient
-	//   "http://[user:pass@]host:port"       HTTP proxy (CONNECT), Proxy-Authorization Basic when user is set
+	//   "http://[user:pass@]host:port"       HTTP proxy (CONNECT); with credentials, Negotiate, NTLM or Basic as the proxy asks
 	//   "socks5://[user:pass@]host:port"     SOCKS5 (RFC 1928/1929), names resolved on this machine
 	//   "socks5h://[user:pass@]host:port"    SOCKS5, names resolved by the proxy
 	//   "direct" or "none"                   no proxy, even if the environment sets one
+	// User and password are percent-decoded once, as url.Parse does.
 	ProxyURL string
+	// ProxyUser and ProxyPassword are the proxy's credentials when they are not
+	// in ProxyURL ([Proxy] Username and Password; both at once is an error).
+	// For an HTTP proxy the user is as the proxy wants it (DOMAIN\user or
+	// user@domain for NTLM); for SOCKS5 they are RFC 1929 user and password.
+	// On Windows, an HTTP proxy that asks for Negotiate or NTLM while no
+	// credentials are configured gets those of the account the service runs as.
+	ProxyUser     string
+	ProxyPassword string
 	// CAFile is a PEM bundle trusted in addition to the system roots, typically
 	// the CA of a TLS-inspecting proxy.
 	CAFile string
@@ -78,7 +88,7 @@ func newClient(o Options, base *net.Dialer) (*http.Client, error) {
 		timeout = DefaultTimeout
 	}
 
-	rt, err := parseRoute(o.ProxyURL)
+	rt, err := parseRoute(o)
 	if err != nil {
 		return nil, err
 	}
@@ -106,7 +116,7 @@ func newClient(o Options, base *net.Dialer) (*http.Client, error) {
 		MaxIdleConns:          maxIdleConns,
 		MaxIdleConnsPerHost:   maxIdleConnsPerHost,
 	}
-	rt.configure(tr, base)
+	rt.configure(tr, base, logger)
 
 	if rt.mode == modeEnv && rt.envHTTPS == nil && rt.envHTTP != nil {
 		logger.Warn("HTTP_PROXY is set but HTTPS_PROXY is not; HTTPS to Microsoft goes direct",
@@ -117,10 +127,11 @@ func newClient(o Options, base *net.Dialer) (*http.Client, error) {
 }
 
 // Describe says in one line how NewClient(o) would reach Microsoft, e.g.
-// "via HTTP proxy proxy.corp:3128 (basic auth as user)". It never shows a
-// password. The environment is read now, as NewClient would.
+// "via HTTP proxy proxy.corp:3128 (user CORP\alice from [Proxy] Username and
+// Password, for Negotiate, NTLM or Basic as the proxy asks)". It never shows
+// a password. The environment is read now, as NewClient would.
 func Describe(o Options) string {
-	rt, err := parseRoute(o.ProxyURL)
+	rt, err := parseRoute(o)
 	if err != nil {
 		return "invalid proxy setting: " + err.Error()
 	}

@@ -141,8 +141,14 @@ func TestHTTPProxyCarriesTraffic(t *testing.T) {
 		t.Errorf("target saw %d requests, want 3", got)
 	}
 	assertNoSecret(t, "log", logs.String())
-	if !strings.Contains(logs.String(), "via HTTP proxy "+px.addr()+" (basic auth as alice)") {
+	if !strings.Contains(logs.String(), "via HTTP proxy "+px.addr()+" (user alice from [Proxy] URL, for Negotiate, NTLM or Basic as the proxy asks)") {
 		t.Errorf("log does not describe the route: %s", logs.String())
+	}
+	if !strings.Contains(logs.String(), `msg="Proxy tunnel open" proxy=`+px.addr()+" auth=Basic user=alice") {
+		t.Errorf("log does not say which authentication the proxy took: %s", logs.String())
+	}
+	if got := px.seenSchemes(); !slices.Equal(got, []string{"Basic"}) {
+		t.Errorf("Proxy-Authorization schemes %v, want [Basic] (pre-emptive)", got)
 	}
 }
 
@@ -160,18 +166,51 @@ func TestHTTPProxyRefusals(t *testing.T) {
 			name:  "wrong password",
 			proxy: &connectProxy{user: "alice", pass: "right"},
 			user:  "alice", pass: secret,
-			want: []string{"Proxy: the proxy refused the credentials of user \"alice\"", "407 Proxy Authentication Required", "check user/password in [Proxy] URL"},
+			want: []string{"refused the Basic credentials of user \"alice\" (407 Proxy Authentication Required)",
+				"check the user and password in [Proxy] URL (they are percent-decoded once: write a % in them as %25)"},
+		},
+		{
+			name:  "wrong password, proxy closes after 407",
+			proxy: &connectProxy{user: "alice", pass: "right", closeOn407: true},
+			user:  "alice", pass: secret,
+			want: []string{"refused the Basic credentials of user \"alice\""},
 		},
 		{
 			name:  "no credentials",
 			proxy: &connectProxy{user: "alice", pass: "right"},
-			want:  []string{"requires authentication (407 Proxy Authentication Required)", "put the user and password in [Proxy] URL"},
+			want: []string{"asks for Basic authentication (407 Proxy Authentication Required)",
+				"put the user and password in [Proxy] URL as http://user:password@host:port, or in [Proxy] Username and Password"},
 		},
 		{
-			name:  "NTLM only",
-			proxy: &connectProxy{user: "alice", pass: "right", authenticate: []string{"NTLM", "Negotiate"}},
+			name:  "no scheme offered",
+			proxy: &connectProxy{user: "alice", pass: "right", authenticate: []string{}},
+			want:  []string{"requires authentication (407 Proxy Authentication Required); put the user and password in [Proxy] URL"},
+		},
+		{
+			name:  "NTLM, no credentials",
+			proxy: &connectProxy{ntlmUser: `CORP\alice`, authenticate: []string{"NTLM", "Negotiate"}},
+			want: []string{"asks for NTLM or Negotiate authentication (407 Proxy Authentication Required): " +
+				`put a domain account in [Proxy] Username as DOMAIN\user and its password in [Proxy] Password`},
+		},
+		{
+			name:  "NTLM refuses the user after a full handshake",
+			proxy: &connectProxy{ntlmUser: `CORP\alice`, authenticate: []string{"NTLM"}},
+			user:  `CORP\bob`, pass: secret,
+			want: []string{`refused the credentials of user "CORP\\bob" after a full NTLM handshake (407 Proxy Authentication Required)`,
+				"check the user and password in [Proxy] URL", "not locked"},
+		},
+		{
+			name:  "Negotiate refuses the user after a full handshake",
+			proxy: &connectProxy{ntlmUser: `CORP\alice`, authenticate: []string{"Negotiate"}},
+			user:  `CORP\bob`, pass: secret,
+			want: []string{"after a full Negotiate handshake", "a proxy that takes only Kerberos refuses it"},
+		},
+		{
+			name:  "Digest only",
+			proxy: &connectProxy{user: "alice", pass: "right", authenticate: []string{`Digest realm="corp", nonce="abc"`}},
 			user:  "alice", pass: secret,
-			want: []string{"asks for NTLM/Negotiate authentication", "sends only Basic"},
+			want: []string{"asks for Digest authentication (407 Proxy Authentication Required), which presencebridge does not speak",
+				"exempt " + tg.Listener.Addr().String()},
 		},
 		{
 			name:  "forbidden",
@@ -385,6 +424,11 @@ func TestCertificateProblems(t *testing.T) {
 			want: []string{"TLS: the certificate presented for 127.0.0.1:", "is not valid for 127.0.0.1", "(it covers graph.contoso.example)"},
 		},
 		{
+			name: "IP address as a DNS name",
+			leaf: leafOpts{dnsNames: []string{"127.0.0.1"}, noIP: true},
+			want: []string{"(it covers 127.0.0.1 (as a DNS name, which does not cover an IP address))"},
+		},
+		{
 			name: "expired",
 			leaf: leafOpts{notBefore: time.Now().Add(-48 * time.Hour), notAfter: time.Now().Add(-24 * time.Hour)},
 			want: []string{"TLS: the certificate of 127.0.0.1:", "has expired or is not yet valid", "is after", "check this machine's clock"},
@@ -488,9 +532,15 @@ func TestDescribe(t *testing.T) {
 		o    Options
 		want string
 	}{
-		{Options{ProxyURL: proxyURL("http", "alice", secret, "proxy.corp:3128")}, "via HTTP proxy proxy.corp:3128 (basic auth as alice)"},
+		{Options{ProxyURL: proxyURL("http", "alice", secret, "proxy.corp:3128")},
+			"via HTTP proxy proxy.corp:3128 (user alice from [Proxy] URL, for Negotiate, NTLM or Basic as the proxy asks)"},
+		{Options{ProxyURL: "http://proxy.corp:3128", ProxyUser: `CORP\alice`, ProxyPassword: secret},
+			`via HTTP proxy proxy.corp:3128 (user CORP\alice from [Proxy] Username and Password, for Negotiate, NTLM or Basic as the proxy asks)`},
 		{Options{ProxyURL: "http://proxy.corp:3128"}, "via HTTP proxy proxy.corp:3128 (no auth)"},
-		{Options{ProxyURL: proxyURL("socks5", "bob", secret, "socks.corp:1080")}, "via SOCKS5 proxy socks.corp:1080 (user/password auth as bob; names resolved on this machine)"},
+		{Options{ProxyURL: proxyURL("socks5", "bob", secret, "socks.corp:1080")},
+			"via SOCKS5 proxy socks.corp:1080 (user/password auth as bob from [Proxy] URL; names resolved on this machine)"},
+		{Options{ProxyURL: "socks5h://socks.corp:1080", ProxyUser: "bob", ProxyPassword: secret},
+			"via SOCKS5 proxy socks.corp:1080 (user/password auth as bob from [Proxy] Username and Password; names resolved by the proxy)"},
 		{Options{ProxyURL: "SOCKS5H://socks.corp:1080"}, "via SOCKS5 proxy socks.corp:1080 (no auth; names resolved by the proxy)"},
 		{Options{ProxyURL: "direct"}, "direct"},
 		{Options{ProxyURL: " None "}, "direct"},
@@ -575,10 +625,19 @@ func TestEnvironmentProxy(t *testing.T) {
 	})
 	t.Run("explicit URL overrides the environment", func(t *testing.T) {
 		clearProxyEnv(t)
-		t.Setenv("HTTPS_PROXY", "http://proxy.corp.example:3128")
-		c := newTestClient(t, Options{ProxyURL: "http://other.corp.example:8080"})
-		if u := chosen(t, c); u == nil || u.Host != "other.corp.example:8080" {
-			t.Errorf("proxy = %v, want other.corp.example:8080", show(u))
+		t.Setenv("HTTPS_PROXY", "http://"+closedPort(t))
+		ca := newTestCA(t)
+		tg := newTarget(t, ca.leaf(t, leafOpts{}))
+		px := startConnectProxy(t, &connectProxy{})
+		c := newTestClient(t, Options{ProxyURL: "http://" + px.addr(), CAFile: writeTemp(t, "ca.pem", ca.pem)})
+		if u := chosen(t, c); u != nil {
+			t.Errorf("net/http picks proxy %v, want none: [Proxy] URL has its own CONNECT", show(u))
+		}
+		if _, _, err := get(t, c, tg.URL); err != nil {
+			t.Fatalf("request through [Proxy] URL: %v", err)
+		}
+		if got := px.seenTargets(); len(got) != 1 {
+			t.Errorf("the [Proxy] URL proxy saw %v, want the one tunnel", got)
 		}
 	})
 	t.Run("HTTP_PROXY alone does not cover HTTPS", func(t *testing.T) {
@@ -695,20 +754,23 @@ func TestDialFailuresNameTheHop(t *testing.T) {
 	t.Run("connect timeouts", func(t *testing.T) {
 		// A dial whose deadline has passed fails with a timeout at once;
 		// wrap it as net/http would and check which hop Explain blames.
-		c, err := newClient(Options{ProxyURL: "http://" + deadProxy}, nx)
-		if err != nil {
-			t.Fatal(err)
+		dial := func(proxyURL, addr string) error {
+			c, err := newClient(Options{ProxyURL: proxyURL}, nx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithDeadline(t.Context(), time.Now().Add(-time.Second))
+			defer cancel()
+			_, err = c.Transport.(*http.Transport).DialContext(ctx, "tcp", addr)
+			return err
 		}
-		tr := c.Transport.(*http.Transport)
-		ctx, cancel := context.WithDeadline(t.Context(), time.Now().Add(-time.Second))
-		defer cancel()
-		_, perr := tr.DialContext(ctx, "tcp", deadProxy)
-		_, terr := tr.DialContext(ctx, "tcp", deadTarget)
+		perr := dial("http://"+deadProxy, "login.microsoftonline.com:443")
+		terr := dial("direct", deadTarget)
 		for _, tc := range []struct {
 			err  error
 			want string
 		}{
-			{&url.Error{Op: "Get", URL: "https://login.microsoftonline.com/", Err: &net.OpError{Op: "proxyconnect", Net: "tcp", Err: perr}},
+			{&url.Error{Op: "Get", URL: "https://login.microsoftonline.com/", Err: perr},
 				"Proxy: connecting to the HTTP proxy " + deadProxy + " timed out"},
 			{&url.Error{Op: "Get", URL: "https://" + deadTarget + "/", Err: terr},
 				"Network: connecting to the target " + deadTarget + " timed out"},
