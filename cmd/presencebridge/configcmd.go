@@ -12,7 +12,9 @@ const configUsage = `Usage: presencebridge [--config PATH] config set [--if-set]
 
 Sets keys in Presence.ini in place, keeping its comments, e.g.
   presencebridge config set Account.main.TenantID=contoso.onmicrosoft.com Account.main.Auth=secret Account.main.ClientSecret=...
-ClientSecret, [SIP] Password and [HTTP] Header.* values are written encrypted.
+ClientSecret, [SIP] Password, [Proxy] Password and [HTTP] Header.* values are
+written encrypted, e.g.
+  presencebridge config set 'Proxy.Username=CORP\svc-presence' Proxy.Password=...
 Nothing is written if the result would not load. --if-set skips pairs with an
 empty value (the MSI passes its silent-install properties this way).
 `

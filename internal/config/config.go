@@ -108,9 +108,15 @@ type Microsoft struct {
 type Proxy struct {
 	// URL is what transport.Options.ProxyURL takes: "" = HTTPS_PROXY from the
 	// environment, if any; "direct" = no proxy; else http://, socks5:// or socks5h://
-	// [user:password@]host:port, re-encoded so that url.Parse gives back the user
-	// and password exactly as written in the INI (a '#' or '@' in a password is fine).
+	// [user:password@]host:port. The INI's user and password are percent-decoded
+	// once (%40 is @, %25 is %; a literal @ or : also works) and re-encoded here,
+	// so that url.Parse gives back the decoded user and password.
 	URL string
+	// Username and Password are the proxy's credentials when they are not in URL
+	// (never both): for an HTTP proxy, used with Negotiate, NTLM or Basic as the
+	// proxy asks (DOMAIN\user for NTLM). Password may be an enc:v1: value in the INI.
+	Username string
+	Password Secret
 	// CAFile is an extra PEM bundle trusted in addition to the system roots.
 	CAFile string
 }
@@ -270,6 +276,12 @@ func (p Proxy) String() string {
 	if p.URL != "" {
 		u = redactRawURL(p.URL)
 	}
+	if p.Username != "" {
+		u += " Username=" + p.Username
+	}
+	if p.Password != "" {
+		u += " Password=" + p.Password.String()
+	}
 	if p.CAFile != "" {
 		return u + " CAFile=" + p.CAFile
 	}
@@ -291,10 +303,13 @@ func (p Proxy) Format(f fmt.State, verb rune) {
 // MarshalJSON writes the proxy with the password replaced by "***".
 func (p Proxy) MarshalJSON() ([]byte, error) {
 	var v struct {
-		URL    string `json:"url,omitempty"`
-		CAFile string `json:"caFile,omitempty"`
+		URL      string `json:"url,omitempty"`
+		Username string `json:"username,omitempty"`
+		Password Secret `json:"password,omitempty"`
+		CAFile   string `json:"caFile,omitempty"`
 	}
 	v.URL = redactRawURL(p.URL)
+	v.Username, v.Password = p.Username, p.Password
 	v.CAFile = p.CAFile
 	return json.Marshal(v)
 }

@@ -18,7 +18,7 @@ type Setting struct{ Key, Value string }
 // Set writes settings into the Presence.ini at path in place: the key's line is
 // rewritten, or the key is added at the end of its section, or the section at the
 // end of the file; comments, order and line endings stay. Secrets (ClientSecret,
-// [SIP] Password, [HTTP] Header.*) are written encrypted. The result must load:
+// [SIP] Password, [Proxy] Password, [HTTP] Header.*) are written encrypted. The result must load:
 // if it would not, nothing is written and the error says why.
 func Set(path string, settings []Setting) error {
 	abs, err := filepath.Abs(path)
@@ -93,6 +93,7 @@ func isSecretKey(section, key string) bool {
 	s, k := strings.ToLower(section), strings.ToLower(key)
 	return (strings.HasPrefix(s, "account.") && k == "clientsecret") ||
 		(s == "sip" && k == "password") ||
+		(s == "proxy" && k == "password") ||
 		(s == "http" && strings.HasPrefix(k, "header."))
 }
 

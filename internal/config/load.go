@@ -448,14 +448,39 @@ func (l *loader) microsoft(cfg *Config, s *section) {
 }
 
 func (l *loader) proxy(cfg *Config, s *section) {
-	if e := s.get("URL"); e.set {
+	var urlUser string // the user in URL, if any
+	e := s.get("URL")
+	if e.set {
 		if v := strings.ToLower(e.value); v == "direct" || v == "none" {
 			cfg.Proxy.URL = "direct"
 		} else if u, problem := parseProxyURL(e.value); problem != "" {
 			l.bad(e, "%s", problem)
 		} else {
 			cfg.Proxy.URL = u.String()
+			if u.User != nil {
+				urlUser = u.User.Username()
+			}
 		}
+	}
+	user, pass := s.get("Username"), s.get("Password")
+	if user.set || pass.set {
+		switch {
+		case urlUser != "":
+			l.add(user.line, "[Proxy] URL holds the user %q and [Proxy] Username or Password is set too; keep one of them: "+
+				"Username and Password (the password can be encrypted with `presencebridge secret encrypt`), or user:password@ in URL", urlUser)
+		case !e.set || cfg.Proxy.URL == "direct":
+			what := "empty (HTTPS_PROXY from the environment)"
+			if e.set {
+				what = e.value + " (no proxy)"
+			}
+			l.add(user.line, "[Proxy] Username and Password are set, but [Proxy] URL is %s; set URL = http://host:port (or socks5://host:port), or empty Username and Password", what)
+		case !user.set:
+			l.add(pass.line, "[Proxy] Password is set but Username is not; put the proxy user in Username (DOMAIN\\user for NTLM)")
+		case strings.ContainsAny(user.value, ":\r\n"):
+			l.bad(user, "a proxy user name cannot hold ':' (Basic authentication splits user and password there); use DOMAIN\\user or user@domain")
+		}
+		cfg.Proxy.Username = user.value
+		cfg.Proxy.Password = Secret(l.secretValue(cfg, pass))
 	}
 	cfg.Proxy.CAFile = l.existingFile(s.get("CAFile"), "a PEM file with the proxy's CA certificate(s)")
 }
@@ -778,9 +803,10 @@ func parseHTTPSURL(v, example string) (*url.URL, string) {
 	return u, ""
 }
 
-// parseProxyURL reads scheme://[user[:password]@]host:port. User and password are
-// taken literally up to the last '@' (no %-encoding needed, so '#', '@' and ':' in a
-// password are fine), which url.Parse would not allow.
+// parseProxyURL reads scheme://[user[:password]@]host:port. The last '@' ends the
+// user and password and the first ':' splits them, so a literal '@' or ':' in a
+// password works (and '#', which url.Parse would take as a fragment); then both
+// are percent-decoded once, so %40 is '@', %25 is '%' and %C3%A9 is 'é'.
 func parseProxyURL(v string) (*url.URL, string) {
 	const allowed = "use http://host:port (CONNECT), socks5://host:port or socks5h://host:port, with user:password@ before the host if the proxy asks for it, or direct for no proxy"
 	i := strings.Index(v, "://")
@@ -793,9 +819,17 @@ func parseProxyURL(v string) (*url.URL, string) {
 	}
 	u := &url.URL{Scheme: scheme}
 	if at := strings.LastIndexByte(rest, '@'); at >= 0 {
-		name, pass, hasPass := strings.Cut(rest[:at], ":")
-		if name == "" {
+		rawName, rawPass, hasPass := strings.Cut(rest[:at], ":")
+		if rawName == "" {
 			return nil, "has a password but no user name before it; " + allowed
+		}
+		name, problem := decodeUserinfo(rawName, "user name")
+		if problem != "" {
+			return nil, problem
+		}
+		pass, problem := decodeUserinfo(rawPass, "password")
+		if problem != "" {
+			return nil, problem
 		}
 		if hasPass {
 			u.User = url.UserPassword(name, pass)

@@ -289,7 +289,7 @@ func TestProxyURL(t *testing.T) {
 		{"None", "direct"},
 		{"HTTP://proxy.example:8080/", "http://proxy.example:8080"},
 		{"socks5h://u:p@[::1]:1080", "socks5h://u:p@[::1]:1080"},
-		{"http://bob:a b%41@proxy:3128", "http://bob:a%20b%2541@proxy:3128"}, // taken literally
+		{"http://bob:a b%41@proxy:3128", "http://bob:a%20bA@proxy:3128"}, // percent-decoded once, re-encoded
 	}
 	for _, tc := range cases {
 		c := mustLoad(t, "[Proxy]\nURL = "+tc.in+"\n"+minimal)

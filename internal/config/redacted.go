@@ -43,6 +43,8 @@ func (c *Config) Redacted() string {
 
 	b.WriteString("\n[Proxy]\n")
 	kv("URL", redactRawURL(c.Proxy.URL))
+	kv("Username", c.Proxy.Username)
+	kv("Password", c.Proxy.Password.String())
 	kv("CAFile", c.Proxy.CAFile)
 
 	p := c.Polling
