@@ -140,7 +140,7 @@ func Open(o Options) (*App, error) {
 	}
 
 	if a.hc == nil {
-		a.hc, err = transport.NewClient(transport.Options{ProxyURL: cfg.Proxy.URL, CAFile: cfg.Proxy.CAFile, Logger: o.Logger})
+		a.hc, err = transport.NewClient(transport.Options{ProxyURL: cfg.Proxy.URL, ProxyUser: cfg.Proxy.Username, ProxyPassword: cfg.Proxy.Password.Reveal(), CAFile: cfg.Proxy.CAFile, Logger: o.Logger})
 		if err != nil {
 			return nil, fmt.Errorf("%w: %s: [Proxy]: %w", ErrConfig, cfg.Path, err)
 		}
@@ -281,7 +281,7 @@ func (a *App) Run(ctx context.Context) error {
 
 	a.log.Info("presencebridge started", "version", a.version, "config", a.cfg.Path,
 		"users", len(a.byUPN), "accounts", len(a.accounts),
-		"proxy", transport.Describe(transport.Options{ProxyURL: a.cfg.Proxy.URL, CAFile: a.cfg.Proxy.CAFile}),
+		"proxy", transport.Describe(transport.Options{ProxyURL: a.cfg.Proxy.URL, ProxyUser: a.cfg.Proxy.Username, CAFile: a.cfg.Proxy.CAFile}),
 		"winningTechnology", a.cfg.WinningTechnology)
 	for _, w := range a.cfg.Warnings {
 		a.log.Warn(w)
