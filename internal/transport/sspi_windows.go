@@ -44,11 +44,11 @@ func newIntegratedSession(scheme, proxyHost string) (authSession, error) {
 	}
 	info, err := sspi.QueryPackageInfo(pkg)
 	if err != nil {
-		return nil, fmt.Errorf("Windows has no %s security package: %w", pkg, err)
+		return nil, fmt.Errorf("Windows has no %s security package: %w", pkg, sspiError(err))
 	}
 	cred, err := sspi.AcquireCredentials("", pkg, sspi.SECPKG_CRED_OUTBOUND, nil)
 	if err != nil {
-		return nil, fmt.Errorf("Windows gave no %s credentials for %s: %w", pkg, serviceAccount(), err)
+		return nil, fmt.Errorf("Windows gave no %s credentials for %s: %w", pkg, serviceAccount(), sspiError(err))
 	}
 	return &sspiSession{cred: cred, ctx: sspi.NewClientContext(cred, sspi.ISC_REQ_CONNECTION), target: target, maxToken: info.MaxToken}, nil
 }
@@ -70,10 +70,10 @@ func (s *sspiSession) Step(challenge []byte) ([]byte, error) {
 	case sspi.SEC_E_OK, sspi.SEC_I_CONTINUE_NEEDED:
 	case sspi.SEC_I_COMPLETE_NEEDED, sspi.SEC_I_COMPLETE_AND_CONTINUE:
 		if r := sspi.CompleteAuthToken(s.ctx.Handle, outDesc); r != sspi.SEC_E_OK {
-			return nil, fmt.Errorf("CompleteAuthToken: %w", r)
+			return nil, fmt.Errorf("CompleteAuthToken: %w", sspiError(r))
 		}
 	default:
-		return nil, fmt.Errorf("InitializeSecurityContext: %w", ret)
+		return nil, fmt.Errorf("InitializeSecurityContext: %w", sspiError(ret))
 	}
 	if out[0].BufferSize == 0 {
 		return nil, errors.New("InitializeSecurityContext gave an empty token")
@@ -102,3 +102,28 @@ var serviceAccountName = sync.OnceValue(func() string {
 // serviceAccount names the account this process runs as (DOMAIN\user, or
 // DOMAIN\HOST$ for LocalSystem), for messages.
 func serviceAccount() string { return serviceAccountName() }
+
+// sspiStatus names the SSPI status codes a field engineer is likely to meet
+// (winerror.h); Windows has no message text for them, so syscall.Errno alone
+// prints "winapi error #2148074245".
+var sspiStatus = map[syscall.Errno]string{
+	0x80090303: "SEC_E_TARGET_UNKNOWN: no Kerberos principal for the proxy's name",
+	0x80090304: "SEC_E_INTERNAL_ERROR",
+	0x80090305: "SEC_E_SECPKG_NOT_FOUND: the security package is not installed",
+	0x80090308: "SEC_E_INVALID_TOKEN: the proxy's challenge is malformed",
+	0x8009030C: "SEC_E_LOGON_DENIED",
+	0x8009030E: "SEC_E_NO_CREDENTIALS: the account has no credentials for this package",
+	0x80090311: "SEC_E_NO_AUTHENTICATING_AUTHORITY: no domain controller could be reached",
+}
+
+// sspiError turns an SSPI status into "0x80090305 SEC_E_SECPKG_NOT_FOUND: ...".
+func sspiError(err error) error {
+	var errno syscall.Errno
+	if !errors.As(err, &errno) {
+		return err
+	}
+	if name, ok := sspiStatus[errno]; ok {
+		return fmt.Errorf("0x%08X %s", uint32(errno), name)
+	}
+	return fmt.Errorf("0x%08X %v", uint32(errno), err)
+}
