@@ -307,3 +307,25 @@ func TestNormalizeChallenge(t *testing.T) {
 		}
 	}
 }
+
+// 407s of net/http's CONNECT for HTTPS_PROXY (Go never proxies a loopback
+// target from the environment, so these are built by hand; the Squid test
+// runs the real thing for Basic).
+func TestExplainEnvironmentProxy407(t *testing.T) {
+	for _, tc := range []struct {
+		e    connectError
+		want string
+	}{
+		{connectError{proxy: "proxy.corp:3128", target: "graph.microsoft.com:443", status: 407, schemes: []string{"NTLM", "Negotiate"}, setting: settingEnv},
+			"the HTTP proxy proxy.corp:3128 from the HTTPS_PROXY environment variable asks for NTLM or Negotiate authentication (407 Proxy Authentication Required), " +
+				"which presencebridge answers only for a proxy in [Proxy] URL; set [Proxy] URL = http://proxy.corp:3128 and put a domain account in [Proxy] Username"},
+		{connectError{proxy: "proxy.corp:3128", status: 407, schemes: []string{"Basic"}, setting: settingEnv, sentCredentials: true, user: "alice", scheme: schemeBasic, credSetting: settingEnv},
+			`refused the Basic credentials of user "alice" (407 Proxy Authentication Required); check the user and password in the HTTPS_PROXY environment variable`},
+		{connectError{proxy: "proxy.corp:3128", status: 407, schemes: []string{"Basic"}, setting: settingEnv},
+			"asks for Basic authentication (407 Proxy Authentication Required); put the user and password in the HTTPS_PROXY environment variable as http://user:password@host:port"},
+	} {
+		if got := explainConnect(&tc.e); !strings.Contains(got, tc.want) {
+			t.Errorf("explainConnect = %q, want it to contain %q", got, tc.want)
+		}
+	}
+}

@@ -200,10 +200,13 @@ func explainAuthRequired(e *connectError) string {
 	}
 	basic := offersBasic(e.schemes)
 	credHint := func() string {
-		if e.credSetting == settingProxyURL {
+		switch e.credSetting {
+		case settingProxyURL:
 			return "check the user and password in [Proxy] URL (they are percent-decoded once: write a % in them as %25)"
+		case settingCredentials:
+			return "check [Proxy] Username and Password"
 		}
-		return "check [Proxy] Username and Password"
+		return "check the user and password in " + e.credSetting + " (percent-encode special characters in them, a % as %25)"
 	}
 	switch {
 	case !e.native && connScheme != "" && !basic:

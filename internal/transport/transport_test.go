@@ -225,6 +225,9 @@ func TestHTTPProxyRefusals(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			if integratedAuth && tt.proxy.ntlmUser != "" && tt.user == "" {
+				t.Skip("on Windows the service account answers NTLM when no credentials are configured")
+			}
 			px := startConnectProxy(t, tt.proxy)
 			c := newTestClient(t, Options{ProxyURL: proxyURL("http", tt.user, tt.pass, px.addr()), CAFile: caFile})
 			before := tg.hits.Load()
