@@ -230,6 +230,7 @@ type connectProxy struct {
 
 	tunnels atomic.Int64
 	conns   atomic.Int64
+	closed  atomic.Int64 // connections that ended
 	mu      sync.Mutex
 	targets []string
 	schemes []string // the scheme of every CONNECT's Proxy-Authorization, "-" for none
@@ -245,6 +246,7 @@ func startConnectProxy(t *testing.T, p *connectProxy) *connectProxy {
 
 func (p *connectProxy) handle(c net.Conn) {
 	p.conns.Add(1)
+	defer p.closed.Add(1)
 	br := bufio.NewReader(c)
 	for {
 		req, err := http.ReadRequest(br)
