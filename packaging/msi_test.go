@@ -80,11 +80,12 @@ func TestMSI(t *testing.T) {
 		t.Errorf("summary information is not x64:\n%s", sum)
 	}
 
-	// The service: automatic, own process, LocalSystem, the config path in its
-	// arguments; stopped on upgrade and uninstall, removed on uninstall, not started.
+	// The service: automatic, own process, LocalSystem, the config path and the
+	// --service marker in its arguments; stopped on upgrade and uninstall, removed
+	// on uninstall, not started.
 	svc := find(table(t, msi, "ServiceInstall"), "Name", "presencebridge")
 	if svc == nil || svc["StartType"] != "2" || svc["ServiceType"] != "16" || svc["StartName"] != "LocalSystem" ||
-		svc["Arguments"] != `--config "[CommonAppDataFolder]presencebridge\Presence.ini" run` || svc["Component_"] != "Binary" {
+		svc["Arguments"] != `--config "[CommonAppDataFolder]presencebridge\Presence.ini" run --service` || svc["Component_"] != "Binary" {
 		t.Errorf("ServiceInstall row: %v", svc)
 	}
 	ctl := find(table(t, msi, "ServiceControl"), "Name", "presencebridge")
