@@ -157,6 +157,15 @@ func TestMSI(t *testing.T) {
 	if r := find(seq, "Action", "WriteSilentProperties"); !strings.Contains(r["Condition"], "NOT Installed AND NOT WIX_UPGRADE_DETECTED") {
 		t.Errorf("WriteSilentProperties runs on upgrades too: %q", r["Condition"])
 	}
+	// Once the deferred action's command line is formatted, the secret is
+	// forgotten, so not even Wine's closing property list logs it.
+	forget := find(table(t, msi, "CustomAction"), "Action", "ForgetClientSecret")
+	if forget == nil || forget["Type"] != "51" || forget["Source"] != "CLIENTSECRET" || forget["Target"] != "" {
+		t.Errorf("ForgetClientSecret action: %v", forget)
+	}
+	if s := at("ForgetClientSecret"); s <= at("InstallFinalize") {
+		t.Errorf("ForgetClientSecret at %d runs before InstallFinalize; the deferred action would get no secret", s)
+	}
 
 	// The files inside: the exe as built, the INI as the example with CRLF.
 	dir := t.TempDir()
