@@ -16,7 +16,13 @@ const upgradeCode = "{6B1C9D3E-2F47-4A8B-9E51-7D0C3A2B4F68}"
 func buildMSI(t *testing.T, version string) string {
 	t.Helper()
 	require(t, "wixl", "msibuild", "msiinfo", "msiextract")
-	out := strings.TrimSpace(run(t, "../scripts/build-msi.sh", binary(t, "windows"), version, t.TempDir()))
+	return buildMSIFrom(t, binary(t, "windows"), version)
+}
+
+// buildMSIFrom builds the MSI of version around the Windows exe.
+func buildMSIFrom(t *testing.T, exe, version string) string {
+	t.Helper()
+	out := strings.TrimSpace(run(t, "../scripts/build-msi.sh", exe, version, t.TempDir()))
 	return out[strings.LastIndex(out, "\n")+1:]
 }
 
