@@ -6,7 +6,6 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"strings"
 	"time"
 
 	"github.com/kardianos/service"
@@ -122,11 +121,6 @@ func (h *serviceHandler) Execute(_ []string, r <-chan svc.ChangeRequest, changes
 	return false, 0
 }
 
-// tokenDirSDDL gives the folder of Presence.ini and the state file to SYSTEM and
-// Administrators only, not inherited from ProgramData (where Users may read):
-// the state file holds refresh tokens and Presence.ini the client secret.
-const tokenDirSDDL = "D:P(A;OICI;FA;;;SY)(A;OICI;FA;;;BA)"
-
 // platformServiceStart restricts the folders holding secrets and sets the
 // service's recovery actions (an MSI cannot: wixl has no ServiceConfig).
 func platformServiceStart(cfg *config.Config, log *slog.Logger) {
@@ -148,19 +142,6 @@ func platformServiceStart(cfg *config.Config, log *slog.Logger) {
 	if err := setRecovery(); err != nil {
 		log.Warn("Could not set the service's recovery actions (restart on failure)", "err", err.Error())
 	}
-}
-
-// broadAccess names the first group of many accounts (Everyone, Users,
-// Authenticated Users) that an allow entry of the SDDL DACL lets in, or "".
-func broadAccess(sddl string) string {
-	groups := map[string]string{"WD": "Everyone", "BU": "Users", "AU": "Authenticated Users"}
-	for _, ace := range strings.Split(sddl, "(")[1:] {
-		f := strings.Split(strings.TrimSuffix(ace, ")"), ";")
-		if len(f) == 6 && f[0] == "A" && groups[f[5]] != "" {
-			return groups[f[5]]
-		}
-	}
-	return ""
 }
 
 func uniqueDirs(dirs ...string) []string {
