@@ -10,7 +10,7 @@
 // with custom actions, DPAPI and the registry behave; ACLs are neither kept nor
 // enforced (a file's DACL is derived from its Unix mode bits); the Event Log
 // has no reader (wevtutil is a stub), so ReportEvent's text is read from
-// Wine's "eventlog" debug channel instead, cut at about 300 characters; recovery
+// Wine's "eventlog" debug channel instead, long texts cut short; recovery
 // actions are accepted but not stored (QueryServiceConfig2 fails).
 package wine
 
@@ -592,46 +592,9 @@ func installDLL(dll, prefix string) error {
 	return f.Close()
 }
 
-// The shared prefix of a test binary: booted by the first Shared, closed and
-// removed by Cleanup.
-var shared struct {
-	once sync.Once
-	dir  string
-	p    *Prefix
-	err  error
-}
-
-// Shared returns a prefix shared by the tests of one test binary, booted on the
-// first call (after Require). Tests that share it must leave it as they found
-// it (uninstall what they install) or run in a known order. Call Cleanup from
-// TestMain to end its processes and remove it.
-func Shared(t testing.TB) *Prefix {
-	t.Helper()
-	Require(t)
-	shared.once.Do(func() {
-		shared.dir, shared.err = os.MkdirTemp("", "presencebridge-wine-")
-		if shared.err != nil {
-			return
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-		defer cancel()
-		shared.p, shared.err = Boot(ctx, Options{Dir: shared.dir})
-	})
-	if shared.err != nil {
-		t.Fatalf("boot the shared Wine prefix: %v", shared.err)
-	}
-	return shared.p
-}
-
-// Cleanup closes the shared prefix and removes it and the built DLL. Call it
+// Cleanup removes the ProcessPrng stand-in built for this test process. Call it
 // from TestMain after m.Run.
 func Cleanup() {
-	if shared.p != nil {
-		shared.p.Close()
-	}
-	if shared.dir != "" {
-		os.RemoveAll(shared.dir)
-	}
 	if dllBuild.dir != "" {
 		os.RemoveAll(dllBuild.dir)
 	}
