@@ -103,8 +103,8 @@ func Require(t testing.TB) Tools {
 
 // Options configure a prefix.
 type Options struct {
-	// Dir holds the prefix (Dir/prefix) and Wine's log (Dir/wine.log).
-	// Required; tests pass t.TempDir().
+	// Dir holds the prefix (Dir/prefix), Wine's log (Dir/wine.log) and its
+	// processes' TMPDIR (Dir/tmp). Required; tests pass t.TempDir().
 	Dir string
 	// Logger gets a line per boot and close; nil discards.
 	Logger *slog.Logger
@@ -116,6 +116,7 @@ type Prefix struct {
 
 	tools     Tools
 	log       *slog.Logger
+	tmp       string // TMPDIR of its processes
 	logPath   string
 	logFile   *os.File
 	server    *exec.Cmd
@@ -152,7 +153,11 @@ func Boot(ctx context.Context, o Options) (*Prefix, error) {
 		return nil, err
 	}
 	o.Logger.Debug("ProcessPrng stand-in ready", "dll", dll, "took", time.Since(built).Round(time.Millisecond))
-	p := &Prefix{Dir: filepath.Join(o.Dir, "prefix"), tools: tools, log: o.Logger, logPath: filepath.Join(o.Dir, "wine.log"), serverEnd: make(chan struct{})}
+	p := &Prefix{Dir: filepath.Join(o.Dir, "prefix"), tools: tools, log: o.Logger, logPath: filepath.Join(o.Dir, "wine.log"),
+		tmp: filepath.Join(o.Dir, "tmp"), serverEnd: make(chan struct{})}
+	if err := os.MkdirAll(p.tmp, 0o700); err != nil {
+		return nil, err
+	}
 	if p.logFile, err = os.Create(p.logPath); err != nil {
 		return nil, err
 	}
@@ -269,8 +274,11 @@ func (p *Prefix) environ(debug string) []string {
 		// No Mono or Gecko installers, no desktop menu entries.
 		"WINEDLLOVERRIDES=winemenubuilder.exe=d;mscoree=d;mshtml=d",
 		"LANG=C.UTF-8",
+		// wineserver makes a socket folder per server in TMPDIR (and names it
+		// in the prefix): it goes with the test's folder, not /tmp.
+		"TMPDIR=" + p.tmp,
 	}
-	for _, k := range []string{"PATH", "HOME", "USER", "LOGNAME", "TMPDIR"} {
+	for _, k := range []string{"PATH", "HOME", "USER", "LOGNAME"} {
 		if v, ok := os.LookupEnv(k); ok {
 			env = append(env, k+"="+v)
 		}
