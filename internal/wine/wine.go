@@ -167,6 +167,8 @@ func Boot(ctx context.Context, o Options) (*Prefix, error) {
 	boot := p.command(ctx, commandDebug, tools.Loader, "wineboot", "--init")
 	boot.Stdout, boot.Stderr = p.logFile, p.logFile
 	if err := boot.Run(); err != nil {
+		// What wineboot started goes with its wineserver.
+		_ = p.command(context.Background(), commandDebug, tools.Server, "-k").Run()
 		p.logFile.Close()
 		return nil, fmt.Errorf("wineboot --init in %s: %w\n%s", p.Dir, err, p.LogTail(20))
 	}
@@ -199,8 +201,8 @@ func Boot(ctx context.Context, o Options) (*Prefix, error) {
 // startServer runs wineserver in the foreground, persistent, as a child of
 // this process, and waits until it serves the prefix.
 func (p *Prefix) startServer(ctx context.Context) error {
-	// wineserver works in /tmp/.wine-UID/server-DEV-INODE (or a like folder):
-	// once its working folder is that one it is about to listen there.
+	// wineserver works in $TMPDIR/wine-XXXXXX/server-DEV-INODE: once its
+	// working folder is that one, it is about to listen there.
 	serverDir, err := serverDirName(p.Dir)
 	if err != nil {
 		return err
