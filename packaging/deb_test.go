@@ -11,6 +11,8 @@ import (
 	"sync"
 	"syscall"
 	"testing"
+
+	"github.com/presencebridge/presencebridge/internal/wine"
 )
 
 // require skips the test when tool is missing, but fails it under CI (CI=true),
@@ -73,6 +75,7 @@ func TestMain(m *testing.M) {
 	if binDir != "" {
 		os.RemoveAll(binDir)
 	}
+	wine.Cleanup()
 	os.Exit(code)
 }
 

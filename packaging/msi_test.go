@@ -16,7 +16,13 @@ const upgradeCode = "{6B1C9D3E-2F47-4A8B-9E51-7D0C3A2B4F68}"
 func buildMSI(t *testing.T, version string) string {
 	t.Helper()
 	require(t, "wixl", "msibuild", "msiinfo", "msiextract")
-	out := strings.TrimSpace(run(t, "../scripts/build-msi.sh", binary(t, "windows"), version, t.TempDir()))
+	return buildMSIFrom(t, binary(t, "windows"), version)
+}
+
+// buildMSIFrom builds the MSI of version around the Windows exe.
+func buildMSIFrom(t *testing.T, exe, version string) string {
+	t.Helper()
+	out := strings.TrimSpace(run(t, "../scripts/build-msi.sh", exe, version, t.TempDir()))
 	return out[strings.LastIndex(out, "\n")+1:]
 }
 
@@ -80,11 +86,12 @@ func TestMSI(t *testing.T) {
 		t.Errorf("summary information is not x64:\n%s", sum)
 	}
 
-	// The service: automatic, own process, LocalSystem, the config path in its
-	// arguments; stopped on upgrade and uninstall, removed on uninstall, not started.
+	// The service: automatic, own process, LocalSystem, the config path and the
+	// --service marker in its arguments; stopped on upgrade and uninstall, removed
+	// on uninstall, not started.
 	svc := find(table(t, msi, "ServiceInstall"), "Name", "presencebridge")
 	if svc == nil || svc["StartType"] != "2" || svc["ServiceType"] != "16" || svc["StartName"] != "LocalSystem" ||
-		svc["Arguments"] != `--config "[CommonAppDataFolder]presencebridge\Presence.ini" run` || svc["Component_"] != "Binary" {
+		svc["Arguments"] != `--config "[CommonAppDataFolder]presencebridge\Presence.ini" run --service` || svc["Component_"] != "Binary" {
 		t.Errorf("ServiceInstall row: %v", svc)
 	}
 	ctl := find(table(t, msi, "ServiceControl"), "Name", "presencebridge")
@@ -155,6 +162,15 @@ func TestMSI(t *testing.T) {
 	}
 	if r := find(seq, "Action", "WriteSilentProperties"); !strings.Contains(r["Condition"], "NOT Installed AND NOT WIX_UPGRADE_DETECTED") {
 		t.Errorf("WriteSilentProperties runs on upgrades too: %q", r["Condition"])
+	}
+	// Once the deferred action's command line is formatted, the secret is
+	// forgotten, so not even Wine's closing property list logs it.
+	forget := find(table(t, msi, "CustomAction"), "Action", "ForgetClientSecret")
+	if forget == nil || forget["Type"] != "51" || forget["Source"] != "CLIENTSECRET" || forget["Target"] != "" {
+		t.Errorf("ForgetClientSecret action: %v", forget)
+	}
+	if s := at("ForgetClientSecret"); s <= at("InstallFinalize") {
+		t.Errorf("ForgetClientSecret at %d runs before InstallFinalize; the deferred action would get no secret", s)
 	}
 
 	// The files inside: the exe as built, the INI as the example with CRLF.

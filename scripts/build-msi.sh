@@ -39,6 +39,12 @@ msibuild "$msi" -q "INSERT INTO Property (Property, Value) VALUES ('MsiHiddenPro
 # line not logged); sequenced after InstallServices, before InstallFinalize.
 msibuild "$msi" -q "INSERT INTO CustomAction (Action, Type, Source, Target) VALUES ('WriteSilentProperties', 11282, 'presencebridge.exe', '--config \"[CommonAppDataFolder]presencebridge\\Presence.ini\" config set --if-set \"Account.main.TenantID=[TENANTID]\" \"Account.main.ClientID=[CLIENTID]\" \"Account.main.Auth=[AUTH]\" \"Account.main.Username=[USERNAME]\" \"Account.main.ClientSecret=[CLIENTSECRET]\"')"
 msibuild "$msi" -q "INSERT INTO InstallExecuteSequence (Action, Condition, Sequence) VALUES ('WriteSilentProperties', 'NOT Installed AND NOT WIX_UPGRADE_DETECTED AND (TENANTID OR CLIENTID OR AUTH OR USERNAME OR CLIENTSECRET)', 5810)"
+# Then the installer forgets the client secret (a type 51 action setting the
+# property to nothing, after InstallFinalize, when the deferred action's command
+# line has been formatted): Windows masks MsiHiddenProperties in its log, but
+# Wine's msiexec lists every property at the end of a verbose log.
+msibuild "$msi" -q "INSERT INTO CustomAction (Action, Type, Source) VALUES ('ForgetClientSecret', 51, 'CLIENTSECRET')"
+msibuild "$msi" -q "INSERT INTO InstallExecuteSequence (Action, Condition, Sequence) VALUES ('ForgetClientSecret', 'CLIENTSECRET', 6610)"
 
 mkdir -p "$out"
 file="$out/presencebridge-$version-x64.msi"

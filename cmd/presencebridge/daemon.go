@@ -210,14 +210,14 @@ const (
 )
 
 // serviceConfig is what kardianos/service installs and controls: the config path
-// is baked into the arguments, and a failed service is restarted (Windows
-// recovery actions; the systemd unit has Restart=on-failure).
+// and the --service marker are baked into the arguments, and a failed service is
+// restarted (Windows recovery actions; the systemd unit has Restart=on-failure).
 func serviceConfig(configPath string) *service.Config {
 	return &service.Config{
 		Name:        serviceName,
 		DisplayName: "presencebridge (Teams presence for the PBX)",
 		Description: "Brings Microsoft Teams presence into the phone system. Configuration: " + configPath,
-		Arguments:   []string{"--config", configPath, "run"},
+		Arguments:   []string{"--config", configPath, "run", "--service"},
 		Option: service.KeyValue{
 			"StartType":              "automatic",
 			"OnFailure":              "restart",

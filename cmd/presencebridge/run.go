@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -65,11 +66,16 @@ func signalContext() (context.Context, context.CancelFunc) {
 }
 
 func cmdRun(g globals, args []string) int {
-	if len(args) > 0 {
-		fmt.Fprintf(g.stderr, "presencebridge run: unexpected arguments %q\n", args)
+	fs := flag.NewFlagSet("run", flag.ContinueOnError)
+	fs.SetOutput(g.stderr)
+	// The installed service's command line carries --service (service install,
+	// the MSI): on Windows it then always talks to the service manager.
+	asService := fs.Bool("service", false, "started by the service manager (the installed service's command line)")
+	if err := fs.Parse(args); err != nil || fs.NArg() > 0 {
+		fmt.Fprintf(g.stderr, "presencebridge run: unexpected arguments %q (usage: presencebridge run [--service])\n", args)
 		return exitUsage
 	}
-	if code, ok := runWindowsService(g); ok {
+	if code, ok := runWindowsService(g, *asService); ok {
 		return code
 	}
 	// On Linux the service is a plain process that systemd starts; its stderr is

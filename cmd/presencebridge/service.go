@@ -21,7 +21,8 @@ const serviceUsage = `Usage: presencebridge [--config PATH] service <action>
 
 Actions:
   install     register the service (Windows service, or a systemd unit) to run
-              "presencebridge --config PATH run" at boot, restarted on failure
+              "presencebridge --config PATH run" at boot (on Windows with
+              run's --service marker), restarted on failure
   uninstall   remove it (the configuration and the state file stay)
   start       check Presence.ini, then start the service
   stop        stop it; pushes in flight finish or stay queued for the next start

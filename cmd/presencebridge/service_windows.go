@@ -1,71 +1,142 @@
 package main
 
 import (
+	"errors"
+	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/kardianos/service"
 	"golang.org/x/sys/windows"
+	"golang.org/x/sys/windows/svc"
+	"golang.org/x/sys/windows/svc/eventlog"
 	"golang.org/x/sys/windows/svc/mgr"
 
 	"github.com/presencebridge/presencebridge/internal/config"
+	"github.com/presencebridge/presencebridge/internal/svclog"
 )
 
 // runWindowsService runs the daemon under the Windows service manager, logging
-// to the Event Log; ok is false when started from a console (then run behaves as
-// on Linux: Ctrl+C stops it).
-func runWindowsService(g globals) (code int, ok bool) {
-	if service.Interactive() {
+// to the Event Log. With the marker (run --service, which service install and
+// the MSI put on the service's command line) it always uses the service
+// dispatcher. Without it, kardianos/service's detection decides: ok is false
+// when it finds a console (then run behaves as on Linux: Ctrl+C stops it).
+//
+// The detection (x/sys/windows/svc.IsWindowsService: is the parent services.exe
+// in session 0?) fails where services run outside session 0, as under Wine, and
+// a service that decides it is a console program never answers the service
+// manager, which kills it after its start timeout. The marker never guesses.
+func runWindowsService(g globals, marked bool) (code int, ok bool) {
+	if !marked && service.Interactive() {
 		return 0, false
 	}
 	d := newDaemon(g, nil, false)
-	s, err := service.New(d, serviceConfig(g.configPath))
+	elog, err := eventlog.Open(serviceName)
 	if err != nil {
+		fmt.Fprintf(g.stderr, "presencebridge run: open the Event Log: %v\n", err)
 		return exitFailure, true
 	}
-	elog, err := s.Logger(nil)
-	if err != nil {
-		return exitFailure, true
-	}
-	d.sys = func(l slog.Level, line string) error {
-		switch {
-		case l >= slog.LevelError:
-			return elog.Error(line)
-		case l >= slog.LevelWarn:
-			return elog.Warning(line)
-		default:
-			return elog.Info(line)
-		}
-	}
-	// The work ended by itself: end the process with a failure so that the
-	// recovery actions restart the service.
+	defer elog.Close()
+	d.sys = eventLogSink(elog)
+	// The work ended by itself: end the process without reporting a stop, a
+	// failure for the service manager, whose recovery actions restart it.
 	d.onEnded = func(err error) {
 		if err != nil {
 			_ = d.sys(slog.LevelError, "presencebridge stopped: "+err.Error())
 		}
 		os.Exit(exitFailure)
 	}
-	if err := s.Run(); err != nil {
-		if c := d.ExitCode(); c != exitOK {
-			return c, true
+	h := &serviceHandler{d: d}
+	if err := svc.Run(serviceName, h); err != nil {
+		if errors.Is(err, windows.ERROR_FAILED_SERVICE_CONTROLLER_CONNECT) {
+			fmt.Fprintf(g.stderr, "presencebridge run --service: not started by the service manager; start the service with \"presencebridge service start\", or leave out --service to run in this console\n")
+			return exitUsage, true
 		}
+		_ = d.sys(slog.LevelError, "presencebridge: the service dispatcher failed: "+err.Error())
 		return exitFailure, true
 	}
-	return exitOK, true
+	return h.code, true
 }
 
-// tokenDirSDDL gives the folder of Presence.ini and the state file to SYSTEM and
-// Administrators only, not inherited from ProgramData (where Users may read):
-// the state file holds refresh tokens and Presence.ini the client secret.
-const tokenDirSDDL = "D:P(A;OICI;FA;;;SY)(A;OICI;FA;;;BA)"
+// eventLogSink writes log records to the Application Event Log, with the event
+// type following the level (event ID 1: the EventCreate.exe message file that
+// the MSI and service install register shows the text as it is).
+func eventLogSink(elog *eventlog.Log) svclog.Sink {
+	return func(l slog.Level, line string) error {
+		switch {
+		case l >= slog.LevelError:
+			return elog.Error(1, line)
+		case l >= slog.LevelWarn:
+			return elog.Warning(1, line)
+		default:
+			return elog.Info(1, line)
+		}
+	}
+}
+
+// Wait hints given to the service manager while starting and stopping: Start
+// reads Presence.ini and opens the state file (a second or so; it never waits on
+// the network), Stop waits for the work up to stopDeadline.
+const (
+	startWaitHint = 30 * time.Second
+	stopWaitHint  = stopDeadline + 5*time.Second
+)
+
+// serviceHandler is the service's side of the service manager's protocol
+// (x/sys/windows/svc.Handler): START_PENDING while the daemon starts, RUNNING
+// once it has, STOP_PENDING while it stops. A failed start ends the service
+// with the daemon's exit code as the service-specific exit code (3 for a
+// broken Presence.ini, as sc query shows it), after the reason went to the
+// Event Log. A parameter change (sc control presencebridge paramchange)
+// reloads the configuration, as service reload does.
+type serviceHandler struct {
+	d    *daemon
+	code int // the process's exit code once Execute has returned
+}
+
+func (h *serviceHandler) Execute(_ []string, r <-chan svc.ChangeRequest, changes chan<- svc.Status) (bool, uint32) {
+	changes <- svc.Status{State: svc.StartPending, WaitHint: uint32(startWaitHint / time.Millisecond)}
+	if err := h.d.Start(nil); err != nil {
+		h.code = h.d.ExitCode()
+		return true, uint32(h.code)
+	}
+	changes <- svc.Status{State: svc.Running, Accepts: svc.AcceptStop | svc.AcceptShutdown | svc.AcceptParamChange}
+	for c := range r {
+		switch c.Cmd {
+		case svc.Interrogate:
+			changes <- c.CurrentStatus
+		case svc.ParamChange:
+			h.d.Reload()
+		case svc.Stop, svc.Shutdown:
+			changes <- svc.Status{State: svc.StopPending, WaitHint: uint32(stopWaitHint / time.Millisecond)}
+			if err := h.d.Stop(nil); err != nil {
+				h.code = exitFailure
+				return true, exitFailure
+			}
+			return false, 0
+		}
+	}
+	return false, 0
+}
 
 // platformServiceStart restricts the folders holding secrets and sets the
 // service's recovery actions (an MSI cannot: wixl has no ServiceConfig).
 func platformServiceStart(cfg *config.Config, log *slog.Logger) {
 	for _, dir := range uniqueDirs(cfg.Dir, filepath.Dir(cfg.StateFile)) {
-		if err := restrictDir(dir); err != nil {
+		got, err := restrictDir(dir)
+		switch {
+		case err != nil:
 			log.Warn("Could not restrict the folder to SYSTEM and Administrators", "folder", dir, "err", err.Error())
+		case broadAccess(got) != "":
+			// The call was taken but the ACL read back still lets others in (a
+			// file system that keeps no ACLs; Wine, which derives them from the
+			// Unix mode): say so rather than trust it.
+			log.Warn("The folder's ACL still lets "+broadAccess(got)+" in: the client secret and tokens in it may be readable by other accounts; keep Presence.ini and the state file on a local NTFS disk",
+				"folder", dir, "acl", got, "want", tokenDirSDDL)
+		default:
+			log.Info("Folder restricted to SYSTEM and Administrators", "folder", dir, "acl", got)
 		}
 	}
 	if err := setRecovery(); err != nil {
@@ -85,17 +156,26 @@ func uniqueDirs(dirs ...string) []string {
 	return out
 }
 
-func restrictDir(dir string) error {
+// restrictDir sets tokenDirSDDL's DACL on dir and returns the DACL read back
+// from the file system, as SDDL.
+func restrictDir(dir string) (string, error) {
 	sd, err := windows.SecurityDescriptorFromString(tokenDirSDDL)
 	if err != nil {
-		return err
+		return "", err
 	}
 	dacl, _, err := sd.DACL()
 	if err != nil {
-		return err
+		return "", err
 	}
-	return windows.SetNamedSecurityInfo(dir, windows.SE_FILE_OBJECT,
-		windows.DACL_SECURITY_INFORMATION|windows.PROTECTED_DACL_SECURITY_INFORMATION, nil, nil, dacl, nil)
+	if err := windows.SetNamedSecurityInfo(dir, windows.SE_FILE_OBJECT,
+		windows.DACL_SECURITY_INFORMATION|windows.PROTECTED_DACL_SECURITY_INFORMATION, nil, nil, dacl, nil); err != nil {
+		return "", err
+	}
+	back, err := windows.GetNamedSecurityInfo(dir, windows.SE_FILE_OBJECT, windows.DACL_SECURITY_INFORMATION)
+	if err != nil {
+		return "", fmt.Errorf("read the ACL back: %w", err)
+	}
+	return back.String(), nil
 }
 
 // setRecovery restarts the service recoveryDelay after a failure, three times,
