@@ -134,17 +134,26 @@ func (c *Client) ResolveUsers(ctx context.Context, upns []string) (found map[str
 		body.Requests = append(body.Requests, req{ID: strconv.Itoa(i), Method: "GET",
 			URL: "/users/" + url.PathEscape(u) + "?$select=id,userPrincipalName,mail,displayName"})
 	}
-	var reply struct {
-		Responses []struct {
-			ID      string            `json:"id"`
-			Status  int               `json:"status"`
-			Headers map[string]string `json:"headers"`
-			Body    json.RawMessage   `json:"body"`
-		} `json:"responses"`
-	}
+	var reply batchReply
 	if err := c.post(ctx, "/$batch", body, &reply); err != nil {
 		return nil, nil, err
 	}
+	return reply.users(upns)
+}
+
+// batchReply is the body of a $batch answer (graph/json-batching).
+type batchReply struct {
+	Responses []struct {
+		ID      string            `json:"id"`
+		Status  int               `json:"status"`
+		Headers map[string]string `json:"headers"`
+		Body    json.RawMessage   `json:"body"`
+	} `json:"responses"`
+}
+
+// users reads the answers to the $batch that asked for upns (request i asked for
+// upns[i]): found is keyed by the lower-case UPN, notFound lists the 404s.
+func (reply *batchReply) users(upns []string) (found map[string]User, notFound []string, err error) {
 	found = make(map[string]User, len(upns))
 	for _, r := range reply.Responses {
 		i, err := strconv.Atoi(r.ID)
@@ -175,17 +184,24 @@ func (c *Client) GetPresences(ctx context.Context, ids []string) ([]Presence, er
 	if len(ids) > MaxPresenceIDs {
 		return nil, fmt.Errorf("getPresencesByUserId: %d ids in one request, Graph allows %d", len(ids), MaxPresenceIDs)
 	}
-	var reply struct {
-		Value []wirePresence `json:"value"`
-	}
+	var reply presenceReply
 	if err := c.post(ctx, "/communications/getPresencesByUserId", map[string][]string{"ids": ids}, &reply); err != nil {
 		return nil, err
 	}
+	return reply.presences(), nil
+}
+
+// presenceReply is the body of a getPresencesByUserId answer.
+type presenceReply struct {
+	Value []wirePresence `json:"value"`
+}
+
+func (reply *presenceReply) presences() []Presence {
 	out := make([]Presence, len(reply.Value))
 	for i, w := range reply.Value {
 		out[i] = w.presence()
 	}
-	return out, nil
+	return out
 }
 
 // GetPresence reads one user's presence.
@@ -227,6 +243,17 @@ func (c *Client) do(ctx context.Context, method, path string, body []byte, out a
 		return fmt.Errorf("%s %s: %w", method, path, err)
 	}
 	defer resp.Body.Close()
+	return readReply(method, path, resp, out)
+}
+
+// maxReply bounds the Graph reply read into memory (650 presences take about
+// 150 KB).
+const maxReply = 64 << 20
+
+// readReply turns Graph's answer to method path into out (JSON, at most maxReply
+// bytes of it), a *ThrottledError for a 429, or an error naming the request that
+// wraps a *StatusError for any other non-2xx answer.
+func readReply(method, path string, resp *http.Response, out any) error {
 	if resp.StatusCode == http.StatusTooManyRequests {
 		io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 		return throttled(resp.Header.Get("Retry-After"), time.Now())
@@ -235,7 +262,7 @@ func (c *Client) do(ctx context.Context, method, path string, body []byte, out a
 		b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
 		return fmt.Errorf("%s %s: %w", method, path, decodeError(resp.StatusCode, b))
 	}
-	if err := json.NewDecoder(io.LimitReader(resp.Body, 64<<20)).Decode(out); err != nil {
+	if err := json.NewDecoder(io.LimitReader(resp.Body, maxReply)).Decode(out); err != nil {
 		return fmt.Errorf("%s %s: decode reply: %w", method, path, err)
 	}
 	return nil
