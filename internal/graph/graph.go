@@ -268,20 +268,30 @@ func readReply(method, path string, resp *http.Response, out any) error {
 	return nil
 }
 
-// throttled parses Retry-After as seconds or an HTTP date (RFC 9110 section 10.2.3).
+// maxRetryAfter caps the wait a Retry-After asks for. Graph asks for seconds; a
+// longer wait comes from a broken header (or a proxy's), and honouring it would stop
+// polling for good, while a 429 after the capped wait only asks again.
+const maxRetryAfter = time.Hour
+
+// throttled parses Retry-After as seconds or an HTTP date (RFC 9110 section 10.2.3),
+// capped at maxRetryAfter.
 func throttled(h string, now time.Time) *ThrottledError {
 	h = strings.TrimSpace(h)
 	if h == "" {
 		return &ThrottledError{}
 	}
-	if n, err := strconv.Atoi(h); err == nil && n >= 0 {
-		return &ThrottledError{RetryAfter: time.Duration(n) * time.Second, HasRetryAfter: true}
+	if n, err := strconv.ParseUint(h, 10, 64); err == nil || errors.Is(err, strconv.ErrRange) {
+		// Compared before multiplying: 9999999999 s would overflow a Duration
+		// into a negative wait, i.e. no wait at all. (Beyond 64 bits n is the
+		// largest uint64.)
+		d := maxRetryAfter
+		if n < uint64(maxRetryAfter/time.Second) {
+			d = time.Duration(n) * time.Second
+		}
+		return &ThrottledError{RetryAfter: d, HasRetryAfter: true}
 	}
 	if t, err := http.ParseTime(h); err == nil {
-		d := t.Sub(now)
-		if d < 0 {
-			d = 0
-		}
+		d := min(max(t.Sub(now), 0), maxRetryAfter)
 		return &ThrottledError{RetryAfter: d, HasRetryAfter: true}
 	}
 	return &ThrottledError{}

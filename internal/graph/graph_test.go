@@ -112,12 +112,23 @@ func TestRetryAfterForms(t *testing.T) {
 	for h, want := range map[string]time.Duration{
 		"12":                            12 * time.Second,
 		"Sun, 22 Nov 2026 09:00:30 GMT": 30 * time.Second,
+		" 7 ":                           7 * time.Second,
+		"0":                             0,
+		// Beyond an hour the wait is capped, also where the seconds would
+		// overflow a time.Duration (into a negative wait: no pause at all).
+		"86400":                         time.Hour,
+		"9999999999":                    time.Hour,
+		"99999999999999999999":          time.Hour,
+		"Fri, 31 Dec 9999 23:59:59 GMT": time.Hour,
+		"Sun, 22 Nov 2026 08:00:00 GMT": 0,
 	} {
 		if got := throttled(h, now); !got.HasRetryAfter || got.RetryAfter != want {
 			t.Errorf("Retry-After %q = %+v, want %v", h, got, want)
 		}
 	}
-	if got := throttled("", now); got.HasRetryAfter {
-		t.Errorf("empty Retry-After gave %+v", got)
+	for _, h := range []string{"", "-1", "NaN", "1e3", "soon"} {
+		if got := throttled(h, now); got.HasRetryAfter || got.RetryAfter != 0 {
+			t.Errorf("Retry-After %q gave %+v; want none", h, got)
+		}
 	}
 }
