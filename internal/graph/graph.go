@@ -167,6 +167,11 @@ func (reply *batchReply) users(upns []string) (found map[string]User, notFound [
 			if err := json.Unmarshal(r.Body, &u); err != nil {
 				return nil, nil, fmt.Errorf("resolve %s: %w", upn, err)
 			}
+			if u.ID == "" {
+				// Taken as resolved, "" would go into every presence request of
+				// its chunk, and Graph refuses the whole request for it.
+				return nil, nil, fmt.Errorf("resolve %s: Graph answered 200 without the user's id", upn)
+			}
 			found[upn] = u
 		case r.Status == http.StatusNotFound:
 			notFound = append(notFound, upn)

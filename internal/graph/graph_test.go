@@ -2,7 +2,9 @@ package graph
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -129,6 +131,23 @@ func TestRetryAfterForms(t *testing.T) {
 	for _, h := range []string{"", "-1", "NaN", "1e3", "soon"} {
 		if got := throttled(h, now); got.HasRetryAfter || got.RetryAfter != 0 {
 			t.Errorf("Retry-After %q gave %+v; want none", h, got)
+		}
+	}
+}
+
+// A 200 without an object id is not a resolved user: its "" would go into every
+// presence request of its chunk.
+func TestResolvedUserNeedsAnID(t *testing.T) {
+	upns := []string{"Anna@Contoso.example", "bert@contoso.example"}
+	for _, body := range []string{`null`, `{}`, `{"userPrincipalName":"anna@contoso.example"}`} {
+		var r batchReply
+		raw := `{"responses":[{"id":"1","status":404},{"id":"0","status":200,"body":` + body + `}]}`
+		if err := json.Unmarshal([]byte(raw), &r); err != nil {
+			t.Fatal(err)
+		}
+		found, _, err := r.users(upns)
+		if err == nil || !strings.HasPrefix(err.Error(), "resolve anna@contoso.example: ") {
+			t.Errorf("body %s: found %v, error %v; want an error naming anna@contoso.example", body, found, err)
 		}
 	}
 }
