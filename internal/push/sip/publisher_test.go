@@ -743,3 +743,34 @@ func TestShutdownKeepsETagOfPublishInFlight(t *testing.T) {
 		t.Fatalf("after the shutdown the publication is %+v; want etag-1 kept", pub)
 	}
 }
+
+// An Expires or Min-Expires beyond RFC 3261's 2**32-1 seconds is not a lifetime:
+// the publication keeps the one asked for, and a 423 with such a Min-Expires is
+// reported rather than asked again. (9223372037 s used to overflow into a
+// negative lifetime: a publication refreshed every second without end.)
+func TestExpiresOutOfRange(t *testing.T) {
+	for _, v := range []string{"4294967296", "9223372037", "99999999999999999999", "-60", "60s"} {
+		f := startPBX(t, func(f *fakePBX, r seen, n int) reply {
+			rep := f.lockedOK(r)
+			rep.Headers["Expires"] = v
+			return rep
+		})
+		p := newPublisher(t, Options{Server: f.UDP, Expires: time.Minute})
+		if err := send1(t, p, itemFor("sip:1001@pbx.example", presence.Busy, presence.ActBusy)); err != nil {
+			t.Fatal(err)
+		}
+		if pub := p.publication("sip:1001@pbx.example"); pub == nil {
+			t.Errorf("Expires %s granted: no publication kept", v)
+		} else if pub.Lifetime != time.Minute {
+			t.Errorf("Expires %s granted: lifetime %v kept; want the 1m asked for", v, pub.Lifetime)
+		}
+
+		f = startPBX(t, func(f *fakePBX, r seen, n int) reply {
+			return reply{Code: 423, Reason: "Interval Too Brief", Headers: map[string]string{"Min-Expires": v}}
+		})
+		p = newPublisher(t, Options{Server: f.UDP, Expires: time.Minute})
+		if err := send1(t, p, itemFor("sip:1001@pbx.example", presence.Busy, presence.ActBusy)); err == nil || len(f.requests()) != 1 {
+			t.Errorf("Min-Expires %s: %d requests, error %v; want one, refused", v, len(f.requests()), err)
+		}
+	}
+}

@@ -90,12 +90,8 @@ func (p *Publisher) transact(ctx context.Context, r publishReq) (*sip.Response, 
 		}
 		switch code := res.StatusCode; {
 		case code == sip.StatusIntervalToBrief && !longer && r.expires > 0:
-			h := res.GetHeader("Min-Expires")
-			if h == nil {
-				return res, nil
-			}
-			s, err := strconv.Atoi(strings.TrimSpace(h.Value()))
-			if err != nil || s <= 0 {
+			s, ok := minExpires(res)
+			if !ok {
 				return res, nil
 			}
 			longer = true
@@ -121,6 +117,27 @@ func (p *Publisher) transact(ctx context.Context, r publishReq) (*sip.Response, 
 			return res, nil
 		}
 	}
+}
+
+// minExpires reads the Min-Expires of a 423 Interval Too Brief (RFC 3261
+// section 20.23): the shortest lifetime the server grants, in seconds.
+func minExpires(res *sip.Response) (int, bool) {
+	s, ok := deltaSeconds(res.GetHeader("Min-Expires"))
+	return s, ok && s > 0
+}
+
+// deltaSeconds reads an Expires or Min-Expires header: a whole number of
+// seconds from 0 to 2**32-1 (RFC 3261 sections 20.19 and 20.23). Anything else
+// is not a lifetime (9223372037 s would overflow a time.Duration).
+func deltaSeconds(h sip.Header) (int, bool) {
+	if h == nil {
+		return 0, false
+	}
+	s, err := strconv.ParseUint(strings.TrimSpace(h.Value()), 10, 32)
+	if err != nil {
+		return 0, false
+	}
+	return int(s), true
 }
 
 // do runs one client transaction, bounded by [SIP] Timeout only: a transaction
