@@ -774,3 +774,26 @@ func TestExpiresOutOfRange(t *testing.T) {
 		}
 	}
 }
+
+// A challenge whose realm, nonce or opaque the answer could not carry back
+// unchanged (the digest package writes Go escapes such as \t for a tab, which a
+// server reads as "t") is refused as such, not answered with a digest the server
+// must reject as wrong credentials.
+func TestChallengeThatCannotBeEchoed(t *testing.T) {
+	for _, chal := range []string{"Digest realm=\"pbx\", nonce=\"a\tb\"", "Digest realm=\"p\x00bx\", nonce=\"n\"",
+		"Digest realm=\"pbx\", nonce=\"n\", opaque=\"\x7f\""} {
+		msg, err := sip.ParseMessage([]byte("SIP/2.0 401 Unauthorized\r\nWWW-Authenticate: " + chal + "\r\nContent-Length: 0\r\n\r\n"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var d digestCache
+		if _, err := d.learn(msg.(*sip.Response)); err == nil || !strings.Contains(err.Error(), "cannot carry back") {
+			t.Errorf("%q: %v; want it refused as not echoable", chal, err)
+		}
+	}
+	var d digestCache
+	msg, _ := sip.ParseMessage([]byte("SIP/2.0 401 Unauthorized\r\nWWW-Authenticate: Digest realm=\"Büro 2\", nonce=\"a\\\"b\"\r\nContent-Length: 0\r\n\r\n"))
+	if _, err := d.learn(msg.(*sip.Response)); err != nil {
+		t.Errorf("a realm with a space and an umlaut, a nonce with an escaped quote: %v", err)
+	}
+}

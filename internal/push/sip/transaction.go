@@ -11,6 +11,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/emiago/sipgo"
 	"github.com/emiago/sipgo/sip"
@@ -265,6 +266,12 @@ func (d *digestCache) learn(res *sip.Response) (*digest.Challenge, error) {
 		return nil, fmt.Errorf("%d %s: the server's digest challenge (algorithm %q, qop %q) is not supported; use MD5 or SHA-256 with qop auth or none",
 			res.StatusCode, res.Reason, chal.Algorithm, strings.Join(chal.QOP, ","))
 	}
+	for _, f := range []struct{ name, v string }{{"realm", chal.Realm}, {"nonce", chal.Nonce}, {"opaque", chal.Opaque}} {
+		if !echoable(f.v) {
+			return nil, fmt.Errorf("%d %s: the %s of the server's digest challenge holds control characters or bytes that are not UTF-8, which the answer cannot carry back unchanged",
+				res.StatusCode, res.Reason, f.name)
+		}
+	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.chals == nil {
@@ -274,6 +281,22 @@ func (d *digestCache) learn(res *sip.Response) (*digest.Challenge, error) {
 	return chal, nil
 }
 
+// echoable reports whether a digest parameter goes back in the answer as it
+// came: the digest package writes quoted values with Go's escapes (strconv.Quote),
+// which turn control characters and bytes that are not UTF-8 into \x.. or \u....
+// text, and the server would read another value.
+func echoable(v string) bool {
+	if !utf8.ValidString(v) {
+		return false
+	}
+	for _, r := range v {
+		if !strconv.IsPrint(r) {
+			return false
+		}
+	}
+	return true
+}
+
 // answer sets req's credentials for the kept challenge of kind code.
 func (d *digestCache) answer(req *sip.Request, code int, user, password string) error {
 	d.mu.Lock()
@@ -281,6 +304,9 @@ func (d *digestCache) answer(req *sip.Request, code int, user, password string) 
 	d.mu.Unlock()
 	if c == nil {
 		return nil
+	}
+	if !echoable(user) {
+		return errors.New("[SIP] Username holds control characters or bytes that are not UTF-8; a digest answer cannot carry it")
 	}
 	_, name := authHeaders(code)
 	chal := c.chal
