@@ -323,6 +323,10 @@ func TestParseNotify(t *testing.T) {
 	if n := parseNotify("NOTIFY sip:w SIP/2.0\r\nSubscription-State: terminated\r\n\r\n"); n.Basic != "" || n.SubscriptionState != "terminated" {
 		t.Errorf("empty NOTIFY parsed as %+v", n)
 	}
+	// A bare LF or CR ends a header line: reply must not echo it inside a value.
+	if v := headers("NOTIFY sip:w SIP/2.0\r\nCSeq: 2 NOTIFY\nX: y\rCall-ID: c\r\n\r\n", "CSeq"); len(v) != 1 || v[0] != "2 NOTIFY" {
+		t.Errorf("CSeq read as %q", v)
+	}
 }
 
 // The Expires of a SUBSCRIBE's 2xx is kept only as RFC 3261 delta-seconds; the

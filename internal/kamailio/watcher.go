@@ -294,11 +294,13 @@ func firstLine(raw string) string {
 
 var compact = map[string]string{"via": "v", "from": "f", "to": "t", "call-id": "i", "content-length": "l"}
 
-// headers returns every value of a header (full or compact name) in raw.
+// headers returns every value of a header (full or compact name) in raw. A bare
+// CR or LF ends a line too, so no value holds one (reply echoes them).
 func headers(raw, name string) []string {
 	head, _, _ := strings.Cut(raw, "\r\n\r\n")
+	head = strings.NewReplacer("\r\n", "\n", "\r", "\n").Replace(head)
 	var out []string
-	for _, line := range strings.Split(head, "\r\n")[1:] {
+	for _, line := range strings.Split(head, "\n")[1:] {
 		k, v, ok := strings.Cut(line, ":")
 		if !ok {
 			continue
