@@ -155,7 +155,11 @@ func TestIntegrationCrashSafety(t *testing.T) {
 	rng := rand.New(rand.NewPCG(uint64(seed), uint64(seed)>>1|1))
 	start := time.Now()
 
-	sim, err := graphsim.New(graphsim.Options{Users: users, DeviceCodeApproveAfter: 200 * time.Millisecond, Seed: seed})
+	// Access tokens of 2 minutes: MSAL refreshes any that expires within 5, so
+	// every Graph call of every run redeems the refresh token and stores the
+	// rotated one in the state file, where the kills can hit.
+	sim, err := graphsim.New(graphsim.Options{Users: users, DeviceCodeApproveAfter: 200 * time.Millisecond, Seed: seed,
+		AccessTokenLifetime: 2 * time.Minute})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -177,6 +181,8 @@ func TestIntegrationCrashSafety(t *testing.T) {
 	if n := sim.Stats().Endpoints[signIns]; n != 1 {
 		t.Fatalf("the device-code sign-in reached the tenant %d times; want 1", n)
 	}
+	const tokenCalls = "POST /{tenant}/oauth2/v2.0/token"
+	tokensAtLogin := sim.Stats().Endpoints[tokenCalls]
 
 	// The kill times are drawn first: the changer then uses rng on its own.
 	runFor := make([]time.Duration, kills)
@@ -368,6 +374,8 @@ func TestIntegrationCrashSafety(t *testing.T) {
 	rec.mu.Lock()
 	truncated := rec.truncated
 	rec.mu.Unlock()
-	t.Logf("%d kills (runs of %s to %s), %d presence changes, %d documents received, %d distinct states delivered, %d duplicates, %d requests cut off, %d sign-ins, %s in all",
-		kills, minRun, maxRun, changes, len(docs), len(seen), duplicates, truncated, sim.Stats().Endpoints[signIns], time.Since(start).Round(100*time.Millisecond))
+	st := sim.Stats()
+	t.Logf("%d kills (runs of %s to %s), %d presence changes, %d documents received, %d distinct states delivered, %d duplicates, %d requests cut off, %d sign-ins, %d refresh-token redemptions after it, %s in all",
+		kills, minRun, maxRun, changes, len(docs), len(seen), duplicates, truncated, st.Endpoints[signIns], st.Endpoints[tokenCalls]-tokensAtLogin,
+		time.Since(start).Round(100*time.Millisecond))
 }
