@@ -40,12 +40,15 @@ test-integration: ## only the integration tests (TestIntegration*)
 	$(GO) test -race -count=1 -run 'TestIntegration' ./...
 
 FUZZTIME ?= 30s
+# How long the fuzzer may shrink an input it found (Go's default, 60s, can eat a
+# whole FUZZTIME on the big seeds).
+FUZZMINIMIZETIME ?= 10s
 
 fuzz: ## run each fuzz target for FUZZTIME (default 30s, e.g. FUZZTIME=5m make fuzz)
 	@failed=; for file in $$(grep -rl --include='*_test.go' '^func Fuzz' cmd internal); do \
 		for target in $$(sed -n 's/^func \(Fuzz[A-Za-z0-9_]*\)(.*/\1/p' $$file); do \
 			echo "== $$target in ./$$(dirname $$file) for $(FUZZTIME)"; \
-			$(GO) test -run '^$$' -fuzz "^$$target$$" -fuzztime $(FUZZTIME) ./$$(dirname $$file) || failed="$$failed $$target"; \
+			$(GO) test -run '^$$' -fuzz "^$$target$$" -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZETIME) ./$$(dirname $$file) || failed="$$failed $$target"; \
 		done; \
 	done; \
 	if [ -n "$$failed" ]; then echo "fuzz: failed:$$failed (inputs in testdata/fuzz/<target>/)"; exit 1; fi
