@@ -6,7 +6,7 @@ BIN      := bin/presencebridge
 DEBVERSION ?= $(shell scripts/version.sh deb)
 MSIVERSION ?= $(shell scripts/version.sh msi)
 
-.PHONY: help build build-windows deb msi demo bench test test-integration lint clean
+.PHONY: help build build-windows deb msi demo bench test test-integration fuzz lint clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 18
@@ -38,6 +38,20 @@ test: ## vet and run every test (unit and integration) with the race detector
 
 test-integration: ## only the integration tests (TestIntegration*)
 	$(GO) test -race -count=1 -run 'TestIntegration' ./...
+
+FUZZTIME ?= 30s
+# How long the fuzzer may shrink an input it found (Go's default, 60s, can eat a
+# whole FUZZTIME on the big seeds).
+FUZZMINIMIZETIME ?= 10s
+
+fuzz: ## run each fuzz target for FUZZTIME (default 30s, e.g. FUZZTIME=5m make fuzz)
+	@failed=; for file in $$(grep -rl --include='*_test.go' '^func Fuzz' cmd internal); do \
+		for target in $$(sed -n 's/^func \(Fuzz[A-Za-z0-9_]*\)(.*/\1/p' $$file); do \
+			echo "== $$target in ./$$(dirname $$file) for $(FUZZTIME)"; \
+			$(GO) test -run '^$$' -fuzz "^$$target$$" -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZETIME) ./$$(dirname $$file) || failed="$$failed $$target"; \
+		done; \
+	done; \
+	if [ -n "$$failed" ]; then echo "fuzz: failed:$$failed (inputs in testdata/fuzz/<target>/)"; exit 1; fi
 
 lint: ## go vet and gofmt
 	$(GO) vet ./...

@@ -147,17 +147,26 @@ func (c *Client) ResolveUsers(ctx context.Context, upns []string) (found map[str
 		body.Requests = append(body.Requests, req{ID: strconv.Itoa(i), Method: "GET",
 			URL: "/users/" + url.PathEscape(u) + "?$select=id,userPrincipalName,mail,displayName"})
 	}
-	var reply struct {
-		Responses []struct {
-			ID      string            `json:"id"`
-			Status  int               `json:"status"`
-			Headers map[string]string `json:"headers"`
-			Body    json.RawMessage   `json:"body"`
-		} `json:"responses"`
-	}
+	var reply batchReply
 	if err := c.post(ctx, "/$batch", body, &reply); err != nil {
 		return nil, nil, err
 	}
+	return reply.users(upns)
+}
+
+// batchReply is the body of a $batch answer (graph/json-batching).
+type batchReply struct {
+	Responses []struct {
+		ID      string            `json:"id"`
+		Status  int               `json:"status"`
+		Headers map[string]string `json:"headers"`
+		Body    json.RawMessage   `json:"body"`
+	} `json:"responses"`
+}
+
+// users reads the answers to the $batch that asked for upns (request i asked for
+// upns[i]): found is keyed by the lower-case UPN, notFound lists the 404s.
+func (reply *batchReply) users(upns []string) (found map[string]User, notFound []string, err error) {
 	found = make(map[string]User, len(upns))
 	for _, r := range reply.Responses {
 		i, err := strconv.Atoi(r.ID)
@@ -170,6 +179,11 @@ func (c *Client) ResolveUsers(ctx context.Context, upns []string) (found map[str
 			var u User
 			if err := json.Unmarshal(r.Body, &u); err != nil {
 				return nil, nil, fmt.Errorf("resolve %s: %w", upn, err)
+			}
+			if u.ID == "" {
+				// Taken as resolved, "" would go into every presence request of
+				// its chunk, and Graph refuses the whole request for it.
+				return nil, nil, fmt.Errorf("resolve %s: Graph answered 200 without the user's id", upn)
 			}
 			found[upn] = u
 		case r.Status == http.StatusNotFound:
@@ -188,17 +202,24 @@ func (c *Client) GetPresences(ctx context.Context, ids []string) ([]Presence, er
 	if len(ids) > MaxPresenceIDs {
 		return nil, fmt.Errorf("getPresencesByUserId: %d ids in one request, Graph allows %d", len(ids), MaxPresenceIDs)
 	}
-	var reply struct {
-		Value []wirePresence `json:"value"`
-	}
+	var reply presenceReply
 	if err := c.post(ctx, "/communications/getPresencesByUserId", map[string][]string{"ids": ids}, &reply); err != nil {
 		return nil, err
 	}
+	return reply.presences(), nil
+}
+
+// presenceReply is the body of a getPresencesByUserId answer.
+type presenceReply struct {
+	Value []wirePresence `json:"value"`
+}
+
+func (reply *presenceReply) presences() []Presence {
 	out := make([]Presence, len(reply.Value))
 	for i, w := range reply.Value {
 		out[i] = w.presence()
 	}
-	return out, nil
+	return out
 }
 
 // GetPresence reads one user's presence.
@@ -260,6 +281,17 @@ func (c *Client) send(ctx context.Context, method, path string, body []byte, tok
 		return fmt.Errorf("%s %s: %w", method, path, err)
 	}
 	defer resp.Body.Close()
+	return readReply(method, path, resp, out)
+}
+
+// maxReply bounds the Graph reply read into memory (650 presences take about
+// 150 KB).
+const maxReply = 64 << 20
+
+// readReply turns Graph's answer to method path into out (JSON, at most maxReply
+// bytes of it), a *ThrottledError for a 429, or an error naming the request that
+// wraps a *StatusError for any other non-2xx answer.
+func readReply(method, path string, resp *http.Response, out any) error {
 	if resp.StatusCode == http.StatusTooManyRequests {
 		io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 		return throttled(resp.Header.Get("Retry-After"), time.Now())
@@ -272,26 +304,36 @@ func (c *Client) send(ctx context.Context, method, path string, body []byte, tok
 		}
 		return fmt.Errorf("%s %s: %w", method, path, se)
 	}
-	if err := json.NewDecoder(io.LimitReader(resp.Body, 64<<20)).Decode(out); err != nil {
+	if err := json.NewDecoder(io.LimitReader(resp.Body, maxReply)).Decode(out); err != nil {
 		return fmt.Errorf("%s %s: decode reply: %w", method, path, err)
 	}
 	return nil
 }
 
-// throttled parses Retry-After as seconds or an HTTP date (RFC 9110 section 10.2.3).
+// maxRetryAfter caps the wait a Retry-After asks for. Graph asks for seconds; a
+// longer wait comes from a broken header (or a proxy's), and honouring it would stop
+// polling for good, while a 429 after the capped wait only asks again.
+const maxRetryAfter = time.Hour
+
+// throttled parses Retry-After as seconds or an HTTP date (RFC 9110 section 10.2.3),
+// capped at maxRetryAfter.
 func throttled(h string, now time.Time) *ThrottledError {
 	h = strings.TrimSpace(h)
 	if h == "" {
 		return &ThrottledError{}
 	}
-	if n, err := strconv.Atoi(h); err == nil && n >= 0 {
-		return &ThrottledError{RetryAfter: time.Duration(n) * time.Second, HasRetryAfter: true}
+	if n, err := strconv.ParseUint(h, 10, 64); err == nil || errors.Is(err, strconv.ErrRange) {
+		// Compared before multiplying: 9999999999 s would overflow a Duration
+		// into a negative wait, i.e. no wait at all. (Beyond 64 bits n is the
+		// largest uint64.)
+		d := maxRetryAfter
+		if n < uint64(maxRetryAfter/time.Second) {
+			d = time.Duration(n) * time.Second
+		}
+		return &ThrottledError{RetryAfter: d, HasRetryAfter: true}
 	}
 	if t, err := http.ParseTime(h); err == nil {
-		d := t.Sub(now)
-		if d < 0 {
-			d = 0
-		}
+		d := min(max(t.Sub(now), 0), maxRetryAfter)
 		return &ThrottledError{RetryAfter: d, HasRetryAfter: true}
 	}
 	return &ThrottledError{}

@@ -2,6 +2,7 @@ package graph
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"strings"
 	"testing"
@@ -113,13 +114,41 @@ func TestRetryAfterForms(t *testing.T) {
 	for h, want := range map[string]time.Duration{
 		"12":                            12 * time.Second,
 		"Sun, 22 Nov 2026 09:00:30 GMT": 30 * time.Second,
+		" 7 ":                           7 * time.Second,
+		"0":                             0,
+		// Beyond an hour the wait is capped, also where the seconds would
+		// overflow a time.Duration (into a negative wait: no pause at all).
+		"86400":                         time.Hour,
+		"9999999999":                    time.Hour,
+		"99999999999999999999":          time.Hour,
+		"Fri, 31 Dec 9999 23:59:59 GMT": time.Hour,
+		"Sun, 22 Nov 2026 08:00:00 GMT": 0,
 	} {
 		if got := throttled(h, now); !got.HasRetryAfter || got.RetryAfter != want {
 			t.Errorf("Retry-After %q = %+v, want %v", h, got, want)
 		}
 	}
-	if got := throttled("", now); got.HasRetryAfter {
-		t.Errorf("empty Retry-After gave %+v", got)
+	for _, h := range []string{"", "-1", "NaN", "1e3", "soon"} {
+		if got := throttled(h, now); got.HasRetryAfter || got.RetryAfter != 0 {
+			t.Errorf("Retry-After %q gave %+v; want none", h, got)
+		}
+	}
+}
+
+// A 200 without an object id is not a resolved user: its "" would go into every
+// presence request of its chunk.
+func TestResolvedUserNeedsAnID(t *testing.T) {
+	upns := []string{"Anna@Contoso.example", "bert@contoso.example"}
+	for _, body := range []string{`null`, `{}`, `{"userPrincipalName":"anna@contoso.example"}`} {
+		var r batchReply
+		raw := `{"responses":[{"id":"1","status":404},{"id":"0","status":200,"body":` + body + `}]}`
+		if err := json.Unmarshal([]byte(raw), &r); err != nil {
+			t.Fatal(err)
+		}
+		found, _, err := r.users(upns)
+		if err == nil || !strings.HasPrefix(err.Error(), "resolve anna@contoso.example: ") {
+			t.Errorf("body %s: found %v, error %v; want an error naming anna@contoso.example", body, found, err)
+		}
 	}
 }
 

@@ -323,6 +323,22 @@ func TestParseNotify(t *testing.T) {
 	if n := parseNotify("NOTIFY sip:w SIP/2.0\r\nSubscription-State: terminated\r\n\r\n"); n.Basic != "" || n.SubscriptionState != "terminated" {
 		t.Errorf("empty NOTIFY parsed as %+v", n)
 	}
+	// A bare LF or CR ends a header line: reply must not echo it inside a value.
+	if v := headers("NOTIFY sip:w SIP/2.0\r\nCSeq: 2 NOTIFY\nX: y\rCall-ID: c\r\n\r\n", "CSeq"); len(v) != 1 || v[0] != "2 NOTIFY" {
+		t.Errorf("CSeq read as %q", v)
+	}
+}
+
+// The Expires of a SUBSCRIBE's 2xx is kept only as RFC 3261 delta-seconds; the
+// refresh period made from it stays positive.
+func TestGrantedExpires(t *testing.T) {
+	for v, want := range map[string]int{"300": 300, " 0 ": 0, "4294967295": 1<<32 - 1, "4294967296": 600,
+		"9223372037": 600, "-1": 600, "NaN": 600, "": 600} {
+		got := grantedExpires("SIP/2.0 200 OK\r\nExpires: "+v+"\r\nCSeq: 1 SUBSCRIBE\r\n\r\n", 600)
+		if got != want || time.Duration(max(got, 2))*time.Second/2 <= 0 {
+			t.Errorf("Expires %q kept as %d; want %d", v, got, want)
+		}
+	}
 }
 
 // recorder is a testing.TB that records Skipf and Fatalf instead of acting on them.

@@ -110,10 +110,7 @@ func (w *Watcher) subscribe(ctx context.Context, expires int) error {
 				if w.toTag == "" {
 					w.toTag = param(header(raw, "To"), "tag")
 				}
-				w.expires = expires
-				if e, err := strconv.Atoi(header(raw, "Expires")); err == nil {
-					w.expires = e
-				}
+				w.expires = grantedExpires(raw, expires)
 				return nil
 			case <-timer.C:
 				break wait
@@ -278,6 +275,18 @@ func parseNotify(raw string) Notify {
 	return n
 }
 
+// grantedExpires is the Expires of a 2xx to a SUBSCRIBE: a whole number of
+// seconds from 0 to 2**32-1 (RFC 3261 section 20.19), else asked. (Taken as any
+// int, 9223372037 overflowed the refresh period into a negative one: a SUBSCRIBE
+// flood.)
+func grantedExpires(raw string, asked int) int {
+	e, err := strconv.ParseUint(header(raw, "Expires"), 10, 32)
+	if err != nil {
+		return asked
+	}
+	return int(e)
+}
+
 func firstLine(raw string) string {
 	line, _, _ := strings.Cut(raw, "\r\n")
 	return line
@@ -285,11 +294,13 @@ func firstLine(raw string) string {
 
 var compact = map[string]string{"via": "v", "from": "f", "to": "t", "call-id": "i", "content-length": "l"}
 
-// headers returns every value of a header (full or compact name) in raw.
+// headers returns every value of a header (full or compact name) in raw. A bare
+// CR or LF ends a line too, so no value holds one (reply echoes them).
 func headers(raw, name string) []string {
 	head, _, _ := strings.Cut(raw, "\r\n\r\n")
+	head = strings.NewReplacer("\r\n", "\n", "\r", "\n").Replace(head)
 	var out []string
-	for _, line := range strings.Split(head, "\r\n")[1:] {
+	for _, line := range strings.Split(head, "\n")[1:] {
 		k, v, ok := strings.Cut(line, ":")
 		if !ok {
 			continue

@@ -18,7 +18,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -569,10 +568,8 @@ func (p *Publisher) remove(ctx context.Context, uri string, t sip.Uri) error {
 // step 8); without them ours stand.
 func (p *Publisher) published(res *sip.Response, body []byte, etag string) *Publication {
 	life := p.o.Expires
-	if h := res.GetHeader("Expires"); h != nil {
-		if s, err := strconv.Atoi(strings.TrimSpace(h.Value())); err == nil && s > 0 {
-			life = time.Duration(s) * time.Second
-		}
+	if s, ok := deltaSeconds(res.GetHeader("Expires")); ok && s > 0 {
+		life = time.Duration(s) * time.Second
 	}
 	if h := res.GetHeader("SIP-ETag"); h != nil && strings.TrimSpace(h.Value()) != "" {
 		etag = strings.TrimSpace(h.Value())

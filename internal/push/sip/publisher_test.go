@@ -743,3 +743,57 @@ func TestShutdownKeepsETagOfPublishInFlight(t *testing.T) {
 		t.Fatalf("after the shutdown the publication is %+v; want etag-1 kept", pub)
 	}
 }
+
+// An Expires or Min-Expires beyond RFC 3261's 2**32-1 seconds is not a lifetime:
+// the publication keeps the one asked for, and a 423 with such a Min-Expires is
+// reported rather than asked again. (9223372037 s used to overflow into a
+// negative lifetime: a publication refreshed every second without end.)
+func TestExpiresOutOfRange(t *testing.T) {
+	for _, v := range []string{"4294967296", "9223372037", "99999999999999999999", "-60", "60s"} {
+		f := startPBX(t, func(f *fakePBX, r seen, n int) reply {
+			rep := f.lockedOK(r)
+			rep.Headers["Expires"] = v
+			return rep
+		})
+		p := newPublisher(t, Options{Server: f.UDP, Expires: time.Minute})
+		if err := send1(t, p, itemFor("sip:1001@pbx.example", presence.Busy, presence.ActBusy)); err != nil {
+			t.Fatal(err)
+		}
+		if pub := p.publication("sip:1001@pbx.example"); pub == nil {
+			t.Errorf("Expires %s granted: no publication kept", v)
+		} else if pub.Lifetime != time.Minute {
+			t.Errorf("Expires %s granted: lifetime %v kept; want the 1m asked for", v, pub.Lifetime)
+		}
+
+		f = startPBX(t, func(f *fakePBX, r seen, n int) reply {
+			return reply{Code: 423, Reason: "Interval Too Brief", Headers: map[string]string{"Min-Expires": v}}
+		})
+		p = newPublisher(t, Options{Server: f.UDP, Expires: time.Minute})
+		if err := send1(t, p, itemFor("sip:1001@pbx.example", presence.Busy, presence.ActBusy)); err == nil || len(f.requests()) != 1 {
+			t.Errorf("Min-Expires %s: %d requests, error %v; want one, refused", v, len(f.requests()), err)
+		}
+	}
+}
+
+// A challenge whose realm, nonce or opaque the answer could not carry back
+// unchanged (the digest package writes Go escapes such as \t for a tab, which a
+// server reads as "t") is refused as such, not answered with a digest the server
+// must reject as wrong credentials.
+func TestChallengeThatCannotBeEchoed(t *testing.T) {
+	for _, chal := range []string{"Digest realm=\"pbx\", nonce=\"a\tb\"", "Digest realm=\"p\x00bx\", nonce=\"n\"",
+		"Digest realm=\"pbx\", nonce=\"n\", opaque=\"\x7f\""} {
+		msg, err := sip.ParseMessage([]byte("SIP/2.0 401 Unauthorized\r\nWWW-Authenticate: " + chal + "\r\nContent-Length: 0\r\n\r\n"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var d digestCache
+		if _, err := d.learn(msg.(*sip.Response)); err == nil || !strings.Contains(err.Error(), "cannot carry back") {
+			t.Errorf("%q: %v; want it refused as not echoable", chal, err)
+		}
+	}
+	var d digestCache
+	msg, _ := sip.ParseMessage([]byte("SIP/2.0 401 Unauthorized\r\nWWW-Authenticate: Digest realm=\"Büro 2\", nonce=\"a\\\"b\"\r\nContent-Length: 0\r\n\r\n"))
+	if _, err := d.learn(msg.(*sip.Response)); err != nil {
+		t.Errorf("a realm with a space and an umlaut, a nonce with an escaped quote: %v", err)
+	}
+}

@@ -11,6 +11,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/emiago/sipgo"
 	"github.com/emiago/sipgo/sip"
@@ -90,12 +91,8 @@ func (p *Publisher) transact(ctx context.Context, r publishReq) (*sip.Response, 
 		}
 		switch code := res.StatusCode; {
 		case code == sip.StatusIntervalToBrief && !longer && r.expires > 0:
-			h := res.GetHeader("Min-Expires")
-			if h == nil {
-				return res, nil
-			}
-			s, err := strconv.Atoi(strings.TrimSpace(h.Value()))
-			if err != nil || s <= 0 {
+			s, ok := minExpires(res)
+			if !ok {
 				return res, nil
 			}
 			longer = true
@@ -121,6 +118,27 @@ func (p *Publisher) transact(ctx context.Context, r publishReq) (*sip.Response, 
 			return res, nil
 		}
 	}
+}
+
+// minExpires reads the Min-Expires of a 423 Interval Too Brief (RFC 3261
+// section 20.23): the shortest lifetime the server grants, in seconds.
+func minExpires(res *sip.Response) (int, bool) {
+	s, ok := deltaSeconds(res.GetHeader("Min-Expires"))
+	return s, ok && s > 0
+}
+
+// deltaSeconds reads an Expires or Min-Expires header: a whole number of
+// seconds from 0 to 2**32-1 (RFC 3261 sections 20.19 and 20.23). Anything else
+// is not a lifetime (9223372037 s would overflow a time.Duration).
+func deltaSeconds(h sip.Header) (int, bool) {
+	if h == nil {
+		return 0, false
+	}
+	s, err := strconv.ParseUint(strings.TrimSpace(h.Value()), 10, 32)
+	if err != nil {
+		return 0, false
+	}
+	return int(s), true
 }
 
 // do runs one client transaction, bounded by [SIP] Timeout only: a transaction
@@ -248,6 +266,12 @@ func (d *digestCache) learn(res *sip.Response) (*digest.Challenge, error) {
 		return nil, fmt.Errorf("%d %s: the server's digest challenge (algorithm %q, qop %q) is not supported; use MD5 or SHA-256 with qop auth or none",
 			res.StatusCode, res.Reason, chal.Algorithm, strings.Join(chal.QOP, ","))
 	}
+	for _, f := range []struct{ name, v string }{{"realm", chal.Realm}, {"nonce", chal.Nonce}, {"opaque", chal.Opaque}} {
+		if !echoable(f.v) {
+			return nil, fmt.Errorf("%d %s: the %s of the server's digest challenge holds control characters or bytes that are not UTF-8, which the answer cannot carry back unchanged",
+				res.StatusCode, res.Reason, f.name)
+		}
+	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.chals == nil {
@@ -257,6 +281,22 @@ func (d *digestCache) learn(res *sip.Response) (*digest.Challenge, error) {
 	return chal, nil
 }
 
+// echoable reports whether a digest parameter goes back in the answer as it
+// came: the digest package writes quoted values with Go's escapes (strconv.Quote),
+// which turn control characters and bytes that are not UTF-8 into \x.. or \u....
+// text, and the server would read another value.
+func echoable(v string) bool {
+	if !utf8.ValidString(v) {
+		return false
+	}
+	for _, r := range v {
+		if !strconv.IsPrint(r) {
+			return false
+		}
+	}
+	return true
+}
+
 // answer sets req's credentials for the kept challenge of kind code.
 func (d *digestCache) answer(req *sip.Request, code int, user, password string) error {
 	d.mu.Lock()
@@ -264,6 +304,9 @@ func (d *digestCache) answer(req *sip.Request, code int, user, password string) 
 	d.mu.Unlock()
 	if c == nil {
 		return nil
+	}
+	if !echoable(user) {
+		return errors.New("[SIP] Username holds control characters or bytes that are not UTF-8; a digest answer cannot carry it")
 	}
 	_, name := authHeaders(code)
 	chal := c.chal
