@@ -359,24 +359,37 @@ func (p *Poller) cycle(ctx context.Context, chunks [][]string, interval time.Dur
 	_ = p.o.Store.Put(store.BucketAccounts, p.o.Account, st)
 }
 
-// emit stores the changed states and passes them to the sink; false if the store failed.
+// emit passes the changes to the sink, then keeps the changed states in the state
+// file; false if either failed. The order matters when the process is killed
+// between the two (they are separate transactions): kept first, a change not yet
+// queued would be lost, because after the restart the kept state equals Graph's
+// and no change is seen. Queued first, the restart sees the change again and
+// queues it once more, which the outbox coalesces.
 func (p *Poller) emit(ctx context.Context, changes []Change) bool {
 	if len(changes) == 0 {
 		return true
+	}
+	if err := p.o.Sink.Deliver(ctx, changes); err != nil {
+		p.noteError(fmt.Errorf("deliver changes: %w", err))
+		// Not queued: the next cycle sees these changes again.
+		for _, c := range changes {
+			if c.Previous.Availability == "" {
+				delete(p.states, c.User.UPN)
+			} else {
+				p.states[c.User.UPN] = c.Previous
+			}
+		}
+		return false
 	}
 	entries := make(map[string]any, len(changes))
 	for _, c := range changes {
 		entries[c.User.UPN] = c.Current
 	}
-	ok := true
 	if err := p.o.Store.PutMany(store.BucketPresence, entries); err != nil {
 		p.noteError(err)
-		ok = false
+		return false
 	}
-	if err := p.o.Sink.Deliver(ctx, changes); err != nil {
-		p.noteError(fmt.Errorf("deliver changes: %w", err))
-	}
-	return ok
+	return true
 }
 
 // fetch reads one chunk inside the budget: a 429 pauses the budget for exactly

@@ -17,6 +17,7 @@ import (
 	"github.com/presencebridge/presencebridge/internal/clock"
 	"github.com/presencebridge/presencebridge/internal/graph"
 	"github.com/presencebridge/presencebridge/internal/graphsim"
+	"github.com/presencebridge/presencebridge/internal/presence"
 	"github.com/presencebridge/presencebridge/internal/store"
 	"github.com/presencebridge/presencebridge/internal/users"
 )
@@ -364,4 +365,50 @@ func TestStatusShowsTheLatestAttempt(t *testing.T) {
 	until("the throttling", func(s Status) bool { return !s.LastCycleOK && strings.Contains(s.LastError, "429") })
 	g.replies <- nil // the next chunk is read (this one is given up after its tries)
 	until("a good cycle again", func(s Status) bool { return s.LastCycleOK && s.LastError == "" })
+}
+
+// orderSink checks, when a change reaches it, that the state file does not hold
+// the new state yet; fail makes its first Deliver fail.
+type orderSink struct {
+	db      *store.DB
+	mu      sync.Mutex
+	early   []string // users whose new state was kept before it was queued
+	fail    bool
+	changes []Change
+}
+
+func (s *orderSink) Deliver(_ context.Context, cs []Change) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.fail {
+		s.fail = false
+		return errors.New("outbox write failed")
+	}
+	for _, c := range cs {
+		var kept presence.State
+		if found, _ := s.db.Get(store.BucketPresence, c.User.UPN, &kept); found && kept.SameAs(c.Current) {
+			s.early = append(s.early, c.User.UPN)
+		}
+		s.changes = append(s.changes, c)
+	}
+	return nil
+}
+
+// A change is queued before its state is kept: a kill between the two (separate
+// transactions) would otherwise lose it, since after the restart the kept state
+// equals Graph's. A change the sink could not queue is seen again next cycle.
+func TestChangesQueuedBeforeKept(t *testing.T) {
+	for _, fail := range []bool{false, true} {
+		r := newRig(t, 5, 1500)
+		sink := &orderSink{db: r.db, fail: fail}
+		r.run(t, sink, 2, 0.6, 1500)
+		sink.mu.Lock()
+		if len(sink.early) > 0 {
+			t.Errorf("the state of %v was kept before it was queued", sink.early)
+		}
+		if len(sink.changes) != 5 {
+			t.Errorf("first Deliver failed %v: %d first sightings queued, want 5", fail, len(sink.changes))
+		}
+		sink.mu.Unlock()
+	}
 }
