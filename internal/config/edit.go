@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/presencebridge/presencebridge/internal/config/textfile"
 	"github.com/presencebridge/presencebridge/internal/secret"
@@ -40,6 +41,13 @@ func Set(path string, settings []Setting) error {
 			return err
 		}
 		value := s.Value
+		if problem := unwritable(value); problem != "" {
+			what := "the value"
+			if !isSecretKey(section, key) {
+				what = fmt.Sprintf("the value %q", value)
+			}
+			return fmt.Errorf("%s: not written: %s %s; a Presence.ini value is one line of text", s.Key, what, problem)
+		}
 		if isSecretKey(section, key) && value != "" && !secret.IsEncrypted(value) {
 			if value, err = secret.Encrypt(value, filepath.Dir(abs)); err != nil {
 				return fmt.Errorf("encrypt %s: %w", s.Key, err)
@@ -48,9 +56,6 @@ func Set(path string, settings []Setting) error {
 		lines = setLine(lines, section, key, quoteValue(value))
 	}
 	text = strings.Join(lines, "\n")
-	if _, err := parse(abs, text); err != nil {
-		return fmt.Errorf("not written: %w", err)
-	}
 	out := text
 	if bytes.Contains(raw, []byte("\r\n")) {
 		out = strings.ReplaceAll(text, "\n", "\r\n")
@@ -58,8 +63,29 @@ func Set(path string, settings []Setting) error {
 	if enc == textfile.UTF8BOM || enc == textfile.UTF16LE || enc == textfile.UTF16BE {
 		out = "\ufeff" + out // Notepad reads UTF-8 with a BOM as it read the UTF-16
 	}
+	// What is checked is the file as Load will read it back, bytes and all.
+	back, _, err := textfile.Decode([]byte(out))
+	if err == nil {
+		_, err = parse(abs, back)
+	}
+	if err != nil {
+		return fmt.Errorf("not written: %w", err)
+	}
 	// Written in place, so the file keeps its owner, group and mode.
 	return os.WriteFile(abs, []byte(out), 0o600)
+}
+
+// unwritable says why v cannot be a value on a Presence.ini line, or "".
+func unwritable(v string) string {
+	if !utf8.ValidString(v) {
+		return "is not UTF-8 text"
+	}
+	for _, r := range v {
+		if r < 0x20 && r != '\t' || r == 0x7f {
+			return fmt.Sprintf("holds a control character (%U)", r)
+		}
+	}
+	return ""
 }
 
 // splitSettingKey splits "Account.main.TenantID" into the section "Account.main"

@@ -102,3 +102,26 @@ func TestSetRefusesWhatWouldNotLoad(t *testing.T) {
 		t.Error("a key file was made with no secret to encrypt")
 	}
 }
+
+// A value with a line break, a NUL or bytes that are not UTF-8 would change the
+// file under its other lines (a split line, a file read as binary or as
+// Windows-1252): Set refuses it, names the key, and writes nothing. The fuzzer
+// found all three.
+func TestSetRefusesWhatIsNotOneLineOfText(t *testing.T) {
+	dir := t.TempDir()
+	content := []byte(minimal + "[General]\nLogFile = Jürgen.log\n")
+	path := writeINI(t, dir, content)
+	for _, s := range []Setting{{"SIP.Username", "pb\rx"}, {"SIP.Username", "pb\nServer = evil"}, {"SIP.Username", "pb\x00x"},
+		{"SIP.Username", "pb\xe9"}, {"SIP.Password", "se\ncret"}} {
+		err := Set(path, []Setting{s})
+		if err == nil || !strings.Contains(err.Error(), s.Key+": not written") || !strings.Contains(err.Error(), "one line of text") {
+			t.Errorf("Set(%s = %q) = %v, want a refusal naming the key", s.Key, s.Value, err)
+		}
+		if s.Key == "SIP.Password" && strings.Contains(err.Error(), "cret") {
+			t.Errorf("the secret is in the error: %v", err)
+		}
+		if raw, _ := os.ReadFile(path); string(raw) != string(content) {
+			t.Fatalf("Set(%q) changed the file:\n%s", s.Value, raw)
+		}
+	}
+}

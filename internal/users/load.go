@@ -118,7 +118,7 @@ func Parse(r io.Reader, name string) (list []User, problems []Problem, err error
 	}
 	text, _, err := textfile.Decode(data)
 	if err != nil {
-		return nil, nil, fmt.Errorf("read %s: %w", name, err)
+		return nil, nil, fmt.Errorf("%s: %w; is it the right file?", name, err)
 	}
 
 	delim, text := excelSeparator(text)

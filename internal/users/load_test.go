@@ -186,3 +186,12 @@ func TestOversizedRows(t *testing.T) {
 		}
 	}
 }
+
+// A binary file given as the users file: the error starts with the file's name,
+// as every other users-file error does.
+func TestBinaryFileNamed(t *testing.T) {
+	_, _, err := Parse(strings.NewReader("UPN;Extension\x00\x00\x01"), "users.csv")
+	if err == nil || !strings.HasPrefix(err.Error(), "users.csv: not a text file") {
+		t.Fatalf("Parse of a binary file = %v", err)
+	}
+}
