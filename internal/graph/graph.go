@@ -130,7 +130,8 @@ func IsTransient(err error) bool {
 }
 
 // ResolveUsers looks up to 20 UPNs in one $batch; found is keyed by the lower-case
-// UPN as asked, notFound lists those Graph does not know (404).
+// UPN as asked, notFound lists those Graph does not know (404) or cannot take
+// (400).
 func (c *Client) ResolveUsers(ctx context.Context, upns []string) (found map[string]User, notFound []string, err error) {
 	if len(upns) > MaxBatch {
 		return nil, nil, fmt.Errorf("resolve: %d users in one batch, Graph allows %d", len(upns), MaxBatch)
@@ -186,7 +187,9 @@ func (reply *batchReply) users(upns []string) (found map[string]User, notFound [
 				return nil, nil, fmt.Errorf("resolve %s: Graph answered 200 without the user's id", upn)
 			}
 			found[upn] = u
-		case r.Status == http.StatusNotFound:
+		case r.Status == http.StatusNotFound || r.Status == http.StatusBadRequest:
+			// 400: Graph cannot take this UPN at all (not a valid identifier);
+			// for the users file it is as unknown as a 404.
 			notFound = append(notFound, upn)
 		case r.Status == http.StatusTooManyRequests:
 			return nil, nil, throttled(headerValue(r.Headers, "Retry-After"), time.Now())

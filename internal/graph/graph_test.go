@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -210,5 +211,21 @@ func TestUnauthorizedRenewsTheTokenOnce(t *testing.T) {
 	_, err := c.GetPresences(ctx, ids)
 	if err == nil || len(rt.refused) != 1 || !strings.Contains(rt.refused[0], "401") || len(rt.claims) != 3 {
 		t.Fatalf("two 401s: %v; refused %q, claims %q", err, rt.refused, rt.claims)
+	}
+}
+
+// One lookup Graph cannot take (400, an identifier it refuses) is not found,
+// like a 404, instead of failing the lookups of the 19 others in its $batch.
+func TestBatchBadRequestIsNotFound(t *testing.T) {
+	raw := `{"responses":[{"id":"0","status":200,"body":{"id":"id-a","userPrincipalName":"a@x"}},
+		{"id":"1","status":400,"body":{"error":{"code":"Request_BadRequest","message":"Invalid object identifier 'b#c@x'."}}},
+		{"id":"2","status":404,"body":{"error":{"code":"Request_ResourceNotFound"}}}]}`
+	var reply batchReply
+	if err := json.Unmarshal([]byte(raw), &reply); err != nil {
+		t.Fatal(err)
+	}
+	found, notFound, err := reply.users([]string{"a@x", "b#c@x", "d@x"})
+	if err != nil || found["a@x"].ID != "id-a" || !slices.Equal(notFound, []string{"b#c@x", "d@x"}) {
+		t.Fatalf("users = %v, %v, %v", found, notFound, err)
 	}
 }

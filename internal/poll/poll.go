@@ -74,10 +74,13 @@ type Options struct {
 
 // Status is what `status` shows for an account's polling.
 type Status struct {
-	Account           string        `json:"account"`
-	Users             int           `json:"users"`
-	Resolved          int           `json:"resolved"`
-	Unknown           []string      `json:"unknown,omitempty"`
+	Account  string   `json:"account"`
+	Users    int      `json:"users"`
+	Resolved int      `json:"resolved"`
+	Unknown  []string `json:"unknown,omitempty"`
+	// Unresolved counts users whose lookup Graph keeps refusing; they are
+	// looked up again every minute, the others are polled meanwhile.
+	Unresolved        int           `json:"unresolved,omitempty"`
 	CycleInterval     time.Duration `json:"cycleInterval"`
 	RequestsPerCycle  int           `json:"requestsPerCycle"`
 	Cycles            int           `json:"cycles"`
@@ -115,6 +118,10 @@ type Poller struct {
 	unknown map[string]bool
 	seenVal map[string]bool // unknown presence values already logged
 	lastErr string
+	// unresolved counts users whose lookup failed (Graph refused the $batch);
+	// they are looked up again from resolveRetry on, the others are polled meanwhile.
+	unresolved   int
+	resolveRetry time.Time
 
 	mu          sync.Mutex
 	st          Status
@@ -201,11 +208,14 @@ func (p *Poller) Run(ctx context.Context) error {
 		if elapsed > interval+interval/2 {
 			p.o.Logger.Warn("Poll cycle overran its interval", "took", elapsed, "interval", interval)
 		}
-		if p.o.ResolveInterval > 0 && p.o.Clock.Now().Sub(lastResolve) >= p.o.ResolveInterval {
-			if err := p.resolve(ctx, true); err != nil {
+		again := p.o.ResolveInterval > 0 && p.o.Clock.Now().Sub(lastResolve) >= p.o.ResolveInterval
+		if again || p.unresolved > 0 && !p.o.Clock.Now().Before(p.resolveRetry) {
+			if err := p.resolve(ctx, again); err != nil {
 				return nil
 			}
-			lastResolve = p.o.Clock.Now()
+			if again {
+				lastResolve = p.o.Clock.Now()
+			}
 			chunks = p.chunks()
 			interval = max(p.o.Interval, p.o.Budget.MinCycle(len(chunks)))
 		}
@@ -235,16 +245,29 @@ func (p *Poller) chunks() [][]string {
 	return out
 }
 
+// resolveTries is how often a failing $batch of user lookups is tried before its
+// users are left unresolved until resolveRetryWait later (the other users are
+// polled meanwhile), and the wait between two tries.
+const (
+	resolveTries     = 3
+	resolveTryWait   = 5 * time.Second
+	resolveRetryWait = time.Minute
+)
+
 // resolve looks up UPNs without an id (or all, when again is set) in $batch calls of
-// 20, paced by ResolveRate. An unknown UPN is logged once by name.
+// 20, paced by ResolveRate. An unknown UPN is logged once by name. A batch Graph
+// keeps refusing (not throttling) is left for later after resolveTries, so one
+// lookup Graph cannot answer does not keep every user from being polled.
 func (p *Poller) resolve(ctx context.Context, again bool) error {
 	var todo []string
 	for _, u := range p.o.Users {
-		if _, ok := p.ids[u.UPN]; !ok || again {
+		if _, ok := p.ids[u.UPN]; !ok && !p.unknown[u.UPN] || again {
 			todo = append(todo, u.UPN)
 		}
 	}
+	p.unresolved = 0
 	pace := time.Duration(float64(time.Second) / p.o.ResolveRate)
+	tries := 0
 	for len(todo) > 0 {
 		n := min(len(todo), graph.MaxBatch)
 		batch := todo[:n]
@@ -256,16 +279,24 @@ func (p *Poller) resolve(ctx context.Context, again bool) error {
 				return ctx.Err()
 			}
 			var te *graph.ThrottledError
-			wait := 5 * time.Second
-			if errors.As(err, &te) && te.HasRetryAfter {
+			wait := resolveTryWait
+			throttled := errors.As(err, &te)
+			if throttled && te.HasRetryAfter {
 				wait = te.RetryAfter
 			}
 			p.noteError(fmt.Errorf("resolve users: %w", err))
+			if tries++; !throttled && tries >= resolveTries {
+				p.unresolved += n
+				p.resolveRetry = p.o.Clock.Now().Add(resolveRetryWait)
+				todo, tries = todo[n:], 0
+				continue
+			}
 			if err := p.o.Clock.Sleep(ctx, wait); err != nil {
 				return err
 			}
 			continue
 		}
+		tries = 0
 		now := p.o.Clock.Now().UTC()
 		entries := map[string]any{}
 		for upn, u := range found {
@@ -302,6 +333,9 @@ func (p *Poller) resolve(ctx context.Context, again bool) error {
 			}
 		}
 	}
+	p.mu.Lock()
+	p.st.Unresolved = p.unresolved
+	p.mu.Unlock()
 	return nil
 }
 

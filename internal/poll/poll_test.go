@@ -8,8 +8,10 @@ import (
 	"log/slog"
 	"net"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -411,4 +413,68 @@ func TestChangesQueuedBeforeKept(t *testing.T) {
 		}
 		sink.mu.Unlock()
 	}
+}
+
+// refusingGraph fails every $batch that asks for bad, until fixed; presence
+// reads answer Available for every id.
+type refusingGraph struct {
+	scriptedGraph
+	bad   string
+	fixed atomic.Bool
+	reads atomic.Int64 // ids read
+}
+
+func (g *refusingGraph) ResolveUsers(ctx context.Context, upns []string) (map[string]graph.User, []string, error) {
+	if !g.fixed.Load() && slices.Contains(upns, g.bad) {
+		return nil, nil, &graph.StatusError{Status: 500, Code: "UnknownError", Message: "one lookup of the batch cannot be answered"}
+	}
+	return g.scriptedGraph.ResolveUsers(ctx, upns)
+}
+
+func (g *refusingGraph) GetPresences(_ context.Context, ids []string) ([]graph.Presence, error) {
+	g.reads.Add(int64(len(ids)))
+	var out []graph.Presence
+	for _, id := range ids {
+		out = append(out, graph.Presence{ID: id, Availability: "Available", Activity: "Available"})
+	}
+	return out, nil
+}
+
+// A $batch of user lookups Graph keeps refusing does not keep every user from
+// being polled: after a few tries its users are left for later (status counts
+// them), the others are polled, and the lookup is tried again a minute on.
+func TestRefusedLookupDoesNotStopPolling(t *testing.T) {
+	clk := clock.NewFake(time.Date(2026, 11, 22, 9, 0, 0, 0, time.UTC))
+	db, err := store.Open(filepath.Join(t.TempDir(), "state.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	var us []users.User
+	for i := range 25 {
+		us = append(us, users.User{UPN: fmt.Sprintf("u%02d@x", i), Extension: "1"})
+	}
+	g := &refusingGraph{bad: "u03@x"}
+	sink := &countingSink{}
+	p, err := New(Options{Account: "a", Users: us, Graph: g, Store: db, Sink: sink,
+		Budget: budget.New(1500, 30*time.Second, 0.6, clk), Clock: clk, Logger: slog.New(slog.DiscardHandler),
+		Interval: time.Second, RequestTimeout: 10 * time.Second, ResolveRate: 100})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { p.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	waitUntil := func(what string, cond func() bool) {
+		t.Helper()
+		for deadline := time.Now().Add(10 * time.Second); !cond(); time.Sleep(time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("never %s: %+v", what, p.Status())
+			}
+		}
+	}
+	waitUntil("polled the 5 users of the good batch", func() bool { return sink.count() == 5 && p.Status().Unresolved == 20 })
+	g.fixed.Store(true)
+	waitUntil("polled all 25 after the lookup was tried again", func() bool { return sink.count() == 25 && p.Status().Unresolved == 0 })
 }
