@@ -118,6 +118,7 @@ func simINI(sim *graphsim.Server, rest string) string {
 	return fmt.Sprintf(`MSTeamsPresence.Enable = 1
 [General]
 ControlAddr = off
+MetricsAddr = off
 [Microsoft]
 LoginURL = %s
 GraphURL = %s

@@ -39,7 +39,8 @@ func TestMetricsEndpoint(t *testing.T) {
 	_, path := deliveryTenant(t, c.srv.URL)
 	r := startWith(t, path, func(cfg *config.Config) { cfg.MetricsAddr = "127.0.0.1:0" })
 	waitFor(t, "a cycle and the metrics endpoint", func() bool {
-		return r.app.MetricsAddr() != "" && r.account(t, "main").Polling.Cycles >= 1 && r.app.Pending("http") == 0
+		st := r.app.report()
+		return r.app.MetricsAddr() != "" && r.account(t, "main").Polling.Cycles >= 1 && len(st.Targets) == 1 && st.Targets[0].Sent == 10
 	}, r)
 	get := func(p string) (int, string) {
 		resp, err := http.Get("http://" + r.app.MetricsAddr() + p)

@@ -217,7 +217,9 @@ type worker struct {
 	backoff     time.Duration            // target back-off while down
 	storeWait   time.Duration            // back-off while the state file cannot be written
 	cursor      []byte                   // outbox key of the last item picked (round robin)
-	// Re-asserting: the delivered key read last, and when the next page is due.
+	// Re-asserting: the states accepted before reassertFrom, the delivered key
+	// read last, and when the next page is due.
+	reassertFrom   time.Time
 	reassertCursor []byte
 	reassertNext   time.Time
 	probeAt        time.Time // when an idle Prober is probed next
@@ -312,6 +314,8 @@ func (w *worker) sleep(ctx context.Context, d time.Duration) { _ = w.d.o.Clock.S
 
 // startReassert begins re-asserting every user's last accepted state (w.mu held).
 func (w *worker) startReassert(why string) {
+	// What the target accepts from now on is new to it: only older states need it.
+	w.reassertFrom = w.d.o.Clock.Now().UTC()
 	w.reassertCursor, w.reassertNext = nil, time.Time{}
 	w.st.Reasserting = true
 	if n := countDelivered(w.d.o.Store, w.t.Name()); n > 0 {
@@ -331,7 +335,7 @@ func (w *worker) reasserting() bool {
 func (w *worker) reassert(ctx context.Context) {
 	rate := w.d.o.ReassertRate
 	n := max(1, min(w.d.o.BatchSize, int(rate)))
-	page, last, err := deliveredAfter(w.d.o.Store, w.t.Name(), w.reassertCursor, n)
+	page, last, err := deliveredAfter(w.d.o.Store, w.t.Name(), w.reassertCursor, n, w.reassertFrom)
 	if err != nil {
 		w.log.Error("Reading the delivered states failed; they are not re-asserted", "err", err)
 	}

@@ -634,3 +634,26 @@ func TestProbeWhileIdle(t *testing.T) {
 		t.Errorf("sleeps %v, want the 30 s probe interval", sl)
 	}
 }
+
+// What the target accepts after the re-assertion began is not re-asserted: a
+// first start sends each user's first state once, not twice.
+func TestReassertSkipsWhatIsNew(t *testing.T) {
+	r := newRig(t)
+	f := newFake("http")
+	d := NewDispatcher(Options{Store: r.db, Targets: []Target{f}, Logger: slog.New(slog.DiscardHandler), ReassertRate: 1000})
+	start(t, d)
+	time.Sleep(10 * time.Millisecond)
+	var items []Item
+	for i := range 10 {
+		items = append(items, item(fmt.Sprintf("u%d@x", i), presence.Available, presence.ActAvailable))
+	}
+	d.Enqueue(context.Background(), items)
+	waitUntil(t, "delivery and the end of the re-assertion", func() bool {
+		return d.Pending("http") == 0 && len(f.got("u9@x")) >= 1 && !d.Status()[0].Reasserting
+	})
+	for i := range 10 {
+		if got := f.got(fmt.Sprintf("u%d@x", i)); len(got) != 1 {
+			t.Errorf("u%d got %d states, want its first state once", i, len(got))
+		}
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"time"
 
 	bolt "go.etcd.io/bbolt"
 
@@ -204,10 +205,10 @@ func Shown(db *store.DB) (map[string]Delivered, error) {
 }
 
 // deliveredAfter returns up to n of target's delivered states that are not
-// removals, in key order after the key after (nil: from the start), skipping
-// users with a pending state (it goes out anyway, and is newer); and the last key
-// read, for the next call.
-func deliveredAfter(db *store.DB, target string, after []byte, n int) ([]Delivered, []byte, error) {
+// removals and were accepted by before, in key order after the key after
+// (nil: from the start), skipping users with a pending state (it goes out anyway,
+// and is newer); and the last key read, for the next call.
+func deliveredAfter(db *store.DB, target string, after []byte, n int, before time.Time) ([]Delivered, []byte, error) {
 	var out []Delivered
 	last := after
 	prefix := []byte(target + "\x00")
@@ -229,7 +230,7 @@ func deliveredAfter(db *store.DB, target string, after []byte, n int) ([]Deliver
 			if err := json.Unmarshal(v, &d); err != nil {
 				return fmt.Errorf("delivered entry %q: %w", k, err)
 			}
-			if d.Reason != ReasonRemove {
+			if d.Reason != ReasonRemove && !d.At.After(before) {
 				out = append(out, d)
 			}
 		}
