@@ -106,6 +106,9 @@ func waitForChange(ctx context.Context, o ReloadOptions, running *App, sum *[32]
 	cur := running.cfg
 	t := time.NewTicker(o.Check)
 	defer t.Stop()
+	// An edit is taken once the files look the same at two checks in a row: an
+	// editor (or an export job) still writing would be read half-written.
+	var changed [32]byte
 	for {
 		why = ""
 		var ask *reloadAsk
@@ -115,7 +118,11 @@ func waitForChange(ctx context.Context, o ReloadOptions, running *App, sum *[32]
 		case err := <-done:
 			return nil, "", true, err
 		case <-t.C:
-			if s := fingerprint(cur.Path, cur.UsersFile); s != *sum {
+			switch s := fingerprint(cur.Path, cur.UsersFile); {
+			case s == *sum:
+			case s != changed:
+				changed = s
+			default:
 				*sum = s
 				why = "file changed"
 			}
