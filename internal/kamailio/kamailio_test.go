@@ -7,11 +7,11 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/presencebridge/presencebridge/internal/testkit"
 )
 
 const pidfInACall = `<?xml version="1.0" encoding="UTF-8"?>
@@ -341,42 +341,7 @@ func TestGrantedExpires(t *testing.T) {
 	}
 }
 
-// recorder is a testing.TB that records Skipf and Fatalf instead of acting on them.
-type recorder struct {
-	testing.TB
-	skipped, failed string
-}
-
-func (r *recorder) Helper() {}
-func (r *recorder) Skipf(format string, a ...any) {
-	r.skipped = fmt.Sprintf(format, a...)
-	runtime.Goexit() // as testing.T does
-}
-func (r *recorder) Fatalf(format string, a ...any) {
-	r.failed = fmt.Sprintf(format, a...)
-	runtime.Goexit()
-}
-
-// require runs Require on its own goroutine, which Skipf and Fatalf end.
-func require(t *testing.T) *recorder {
-	r := &recorder{TB: t}
-	done := make(chan struct{})
-	go func() { defer close(done); Require(r) }()
-	<-done
-	return r
-}
-
 // Without Kamailio, Require skips a developer's run but fails CI's.
 func TestRequireFailsUnderCI(t *testing.T) {
-	t.Setenv("KAMAILIO", filepath.Join(t.TempDir(), "no-kamailio-here"))
-	t.Setenv("CI", "")
-	r := require(t)
-	if r.skipped == "" || r.failed != "" || !strings.Contains(r.skipped, "apt-get install") {
-		t.Errorf("without CI: skipped %q, failed %q; want a skip that says how to install", r.skipped, r.failed)
-	}
-	t.Setenv("CI", "true")
-	r = require(t)
-	if r.failed == "" || r.skipped != "" {
-		t.Errorf("with CI=true: skipped %q, failed %q; want a failure", r.skipped, r.failed)
-	}
+	testkit.CheckToolUnderCI(t, "KAMAILIO", "apt-get install", func(tb testing.TB) { Require(tb) })
 }

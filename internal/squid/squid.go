@@ -28,6 +28,8 @@ import (
 	"testing"
 	"text/template"
 	"time"
+
+	"github.com/presencebridge/presencebridge/internal/testkit"
 )
 
 //go:embed squid.conf.tmpl
@@ -123,12 +125,7 @@ const helperDir = "/usr/lib/squid"
 func Require(t testing.TB) string {
 	t.Helper()
 	path, err := Find()
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("%v; CI=true, so the Squid tests must run", err)
-		}
-		t.Skipf("%v; skipping the Squid integration test", err)
-	}
+	testkit.Tool(t, "the Squid integration test", err)
 	return path
 }
 

@@ -14,13 +14,14 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	ntlmssp "github.com/Azure/go-ntlmssp"
+
+	"github.com/presencebridge/presencebridge/internal/testkit"
 )
 
 // Vectors from `openssl passwd -1 -salt <salt> <password>`.
@@ -58,43 +59,9 @@ func TestParseLine(t *testing.T) {
 	}
 }
 
-// recorder is a testing.TB that records Skipf and Fatalf instead of acting on them.
-type recorder struct {
-	testing.TB
-	skipped, failed string
-}
-
-func (r *recorder) Helper() {}
-func (r *recorder) Skipf(format string, a ...any) {
-	r.skipped = fmt.Sprintf(format, a...)
-	runtime.Goexit()
-}
-func (r *recorder) Fatalf(format string, a ...any) {
-	r.failed = fmt.Sprintf(format, a...)
-	runtime.Goexit()
-}
-
-func require(t *testing.T) *recorder {
-	r := &recorder{TB: t}
-	done := make(chan struct{})
-	go func() { defer close(done); Require(r) }()
-	<-done
-	return r
-}
-
 // Without Squid, Require skips a developer's run but fails CI's.
 func TestRequireFailsUnderCI(t *testing.T) {
-	t.Setenv("SQUID", filepath.Join(t.TempDir(), "no-squid-here"))
-	t.Setenv("CI", "")
-	r := require(t)
-	if r.skipped == "" || r.failed != "" || !strings.Contains(r.skipped, "apt-get install -y squid-openssl") {
-		t.Errorf("without CI: skipped %q, failed %q; want a skip that says how to install", r.skipped, r.failed)
-	}
-	t.Setenv("CI", "true")
-	r = require(t)
-	if r.failed == "" || r.skipped != "" {
-		t.Errorf("with CI=true: skipped %q, failed %q; want a failure", r.skipped, r.failed)
-	}
+	testkit.CheckToolUnderCI(t, "SQUID", "apt-get install -y squid-openssl", func(tb testing.TB) { Require(tb) })
 }
 
 func startSquid(t *testing.T, o Options) *Server {

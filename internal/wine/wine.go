@@ -31,6 +31,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/presencebridge/presencebridge/internal/testkit"
 )
 
 //go:embed testdata/bcryptprimitives.c
@@ -92,12 +94,7 @@ func Find() (Tools, error) {
 func Require(t testing.TB) Tools {
 	t.Helper()
 	tools, err := Find()
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("%v; CI=true, so the Windows tests under Wine must run", err)
-		}
-		t.Skipf("%v; skipping the Windows test under Wine", err)
-	}
+	testkit.Tool(t, "the Windows test under Wine", err)
 	return tools
 }
 

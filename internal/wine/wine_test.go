@@ -15,6 +15,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/presencebridge/presencebridge/internal/testkit"
 )
 
 func TestMain(m *testing.M) {
@@ -203,41 +205,7 @@ func TestEventLogLines(t *testing.T) {
 	}
 }
 
-// recorder is a testing.TB that records Skipf and Fatalf instead of acting on them.
-type recorder struct {
-	testing.TB
-	skipped, failed string
-}
-
-func (r *recorder) Helper() {}
-func (r *recorder) Skipf(format string, a ...any) {
-	r.skipped = fmt.Sprintf(format, a...)
-	runtime.Goexit() // as testing.T does
-}
-func (r *recorder) Fatalf(format string, a ...any) {
-	r.failed = fmt.Sprintf(format, a...)
-	runtime.Goexit()
-}
-
-func require(t *testing.T) *recorder {
-	r := &recorder{TB: t}
-	done := make(chan struct{})
-	go func() { defer close(done); Require(r) }()
-	<-done
-	return r
-}
-
 // Without Wine, Require skips a developer's run but fails CI's.
 func TestRequireFailsUnderCI(t *testing.T) {
-	t.Setenv("WINE", filepath.Join(t.TempDir(), "no-wine-here"))
-	t.Setenv("CI", "")
-	r := require(t)
-	if r.skipped == "" || r.failed != "" || !strings.Contains(r.skipped, "apt-get install") {
-		t.Errorf("without CI: skipped %q, failed %q; want a skip that says how to install", r.skipped, r.failed)
-	}
-	t.Setenv("CI", "true")
-	r = require(t)
-	if r.failed == "" || r.skipped != "" {
-		t.Errorf("with CI=true: skipped %q, failed %q; want a failure", r.skipped, r.failed)
-	}
+	testkit.CheckToolUnderCI(t, "WINE", "apt-get install", func(tb testing.TB) { Require(tb) })
 }
