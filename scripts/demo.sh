@@ -55,7 +55,7 @@ say "Latency from the Teams change to the PBX (HTTP arrivals of changes during t
 grep -E '^HTTP .* s after the Teams change' "$DIR/simulate.log" | sed -E 's/.*; ([0-9.]+) s after.*/\1/' |
 	sort -n | awk '{a[NR]=$1; s+=$1} END { if (NR) printf "  %d changes: mean %.2f s, median %.2f s, max %.2f s\n", NR, s/NR, a[int((NR+1)/2)], a[NR]; else print "  no change arrived" }'
 
-say "Restart: run again for 8 s; no second sign-in, and no flood of old states"
+say "Restart: run again for 8 s; no second sign-in, and each user's last state re-asserted at [Delivery] ReassertRate (a PBX may have restarted meanwhile)"
 timeout -s INT 8 "${PB[@]}" run || true
 
 say "presencebridge sync-all (the service is stopped, so the command delivers them itself)"
