@@ -85,6 +85,7 @@ func (d *daemon) Start(service.Service) error {
 		}
 		return d.fail(exitFailure, err)
 	}
+	log.Info("presencebridge started", "version", version, "config", cfg.Path)
 	ctx, cancel := context.WithCancel(context.Background())
 	ended := make(chan struct{})
 	d.mu.Lock()

@@ -124,3 +124,13 @@ func exitCodeOf(err error) int {
 	}
 	return 0
 }
+
+// help, --help and -h print the usage and exit 0 (help was an unknown command).
+func TestHelp(t *testing.T) {
+	for _, arg := range []string{"help", "--help", "-h"} {
+		out, err := exec.Command(binPath, arg).CombinedOutput()
+		if err != nil || !strings.Contains(string(out), "Usage:") || !strings.Contains(string(out), "users apply") {
+			t.Errorf("presencebridge %s: %v\n%s", arg, err, out)
+		}
+	}
+}

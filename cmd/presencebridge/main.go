@@ -36,7 +36,7 @@ Usage:
   presencebridge [--config PATH] <command> [arguments]
 
 Commands:
-  run                     poll Teams presence and deliver changes to the PBX (the service's job)
+  run [--service]         poll Teams presence and deliver changes to the PBX (the service's job)
   login [--account ID]    sign in with the device-code flow; tokens are kept in the state file
   presence get UPN        print one user's live Teams presence, and what each target last got, as JSON
   status [--json]         show accounts, sign-in state, users, the last poll cycle and the targets
@@ -50,6 +50,7 @@ Commands:
   simulate [flags]        run the simulated Microsoft tenant (login + Graph), optionally with a PBX side
   bench [flags]           poll a simulated tenant of many users and print the figures
   version                 print the version
+  help                    print this text
 
 The configuration file is %s by default;
 set --config or the PRESENCEBRIDGE_CONFIG environment variable to use another.
@@ -113,6 +114,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 		"version":  cmdVersion,
 	}
 	name := fs.Arg(0)
+	if name == "help" {
+		fs.SetOutput(stdout)
+		fmt.Fprintf(stdout, usage, defaultConfigPath())
+		return exitOK
+	}
 	cmd, ok := commands[name]
 	if !ok {
 		fmt.Fprintf(stderr, "presencebridge: unknown command %q\n\n", name)

@@ -279,7 +279,7 @@ func (a *App) Run(ctx context.Context) error {
 		a.log.Info("Control endpoint listening", "addr", srv.Addr())
 	}
 
-	a.log.Info("presencebridge started", "version", a.version, "config", a.cfg.Path,
+	a.log.Info("Working with the configuration", "version", a.version, "config", a.cfg.Path,
 		"users", len(a.byUPN), "accounts", len(a.accounts),
 		"proxy", transport.Describe(transport.Options{ProxyURL: a.cfg.Proxy.URL, ProxyUser: a.cfg.Proxy.Username, CAFile: a.cfg.Proxy.CAFile}),
 		"winningTechnology", a.cfg.WinningTechnology)
@@ -348,7 +348,6 @@ func (a *App) Run(ctx context.Context) error {
 	cancel()
 	wg.Wait()
 	a.saveStatus(context.Background())
-	a.log.Info("presencebridge stopped")
 	return err
 }
 

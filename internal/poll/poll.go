@@ -388,9 +388,7 @@ func (p *Poller) cycle(ctx context.Context, chunks [][]string, interval time.Dur
 		p.st.LastGoodCycle = p.o.Clock.Now().UTC()
 	}
 	p.st.ChangesEmitted += emitted
-	st := p.st
 	p.mu.Unlock()
-	_ = p.o.Store.Put(store.BucketAccounts, p.o.Account, st)
 }
 
 // emit passes the changes to the sink, then keeps the changed states in the state
