@@ -22,11 +22,12 @@ import (
 	"github.com/presencebridge/presencebridge/internal/app"
 	"github.com/presencebridge/presencebridge/internal/config"
 	"github.com/presencebridge/presencebridge/internal/poll"
+	"github.com/presencebridge/presencebridge/internal/presence"
 )
 
 type nullSink struct{ n int }
 
-func (s *nullSink) Deliver(_ context.Context, cs []poll.Change) error { s.n += len(cs); return nil }
+func (s *nullSink) Deliver(_ context.Context, cs []presence.Change) error { s.n += len(cs); return nil }
 
 // cmdBench polls a simulated tenant, run as a child process so its CPU and memory
 // are not counted, and prints the figures of the steady-state cycles.

@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/presencebridge/presencebridge/internal/kamailio"
-	"github.com/presencebridge/presencebridge/internal/poll"
 	"github.com/presencebridge/presencebridge/internal/presence"
 	"github.com/presencebridge/presencebridge/internal/push"
 	"github.com/presencebridge/presencebridge/internal/push/cti"
@@ -167,10 +166,10 @@ func burst(ctx context.Context, d *push.Dispatcher, target string, n int, act pr
 	now := start.UTC()
 	before := d.Status()[0].Sent
 	for lo := 0; lo < n; lo += 650 {
-		var changes []poll.Change
+		var changes []presence.Change
 		for i := lo; i < min(lo+650, n); i++ {
 			u := users.User{UPN: fmt.Sprintf("user%05d@contoso.example", i), SIPURI: fmt.Sprintf("sip:%d@pbx.example", 100000+i)}
-			changes = append(changes, poll.Change{User: u, Current: presence.State{UPN: u.UPN, Availability: avail, Activity: act, Seen: now, Changed: now}})
+			changes = append(changes, presence.Change{User: u, Current: presence.State{UPN: u.UPN, Availability: avail, Activity: act, Seen: now, Changed: now}})
 		}
 		if err := d.Deliver(ctx, changes); err != nil {
 			return 0, 0, err

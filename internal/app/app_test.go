@@ -15,27 +15,27 @@ import (
 	"github.com/presencebridge/presencebridge/internal/auth"
 	"github.com/presencebridge/presencebridge/internal/config"
 	"github.com/presencebridge/presencebridge/internal/graphsim"
-	"github.com/presencebridge/presencebridge/internal/poll"
+	"github.com/presencebridge/presencebridge/internal/presence"
 	"github.com/presencebridge/presencebridge/internal/store"
 )
 
 // recordingSink keeps a copy of every change (the poller reuses its slice).
 type recordingSink struct {
 	mu      sync.Mutex
-	changes []poll.Change
+	changes []presence.Change
 }
 
-func (s *recordingSink) Deliver(_ context.Context, cs []poll.Change) error {
+func (s *recordingSink) Deliver(_ context.Context, cs []presence.Change) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.changes = append(s.changes, cs...)
 	return nil
 }
 
-func (s *recordingSink) byUPN() map[string][]poll.Change {
+func (s *recordingSink) byUPN() map[string][]presence.Change {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	m := map[string][]poll.Change{}
+	m := map[string][]presence.Change{}
 	for _, c := range s.changes {
 		m[c.User.UPN] = append(m[c.User.UPN], c)
 	}

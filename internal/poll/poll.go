@@ -20,25 +20,18 @@ import (
 	"github.com/presencebridge/presencebridge/internal/users"
 )
 
-// Change is one user's new presence.
-type Change struct {
-	User     users.User
-	Previous presence.State // zero on first sight
-	Current  presence.State
-}
-
 // Sink receives changes (the PBX side implements it). Deliver is called once per
 // chunk read, as soon as its reply is in; the slice is reused afterwards, so a
 // Sink that keeps changes must copy them.
 type Sink interface {
-	Deliver(ctx context.Context, changes []Change) error
+	Deliver(ctx context.Context, changes []presence.Change) error
 }
 
 // LogSink logs one line per change.
 type LogSink struct{ Logger *slog.Logger }
 
 // Deliver logs each change with the UPN.
-func (s LogSink) Deliver(_ context.Context, changes []Change) error {
+func (s LogSink) Deliver(_ context.Context, changes []presence.Change) error {
 	for _, c := range changes {
 		s.Logger.Info("Presence changed", "upn", c.User.UPN,
 			"from", string(c.Previous.Availability)+"/"+string(c.Previous.Activity),
@@ -344,7 +337,7 @@ func (p *Poller) cycle(ctx context.Context, chunks [][]string, interval time.Dur
 	start := p.o.Clock.Now()
 	ok := true
 	emitted := 0
-	var changes []Change
+	var changes []presence.Change
 	pace := time.Duration(0)
 	if len(chunks) > 0 {
 		pace = interval / time.Duration(len(chunks))
@@ -397,7 +390,7 @@ func (p *Poller) cycle(ctx context.Context, chunks [][]string, interval time.Dur
 // queued would be lost, because after the restart the kept state equals Graph's
 // and no change is seen. Queued first, the restart sees the change again and
 // queues it once more, which the outbox coalesces.
-func (p *Poller) emit(ctx context.Context, changes []Change) bool {
+func (p *Poller) emit(ctx context.Context, changes []presence.Change) bool {
 	if len(changes) == 0 {
 		return true
 	}
@@ -498,7 +491,7 @@ func (p *Poller) noteError(err error) {
 }
 
 // diff normalises a chunk's presences and appends the users whose state changed.
-func (p *Poller) diff(ps []graph.Presence, changes []Change) []Change {
+func (p *Poller) diff(ps []graph.Presence, changes []presence.Change) []presence.Change {
 	now := p.o.Clock.Now().UTC()
 	for _, gp := range ps {
 		upn, ok := p.byID[gp.ID]
@@ -521,7 +514,7 @@ func (p *Poller) diff(ps []graph.Presence, changes []Change) []Change {
 			continue
 		}
 		p.states[upn] = cur
-		changes = append(changes, Change{User: p.o.Users[p.byUPN[upn]], Previous: prev, Current: cur})
+		changes = append(changes, presence.Change{User: p.o.Users[p.byUPN[upn]], Previous: prev, Current: cur})
 	}
 	return changes
 }

@@ -28,10 +28,10 @@ const presencePath = "/v1.0/communications/getPresencesByUserId"
 
 type countingSink struct {
 	mu      sync.Mutex
-	changes []Change
+	changes []presence.Change
 }
 
-func (s *countingSink) Deliver(_ context.Context, cs []Change) error {
+func (s *countingSink) Deliver(_ context.Context, cs []presence.Change) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.changes = append(s.changes, cs...)
@@ -376,10 +376,10 @@ type orderSink struct {
 	mu      sync.Mutex
 	early   []string // users whose new state was kept before it was queued
 	fail    bool
-	changes []Change
+	changes []presence.Change
 }
 
-func (s *orderSink) Deliver(_ context.Context, cs []Change) error {
+func (s *orderSink) Deliver(_ context.Context, cs []presence.Change) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.fail {

@@ -5,6 +5,8 @@ package presence
 import (
 	"strings"
 	"time"
+
+	"github.com/presencebridge/presencebridge/internal/users"
 )
 
 // Availability is the base presence of a user as Graph reports it.
@@ -96,4 +98,12 @@ type State struct {
 // SameAs reports whether s and o show the same presence (times are ignored).
 func (s State) SameAs(o State) bool {
 	return s.Availability == o.Availability && s.Activity == o.Activity && s.OutOfOffice == o.OutOfOffice
+}
+
+// Change is one user's new Teams presence, as the poller saw it: where the Teams
+// side hands over to the rest.
+type Change struct {
+	User     users.User
+	Previous State // zero on first sight
+	Current  State
 }

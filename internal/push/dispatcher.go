@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/presencebridge/presencebridge/internal/clock"
-	"github.com/presencebridge/presencebridge/internal/poll"
 	"github.com/presencebridge/presencebridge/internal/presence"
 	"github.com/presencebridge/presencebridge/internal/store"
 	"github.com/presencebridge/presencebridge/internal/users"
@@ -131,7 +130,7 @@ func (d *Dispatcher) Enqueue(_ context.Context, items []Item) error {
 }
 
 // Deliver maps the poller's changes and queues them (poll.Sink).
-func (d *Dispatcher) Deliver(ctx context.Context, changes []poll.Change) error {
+func (d *Dispatcher) Deliver(ctx context.Context, changes []presence.Change) error {
 	items := make([]Item, 0, len(changes))
 	now := d.o.Clock.Now().UTC()
 	for _, c := range changes {

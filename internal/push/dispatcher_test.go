@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"github.com/presencebridge/presencebridge/internal/clock"
-	"github.com/presencebridge/presencebridge/internal/poll"
 	"github.com/presencebridge/presencebridge/internal/presence"
 	"github.com/presencebridge/presencebridge/internal/store"
 	"github.com/presencebridge/presencebridge/internal/users"
@@ -376,11 +375,11 @@ func TestOneInFlightPerUserUnderConcurrency(t *testing.T) {
 	for p := range pollers {
 		wg.Go(func() {
 			for round := range rounds {
-				var changes []poll.Change
+				var changes []presence.Change
 				for u := range perPoller {
 					upn := fmt.Sprintf("p%d-u%02d@x", p, u)
 					s := states[(u+round)%len(states)]
-					changes = append(changes, poll.Change{User: users.User{UPN: upn},
+					changes = append(changes, presence.Change{User: users.User{UPN: upn},
 						Current: presence.State{UPN: upn, Availability: s.a, Activity: s.act, Changed: t0.Add(time.Duration(round) * time.Minute)}})
 				}
 				if err := d.Deliver(context.Background(), changes); err != nil {

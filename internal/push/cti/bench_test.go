@@ -18,7 +18,6 @@ import (
 
 	"github.com/presencebridge/presencebridge/internal/clock"
 	"github.com/presencebridge/presencebridge/internal/graph"
-	"github.com/presencebridge/presencebridge/internal/poll"
 	"github.com/presencebridge/presencebridge/internal/presence"
 	"github.com/presencebridge/presencebridge/internal/push"
 	"github.com/presencebridge/presencebridge/internal/store"
@@ -97,9 +96,9 @@ func benchBurst(b *testing.B, batch bool, n int) {
 	for i := range b.N {
 		s := flip[i%2]
 		now := time.Now().UTC()
-		changes := make([]poll.Change, n)
+		changes := make([]presence.Change, n)
 		for j, u := range us {
-			changes[j] = poll.Change{User: u, Current: presence.State{UPN: u.UPN, Availability: s.a, Activity: s.act, Seen: now, Changed: now}}
+			changes[j] = presence.Change{User: u, Current: presence.State{UPN: u.UPN, Availability: s.a, Activity: s.act, Seen: now, Changed: now}}
 		}
 		want := got.Load() + int64(n)
 		startSent := d.Status()[0].Sent
