@@ -117,7 +117,7 @@ func cmdBenchDelivery(g globals, args []string) int {
 			stop()
 			return fail(err)
 		}
-		d := push.NewDispatcher(push.Options{Store: db, Targets: []push.Target{target}, Logger: quiet})
+		d := push.NewDispatcher(push.Options{Outbox: push.BoltOutbox(db), Targets: []push.Target{target}, Logger: quiet})
 		rctx, cancel := context.WithCancel(ctx)
 		done := make(chan error, 1)
 		go func() { done <- d.Run(rctx) }()

@@ -164,7 +164,7 @@ func Open(o Options) (*App, error) {
 		}
 	}
 	a.targets = targets
-	a.dispatcher = push.NewDispatcher(push.Options{Store: a.db, Targets: targets, Mapping: cfg.Mapping, Clock: o.Clock,
+	a.dispatcher = push.NewDispatcher(push.Options{Outbox: push.BoltOutbox(a.db), Targets: targets, Mapping: cfg.Mapping, Clock: o.Clock,
 		Logger: o.Logger, BatchSize: cfg.Delivery.BatchSize, MinBackoff: cfg.Delivery.RetryMin, MaxBackoff: cfg.Delivery.RetryMax,
 		ReassertRate: cfg.Delivery.ReassertRate, NoReassertAtStart: o.Reloaded, ProbeInterval: cfg.Delivery.ProbeInterval})
 	switch {

@@ -175,7 +175,7 @@ func (s sipPubs) SavePublications(pubs map[string]*sip.Publication) error {
 // removeDeparted queues a removal for users that were delivered to a target but are
 // no longer in the users file, so the PBX stops showing their last state.
 func (a *App) removeDeparted(ctx context.Context) error {
-	shown, err := push.Shown(a.db)
+	shown, err := push.BoltOutbox(a.db).Shown()
 	if err != nil {
 		return err
 	}

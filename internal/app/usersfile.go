@@ -29,7 +29,7 @@ func usersFileSum(path string) (string, error) {
 
 // compareShown compares list with the users the PBX shows now (push.Shown).
 func compareShown(db *store.DB, list []users.User) (users.Removal, error) {
-	shown, err := push.Shown(db)
+	shown, err := push.BoltOutbox(db).Shown()
 	if err != nil {
 		return users.Removal{}, err
 	}

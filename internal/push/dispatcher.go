@@ -11,13 +11,13 @@ import (
 
 	"github.com/presencebridge/presencebridge/internal/clock"
 	"github.com/presencebridge/presencebridge/internal/presence"
-	"github.com/presencebridge/presencebridge/internal/store"
 	"github.com/presencebridge/presencebridge/internal/users"
 )
 
 // Options configure a Dispatcher.
 type Options struct {
-	Store   *store.DB
+	// Outbox keeps the pending and delivered states (BoltOutbox in the service).
+	Outbox  Outbox
 	Targets []Target
 	Mapping *presence.Mapping // default presence.DefaultMapping()
 	Clock   clock.Clock
@@ -117,7 +117,7 @@ func (d *Dispatcher) Enqueue(_ context.Context, items []Item) error {
 	if len(items) == 0 || len(d.workers) == 0 {
 		return nil
 	}
-	if err := enqueue(d.o.Store, d.names, d.accepts, items); err != nil {
+	if err := d.o.Outbox.Enqueue(d.names, d.accepts, items); err != nil {
 		return fmt.Errorf("queue %d states for delivery: %w", len(items), err)
 	}
 	for _, w := range d.workers {
@@ -166,13 +166,13 @@ func (d *Dispatcher) Close() {
 }
 
 // Pending counts the states target has not accepted yet.
-func (d *Dispatcher) Pending(target string) int { return countPending(d.o.Store, target) }
+func (d *Dispatcher) Pending(target string) int { return d.o.Outbox.Pending(target) }
 
 // Delivered lists what each target last accepted for upn.
 func (d *Dispatcher) Delivered(upn string) []Delivered {
 	var out []Delivered
 	for _, n := range d.names {
-		if dl, ok := delivered(d.o.Store, n, upn); ok {
+		if dl, ok, err := d.o.Outbox.Delivered(n, upn); err == nil && ok {
 			out = append(out, dl)
 		}
 	}
@@ -183,7 +183,7 @@ func (d *Dispatcher) Delivered(upn string) []Delivered {
 func (d *Dispatcher) PendingFor(upn string) []string {
 	var out []string
 	for _, n := range d.names {
-		if hasPending(d.o.Store, n, upn) {
+		if d.o.Outbox.HasPending(n, upn) {
 			out = append(out, n)
 		}
 	}
@@ -197,7 +197,7 @@ func (d *Dispatcher) Status() []TargetStatus {
 		w.mu.Lock()
 		st := w.st
 		w.mu.Unlock()
-		st.Pending = countPending(d.o.Store, w.t.Name())
+		st.Pending = d.o.Outbox.Pending(w.t.Name())
 		out = append(out, st)
 	}
 	return out
@@ -215,11 +215,11 @@ type worker struct {
 	logged      map[string]uint64        // UPN -> Seq of the last permanent refusal logged
 	backoff     time.Duration            // target back-off while down
 	storeWait   time.Duration            // back-off while the state file cannot be written
-	cursor      []byte                   // outbox key of the last item picked (round robin)
+	cursor      string                   // UPN of the last item picked (round robin)
 	// Re-asserting: the states accepted before reassertFrom, the delivered key
 	// read last, and when the next page is due.
 	reassertFrom   time.Time
-	reassertCursor []byte
+	reassertCursor string
 	reassertNext   time.Time
 	probeAt        time.Time // when an idle Prober is probed next
 
@@ -238,7 +238,7 @@ func (w *worker) run(ctx context.Context) {
 	for ctx.Err() == nil {
 		now := clk.Now()
 		var next time.Time // earliest per-user retry among the items held back
-		items, last, err := pick(w.d.o.Store, w.t.Name(), w.d.o.BatchSize, w.cursor, func(upn string) bool {
+		items, last, err := w.d.o.Outbox.Pick(w.t.Name(), w.d.o.BatchSize, w.cursor, func(upn string) bool {
 			if at, ok := w.retryAt[upn]; ok && at.After(now) {
 				next = earliest(next, at)
 				return false
@@ -315,9 +315,9 @@ func (w *worker) sleep(ctx context.Context, d time.Duration) { _ = w.d.o.Clock.S
 func (w *worker) startReassert(why string) {
 	// What the target accepts from now on is new to it: only older states need it.
 	w.reassertFrom = w.d.o.Clock.Now().UTC()
-	w.reassertCursor, w.reassertNext = nil, time.Time{}
+	w.reassertCursor, w.reassertNext = "", time.Time{}
 	w.st.Reasserting = true
-	if n := countDelivered(w.d.o.Store, w.t.Name()); n > 0 {
+	if n := w.d.o.Outbox.CountDelivered(w.t.Name()); n > 0 {
 		w.log.Info("Re-asserting the users' last states to the target", "why", why, "users", n, "perSecond", w.d.o.ReassertRate)
 	}
 }
@@ -334,7 +334,7 @@ func (w *worker) reasserting() bool {
 func (w *worker) reassert(ctx context.Context) {
 	rate := w.d.o.ReassertRate
 	n := max(1, min(w.d.o.BatchSize, int(rate)))
-	page, last, err := deliveredAfter(w.d.o.Store, w.t.Name(), w.reassertCursor, n, w.reassertFrom)
+	page, last, err := w.d.o.Outbox.DeliveredAfter(w.t.Name(), w.reassertCursor, n, w.reassertFrom)
 	if err != nil {
 		w.log.Error("Reading the delivered states failed; they are not re-asserted", "err", err)
 	}
@@ -412,7 +412,7 @@ func (w *worker) probe(ctx context.Context) {
 // and forgotten what it was told.
 func (w *worker) markUp() {
 	if w.st.Down {
-		w.log.Info("Delivery target back", "pending", countPending(w.d.o.Store, w.t.Name()))
+		w.log.Info("Delivery target back", "pending", w.d.o.Outbox.Pending(w.t.Name()))
 		if w.d.o.ReassertRate > 0 {
 			w.startReassert("the target is back")
 		}
@@ -436,35 +436,31 @@ func (w *worker) markDown(now time.Time, err error) {
 
 // send hands one batch to the target and settles the outcome. Only one batch is
 // in flight per target, so a user never has two states in flight.
-func (w *worker) send(ctx context.Context, batch []pending) {
-	items := make([]Item, len(batch))
-	for i, p := range batch {
-		items[i] = p.Item
-	}
+func (w *worker) send(ctx context.Context, items []Item) {
 	errs := w.t.Send(ctx, items)
 	now := w.d.o.Clock.Now().UTC()
+	delivered := func(it Item) Delivered {
+		return Delivered{Target: w.t.Name(), UPN: it.User.UPN, User: it.User, Mapped: it.Mapped, State: it.State,
+			Reason: it.Reason, Seq: it.Seq, Queued: it.Queued, At: now}
+	}
 	if ctx.Err() != nil {
 		// Stopping: what the target accepted is recorded, so that a restart does
 		// not send it again; the rest stays pending for the next run.
 		var accepted []Delivered
-		var raw [][]byte
 		for i, it := range items {
 			if i < len(errs) && errs[i] == nil {
-				accepted = append(accepted, Delivered{Target: w.t.Name(), UPN: it.User.UPN, User: it.User, Mapped: it.Mapped,
-					State: it.State, Reason: it.Reason, Seq: it.Seq, Queued: it.Queued, At: now})
-				raw = append(raw, batch[i].raw)
+				accepted = append(accepted, delivered(it))
 			}
 		}
 		if len(accepted) > 0 {
-			if err := settle(w.d.o.Store, w.t.Name(), accepted, raw, nil); err != nil {
+			if err := w.d.o.Outbox.Settle(w.t.Name(), accepted, nil); err != nil {
 				w.log.Warn("Recording delivered states at stop failed; they are sent again after the restart", "err", err)
 			}
 		}
 		return
 	}
 	var accepted []Delivered
-	var acceptedRaw [][]byte
-	var dropped []pending
+	var dropped []Item
 	failed, down := 0, false
 	fresh := false // a user failed who had not failed before: evidence about the target
 	var lastErr error
@@ -479,13 +475,11 @@ func (w *worker) send(ctx context.Context, batch []pending) {
 		var perm *PermanentError
 		switch {
 		case err == nil:
-			accepted = append(accepted, Delivered{Target: w.t.Name(), UPN: upn, User: it.User, Mapped: it.Mapped, State: it.State,
-				Reason: it.Reason, Seq: it.Seq, Queued: it.Queued, At: now})
-			acceptedRaw = append(acceptedRaw, batch[i].raw)
+			accepted = append(accepted, delivered(it))
 			delete(w.retryAt, upn)
 			delete(w.userBackoff, upn)
 		case errors.As(err, &perm):
-			dropped = append(dropped, batch[i])
+			dropped = append(dropped, it)
 			if w.logged[upn] != it.Seq {
 				w.logged[upn] = it.Seq
 				w.log.Warn("Target refused a state for good; dropped until the user's state changes", "upn", upn, "err", err.Error())
@@ -502,7 +496,7 @@ func (w *worker) send(ctx context.Context, batch []pending) {
 	}
 	var storeErr error
 	if len(accepted)+len(dropped) > 0 {
-		storeErr = settle(w.d.o.Store, w.t.Name(), accepted, acceptedRaw, dropped)
+		storeErr = w.d.o.Outbox.Settle(w.t.Name(), accepted, dropped)
 	}
 
 	w.mu.Lock()

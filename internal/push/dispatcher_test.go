@@ -122,7 +122,7 @@ func (r *rig) open(t *testing.T) {
 }
 
 func (r *rig) dispatcher(targets ...Target) *Dispatcher {
-	return NewDispatcher(Options{Store: r.db, Targets: targets, Clock: r.clk, Logger: slog.New(slog.NewTextHandler(r.logs, nil)),
+	return NewDispatcher(Options{Outbox: BoltOutbox(r.db), Targets: targets, Clock: r.clk, Logger: slog.New(slog.NewTextHandler(r.logs, nil)),
 		MinBackoff: time.Second, MaxBackoff: 8 * time.Second, BatchSize: 50})
 }
 
@@ -366,7 +366,7 @@ func TestOneInFlightPerUserUnderConcurrency(t *testing.T) {
 	r := newRig(t)
 	f := newFake("sip")
 	f.delay = 500 * time.Microsecond
-	d := NewDispatcher(Options{Store: r.db, Targets: []Target{f}, Clock: r.clk, Logger: slog.New(slog.NewTextHandler(r.logs, nil)), BatchSize: 7})
+	d := NewDispatcher(Options{Outbox: BoltOutbox(r.db), Targets: []Target{f}, Clock: r.clk, Logger: slog.New(slog.NewTextHandler(r.logs, nil)), BatchSize: 7})
 	start(t, d)
 	const pollers, perPoller, rounds = 4, 25, 20
 	t0 := time.Date(2026, 11, 23, 8, 0, 0, 0, time.UTC)
@@ -428,7 +428,7 @@ func TestBusyUsersDoNotStarveOthers(t *testing.T) {
 	r := newRig(t)
 	f := newFake("sip")
 	f.gate, f.started = make(chan struct{}), make(chan []Item, 8)
-	d := NewDispatcher(Options{Store: r.db, Targets: []Target{f}, Clock: r.clk, Logger: slog.New(slog.DiscardHandler), BatchSize: 2})
+	d := NewDispatcher(Options{Outbox: BoltOutbox(r.db), Targets: []Target{f}, Clock: r.clk, Logger: slog.New(slog.DiscardHandler), BatchSize: 2})
 	var all []Item
 	for _, u := range []string{"a@x", "b@x", "c@x", "d@x"} {
 		all = append(all, item(u, presence.Busy, presence.ActInACall))
@@ -547,7 +547,7 @@ func TestReassertAtStartAndAfterAnOutage(t *testing.T) {
 
 	// A restart re-asserts each user's last state once, with its sequence number,
 	// two users a second.
-	d = NewDispatcher(Options{Store: r.db, Targets: []Target{f}, Clock: r.clk, Logger: slog.New(slog.NewTextHandler(r.logs, nil)),
+	d = NewDispatcher(Options{Outbox: BoltOutbox(r.db), Targets: []Target{f}, Clock: r.clk, Logger: slog.New(slog.NewTextHandler(r.logs, nil)),
 		MinBackoff: time.Second, MaxBackoff: 8 * time.Second, BatchSize: 50, ReassertRate: 2})
 	before := r.clk.Now()
 	stop = start(t, d)
@@ -615,7 +615,7 @@ func (p *probingTarget) Probe(ctx context.Context) error {
 func TestProbeWhileIdle(t *testing.T) {
 	r := newRig(t)
 	p := &probingTarget{fakeTarget: newFake("sip"), probeErr: make(chan error, 4)}
-	d := NewDispatcher(Options{Store: r.db, Targets: []Target{p}, Clock: r.clk, Logger: slog.New(slog.NewTextHandler(r.logs, nil)),
+	d := NewDispatcher(Options{Outbox: BoltOutbox(r.db), Targets: []Target{p}, Clock: r.clk, Logger: slog.New(slog.NewTextHandler(r.logs, nil)),
 		MinBackoff: time.Second, MaxBackoff: 8 * time.Second, ReassertRate: 100, ProbeInterval: 30 * time.Second})
 	d.Enqueue(context.Background(), []Item{item("a@x", presence.Available, presence.ActAvailable)})
 	p.probeErr <- fmt.Errorf("OPTIONS: no answer: %w", ErrTargetDown)
@@ -639,7 +639,7 @@ func TestProbeWhileIdle(t *testing.T) {
 func TestReassertSkipsWhatIsNew(t *testing.T) {
 	r := newRig(t)
 	f := newFake("http")
-	d := NewDispatcher(Options{Store: r.db, Targets: []Target{f}, Logger: slog.New(slog.DiscardHandler), ReassertRate: 1000})
+	d := NewDispatcher(Options{Outbox: BoltOutbox(r.db), Targets: []Target{f}, Logger: slog.New(slog.DiscardHandler), ReassertRate: 1000})
 	start(t, d)
 	time.Sleep(10 * time.Millisecond)
 	var items []Item

@@ -313,7 +313,7 @@ func TestRetriedThroughDispatcher(t *testing.T) {
 	}
 	defer db.Close()
 	clk := clock.NewFake(time.Date(2026, 11, 23, 8, 0, 0, 0, time.UTC))
-	d := push.NewDispatcher(push.Options{Store: db, Targets: []push.Target{tg}, Clock: clk, Logger: slog.New(slog.DiscardHandler)})
+	d := push.NewDispatcher(push.Options{Outbox: push.BoltOutbox(db), Targets: []push.Target{tg}, Clock: clk, Logger: slog.New(slog.DiscardHandler)})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { d.Run(ctx); close(done) }()
@@ -354,7 +354,7 @@ func TestTimeoutRetriedThroughDispatcher(t *testing.T) {
 	defer db.Close()
 	var logs syncBuffer
 	clk := clock.NewFake(time.Date(2026, 11, 23, 8, 0, 0, 0, time.UTC))
-	d := push.NewDispatcher(push.Options{Store: db, Targets: []push.Target{tg}, Clock: clk, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	d := push.NewDispatcher(push.Options{Outbox: push.BoltOutbox(db), Targets: []push.Target{tg}, Clock: clk, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { d.Run(ctx); close(done) }()
@@ -387,7 +387,7 @@ func TestSecretsStayOutOfLogsAndStatus(t *testing.T) {
 	defer db.Close()
 	var logs syncBuffer
 	clk := clock.NewFake(time.Date(2026, 11, 23, 8, 0, 0, 0, time.UTC))
-	d := push.NewDispatcher(push.Options{Store: db, Targets: []push.Target{tg}, Clock: clk, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	d := push.NewDispatcher(push.Options{Outbox: push.BoltOutbox(db), Targets: []push.Target{tg}, Clock: clk, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { d.Run(ctx); close(done) }()
@@ -462,7 +462,7 @@ func TestStopFinishesRequestsInFlight(t *testing.T) {
 		items[i] = item(fmt.Sprintf("u%02d@x", i), 0)
 	}
 	run := func() (stop func()) {
-		d := push.NewDispatcher(push.Options{Store: db, Targets: []push.Target{tg}, Logger: slog.New(slog.DiscardHandler)})
+		d := push.NewDispatcher(push.Options{Outbox: push.BoltOutbox(db), Targets: []push.Target{tg}, Logger: slog.New(slog.DiscardHandler)})
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan struct{})
 		go func() { d.Run(ctx); close(done) }()
@@ -486,7 +486,7 @@ func TestStopFinishesRequestsInFlight(t *testing.T) {
 	if got := len(c.received()); got != concurrency || started.Load() != concurrency {
 		t.Fatalf("the CTI took %d documents in %d requests at the stop, want the %d in flight and no new ones", got, started.Load(), concurrency)
 	}
-	d := push.NewDispatcher(push.Options{Store: db, Targets: []push.Target{tg}})
+	d := push.NewDispatcher(push.Options{Outbox: push.BoltOutbox(db), Targets: []push.Target{tg}})
 	if p := d.Pending("http"); p != n-concurrency {
 		t.Fatalf("%d states pending after the stop, want %d (the ones in flight were accepted)", p, n-concurrency)
 	}

@@ -279,7 +279,7 @@ func TestIntegrationKamailioRestartIsToldAgain(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer db.Close()
-	d := push.NewDispatcher(push.Options{Store: db, Targets: []push.Target{p}, Logger: slog.New(slog.DiscardHandler),
+	d := push.NewDispatcher(push.Options{Outbox: push.BoltOutbox(db), Targets: []push.Target{p}, Logger: slog.New(slog.DiscardHandler),
 		MinBackoff: 100 * time.Millisecond, MaxBackoff: 300 * time.Millisecond, ReassertRate: 500, ProbeInterval: 200 * time.Millisecond})
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
