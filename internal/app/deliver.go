@@ -2,11 +2,8 @@ package app
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"time"
-
-	bolt "go.etcd.io/bbolt"
 
 	"github.com/presencebridge/presencebridge/internal/config"
 	"github.com/presencebridge/presencebridge/internal/presence"
@@ -125,51 +122,7 @@ func (a *App) newSIPTarget(cfg *config.Config) (push.Target, error) {
 	return sip.New(sip.Options{Transport: cfg.SIP.Transport, Server: cfg.SIP.Server, OutboundProxy: cfg.SIP.OutboundProxy,
 		FromURI: cfg.SIP.From, Username: cfg.SIP.Username, Password: cfg.SIP.Password.Reveal(), CAFile: cfg.SIP.CAFile,
 		ServerName: cfg.SIP.ServerName, Expires: cfg.SIP.Expires, Concurrency: cfg.SIP.Concurrency, Rate: cfg.SIP.Rate,
-		Timeout: cfg.SIP.Timeout, ETags: sipPubs{a}, Clock: a.clk, Logger: a.log.With("target", "sip")})
-}
-
-// sipPubs keeps SIP publications in the state file.
-type sipPubs struct{ a *App }
-
-func (s sipPubs) LoadPublications() (map[string]sip.Publication, error) {
-	out := map[string]sip.Publication{}
-	err := s.a.db.ForEach(store.BucketSIPPubs, func(k string, raw []byte) error {
-		var p sip.Publication
-		if json.Unmarshal(raw, &p) == nil {
-			out[k] = p
-		}
-		return nil
-	})
-	return out, err
-}
-
-func (s sipPubs) SavePublication(uri string, p sip.Publication) error {
-	return s.a.db.Put(store.BucketSIPPubs, uri, p)
-}
-
-func (s sipPubs) DeletePublication(uri string) error { return s.a.db.Delete(store.BucketSIPPubs, uri) }
-
-// SavePublications writes (nil: deletes) many publications in one transaction.
-func (s sipPubs) SavePublications(pubs map[string]*sip.Publication) error {
-	return s.a.db.Update(func(tx *bolt.Tx) error {
-		b := tx.Bucket([]byte(store.BucketSIPPubs))
-		for uri, p := range pubs {
-			if p == nil {
-				if err := b.Delete([]byte(uri)); err != nil {
-					return err
-				}
-				continue
-			}
-			raw, err := json.Marshal(p)
-			if err != nil {
-				return err
-			}
-			if err := b.Put([]byte(uri), raw); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
+		Timeout: cfg.SIP.Timeout, ETags: sip.BoltPublications(a.db), Clock: a.clk, Logger: a.log.With("target", "sip")})
 }
 
 // removeDeparted queues a removal for users that were delivered to a target but are
@@ -276,5 +229,3 @@ func (acc *account) setStale(t time.Time) {
 	defer acc.mu.Unlock()
 	acc.stale = t
 }
-
-var _ sip.ETagBatchStore = sipPubs{}

@@ -622,7 +622,7 @@ func TestConcurrencyBound(t *testing.T) {
 	}
 }
 
-// memStore is an ETagBatchStore in memory.
+// memStore is an ETagStore in memory.
 type memStore struct {
 	mu      sync.Mutex
 	pubs    map[string]Publication
@@ -639,14 +639,6 @@ func (m *memStore) LoadPublications() (map[string]Publication, error) {
 	return out, nil
 }
 
-func (m *memStore) SavePublication(uri string, p Publication) error {
-	return m.SavePublications(map[string]*Publication{uri: &p})
-}
-
-func (m *memStore) DeletePublication(uri string) error {
-	return m.SavePublications(map[string]*Publication{uri: nil})
-}
-
 func (m *memStore) SavePublications(pubs map[string]*Publication) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -661,62 +653,44 @@ func (m *memStore) SavePublications(pubs map[string]*Publication) error {
 	return nil
 }
 
-// singleStore hides memStore's batch method: a plain ETagStore.
-type singleStore struct{ m *memStore }
-
-func (s singleStore) LoadPublications() (map[string]Publication, error) {
-	return s.m.LoadPublications()
-}
-func (s singleStore) SavePublication(uri string, p Publication) error {
-	return s.m.SavePublication(uri, p)
-}
-func (s singleStore) DeletePublication(uri string) error { return s.m.DeletePublication(uri) }
-
 // Publications kept in an ETagStore survive a restart: the new publisher
-// modifies or removes them rather than leaving second ones behind. A batch
-// store is written once per Send, a plain one once per change.
+// modifies or removes them rather than leaving second ones behind. The store is
+// written once per Send.
 func TestETagStoreAcrossRestart(t *testing.T) {
-	for _, batch := range []bool{true, false} {
-		t.Run(fmt.Sprintf("batch=%v", batch), func(t *testing.T) {
-			f := startPBX(t, nil)
-			mem := &memStore{pubs: map[string]Publication{
-				"sip:9@pbx.example": {ETag: "other-server", Expires: time.Now().Add(time.Hour), Transport: "udp", Dest: "10.0.0.1:5060"},
-			}}
-			var store ETagStore = mem
-			wantWrites := 1
-			if !batch {
-				store, wantWrites = singleStore{mem}, 2
-			}
-			p := newPublisher(t, Options{Server: f.UDP, ETags: store})
-			items := []push.Item{itemFor("sip:1@pbx.example", presence.Busy, presence.ActBusy), itemFor("sip:2@pbx.example", presence.Away, presence.ActAway)}
-			for _, err := range p.Send(context.Background(), items) {
-				if err != nil {
-					t.Fatal(err)
-				}
-			}
-			if mem.batches != wantWrites || len(mem.pubs) != 3 {
-				t.Fatalf("%d writes, %d kept; want %d writes, 3 kept", mem.batches, len(mem.pubs), wantWrites)
-			}
-			p.Close()
+	f := startPBX(t, nil)
+	mem := &memStore{pubs: map[string]Publication{
+		"sip:9@pbx.example": {ETag: "other-server", Expires: time.Now().Add(time.Hour), Transport: "udp", Dest: "10.0.0.1:5060"},
+	}}
+	var store ETagStore = mem
+	const wantWrites = 1
+	p := newPublisher(t, Options{Server: f.UDP, ETags: store})
+	items := []push.Item{itemFor("sip:1@pbx.example", presence.Busy, presence.ActBusy), itemFor("sip:2@pbx.example", presence.Away, presence.ActAway)}
+	for _, err := range p.Send(context.Background(), items) {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if mem.batches != wantWrites || len(mem.pubs) != 3 {
+		t.Fatalf("%d writes, %d kept; want %d writes, 3 kept", mem.batches, len(mem.pubs), wantWrites)
+	}
+	p.Close()
 
-			p2 := newPublisher(t, Options{Server: f.UDP, ETags: store})
-			if p2.Published() != 2 {
-				t.Errorf("after the restart %d publications, want 2 (the one for another server ignored)", p2.Published())
-			}
-			if err := send1(t, p2, itemFor("sip:1@pbx.example", presence.Offline, presence.ActOffline)); err != nil {
-				t.Fatal(err)
-			}
-			if err := send1(t, p2, removal("sip:2@pbx.example")); err != nil {
-				t.Fatal(err)
-			}
-			reqs := f.requests()
-			if len(reqs) != 4 || reqs[2].h("SIP-If-Match") == "" || reqs[3].h("SIP-If-Match") == "" || reqs[3].h("Expires") != "0" {
-				t.Fatalf("after the restart: %d requests, want a modification and a removal with SIP-If-Match", len(reqs))
-			}
-			if _, ok := mem.pubs["sip:2@pbx.example"]; ok || mem.pubs["sip:1@pbx.example"].ETag != "etag-3" {
-				t.Errorf("kept %+v", mem.pubs)
-			}
-		})
+	p2 := newPublisher(t, Options{Server: f.UDP, ETags: store})
+	if p2.Published() != 2 {
+		t.Errorf("after the restart %d publications, want 2 (the one for another server ignored)", p2.Published())
+	}
+	if err := send1(t, p2, itemFor("sip:1@pbx.example", presence.Offline, presence.ActOffline)); err != nil {
+		t.Fatal(err)
+	}
+	if err := send1(t, p2, removal("sip:2@pbx.example")); err != nil {
+		t.Fatal(err)
+	}
+	reqs := f.requests()
+	if len(reqs) != 4 || reqs[2].h("SIP-If-Match") == "" || reqs[3].h("SIP-If-Match") == "" || reqs[3].h("Expires") != "0" {
+		t.Fatalf("after the restart: %d requests, want a modification and a removal with SIP-If-Match", len(reqs))
+	}
+	if _, ok := mem.pubs["sip:2@pbx.example"]; ok || mem.pubs["sip:1@pbx.example"].ETag != "etag-3" {
+		t.Errorf("kept %+v", mem.pubs)
 	}
 }
 
