@@ -13,7 +13,10 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/presencebridge/presencebridge/internal/clock"
+	"github.com/presencebridge/presencebridge/internal/compose"
 	"github.com/presencebridge/presencebridge/internal/kamailio"
+	"github.com/presencebridge/presencebridge/internal/poll"
 	"github.com/presencebridge/presencebridge/internal/presence"
 	"github.com/presencebridge/presencebridge/internal/push"
 	"github.com/presencebridge/presencebridge/internal/push/cti"
@@ -25,7 +28,7 @@ import (
 // cmdBenchDelivery measures how long a burst of changes takes to be accepted by
 // each kind of target: Kamailio over SIP (a real process, not counted in our CPU),
 // and an HTTP CTI on loopback. The burst goes through the same path as in the
-// service: poll.Sink -> outbox in bbolt -> dispatcher -> target.
+// service: poll.Sink (the composer) -> outbox in bbolt -> dispatcher -> target.
 func cmdBenchDelivery(g globals, args []string) int {
 	fs := flag.NewFlagSet("bench delivery", flag.ContinueOnError)
 	fs.SetOutput(g.stderr)
@@ -118,6 +121,13 @@ func cmdBenchDelivery(g globals, args []string) int {
 			return fail(err)
 		}
 		d := push.NewDispatcher(push.Options{Outbox: push.BoltOutbox(db), Targets: []push.Target{target}, Logger: quiet})
+		c, err := compose.New(compose.Options{Mapping: presence.DefaultMapping(), Queue: d, States: poll.Kept(db), Store: db,
+			Clock: clock.Real{}, Logger: quiet})
+		if err != nil {
+			db.Close()
+			stop()
+			return fail(err)
+		}
 		rctx, cancel := context.WithCancel(ctx)
 		done := make(chan error, 1)
 		go func() { done <- d.Run(rctx) }()
@@ -131,7 +141,7 @@ func cmdBenchDelivery(g globals, args []string) int {
 				label = []string{"first burst", "second burst"}[round]
 			}
 			cpu0 := rusage()
-			took, sent, err := burst(ctx, d, target.Name(), *n, states[0])
+			took, sent, err := burst(ctx, d, c, target.Name(), *n, states[0])
 			cpu := rusage() - cpu0
 			if err != nil {
 				cancel()
@@ -157,7 +167,7 @@ func cmdBenchDelivery(g globals, args []string) int {
 
 // burst queues n changes the way the pollers do (chunks of 650) and waits until
 // the target has accepted every one.
-func burst(ctx context.Context, d *push.Dispatcher, target string, n int, act presence.Activity) (time.Duration, int, error) {
+func burst(ctx context.Context, d *push.Dispatcher, c *compose.Composer, target string, n int, act presence.Activity) (time.Duration, int, error) {
 	avail := presence.Busy
 	if act == presence.ActAvailable {
 		avail = presence.Available
@@ -171,7 +181,7 @@ func burst(ctx context.Context, d *push.Dispatcher, target string, n int, act pr
 			u := users.User{UPN: fmt.Sprintf("user%05d@contoso.example", i), SIPURI: fmt.Sprintf("sip:%d@pbx.example", 100000+i)}
 			changes = append(changes, presence.Change{User: u, Current: presence.State{UPN: u.UPN, Availability: avail, Activity: act, Seen: now, Changed: now}})
 		}
-		if err := d.Deliver(ctx, changes); err != nil {
+		if err := c.Deliver(ctx, changes); err != nil {
 			return 0, 0, err
 		}
 	}

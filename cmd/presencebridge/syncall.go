@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/presencebridge/presencebridge/internal/app"
+	"github.com/presencebridge/presencebridge/internal/compose"
 	"github.com/presencebridge/presencebridge/internal/control"
 )
 
@@ -29,7 +30,7 @@ func cmdSyncAll(g globals, args []string) int {
 	ctx, stop := signalContext()
 	defer stop()
 
-	var rep app.SyncReport
+	var rep compose.SyncReport
 	ranHere := false
 	code, err := viaAppOrService(g, cfg, logger,
 		func(a *app.App) error {

@@ -19,6 +19,7 @@ import (
 	"github.com/presencebridge/presencebridge/internal/auth"
 	"github.com/presencebridge/presencebridge/internal/budget"
 	"github.com/presencebridge/presencebridge/internal/clock"
+	"github.com/presencebridge/presencebridge/internal/compose"
 	"github.com/presencebridge/presencebridge/internal/config"
 	"github.com/presencebridge/presencebridge/internal/control"
 	"github.com/presencebridge/presencebridge/internal/graph"
@@ -72,6 +73,7 @@ type App struct {
 	db          *store.DB
 	hc          *http.Client
 	sink        poll.Sink
+	composer    *compose.Composer
 	dispatcher  *push.Dispatcher
 	targets     []push.Target
 	version     string
@@ -99,7 +101,6 @@ type account struct {
 	users  []users.User
 
 	mu     sync.Mutex
-	stale  time.Time     // start of the current stale episode; zero when live
 	secret *SecretStatus // last client secret check (Auth = secret)
 }
 
@@ -164,14 +165,20 @@ func Open(o Options) (*App, error) {
 		}
 	}
 	a.targets = targets
-	a.dispatcher = push.NewDispatcher(push.Options{Outbox: push.BoltOutbox(a.db), Targets: targets, Mapping: cfg.Mapping, Clock: o.Clock,
+	a.dispatcher = push.NewDispatcher(push.Options{Outbox: push.BoltOutbox(a.db), Targets: targets, Clock: o.Clock,
 		Logger: o.Logger, BatchSize: cfg.Delivery.BatchSize, MinBackoff: cfg.Delivery.RetryMin, MaxBackoff: cfg.Delivery.RetryMax,
 		ReassertRate: cfg.Delivery.ReassertRate, NoReassertAtStart: o.Reloaded, ProbeInterval: cfg.Delivery.ProbeInterval})
+	a.composer, err = compose.New(compose.Options{Mapping: cfg.Mapping, Queue: a.dispatcher, States: poll.Kept(a.db),
+		Store: a.db, Clock: o.Clock, Logger: o.Logger})
+	if err != nil {
+		a.db.Close()
+		return nil, err
+	}
 	switch {
 	case o.Sink != nil:
 		a.sink = o.Sink
 	case len(targets) > 0:
-		a.sink = a.dispatcher
+		a.sink = a.composer
 	default:
 		a.sink = poll.LogSink{Logger: o.Logger}
 	}
@@ -195,22 +202,16 @@ func Open(o Options) (*App, error) {
 			graph:  graph.New(ac.GraphURL, a.hc, au),
 			budget: budget.New(ac.BudgetRequests, ac.BudgetWindow, ac.BudgetShare, o.Clock),
 		}
-		var since time.Time
-		if found, _ := a.db.Get(store.BucketAccounts, staleKey(ac.ID), &since); found {
-			acc.stale = since
-		}
 		a.accounts = append(a.accounts, acc)
 		a.byID[ac.ID] = acc
 	}
-	for _, u := range list {
-		ac, err := cfg.AccountFor(u)
-		if err != nil {
-			a.problems = append(a.problems, err.Error())
-			a.log.Warn("User not served", "upn", u.UPN, "reason", err.Error())
-			continue
-		}
-		acc := a.byID[ac.ID]
-		acc.users = append(acc.users, u)
+	byAccount, unserved := cfg.GroupUsers(list)
+	for _, un := range unserved {
+		a.problems = append(a.problems, un.Err.Error())
+		a.log.Warn("User not served", "upn", un.User.UPN, "reason", un.Err.Error())
+	}
+	for id, us := range byAccount {
+		a.byID[id].users = us
 	}
 	// One copy of each user (tens of thousands of rows): the lookup points into the
 	// accounts' slices, which no longer grow.
@@ -436,8 +437,9 @@ func (a *App) presence(ctx context.Context, upn string) (PresenceReport, error) 
 		return PresenceReport{}, fmt.Errorf("%q is not in the users file %s (or has no account); add a row for it", upn, a.cfg.UsersFile)
 	}
 	rep := PresenceReport{UPN: upn, Account: ref.account.cfg.ID, SIPURI: ref.user.SIPURI, Extension: ref.user.Extension}
-	var st presence.State
-	if found, err := a.db.Get(store.BucketPresence, upn, &st); err == nil && found {
+	if st, found, err := poll.Kept(a.db).Last(upn); err != nil {
+		return rep, err
+	} else if found {
 		rep.LastKnown = &st
 	}
 	rep.Delivered = a.dispatcher.Delivered(upn)
@@ -509,7 +511,7 @@ func (a *App) report() StatusReport {
 		ReportedAt: a.clk.Now().UTC(), TeamsEnabled: a.cfg.TeamsEnabled, Users: len(a.byUPN), UserProblems: a.problems}
 	for _, acc := range a.accounts {
 		r.Accounts = append(r.Accounts, AccountReport{ID: acc.cfg.ID, Auth: string(acc.cfg.Auth), Tenant: acc.cfg.TenantID,
-			Sign: acc.auth.Status(), Polling: acc.poller.Status(), StaleSince: acc.staleSince(), Secret: acc.secretStatus()})
+			Sign: acc.auth.Status(), Polling: acc.poller.Status(), StaleSince: a.composer.StaleSince(acc.cfg.ID), Secret: acc.secretStatus()})
 	}
 	sort.Slice(r.Accounts, func(i, j int) bool { return r.Accounts[i].ID < r.Accounts[j].ID })
 	r.Targets = a.dispatcher.Status()

@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/presencebridge/presencebridge/internal/clock"
-	"github.com/presencebridge/presencebridge/internal/presence"
 	"github.com/presencebridge/presencebridge/internal/users"
 )
 
@@ -19,7 +18,6 @@ type Options struct {
 	// Outbox keeps the pending and delivered states (BoltOutbox in the service).
 	Outbox  Outbox
 	Targets []Target
-	Mapping *presence.Mapping // default presence.DefaultMapping()
 	Clock   clock.Clock
 	Logger  *slog.Logger
 	// BatchSize is the most items handed to one Send (default 500).
@@ -71,9 +69,6 @@ type Dispatcher struct {
 
 // NewDispatcher builds a dispatcher; Run starts delivering.
 func NewDispatcher(o Options) *Dispatcher {
-	if o.Mapping == nil {
-		o.Mapping = presence.DefaultMapping()
-	}
 	if o.Clock == nil {
 		o.Clock = clock.Real{}
 	}
@@ -108,9 +103,6 @@ func NewDispatcher(o Options) *Dispatcher {
 // Targets lists the targets' names.
 func (d *Dispatcher) Targets() []string { return d.names }
 
-// Mapping is the table changes are mapped with.
-func (d *Dispatcher) Mapping() *presence.Mapping { return d.o.Mapping }
-
 // Enqueue stores items for every target (replacing older pending states of the
 // same users) and wakes the workers. Items need User, Mapped, Reason and Queued.
 func (d *Dispatcher) Enqueue(_ context.Context, items []Item) error {
@@ -129,18 +121,30 @@ func (d *Dispatcher) Enqueue(_ context.Context, items []Item) error {
 	return nil
 }
 
-// Deliver maps the poller's changes and queues them (poll.Sink).
-func (d *Dispatcher) Deliver(ctx context.Context, changes []presence.Change) error {
-	items := make([]Item, 0, len(changes))
-	now := d.o.Clock.Now().UTC()
-	for _, c := range changes {
-		q := c.Current.Changed
-		if q.IsZero() {
-			q = now
-		}
-		items = append(items, Item{User: c.User, State: c.Current, Mapped: d.o.Mapping.Map(c.Current), Reason: ReasonChange, Queued: q})
+// Shown returns, by UPN, what a target last accepted for each user the PBX
+// shows (see Outbox.Shown).
+func (d *Dispatcher) Shown() (map[string]Delivered, error) { return d.o.Outbox.Shown() }
+
+// WithdrawDeparted queues a removal for every user the PBX shows who is no
+// longer in the users file (listed says who is), so the PBX stops showing their
+// last state. It returns how many.
+func (d *Dispatcher) WithdrawDeparted(ctx context.Context, listed func(upn string) bool) (int, error) {
+	shown, err := d.o.Outbox.Shown()
+	if err != nil {
+		return 0, err
 	}
-	return d.Enqueue(ctx, items)
+	var items []Item
+	now := d.o.Clock.Now().UTC()
+	for upn, dl := range shown {
+		if !listed(upn) {
+			items = append(items, Item{User: dl.User, State: dl.State, Mapped: dl.Mapped, Reason: ReasonRemove, Queued: now})
+		}
+	}
+	if len(items) == 0 {
+		return 0, nil
+	}
+	d.o.Logger.Info("Users left the users file; withdrawing their presence from the PBX", "users", len(items))
+	return len(items), d.Enqueue(ctx, items)
 }
 
 // Run delivers until ctx ends, starting with what earlier runs left pending.

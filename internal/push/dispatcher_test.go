@@ -382,7 +382,7 @@ func TestOneInFlightPerUserUnderConcurrency(t *testing.T) {
 					changes = append(changes, presence.Change{User: users.User{UPN: upn},
 						Current: presence.State{UPN: upn, Availability: s.a, Activity: s.act, Changed: t0.Add(time.Duration(round) * time.Minute)}})
 				}
-				if err := d.Deliver(context.Background(), changes); err != nil {
+				if err := d.Enqueue(context.Background(), itemsOf(changes)); err != nil {
 					errs <- err
 					return
 				}
@@ -657,4 +657,13 @@ func TestReassertSkipsWhatIsNew(t *testing.T) {
 			t.Errorf("u%d got %d states, want its first state once", i, len(got))
 		}
 	}
+}
+
+// itemsOf maps changes as the composer does: through the default table.
+func itemsOf(changes []presence.Change) []Item {
+	items := make([]Item, len(changes))
+	for i, c := range changes {
+		items[i] = Item{User: c.User, State: c.Current, Mapped: presence.DefaultMapping().Map(c.Current), Reason: ReasonChange, Queued: c.Current.Changed}
+	}
+	return items
 }

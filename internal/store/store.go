@@ -27,12 +27,14 @@ const (
 	BucketDelivered = "delivered" // target + "\x00" + UPN -> push.Delivered (JSON)
 	BucketOutboxSeq = "outboxseq" // target -> last sequence number given out (8 bytes, big endian)
 	BucketSIPPubs   = "sippubs"   // SIP URI -> sip.Publication (ETag, expiry, body)
+	// Accounts' stale episodes (package compose).
+	BucketStale = "stale" // account ID -> start of the stale episode (JSON time)
 	// What an engineer confirmed (package app).
 	BucketConfirmed = "confirmed" // "usersfile" -> SHA-256 (hex) of a users file accepted with users apply --allow-mass-removal
 )
 
 var allBuckets = []string{BucketTokens, BucketUserIDs, BucketPresence, BucketAccounts,
-	BucketOutbox, BucketDelivered, BucketOutboxSeq, BucketSIPPubs, BucketConfirmed}
+	BucketOutbox, BucketDelivered, BucketOutboxSeq, BucketSIPPubs, BucketStale, BucketConfirmed}
 
 // ErrInUse means another process holds the state file open.
 var ErrInUse = errors.New("state file is in use by another presencebridge process")

@@ -95,14 +95,9 @@ func Run(ctx context.Context, o Options) []Result {
 		r.add("users file", Fail, err.Error(), "set [General] UsersFile to the CSV export (a header row, then UPN and SIP URI or extension per user)")
 		return r.out
 	}
-	byAccount := map[string][]users.User{}
-	for _, u := range list {
-		ac, err := cfg.AccountFor(u)
-		if err != nil {
-			problems = append(problems, users.Problem{File: cfg.UsersFile, Line: u.Line, UPN: u.UPN, Message: err.Error()})
-			continue
-		}
-		byAccount[ac.ID] = append(byAccount[ac.ID], u)
+	byAccount, unserved := cfg.GroupUsers(list)
+	for _, un := range unserved {
+		problems = append(problems, users.Problem{File: cfg.UsersFile, Line: un.User.Line, UPN: un.User.UPN, Message: un.Err.Error()})
 	}
 	if len(list) == 0 {
 		r.add("users file", Fail, users.CompareShown(nil, list).Check(cfg.UsersFile).Error(), massRemovalFix)

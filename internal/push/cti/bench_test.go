@@ -91,21 +91,23 @@ func benchBurst(b *testing.B, batch bool, n int) {
 		act presence.Activity
 	}{{presence.Busy, presence.ActInACall}, {presence.Available, presence.ActAvailable}}
 
+	mapping := presence.DefaultMapping()
 	var total time.Duration
 	b.ResetTimer()
 	for i := range b.N {
 		s := flip[i%2]
 		now := time.Now().UTC()
-		changes := make([]presence.Change, n)
+		changes := make([]push.Item, n)
 		for j, u := range us {
-			changes[j] = presence.Change{User: u, Current: presence.State{UPN: u.UPN, Availability: s.a, Activity: s.act, Seen: now, Changed: now}}
+			st := presence.State{UPN: u.UPN, Availability: s.a, Activity: s.act, Seen: now, Changed: now}
+			changes[j] = push.Item{User: u, State: st, Mapped: mapping.Map(st), Reason: push.ReasonChange, Queued: now}
 		}
 		want := got.Load() + int64(n)
 		startSent := d.Status()[0].Sent
 		t0 := time.Now()
 		for len(changes) > 0 {
 			k := min(len(changes), graph.MaxPresenceIDs)
-			if err := d.Deliver(ctx, changes[:k]); err != nil {
+			if err := d.Enqueue(ctx, changes[:k]); err != nil {
 				b.Fatal(err)
 			}
 			changes = changes[k:]
