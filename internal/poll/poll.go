@@ -8,10 +8,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"sync"
 	"time"
 
+	"github.com/presencebridge/presencebridge/internal/backoff"
 	"github.com/presencebridge/presencebridge/internal/budget"
 	"github.com/presencebridge/presencebridge/internal/clock"
 	"github.com/presencebridge/presencebridge/internal/graph"
@@ -238,6 +238,11 @@ func (p *Poller) chunks() [][]string {
 	return out
 }
 
+// fetchBackoff is how a presence read that failed is tried again: after 1 s, then
+// 2 s and 4 s (a 429 without Retry-After pauses as long); a chunk is given up for
+// the cycle after four tries.
+var fetchBackoff = backoff.Policy{Min: time.Second, Max: 30 * time.Second}
+
 // resolveTries is how often a failing $batch of user lookups is tried before its
 // users are left unresolved until resolveRetryWait later (the other users are
 // polled meanwhile), and the wait between two tries.
@@ -421,7 +426,7 @@ func (p *Poller) emit(ctx context.Context, changes []presence.Change) bool {
 // Retry-After (exponential backoff without it), 5xx and network errors back off
 // with jitter; after a few tries the chunk is skipped for this cycle.
 func (p *Poller) fetch(ctx context.Context, ids []string) ([]graph.Presence, error) {
-	backoff := time.Second
+	wait := backoff.Backoff{Policy: fetchBackoff}
 	const tries = 4
 	var err error
 	for try := 0; try < tries; try++ {
@@ -446,22 +451,20 @@ func (p *Poller) fetch(ctx context.Context, ids []string) ([]graph.Presence, err
 			p.st.Throttled++
 			p.throttledAt = append(p.throttledAt, p.o.Clock.Now())
 			p.mu.Unlock()
-			wait := backoff
+			pause := wait.Next()
 			if te.HasRetryAfter {
-				wait = te.RetryAfter
+				pause = te.RetryAfter
 			}
-			p.o.Logger.Warn("Graph throttled presence reads; pausing", "retryAfter", wait)
-			p.o.Budget.PauseUntil(p.o.Clock.Now().Add(wait))
+			p.o.Logger.Warn("Graph throttled presence reads; pausing", "retryAfter", pause)
+			p.o.Budget.PauseUntil(p.o.Clock.Now().Add(pause))
 		case graph.IsTransient(err):
-			jitter := time.Duration((rand.Float64()*0.4 - 0.2) * float64(backoff))
-			if p.o.Clock.Sleep(ctx, backoff+jitter) != nil {
+			if p.o.Clock.Sleep(ctx, wait.Next()) != nil {
 				return nil, ctx.Err()
 			}
 		default:
 			p.noteError(err)
 			return nil, err
 		}
-		backoff = min(backoff*2, 30*time.Second)
 	}
 	p.noteError(err)
 	return nil, err

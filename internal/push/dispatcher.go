@@ -5,10 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"sync"
 	"time"
 
+	"github.com/presencebridge/presencebridge/internal/backoff"
 	"github.com/presencebridge/presencebridge/internal/clock"
 	"github.com/presencebridge/presencebridge/internal/users"
 )
@@ -92,7 +92,9 @@ func NewDispatcher(o Options) *Dispatcher {
 			accepts = a.Accepts
 		}
 		d.accepts = append(d.accepts, accepts)
+		policy := backoff.Policy{Min: o.MinBackoff, Max: o.MaxBackoff}
 		d.workers = append(d.workers, &worker{d: d, t: t, wake: make(chan struct{}, 1),
+			policy: policy, backoff: backoff.Backoff{Policy: policy}, storeWait: backoff.Backoff{Policy: policy},
 			retryAt: map[string]time.Time{}, userBackoff: map[string]time.Duration{},
 			logged: map[string]uint64{}, st: TargetStatus{Name: t.Name()},
 			log: o.Logger.With("target", t.Name())})
@@ -217,8 +219,9 @@ type worker struct {
 	retryAt     map[string]time.Time     // UPN -> not before (a user the target refused)
 	userBackoff map[string]time.Duration // UPN -> last back-off
 	logged      map[string]uint64        // UPN -> Seq of the last permanent refusal logged
-	backoff     time.Duration            // target back-off while down
-	storeWait   time.Duration            // back-off while the state file cannot be written
+	policy      backoff.Policy           // MinBackoff..MaxBackoff
+	backoff     backoff.Backoff          // the target's, while it is down
+	storeWait   backoff.Backoff          // while the state file cannot be written
 	cursor      string                   // UPN of the last item picked (round robin)
 	// Re-asserting: the states accepted before reassertFrom, the delivered key
 	// read last, and when the next page is due.
@@ -422,19 +425,18 @@ func (w *worker) markUp() {
 		}
 	}
 	w.st.Down = false
-	w.backoff = 0
+	w.backoff.Reset()
 	w.st.BackoffUntil = time.Time{}
 }
 
 // markDown backs off the whole target after a failure that shows it is down
 // (w.mu held), and logs the outage once.
 func (w *worker) markDown(now time.Time, err error) {
-	w.backoff = nextBackoff(w.backoff, w.d.o.MinBackoff, w.d.o.MaxBackoff)
-	w.st.BackoffUntil = now.Add(jitter(w.backoff))
+	w.st.BackoffUntil = now.Add(w.backoff.Next())
 	w.st.LastError = err.Error()
 	if !w.st.Down {
 		w.st.Down = true
-		w.log.Error("Delivery target down; states wait in the outbox and are retried", "err", err.Error(), "retryIn", w.backoff)
+		w.log.Error("Delivery target down; states wait in the outbox and are retried", "err", err.Error(), "retryIn", w.backoff.Current())
 	}
 }
 
@@ -493,9 +495,9 @@ func (w *worker) send(ctx context.Context, items []Item) {
 			lastErr = err
 			down = down || errors.Is(err, ErrTargetDown)
 			fresh = fresh || w.userBackoff[upn] == 0
-			b := nextBackoff(w.userBackoff[upn], w.d.o.MinBackoff, w.d.o.MaxBackoff)
+			b := w.policy.Step(w.userBackoff[upn])
 			w.userBackoff[upn] = b
-			w.retryAt[upn] = now.Add(jitter(b))
+			w.retryAt[upn] = now.Add(w.policy.Spread(b))
 		}
 	}
 	var storeErr error
@@ -542,27 +544,14 @@ func (w *worker) send(ctx context.Context, items []Item) {
 	// The target took the states but the state file did not record it: they stay
 	// pending and would be sent again at once, so wait before the next batch.
 	if storeErr != nil {
-		if w.storeWait == 0 {
+		if w.storeWait.Current() == 0 {
 			w.log.Error("Recording delivered states in the state file failed; they stay queued and may be sent again", "err", storeErr.Error())
 		}
-		w.storeWait = nextBackoff(w.storeWait, w.d.o.MinBackoff, w.d.o.MaxBackoff)
 		w.st.LastError = "record delivered states: " + storeErr.Error()
-		if until := now.Add(jitter(w.storeWait)); until.After(w.st.BackoffUntil) {
+		if until := now.Add(w.storeWait.Next()); until.After(w.st.BackoffUntil) {
 			w.st.BackoffUntil = until
 		}
 	} else if len(accepted)+len(dropped) > 0 {
-		w.storeWait = 0
+		w.storeWait.Reset()
 	}
-}
-
-func nextBackoff(prev, lo, hi time.Duration) time.Duration {
-	if prev <= 0 {
-		return lo
-	}
-	return min(prev*2, hi)
-}
-
-// jitter spreads d by ±20% so that targets and users do not retry in lockstep.
-func jitter(d time.Duration) time.Duration {
-	return d + time.Duration((rand.Float64()*0.4-0.2)*float64(d))
 }

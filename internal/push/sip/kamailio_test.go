@@ -191,11 +191,11 @@ func TestIntegrationKamailioRefresh(t *testing.T) {
 	}
 	waitFor(t, ctx, w, "Busy/InACall", inACall, k)
 	first := p.publication(uri)
-	if n := p.refreshDue(ctx); n != 0 || p.counts().refreshed != 0 {
+	if _, n, _ := p.refreshDue(ctx); n != 0 || p.counts().refreshed != 0 {
 		t.Fatalf("refreshed right after publishing (%d failed)", n)
 	}
 	clk.Advance(9 * time.Minute) // within the last 20% of the lifetime
-	if n := p.refreshDue(ctx); n != 0 || p.counts().refreshed != 1 {
+	if _, n, _ := p.refreshDue(ctx); n != 0 || p.counts().refreshed != 1 {
 		t.Fatalf("at 90%% of the lifetime: %d failed, counts %+v; want one refresh", n, p.counts())
 	}
 	if after := p.publication(uri); after == nil || !after.Expires.After(first.Expires) || after.ETag == first.ETag {

@@ -9,24 +9,34 @@ import (
 
 	"github.com/emiago/sipgo/sip"
 
+	"github.com/presencebridge/presencebridge/internal/backoff"
 	"github.com/presencebridge/presencebridge/internal/push"
 )
 
 // How often Run looks at the publications at least and at most, and how long it
-// waits after a round with failures before trying again.
+// waits after a round with failures before trying again (10 s, doubling up to 5
+// minutes while the rounds keep failing).
 const (
-	minRefreshWait   = time.Second
-	maxRefreshWait   = time.Minute
-	retryRefreshWait = 10 * time.Second
+	minRefreshWait = time.Second
+	maxRefreshWait = time.Minute
 )
+
+var refreshRetry = backoff.Policy{Min: 10 * time.Second, Max: 5 * time.Minute}
 
 // Run keeps the publications alive until ctx ends: each is refreshed when 80%
 // of the lifetime the server granted has passed, with SIP-If-Match and no body
 // (RFC 3903 section 4.2); a refused refresh publishes the last state afresh.
 func (p *Publisher) Run(ctx context.Context) error {
+	retry := backoff.Backoff{Policy: refreshRetry}
 	for {
-		wait := p.untilDue(p.refreshDue(ctx) > 0)
-		if err := p.sleep(ctx, wait); err != nil {
+		var after time.Duration // least wait: the retry's, after a round with failures
+		if due, failed, err := p.refreshDue(ctx); failed > 0 && ctx.Err() == nil {
+			after = retry.Next()
+			p.log.Warn("Refreshing SIP publications failed; retrying", "due", due, "failed", failed, "retryIn", after, "err", err)
+		} else {
+			retry.Reset()
+		}
+		if err := p.sleep(ctx, p.untilDue(after)); err != nil {
 			return nil
 		}
 	}
@@ -51,7 +61,7 @@ func (p *Publisher) dueAt(pub *Publication) time.Time {
 
 // untilDue says how long Run may sleep, and sets the time from which a new
 // publication due earlier wakes it.
-func (p *Publisher) untilDue(failed bool) time.Duration {
+func (p *Publisher) untilDue(atLeast time.Duration) time.Duration {
 	now := p.o.Clock.Now()
 	wait := maxRefreshWait
 	p.mu.Lock()
@@ -59,10 +69,7 @@ func (p *Publisher) untilDue(failed bool) time.Duration {
 	for _, pub := range p.pubs {
 		wait = min(wait, p.dueAt(pub).Sub(now))
 	}
-	wait = max(wait, minRefreshWait)
-	if failed {
-		wait = max(wait, retryRefreshWait)
-	}
+	wait = max(wait, minRefreshWait, atLeast)
 	p.nextLook = now.Add(wait)
 	return wait
 }
@@ -87,42 +94,42 @@ func (p *Publisher) sleep(ctx context.Context, d time.Duration) error {
 }
 
 // refreshDue refreshes every publication that is due, Concurrency at a time, and
-// returns how many failed. The first failure that says the server is down ends
-// the round: the rest would only wait for their timeouts.
-func (p *Publisher) refreshDue(ctx context.Context) int {
+// returns how many were due, how many failed and the first failure. The first
+// failure that says the server is down ends the round: the rest would only wait
+// for their timeouts.
+func (p *Publisher) refreshDue(ctx context.Context) (due, failed int, firstErr error) {
 	now := p.o.Clock.Now()
-	var due []string
+	var uris []string
 	p.mu.Lock()
 	for uri, pub := range p.pubs {
 		if !p.dueAt(pub).After(now) {
-			due = append(due, uri)
+			uris = append(uris, uri)
 		}
 	}
 	p.mu.Unlock()
-	if len(due) == 0 {
-		return 0
+	if len(uris) == 0 {
+		return 0, 0, nil
 	}
 	rctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var (
-		wg       sync.WaitGroup
-		failed   atomic.Int64
-		firstErr error
-		once     sync.Once
+		wg   sync.WaitGroup
+		n    atomic.Int64
+		once sync.Once
 	)
 loop:
-	for i, uri := range due {
+	for i, uri := range uris {
 		select {
 		case p.sem <- struct{}{}:
 		case <-rctx.Done():
-			failed.Add(int64(len(due) - i))
+			n.Add(int64(len(uris) - i))
 			break loop
 		}
 		wg.Add(1)
 		go func() {
 			defer func() { <-p.sem; wg.Done() }()
 			if _, err := p.refresh(rctx, uri, false); err != nil {
-				failed.Add(1)
+				n.Add(1)
 				once.Do(func() { firstErr = err })
 				if errors.Is(err, push.ErrTargetDown) {
 					cancel()
@@ -132,12 +139,7 @@ loop:
 	}
 	wg.Wait()
 	p.flush()
-	if n := failed.Load(); n > 0 && ctx.Err() == nil {
-		p.log.Warn("Refreshing SIP publications failed; retrying", "due", len(due), "failed", n,
-			"retryIn", retryRefreshWait, "err", firstErr)
-		return int(n)
-	}
-	return 0
+	return len(uris), int(n.Load()), firstErr
 }
 
 // refresh renews uri's publication if it is still due, or at once with now set.
