@@ -771,3 +771,52 @@ func TestChallengeThatCannotBeEchoed(t *testing.T) {
 		t.Errorf("a realm with a space and an umlaut, a nonce with an escaped quote: %v", err)
 	}
 }
+
+// A refresh round that fails is tried again after 10 s, then 20 s, ... (the one
+// backoff schedule, ±20%), and on the plan again once a round succeeds.
+func TestRunRefreshRetryBacksOff(t *testing.T) {
+	var mu sync.Mutex
+	failing := false
+	f := startPBX(t, func(f *fakePBX, r seen, n int) reply {
+		mu.Lock()
+		defer mu.Unlock()
+		if failing {
+			return reply{Code: 503, Reason: "Service Unavailable"}
+		}
+		a := f.lockedOK(r)
+		a.Headers["Expires"] = "30"
+		return a
+	})
+	clk := newStepClock()
+	p := newPublisher(t, Options{Server: f.UDP, Clock: clk})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	clk.nextSleep(t)
+	if err := send1(t, p, itemFor("sip:1001@pbx.example", presence.Busy, presence.ActInACall)); err != nil {
+		t.Fatal(err)
+	}
+	if d := clk.nextSleep(t); d != 24*time.Second {
+		t.Fatalf("Run sleeps %s, want 24s", d)
+	}
+	mu.Lock()
+	failing = true
+	mu.Unlock()
+	clk.step(24 * time.Second)
+	for i, want := range []time.Duration{10 * time.Second, 20 * time.Second, 40 * time.Second} {
+		d := clk.nextSleep(t)
+		if d < want*8/10 || d > want*12/10 {
+			t.Fatalf("after a failed round Run sleeps %s, want %s ±20%%", d, want)
+		}
+		if i == 2 { // the server answers again for the next round
+			mu.Lock()
+			failing = false
+			mu.Unlock()
+		}
+		clk.step(d)
+	}
+	if d := clk.nextSleep(t); d != 24*time.Second {
+		t.Fatalf("after a good round Run sleeps %s, want the plan again (24s)", d)
+	}
+}
