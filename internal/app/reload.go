@@ -9,6 +9,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/presencebridge/presencebridge/internal/clock"
 	"github.com/presencebridge/presencebridge/internal/config"
 	"github.com/presencebridge/presencebridge/internal/control"
 	"github.com/presencebridge/presencebridge/internal/users"
@@ -35,6 +36,9 @@ type ReloadOptions struct {
 func RunWithReload(ctx context.Context, o ReloadOptions) error {
 	if o.Check <= 0 {
 		o.Check = 2 * time.Second
+	}
+	if o.Clock == nil {
+		o.Clock = clock.Real{}
 	}
 	log := o.Logger
 	cfg := o.Config
@@ -104,7 +108,7 @@ type reloadAsk struct {
 // PBX shows.
 func waitForChange(ctx context.Context, o ReloadOptions, running *App, sum *[32]byte, done <-chan error, asks <-chan reloadAsk) (next *config.Config, why string, ended bool, runErr error) {
 	cur := running.cfg
-	t := time.NewTicker(o.Check)
+	t := o.Clock.NewTicker(o.Check)
 	defer t.Stop()
 	// An edit is taken once the files look the same at two checks in a row: an
 	// editor (or an export job) still writing would be read half-written.
@@ -117,7 +121,7 @@ func waitForChange(ctx context.Context, o ReloadOptions, running *App, sum *[32]
 			return nil, "", false, nil
 		case err := <-done:
 			return nil, "", true, err
-		case <-t.C:
+		case <-t.C():
 			switch s := fingerprint(cur.Path, cur.UsersFile); {
 			case s == *sum:
 			case s != changed:

@@ -297,23 +297,17 @@ func earliest(a, b time.Time) time.Time {
 
 // idle waits for new items, or until next (a held-back retry) if set.
 func (w *worker) idle(ctx context.Context, next time.Time) {
-	if next.IsZero() {
-		select {
-		case <-ctx.Done():
-		case <-w.wake:
-		}
-		return
+	var until <-chan time.Time // nil: no retry is due, only new items wake it
+	if !next.IsZero() {
+		t := w.d.o.Clock.NewTimer(next.Sub(w.d.o.Clock.Now()))
+		defer t.Stop()
+		until = t.C()
 	}
-	sctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	go func() {
-		select {
-		case <-w.wake:
-			cancel()
-		case <-sctx.Done():
-		}
-	}()
-	_ = w.d.o.Clock.Sleep(sctx, next.Sub(w.d.o.Clock.Now()))
+	select {
+	case <-ctx.Done():
+	case <-w.wake:
+	case <-until:
+	}
 }
 
 func (w *worker) sleep(ctx context.Context, d time.Duration) { _ = w.d.o.Clock.Sleep(ctx, d) }

@@ -24,6 +24,8 @@ import (
 
 	"github.com/emiago/sipgo"
 	"github.com/emiago/sipgo/sip"
+
+	"github.com/presencebridge/presencebridge/internal/clock"
 )
 
 // seen is one request the fake PBX received.
@@ -274,14 +276,14 @@ func splitParams(s string) []string {
 // slept and returns when the test calls step (after moving the time) or the
 // sleeper's context ends.
 type stepClock struct {
-	mu      sync.Mutex
-	now     time.Time
-	slept   chan time.Duration
-	release chan struct{}
+	mu    sync.Mutex
+	now   time.Time
+	slept chan time.Duration
+	timer *stepTimer // the latest wait
 }
 
 func newStepClock() *stepClock {
-	return &stepClock{now: time.Date(2026, 11, 23, 9, 0, 0, 0, time.UTC), slept: make(chan time.Duration), release: make(chan struct{})}
+	return &stepClock{now: time.Date(2026, 11, 23, 9, 0, 0, 0, time.UTC), slept: make(chan time.Duration)}
 }
 
 func (c *stepClock) Now() time.Time {
@@ -291,18 +293,33 @@ func (c *stepClock) Now() time.Time {
 }
 
 func (c *stepClock) Sleep(ctx context.Context, d time.Duration) error {
+	t := c.NewTimer(d)
 	select {
-	case c.slept <- d:
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-	select {
-	case <-c.release:
+	case <-t.C():
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()
 	}
 }
+
+// NewTimer tells the test the wait asked for, like Sleep, and returns a timer
+// that step fires.
+func (c *stepClock) NewTimer(d time.Duration) clock.Timer {
+	t := &stepTimer{c: make(chan time.Time, 1)}
+	c.mu.Lock()
+	c.timer = t // before the test hears of it: its step fires this one
+	c.mu.Unlock()
+	c.slept <- d
+	return t
+}
+
+// NewTicker is not used by what these tests drive.
+func (c *stepClock) NewTicker(time.Duration) clock.Ticker { panic("stepClock has no tickers") }
+
+type stepTimer struct{ c chan time.Time }
+
+func (t *stepTimer) C() <-chan time.Time { return t.c }
+func (t *stepTimer) Stop() bool          { return true }
 
 // nextSleep waits for the sleeper to ask for a sleep.
 func (c *stepClock) nextSleep(t *testing.T) time.Duration {
@@ -316,10 +333,11 @@ func (c *stepClock) nextSleep(t *testing.T) time.Duration {
 	}
 }
 
-// step moves the time by d and ends the current sleep.
+// step moves the time by d and ends the current wait: the latest timer fires.
 func (c *stepClock) step(d time.Duration) {
 	c.mu.Lock()
 	c.now = c.now.Add(d)
+	t := c.timer
 	c.mu.Unlock()
-	c.release <- struct{}{}
+	t.c <- c.Now()
 }

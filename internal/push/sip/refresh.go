@@ -80,16 +80,13 @@ func (p *Publisher) sleep(ctx context.Context, d time.Duration) error {
 	case <-p.wake: // a signal from before the plan was made
 	default:
 	}
-	sctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	go func() {
-		select {
-		case <-p.wake:
-			cancel()
-		case <-sctx.Done():
-		}
-	}()
-	_ = p.o.Clock.Sleep(sctx, d)
+	t := p.o.Clock.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C():
+	case <-p.wake:
+	case <-ctx.Done():
+	}
 	return ctx.Err()
 }
 
