@@ -19,6 +19,7 @@ import (
 	"github.com/presencebridge/presencebridge/internal/graphsim"
 	"github.com/presencebridge/presencebridge/internal/kamailio"
 	"github.com/presencebridge/presencebridge/internal/push/cti"
+	"github.com/presencebridge/presencebridge/internal/testkit"
 )
 
 // recordingCTI is an HTTP CTI on loopback that keeps every document it accepts;
@@ -211,7 +212,7 @@ func TestDeliveryToHTTPTarget(t *testing.T) {
 // Teams -> presencebridge -> Kamailio: a change arrives at an independent watcher
 // as PIDF; after a restart the kept ETag modifies the same publication.
 func TestDeliveryToKamailio(t *testing.T) {
-	kamailio.Require(t)
+	testkit.Need(t, "the Kamailio integration test", kamailio.Find)
 	k, err := kamailio.Start(context.Background(), kamailio.Options{Dir: t.TempDir(), Users: map[string]string{"pb": "s3cret"}})
 	if err != nil {
 		t.Fatal(err)

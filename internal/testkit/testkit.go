@@ -26,6 +26,15 @@ func Tool(t testing.TB, what string, err error) {
 	t.Skipf("%v; skipping %s", err, what)
 }
 
+// Need returns the path find gives for a tool the test needs, or ends t as Tool
+// does when find cannot find it (e.g. Need(t, "the Kamailio tests", kamailio.Find)).
+func Need(t testing.TB, what string, find func() (string, error)) string {
+	t.Helper()
+	path, err := find()
+	Tool(t, what, err)
+	return path
+}
+
 // CheckToolUnderCI checks a harness's Require: with its tool missing (env, the
 // variable that names the tool's path, pointing nowhere) it skips a developer's
 // run with a message that holds hint (how to install it), and fails under CI=true.

@@ -15,6 +15,7 @@ import (
 	"github.com/presencebridge/presencebridge/internal/presence"
 	"github.com/presencebridge/presencebridge/internal/push"
 	"github.com/presencebridge/presencebridge/internal/store"
+	"github.com/presencebridge/presencebridge/internal/testkit"
 )
 
 // Integration tests against a real Kamailio presence server (Debian's kamailio
@@ -23,7 +24,7 @@ import (
 
 func startKamailio(t testing.TB, o kamailio.Options) *kamailio.Server {
 	t.Helper()
-	kamailio.Require(t)
+	testkit.Need(t, "the Kamailio integration test", kamailio.Find)
 	if o.Dir == "" {
 		o.Dir = t.TempDir()
 	}
