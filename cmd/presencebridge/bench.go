@@ -41,6 +41,7 @@ func cmdBench(g globals, args []string) int {
 	cycles := fs.Int("cycles", 5, "steady-state cycles to measure")
 	rate := fs.Float64("rate", 6, "presence changes per user per hour in the simulated tenant")
 	memProfile := fs.String("memprofile", "", "write a heap profile to this file at the end")
+	deliver := fs.String("deliver", "", "also deliver every change: http (to the simulated tenant's CTI receiver, in its process); empty: changes are counted only")
 	if err := fs.Parse(args); err != nil {
 		return exitUsage
 	}
@@ -51,18 +52,28 @@ func cmdBench(g globals, args []string) int {
 	}
 	defer os.RemoveAll(dir)
 	self, _ := os.Executable()
-	sim := exec.Command(self, "simulate", "--addr", "127.0.0.1:0", "--users", strconv.Itoa(*nUsers), "--rate", fmt.Sprint(*rate),
-		"--auth", "secret", "--interval", "1s", "--resolve-rate", "100", "--write-config", dir)
+	simArgs := []string{"simulate", "--addr", "127.0.0.1:0", "--users", strconv.Itoa(*nUsers), "--rate", fmt.Sprint(*rate),
+		"--auth", "secret", "--interval", "1s", "--resolve-rate", "100", "--write-config", dir}
+	switch *deliver {
+	case "":
+	case "http":
+		simArgs = append(simArgs, "--pbx", "127.0.0.1:0")
+	default:
+		return fail(fmt.Errorf("--deliver %q: use http, or leave it out", *deliver))
+	}
+	sim := exec.Command(self, simArgs...)
 	out, _ := sim.StdoutPipe()
 	sim.Stderr = io.Discard
 	if err := sim.Start(); err != nil {
 		return fail(err)
 	}
 	defer func() { sim.Process.Signal(os.Interrupt); sim.Wait() }()
-	line, err := bufio.NewReader(out).ReadString('\n')
+	br := bufio.NewReader(out)
+	line, err := br.ReadString('\n')
 	if err != nil {
 		return fail(fmt.Errorf("simulated tenant did not start: %w", err))
 	}
+	go io.Copy(io.Discard, br) // the CTI receiver prints what arrives
 	var ready simReady
 	if err := json.Unmarshal([]byte(line), &ready); err != nil {
 		return fail(err)
@@ -72,7 +83,11 @@ func cmdBench(g globals, args []string) int {
 		return fail(err)
 	}
 	sink := &nullSink{}
-	a, err := app.Open(app.Options{Config: cfg, Logger: newConsoleLogger(io.Discard, "error"), Sink: sink, Version: version})
+	opts := app.Options{Config: cfg, Logger: newConsoleLogger(io.Discard, "error"), Sink: sink, Version: version}
+	if *deliver != "" {
+		opts.Sink = nil // the composer and the [HTTP] target the written config names
+	}
+	a, err := app.Open(opts)
 	if err != nil {
 		return fail(err)
 	}
@@ -86,6 +101,11 @@ func cmdBench(g globals, args []string) int {
 	t0 := time.Now()
 	for status().Cycles < 1 {
 		time.Sleep(20 * time.Millisecond)
+	}
+	if *deliver != "" {
+		for a.Status(ctx).(app.StatusReport).Targets[0].Sent < *nUsers { // every user's first state (changes keep coming)
+			time.Sleep(20 * time.Millisecond)
+		}
 	}
 	resolveTime := time.Since(t0)
 	ru0 := rusage()
@@ -110,17 +130,25 @@ func cmdBench(g globals, args []string) int {
 		maxDur = max(maxDur, d)
 	}
 	fmt.Fprintf(g.stdout, "presencebridge bench: %d users, 1 account, budget 1500 requests/30s, share %.0f%%\n", *nUsers, cfg.Accounts[0].BudgetShare*100)
-	fmt.Fprintf(g.stdout, "  first sight (resolve %d UPNs + first cycle): %s\n", *nUsers, resolveTime.Round(time.Millisecond))
+	fmt.Fprintf(g.stdout, "  first sight (resolve %d UPNs + first cycle%s): %s\n", *nUsers, map[bool]string{true: " + first delivery", false: ""}[*deliver != ""], resolveTime.Round(time.Millisecond))
 	fmt.Fprintf(g.stdout, "  requests per cycle:        %d\n", st.RequestsPerCycle)
 	fmt.Fprintf(g.stdout, "  cycle interval (effective): %s\n", st.CycleInterval)
 	fmt.Fprintf(g.stdout, "  cycle time, mean / max:    %s / %s over %d cycles\n", (sum / time.Duration(len(durs))).Round(time.Millisecond), maxDur.Round(time.Millisecond), len(durs))
 	fmt.Fprintf(g.stdout, "  budget share used:         %.1f%% (%d requests in the last 30 s)\n", st.BudgetShareUsed*100, st.RequestsInWindow)
 	fmt.Fprintf(g.stdout, "  max requests in any 30 s window at the tenant: %s\n", simStats)
 	fmt.Fprintf(g.stdout, "  429s seen:                 %d\n", st.Throttled)
-	fmt.Fprintf(g.stdout, "  changes passed on:         %d\n", sink.n)
+	if *deliver != "" {
+		tg := a.Status(ctx).(app.StatusReport).Targets[0]
+		fmt.Fprintf(g.stdout, "  delivered to the CTI:      %d states, %d pending\n", tg.Sent, tg.Pending)
+	} else {
+		fmt.Fprintf(g.stdout, "  changes passed on:         %d\n", sink.n)
+	}
 	fmt.Fprintf(g.stdout, "  CPU during measured cycles: %s for %s wall (%.1f%% of one core)\n", cpu.Round(time.Millisecond), wall.Round(time.Millisecond), 100*cpu.Seconds()/wall.Seconds())
 	fmt.Fprintf(g.stdout, "  peak RSS:                  %s\n", peakRSS())
 	fmt.Fprintf(g.stdout, "  Go heap in use:            %.1f MiB\n", heapMiB())
+	if fi, err := os.Stat(cfg.StateFile); err == nil {
+		fmt.Fprintf(g.stdout, "  state file:                %.1f MiB\n", float64(fi.Size())/(1<<20))
+	}
 	if *memProfile != "" {
 		f, err := os.Create(*memProfile)
 		if err != nil {
