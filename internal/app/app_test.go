@@ -1,7 +1,6 @@
 package app
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
@@ -17,6 +16,7 @@ import (
 	"github.com/presencebridge/presencebridge/internal/graphsim"
 	"github.com/presencebridge/presencebridge/internal/presence"
 	"github.com/presencebridge/presencebridge/internal/store"
+	"github.com/presencebridge/presencebridge/internal/testkit"
 )
 
 // recordingSink keeps a copy of every change (the poller reuses its slice).
@@ -40,23 +40,6 @@ func (s *recordingSink) byUPN() map[string][]presence.Change {
 		m[c.User.UPN] = append(m[c.User.UPN], c)
 	}
 	return m
-}
-
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 // twoAccountTenant starts a simulated tenant with users in two domains and writes a
@@ -134,7 +117,7 @@ ResolveRate = 100
 type running struct {
 	app  *App
 	sink *recordingSink
-	logs *syncBuffer
+	logs *testkit.Buffer
 	stop func()
 }
 
@@ -144,7 +127,7 @@ func start(t *testing.T, path string) *running {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := &running{sink: &recordingSink{}, logs: &syncBuffer{}}
+	r := &running{sink: &recordingSink{}, logs: &testkit.Buffer{}}
 	r.app, err = Open(Options{Config: cfg, Sink: r.sink, Logger: slog.New(slog.NewTextHandler(r.logs, nil)), Version: "test"})
 	if err != nil {
 		t.Fatal(err)
@@ -255,7 +238,7 @@ func TestTwoAccountsSignInOnceSurviveRestartAndSurfaceDeadSignIn(t *testing.T) {
 	setOther(t, sim, daemonUser)
 	waitFor(t, "the daemon account's change", func() bool { return len(r.sink.byUPN()[daemonUser]) == 1 })
 	r.stop()
-	if n := strings.Count(r.logs.String(), "presencebridge login --account people"); n != 1 {
+	if n := r.logs.Count("presencebridge login --account people"); n != 1 {
 		t.Errorf("the fix was logged %d times, want once:\n%s", n, r.logs.String())
 	}
 	if strings.Contains(r.logs.String(), "sim-secret") {

@@ -121,7 +121,7 @@ func startWith(t *testing.T, path string, tweak func(*config.Config)) *running {
 	if tweak != nil {
 		tweak(cfg)
 	}
-	r := &running{sink: &recordingSink{}, logs: &syncBuffer{}}
+	r := &running{sink: &recordingSink{}, logs: &testkit.Buffer{}}
 	r.app, err = Open(Options{Config: cfg, Logger: slog.New(slog.NewTextHandler(r.logs, &slog.HandlerOptions{Level: slog.LevelDebug})), Version: "test"})
 	if err != nil {
 		t.Fatal(err)

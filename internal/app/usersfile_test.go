@@ -34,7 +34,7 @@ func TestMassRemovalRefusedAtReload(t *testing.T) {
 		var st StatusReport
 		return client.Status(ctx, &st) == nil && len(st.Targets) == 1 && st.Targets[0].Sent == 10
 	})
-	refusals := func() int { return strings.Count(logs.String(), "Reload refused") }
+	refusals := func() int { return logs.Count("Reload refused") }
 
 	header := "UPN,SIP URI,Extension\n"
 	os.WriteFile(filepath.Join(dir, "users.csv"), []byte(header), 0o644)

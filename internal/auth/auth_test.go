@@ -138,7 +138,7 @@ func TestRevokedSignInNeedsLoginLoggedOnce(t *testing.T) {
 		!strings.HasSuffix(msg, "; run: presencebridge login --account contoso") {
 		t.Errorf("error text = %q, want the account, the AADSTS reason and the login command", msg)
 	}
-	if n := f.logs.count("Sign-in needed"); n != 1 {
+	if n := f.logs.Count("Sign-in needed"); n != 1 {
 		t.Errorf("needs-login logged %d times over 5 Token calls, want once:\n%s", n, f.logs)
 	}
 	if !strings.Contains(f.logs.String(), "fix=\"presencebridge login --account contoso\"") {
@@ -170,7 +170,7 @@ func TestRevokedSignInNeedsLoginLoggedOnce(t *testing.T) {
 			t.Fatalf("Token after second revocation: err = %v, want *NeedsLoginError", err)
 		}
 	}
-	if n := f.logs.count("Sign-in needed"); n != 2 {
+	if n := f.logs.Count("Sign-in needed"); n != 2 {
 		t.Errorf("needs-login logged %d times in total, want 2 (once per episode)", n)
 	}
 }
@@ -323,7 +323,7 @@ func TestClientSecret(t *testing.T) {
 			if st.State != StateError || !strings.Contains(st.LastError, "AADSTS7000215") {
 				t.Errorf("status = %+v, want error with AADSTS7000215", st)
 			}
-			if n := f.logs.count("Sign-in refused"); n != 1 {
+			if n := f.logs.Count("Sign-in refused"); n != 1 {
 				t.Errorf("refused credentials logged %d times over 3 calls, want once:\n%s", n, f.logs)
 			}
 			for where, text := range map[string]string{"Login error": loginErr.Error(), "Token error": strings.Join(errs, "\n"),
@@ -422,7 +422,7 @@ func TestRenewAndRefused(t *testing.T) {
 	if _, err := f.a.Token(context.Background()); !errors.As(err, &nl) || f.a.Status().State != StateNeedsLogin {
 		t.Fatalf("Token after the re-check = %v, status %+v; the refused token was served", err, f.a.Status())
 	}
-	if n := f.logs.count("Sign-in needed"); n != 1 {
+	if n := f.logs.Count("Sign-in needed"); n != 1 {
 		t.Errorf("Sign-in needed logged %d times, want once:\n%s", n, f.logs.String())
 	}
 }

@@ -15,13 +15,13 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/presencebridge/presencebridge/internal/clock"
 	"github.com/presencebridge/presencebridge/internal/graphsim"
 	"github.com/presencebridge/presencebridge/internal/store"
+	"github.com/presencebridge/presencebridge/internal/testkit"
 )
 
 var t0 = time.Date(2026, 3, 2, 9, 0, 0, 0, time.UTC)
@@ -63,38 +63,18 @@ func tempStore(t *testing.T) (*store.DB, string) {
 	return openStore(t, path), path
 }
 
-// logBuffer collects log lines from concurrent writers.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *logBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-func (b *logBuffer) count(substr string) int { return strings.Count(b.String(), substr) }
-
 // fixture is one account's Authenticator against a simulated tenant.
 type fixture struct {
 	s     *graphsim.Server
 	a     *Authenticator
-	logs  *logBuffer
+	logs  *testkit.Buffer
 	clock *clock.Fake
 }
 
 // newAuth builds an Authenticator for the sim; edit adjusts the options.
 func newAuth(t *testing.T, s *graphsim.Server, db *store.DB, mode Mode, edit func(*Options)) fixture {
 	t.Helper()
-	logs := &logBuffer{}
+	logs := &testkit.Buffer{}
 	fc := clock.NewFake(t0)
 	o := Options{
 		AccountID: "contoso",

@@ -30,6 +30,7 @@ import (
 	"github.com/presencebridge/presencebridge/internal/presence"
 	"github.com/presencebridge/presencebridge/internal/push"
 	"github.com/presencebridge/presencebridge/internal/store"
+	"github.com/presencebridge/presencebridge/internal/testkit"
 	"github.com/presencebridge/presencebridge/internal/users"
 )
 
@@ -352,7 +353,7 @@ func TestTimeoutRetriedThroughDispatcher(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer db.Close()
-	var logs syncBuffer
+	var logs testkit.Buffer
 	clk := clock.NewFake(time.Date(2026, 11, 23, 8, 0, 0, 0, time.UTC))
 	d := push.NewDispatcher(push.Options{Outbox: push.BoltOutbox(db), Targets: []push.Target{tg}, Clock: clk, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	ctx, cancel := context.WithCancel(context.Background())
@@ -385,7 +386,7 @@ func TestSecretsStayOutOfLogsAndStatus(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer db.Close()
-	var logs syncBuffer
+	var logs testkit.Buffer
 	clk := clock.NewFake(time.Date(2026, 11, 23, 8, 0, 0, 0, time.UTC))
 	d := push.NewDispatcher(push.Options{Outbox: push.BoltOutbox(db), Targets: []push.Target{tg}, Clock: clk, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	ctx, cancel := context.WithCancel(context.Background())
@@ -415,23 +416,6 @@ func TestSecretsStayOutOfLogsAndStatus(t *testing.T) {
 	if !strings.Contains(logs.String(), "503") || !strings.Contains(logs.String(), "no such extension") {
 		t.Errorf("the logs should say what the CTI answered:\n%s", logs.String())
 	}
-}
-
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf strings.Builder
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 // A stop while requests are in flight lets them finish and records them as
