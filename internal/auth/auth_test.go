@@ -11,6 +11,7 @@ import (
 
 	"github.com/presencebridge/presencebridge/internal/graphsim"
 	"github.com/presencebridge/presencebridge/internal/store"
+	"github.com/presencebridge/presencebridge/internal/testkit"
 )
 
 func TestDeviceCodeSignInSurvivesRestart(t *testing.T) {
@@ -337,8 +338,8 @@ func TestClientSecret(t *testing.T) {
 }
 
 func TestClientCertificate(t *testing.T) {
-	certPEM, keyPEM := selfSigned(t, "presencebridge")
-	otherCert, otherKey := selfSigned(t, "not-registered")
+	app, other := testkit.AppCertificate(t, "presencebridge"), testkit.AppCertificate(t, "not-registered")
+	certPEM, keyPEM := app.CertPEM, app.KeyPEM
 	s := startSim(t, graphsim.Options{Apps: []graphsim.App{{ClientID: "cert-app", CertPEM: certPEM}}})
 	dir := t.TempDir()
 	write := func(name string, parts ...[]byte) string {
@@ -354,7 +355,7 @@ func TestClientCertificate(t *testing.T) {
 	}
 	both := write("both.pem", certPEM, keyPEM)
 	certOnly, keyOnly := write("cert.pem", certPEM), write("key.pem", keyPEM)
-	otherBoth := write("other.pem", otherCert, otherKey)
+	otherBoth := write("other.pem", other.CertPEM, other.KeyPEM)
 
 	tests := []struct {
 		name            string
