@@ -2,9 +2,7 @@ package app
 
 import (
 	"context"
-	"fmt"
 	"log/slog"
-	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -55,27 +53,8 @@ func twoAccountTenant(t *testing.T, tweak ...func(*graphsim.Options)) (*graphsim
 	for _, f := range tweak {
 		f(&opts)
 	}
-	sim, err := graphsim.New(opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := sim.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { sim.Close() })
-	dir := t.TempDir()
-	if err := os.WriteFile(filepath.Join(dir, "sim-ca.pem"), sim.CAPEM(), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	var csv strings.Builder
-	csv.WriteString("UPN,SIP URI\n")
-	for i, u := range sim.Users() {
-		fmt.Fprintf(&csv, "%s,sip:%d@pbx.example\n", u.UPN, 1000+i)
-	}
-	if err := os.WriteFile(filepath.Join(dir, "users.csv"), []byte(csv.String()), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	ini := simINI(sim, `[Account.people]
+	sim := testkit.StartSim(t, opts)
+	path := testkit.WriteSimConfig(t, sim, testkit.SimConfig{Interval: time.Second, ResolveRate: 100, Accounts: `[Account.people]
 TenantID = 4f1c3c57-0b5e-4d0e-9a55-3b1a7f0e2c11
 ClientID = presencebridge-demo
 Auth = devicecode
@@ -87,31 +66,8 @@ ClientID = presencebridge-daemon
 Auth = secret
 ClientSecret = sim-secret
 Domains = fabrikam.example
-`)
-	path := filepath.Join(dir, "Presence.ini")
-	if err := os.WriteFile(path, []byte(ini), 0o600); err != nil {
-		t.Fatal(err)
-	}
+`})
 	return sim, path
-}
-
-// simINI is a Presence.ini for the simulated tenant (CA file sim-ca.pem beside it,
-// polling every second, no control endpoint) followed by rest.
-func simINI(sim *graphsim.Server, rest string) string {
-	return fmt.Sprintf(`MSTeamsPresence.Enable = 1
-[General]
-ControlAddr = off
-MetricsAddr = off
-[Microsoft]
-LoginURL = %s
-GraphURL = %s
-[Proxy]
-URL = direct
-CAFile = sim-ca.pem
-[Polling]
-Interval = 1s
-ResolveRate = 100
-`, sim.URL(), sim.GraphURL()) + rest
 }
 
 type running struct {
