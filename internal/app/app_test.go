@@ -1,11 +1,8 @@
 package app
 
 import (
-	"bytes"
 	"context"
-	"fmt"
 	"log/slog"
-	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -17,6 +14,7 @@ import (
 	"github.com/presencebridge/presencebridge/internal/graphsim"
 	"github.com/presencebridge/presencebridge/internal/presence"
 	"github.com/presencebridge/presencebridge/internal/store"
+	"github.com/presencebridge/presencebridge/internal/testkit"
 )
 
 // recordingSink keeps a copy of every change (the poller reuses its slice).
@@ -42,23 +40,6 @@ func (s *recordingSink) byUPN() map[string][]presence.Change {
 	return m
 }
 
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // twoAccountTenant starts a simulated tenant with users in two domains and writes a
 // Presence.ini with two accounts: "people" (device code, contoso.example) and
 // "daemon" (client secret, fabrikam.example).
@@ -72,27 +53,8 @@ func twoAccountTenant(t *testing.T, tweak ...func(*graphsim.Options)) (*graphsim
 	for _, f := range tweak {
 		f(&opts)
 	}
-	sim, err := graphsim.New(opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := sim.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { sim.Close() })
-	dir := t.TempDir()
-	if err := os.WriteFile(filepath.Join(dir, "sim-ca.pem"), sim.CAPEM(), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	var csv strings.Builder
-	csv.WriteString("UPN,SIP URI\n")
-	for i, u := range sim.Users() {
-		fmt.Fprintf(&csv, "%s,sip:%d@pbx.example\n", u.UPN, 1000+i)
-	}
-	if err := os.WriteFile(filepath.Join(dir, "users.csv"), []byte(csv.String()), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	ini := simINI(sim, `[Account.people]
+	sim := testkit.StartSim(t, opts)
+	path := testkit.WriteSimConfig(t, sim, testkit.SimConfig{Interval: time.Second, ResolveRate: 100, Accounts: `[Account.people]
 TenantID = 4f1c3c57-0b5e-4d0e-9a55-3b1a7f0e2c11
 ClientID = presencebridge-demo
 Auth = devicecode
@@ -104,37 +66,14 @@ ClientID = presencebridge-daemon
 Auth = secret
 ClientSecret = sim-secret
 Domains = fabrikam.example
-`)
-	path := filepath.Join(dir, "Presence.ini")
-	if err := os.WriteFile(path, []byte(ini), 0o600); err != nil {
-		t.Fatal(err)
-	}
+`})
 	return sim, path
-}
-
-// simINI is a Presence.ini for the simulated tenant (CA file sim-ca.pem beside it,
-// polling every second, no control endpoint) followed by rest.
-func simINI(sim *graphsim.Server, rest string) string {
-	return fmt.Sprintf(`MSTeamsPresence.Enable = 1
-[General]
-ControlAddr = off
-MetricsAddr = off
-[Microsoft]
-LoginURL = %s
-GraphURL = %s
-[Proxy]
-URL = direct
-CAFile = sim-ca.pem
-[Polling]
-Interval = 1s
-ResolveRate = 100
-`, sim.URL(), sim.GraphURL()) + rest
 }
 
 type running struct {
 	app  *App
 	sink *recordingSink
-	logs *syncBuffer
+	logs *testkit.Buffer
 	stop func()
 }
 
@@ -144,7 +83,7 @@ func start(t *testing.T, path string) *running {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := &running{sink: &recordingSink{}, logs: &syncBuffer{}}
+	r := &running{sink: &recordingSink{}, logs: &testkit.Buffer{}}
 	r.app, err = Open(Options{Config: cfg, Sink: r.sink, Logger: slog.New(slog.NewTextHandler(r.logs, nil)), Version: "test"})
 	if err != nil {
 		t.Fatal(err)
@@ -255,7 +194,7 @@ func TestTwoAccountsSignInOnceSurviveRestartAndSurfaceDeadSignIn(t *testing.T) {
 	setOther(t, sim, daemonUser)
 	waitFor(t, "the daemon account's change", func() bool { return len(r.sink.byUPN()[daemonUser]) == 1 })
 	r.stop()
-	if n := strings.Count(r.logs.String(), "presencebridge login --account people"); n != 1 {
+	if n := r.logs.Count("presencebridge login --account people"); n != 1 {
 		t.Errorf("the fix was logged %d times, want once:\n%s", n, r.logs.String())
 	}
 	if strings.Contains(r.logs.String(), "sim-secret") {

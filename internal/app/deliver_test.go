@@ -65,33 +65,18 @@ func (c *recordingCTI) last(reason string) (map[string]cti.Document, int) {
 	return m, n
 }
 
+// deliveryTenant starts a simulated tenant of 10 users and writes a Presence.ini
+// with one client-secret account polling it every second, the CTI at ctiURL (if
+// any) and quick delivery retries.
 func deliveryTenant(t *testing.T, ctiURL string) (*graphsim.Server, string) {
 	t.Helper()
-	sim, err := graphsim.New(graphsim.Options{Users: 10})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := sim.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { sim.Close() })
-	dir := t.TempDir()
-	os.WriteFile(filepath.Join(dir, "sim-ca.pem"), sim.CAPEM(), 0o644)
-	writeUsers(t, dir, sim.Users())
-	ini := simINI(sim, fmt.Sprintf(`[Account.main]
-TenantID = 4f1c3c57-0b5e-4d0e-9a55-3b1a7f0e2c11
-ClientID = presencebridge-daemon
-Auth = secret
-ClientSecret = sim-secret
-%s[Delivery]
+	sim := testkit.StartSim(t, graphsim.Options{Users: 10})
+	return sim, testkit.WriteSimConfig(t, sim, testkit.SimConfig{Interval: time.Second, ResolveRate: 100, Extra: httpSection(ctiURL) + `[Delivery]
 RetryMin = 100ms
 RetryMax = 1s
 [Mapping]
 Stale = unknown | closed | unknown | Teams unreachable
-`, httpSection(ctiURL)))
-	path := filepath.Join(dir, "Presence.ini")
-	os.WriteFile(path, []byte(ini), 0o600)
-	return sim, path
+`})
 }
 
 func httpSection(url string) string {
@@ -99,17 +84,6 @@ func httpSection(url string) string {
 		return ""
 	}
 	return "[HTTP]\nURL = " + url + "\n"
-}
-
-func writeUsers(t *testing.T, dir string, us []graphsim.User) {
-	var csv strings.Builder
-	csv.WriteString("UPN,SIP URI,Extension\n")
-	for i, u := range us {
-		fmt.Fprintf(&csv, "%s,sip:%d@pbx.example,%d\n", u.UPN, 1000+i, 1000+i)
-	}
-	if err := os.WriteFile(filepath.Join(dir, "users.csv"), []byte(csv.String()), 0o644); err != nil {
-		t.Fatal(err)
-	}
 }
 
 func startWith(t *testing.T, path string, tweak func(*config.Config)) *running {
@@ -121,7 +95,7 @@ func startWith(t *testing.T, path string, tweak func(*config.Config)) *running {
 	if tweak != nil {
 		tweak(cfg)
 	}
-	r := &running{sink: &recordingSink{}, logs: &syncBuffer{}}
+	r := &running{sink: &recordingSink{}, logs: &testkit.Buffer{}}
 	r.app, err = Open(Options{Config: cfg, Logger: slog.New(slog.NewTextHandler(r.logs, &slog.HandlerOptions{Level: slog.LevelDebug})), Version: "test"})
 	if err != nil {
 		t.Fatal(err)
@@ -199,7 +173,7 @@ func TestDeliveryToHTTPTarget(t *testing.T) {
 
 	// upn (user 3) leaves the users file meanwhile.
 	us := sim.Users()
-	writeUsers(t, filepath.Dir(path), append(append([]graphsim.User{}, us[:3]...), us[4:]...))
+	testkit.WriteSimUsers(t, filepath.Dir(path), append(append([]graphsim.User{}, us[:3]...), us[4:]...))
 	r = startWith(t, path, staleFast)
 	waitFor(t, "the pending change after the restart", func() bool { m, _ := c.last(""); return m[upn2].Teams.Activity == act2 }, r)
 	waitFor(t, "the departed user's removal", func() bool { m, _ := c.last(""); return m[upn].Reason == "remove" }, r)

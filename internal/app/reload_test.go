@@ -10,18 +10,19 @@ import (
 
 	"github.com/presencebridge/presencebridge/internal/config"
 	"github.com/presencebridge/presencebridge/internal/control"
+	"github.com/presencebridge/presencebridge/internal/testkit"
 )
 
 // runReloading runs RunWithReload on the Presence.ini at path, looking at the
 // files every check, until the test ends. It returns the configuration it
 // started with, its log and the context it runs in.
-func runReloading(t *testing.T, path string, check time.Duration, tweak ...func(*ReloadOptions)) (*config.Config, *syncBuffer, context.Context) {
+func runReloading(t *testing.T, path string, check time.Duration, tweak ...func(*ReloadOptions)) (*config.Config, *testkit.Buffer, context.Context) {
 	t.Helper()
 	cfg, err := config.Load(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	logs := &syncBuffer{}
+	logs := &testkit.Buffer{}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	o := ReloadOptions{Options: Options{Config: cfg, Logger: slog.New(slog.NewTextHandler(logs, nil)), Version: "test"}, Check: check}

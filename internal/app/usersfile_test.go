@@ -11,6 +11,7 @@ import (
 
 	"github.com/presencebridge/presencebridge/internal/config"
 	"github.com/presencebridge/presencebridge/internal/control"
+	"github.com/presencebridge/presencebridge/internal/testkit"
 	"github.com/presencebridge/presencebridge/internal/users"
 )
 
@@ -34,7 +35,7 @@ func TestMassRemovalRefusedAtReload(t *testing.T) {
 		var st StatusReport
 		return client.Status(ctx, &st) == nil && len(st.Targets) == 1 && st.Targets[0].Sent == 10
 	})
-	refusals := func() int { return strings.Count(logs.String(), "Reload refused") }
+	refusals := func() int { return logs.Count("Reload refused") }
 
 	header := "UPN,SIP URI,Extension\n"
 	os.WriteFile(filepath.Join(dir, "users.csv"), []byte(header), 0o644)
@@ -42,7 +43,7 @@ func TestMassRemovalRefusedAtReload(t *testing.T) {
 	if !strings.Contains(logs.String(), "lists no users (only a header, comments or blank lines), which would withdraw the presence of all 10 users") {
 		t.Errorf("the refusal does not say why:\n%s", logs.String())
 	}
-	writeUsers(t, dir, sim.Users()[:2])
+	testkit.WriteSimUsers(t, dir, sim.Users()[:2])
 	waitFor(t, "the file with 2 of 10 users refused", func() bool { return refusals() == 2 })
 	if !strings.Contains(logs.String(), "would withdraw the presence of 8 of the 10 users shown on the PBX") {
 		t.Errorf("the refusal does not count the users:\n%s", logs.String())
@@ -56,7 +57,7 @@ func TestMassRemovalRefusedAtReload(t *testing.T) {
 	}
 
 	// Half of them go: not a mass removal.
-	writeUsers(t, dir, sim.Users()[:5])
+	testkit.WriteSimUsers(t, dir, sim.Users()[:5])
 	waitFor(t, "5 users withdrawn", func() bool { _, n := c.last("remove"); return n == 5 })
 
 	// All of them go, confirmed through the control endpoint.
@@ -84,7 +85,7 @@ func TestMassRemovalRefusedAtStart(t *testing.T) {
 	r.stop()
 
 	dir := filepath.Dir(path)
-	writeUsers(t, dir, sim.Users()[:3])
+	testkit.WriteSimUsers(t, dir, sim.Users()[:3])
 	cfg, err := config.Load(path)
 	if err != nil {
 		t.Fatal(err)
@@ -114,7 +115,7 @@ func TestMassRemovalRefusedAtStart(t *testing.T) {
 	}
 	a.Close()
 	// A different file is checked again.
-	writeUsers(t, dir, sim.Users()[:2])
+	testkit.WriteSimUsers(t, dir, sim.Users()[:2])
 	if _, err := Open(Options{Config: cfg, Logger: slog.New(slog.DiscardHandler), RefuseMassRemoval: true}); !errors.As(err, &mass) {
 		t.Fatalf("Open of another file = %v, want the refusal", err)
 	}

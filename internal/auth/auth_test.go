@@ -11,6 +11,7 @@ import (
 
 	"github.com/presencebridge/presencebridge/internal/graphsim"
 	"github.com/presencebridge/presencebridge/internal/store"
+	"github.com/presencebridge/presencebridge/internal/testkit"
 )
 
 func TestDeviceCodeSignInSurvivesRestart(t *testing.T) {
@@ -138,7 +139,7 @@ func TestRevokedSignInNeedsLoginLoggedOnce(t *testing.T) {
 		!strings.HasSuffix(msg, "; run: presencebridge login --account contoso") {
 		t.Errorf("error text = %q, want the account, the AADSTS reason and the login command", msg)
 	}
-	if n := f.logs.count("Sign-in needed"); n != 1 {
+	if n := f.logs.Count("Sign-in needed"); n != 1 {
 		t.Errorf("needs-login logged %d times over 5 Token calls, want once:\n%s", n, f.logs)
 	}
 	if !strings.Contains(f.logs.String(), "fix=\"presencebridge login --account contoso\"") {
@@ -170,7 +171,7 @@ func TestRevokedSignInNeedsLoginLoggedOnce(t *testing.T) {
 			t.Fatalf("Token after second revocation: err = %v, want *NeedsLoginError", err)
 		}
 	}
-	if n := f.logs.count("Sign-in needed"); n != 2 {
+	if n := f.logs.Count("Sign-in needed"); n != 2 {
 		t.Errorf("needs-login logged %d times in total, want 2 (once per episode)", n)
 	}
 }
@@ -323,7 +324,7 @@ func TestClientSecret(t *testing.T) {
 			if st.State != StateError || !strings.Contains(st.LastError, "AADSTS7000215") {
 				t.Errorf("status = %+v, want error with AADSTS7000215", st)
 			}
-			if n := f.logs.count("Sign-in refused"); n != 1 {
+			if n := f.logs.Count("Sign-in refused"); n != 1 {
 				t.Errorf("refused credentials logged %d times over 3 calls, want once:\n%s", n, f.logs)
 			}
 			for where, text := range map[string]string{"Login error": loginErr.Error(), "Token error": strings.Join(errs, "\n"),
@@ -337,8 +338,8 @@ func TestClientSecret(t *testing.T) {
 }
 
 func TestClientCertificate(t *testing.T) {
-	certPEM, keyPEM := selfSigned(t, "presencebridge")
-	otherCert, otherKey := selfSigned(t, "not-registered")
+	app, other := testkit.AppCertificate(t, "presencebridge"), testkit.AppCertificate(t, "not-registered")
+	certPEM, keyPEM := app.CertPEM, app.KeyPEM
 	s := startSim(t, graphsim.Options{Apps: []graphsim.App{{ClientID: "cert-app", CertPEM: certPEM}}})
 	dir := t.TempDir()
 	write := func(name string, parts ...[]byte) string {
@@ -354,7 +355,7 @@ func TestClientCertificate(t *testing.T) {
 	}
 	both := write("both.pem", certPEM, keyPEM)
 	certOnly, keyOnly := write("cert.pem", certPEM), write("key.pem", keyPEM)
-	otherBoth := write("other.pem", otherCert, otherKey)
+	otherBoth := write("other.pem", other.CertPEM, other.KeyPEM)
 
 	tests := []struct {
 		name            string
@@ -422,7 +423,7 @@ func TestRenewAndRefused(t *testing.T) {
 	if _, err := f.a.Token(context.Background()); !errors.As(err, &nl) || f.a.Status().State != StateNeedsLogin {
 		t.Fatalf("Token after the re-check = %v, status %+v; the refused token was served", err, f.a.Status())
 	}
-	if n := f.logs.count("Sign-in needed"); n != 1 {
+	if n := f.logs.Count("Sign-in needed"); n != 1 {
 		t.Errorf("Sign-in needed logged %d times, want once:\n%s", n, f.logs.String())
 	}
 }

@@ -3,25 +3,19 @@ package auth
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
-	"crypto/rsa"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/json"
-	"encoding/pem"
 	"log/slog"
-	"math/big"
 	"net/http"
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/presencebridge/presencebridge/internal/clock"
 	"github.com/presencebridge/presencebridge/internal/graphsim"
 	"github.com/presencebridge/presencebridge/internal/store"
+	"github.com/presencebridge/presencebridge/internal/testkit"
 )
 
 var t0 = time.Date(2026, 3, 2, 9, 0, 0, 0, time.UTC)
@@ -63,38 +57,18 @@ func tempStore(t *testing.T) (*store.DB, string) {
 	return openStore(t, path), path
 }
 
-// logBuffer collects log lines from concurrent writers.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *logBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-func (b *logBuffer) count(substr string) int { return strings.Count(b.String(), substr) }
-
 // fixture is one account's Authenticator against a simulated tenant.
 type fixture struct {
 	s     *graphsim.Server
 	a     *Authenticator
-	logs  *logBuffer
+	logs  *testkit.Buffer
 	clock *clock.Fake
 }
 
 // newAuth builds an Authenticator for the sim; edit adjusts the options.
 func newAuth(t *testing.T, s *graphsim.Server, db *store.DB, mode Mode, edit func(*Options)) fixture {
 	t.Helper()
-	logs := &logBuffer{}
+	logs := &testkit.Buffer{}
 	fc := clock.NewFake(t0)
 	o := Options{
 		AccountID: "contoso",
@@ -210,25 +184,4 @@ func storedRefreshTokens(t *testing.T, db *store.DB, accountID string) []string 
 		t.Fatal("no refresh token in the cache blob")
 	}
 	return out
-}
-
-// selfSigned makes an RSA certificate and key PEM as an admin would for an app.
-func selfSigned(t *testing.T, cn string) (certPEM, keyPEM []byte) {
-	t.Helper()
-	key, err := rsa.GenerateKey(rand.Reader, 2048)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: cn},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour)}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
-		pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER})
 }

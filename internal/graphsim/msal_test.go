@@ -2,12 +2,7 @@ package graphsim_test
 
 import (
 	"context"
-	"crypto/rand"
-	"crypto/rsa"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
-	"math/big"
 	"net/http"
 	"strings"
 	"testing"
@@ -17,6 +12,8 @@ import (
 	"github.com/AzureAD/microsoft-authentication-library-for-go/apps/public"
 
 	"github.com/presencebridge/presencebridge/internal/graphsim"
+	"github.com/presencebridge/presencebridge/internal/pki"
+	"github.com/presencebridge/presencebridge/internal/testkit"
 )
 
 // These tests drive the real MSAL for Go client against the simulator over TLS,
@@ -186,47 +183,25 @@ func TestMSALClientSecret(t *testing.T) {
 	}
 }
 
-// selfSigned makes an RSA certificate and key as an admin would upload to an app.
-func selfSigned(t *testing.T, cn string) (*x509.Certificate, *rsa.PrivateKey, []byte) {
-	t.Helper()
-	key, err := rsa.GenerateKey(rand.Reader, 2048)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: cn},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return cert, key, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
-}
-
 func TestMSALClientCertificate(t *testing.T) {
-	cert, key, certPEM := selfSigned(t, "presencebridge-cert")
-	other, otherKey, _ := selfSigned(t, "someone-else")
+	app, other := testkit.AppCertificate(t, "presencebridge-cert"), testkit.AppCertificate(t, "someone-else")
 	s := start(t, graphsim.Options{Users: 3, Apps: []graphsim.App{
-		{ClientID: "cert-app", CertPEM: certPEM},
+		{ClientID: "cert-app", CertPEM: app.CertPEM},
 		{ClientID: "secret-only", Secret: "x"},
 	}})
 	tests := []struct {
 		name     string
 		clientID string
-		cert     *x509.Certificate
-		key      *rsa.PrivateKey
+		cert     *pki.KeyPair
 		wantErr  string
 	}{
-		{"registered certificate", "cert-app", cert, key, ""},
-		{"unregistered certificate", "cert-app", other, otherKey, "AADSTS700027"},
-		{"app without certificate", "secret-only", cert, key, "AADSTS700027"},
+		{"registered certificate", "cert-app", app, ""},
+		{"unregistered certificate", "cert-app", other, "AADSTS700027"},
+		{"app without certificate", "secret-only", app, "AADSTS700027"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			cred, err := confidential.NewCredFromCert([]*x509.Certificate{tt.cert}, tt.key)
+			cred, err := confidential.NewCredFromCert([]*x509.Certificate{tt.cert.Cert}, tt.cert.Key)
 			if err != nil {
 				t.Fatal(err)
 			}

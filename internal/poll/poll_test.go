@@ -21,6 +21,7 @@ import (
 	"github.com/presencebridge/presencebridge/internal/graphsim"
 	"github.com/presencebridge/presencebridge/internal/presence"
 	"github.com/presencebridge/presencebridge/internal/store"
+	"github.com/presencebridge/presencebridge/internal/testkit"
 	"github.com/presencebridge/presencebridge/internal/users"
 )
 
@@ -178,32 +179,13 @@ func TestIntegrationRetryAfterObeyed(t *testing.T) {
 	}
 }
 
-// syncBuffer is a log destination safe for the poller goroutine and the test.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf []byte
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.buf = append(b.buf, p...)
-	return len(p), nil
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return string(b.buf)
-}
-
 func TestIntegrationUnknownUserAndValueLoggedOnce(t *testing.T) {
 	r := newRig(t, 40, 1500)
 	r.us = append(r.us, users.User{UPN: "ghost@contoso.example", Extension: "9", Line: 99})
 	if _, err := r.sim.SetPresence(r.us[3].UPN, "Focusing", "DeepWork"); err != nil {
 		t.Fatal(err)
 	}
-	logs := &syncBuffer{}
+	logs := &testkit.Buffer{}
 	sink := &countingSink{}
 	p, err := New(Options{Account: "a", Users: r.us, Graph: r.gc, Store: r.db, Sink: sink,
 		Budget: budget.New(1500, 30*time.Second, 0.6, r.clk), Clock: r.clk,

@@ -1,7 +1,6 @@
 package push
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -17,6 +16,7 @@ import (
 	"github.com/presencebridge/presencebridge/internal/clock"
 	"github.com/presencebridge/presencebridge/internal/presence"
 	"github.com/presencebridge/presencebridge/internal/store"
+	"github.com/presencebridge/presencebridge/internal/testkit"
 	"github.com/presencebridge/presencebridge/internal/users"
 )
 
@@ -101,12 +101,12 @@ type rig struct {
 	path string
 	db   *store.DB
 	clk  *clock.Fake
-	logs *syncBuffer
+	logs *testkit.Buffer
 }
 
 func newRig(t *testing.T) *rig {
 	t.Helper()
-	r := &rig{path: filepath.Join(t.TempDir(), "state.db"), clk: clock.NewFake(time.Date(2026, 11, 23, 8, 0, 0, 0, time.UTC)), logs: &syncBuffer{}}
+	r := &rig{path: filepath.Join(t.TempDir(), "state.db"), clk: clock.NewFake(time.Date(2026, 11, 23, 8, 0, 0, 0, time.UTC)), logs: &testkit.Buffer{}}
 	r.open(t)
 	return r
 }
@@ -233,7 +233,7 @@ func TestDownThenUpDeliversFinalStatesInOrder(t *testing.T) {
 	if len(overlap) > 0 {
 		t.Errorf("users in two Sends at once: %v", overlap)
 	}
-	if strings.Count(r.logs.String(), "Delivery target down") != strings.Count(r.logs.String(), "Delivery target back") {
+	if r.logs.Count("Delivery target down") != r.logs.Count("Delivery target back") {
 		t.Errorf("down/back not logged in pairs:\n%s", r.logs.String())
 	}
 }
@@ -267,7 +267,7 @@ func TestPermanentRefusalDroppedAndLoggedOnce(t *testing.T) {
 	start(t, d)
 	d.Enqueue(context.Background(), []Item{item("bad@x", presence.Busy, presence.ActInACall), item("ok@x", presence.Busy, presence.ActInACall)})
 	waitUntil(t, "both users to settle", func() bool { st := d.Status()[0]; return st.Pending == 0 && st.Sent+st.Dropped == 2 })
-	if n := strings.Count(r.logs.String(), "refused a state for good"); n != 1 {
+	if n := r.logs.Count("refused a state for good"); n != 1 {
 		t.Errorf("refusal logged %d times, want once:\n%s", n, r.logs.String())
 	}
 	if !strings.Contains(r.logs.String(), "bad@x") || len(f.got("ok@x")) != 1 {
@@ -340,23 +340,6 @@ func TestTargetsAreIndependent(t *testing.T) {
 	if !sip.Down || sip.LastError == "" || !errors.Is(fmt.Errorf("%s: %w", sip.LastError, ErrTargetDown), ErrTargetDown) {
 		t.Errorf("sip status = %+v, want down with an error", sip)
 	}
-}
-
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 // Several pollers deliver changes at once to a slow target: no user is ever in two

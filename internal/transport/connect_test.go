@@ -21,8 +21,8 @@ import (
 // squid_test.go.
 func TestHTTPProxyNTLM(t *testing.T) {
 	ca := newTestCA(t)
-	caFile := writeTemp(t, "ca.pem", ca.pem)
-	tg := newTarget(t, ca.leaf(t, leafOpts{}))
+	caFile := writeTemp(t, "ca.pem", ca.CertPEM)
+	tg := newTarget(t, loopbackCert(t, ca))
 	tests := []struct {
 		name        string
 		proxy       *connectProxy
@@ -105,8 +105,8 @@ func TestHTTPProxyNTLM(t *testing.T) {
 
 func TestHTTPProxyBrokenHandshakes(t *testing.T) {
 	ca := newTestCA(t)
-	caFile := writeTemp(t, "ca.pem", ca.pem)
-	tg := newTarget(t, ca.leaf(t, leafOpts{}))
+	caFile := writeTemp(t, "ca.pem", ca.CertPEM)
+	tg := newTarget(t, loopbackCert(t, ca))
 	tests := []struct {
 		name  string
 		proxy *connectProxy

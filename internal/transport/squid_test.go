@@ -11,7 +11,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/presencebridge/presencebridge/internal/pki"
 	"github.com/presencebridge/presencebridge/internal/squid"
+	"github.com/presencebridge/presencebridge/internal/testkit"
 )
 
 // The password of the Basic tests holds everything a proxy URL makes hard: a
@@ -74,9 +76,9 @@ func lastTunnel(rs []squid.Request) squid.Request {
 
 func TestIntegrationSquidNoAuth(t *testing.T) {
 	ca := newTestCA(t)
-	tg := newTarget(t, ca.leaf(t, leafOpts{}))
+	tg := newTarget(t, loopbackCert(t, ca))
 	s := startSquid(t, squid.Options{})
-	c := newTestClient(t, Options{ProxyURL: s.URL, CAFile: writeTemp(t, "ca.pem", ca.pem)})
+	c := newTestClient(t, Options{ProxyURL: s.URL, CAFile: writeTemp(t, "ca.pem", ca.CertPEM)})
 	for range 2 {
 		body, proto, err := get(t, c, tg.URL+"/v1.0/me")
 		if err != nil {
@@ -101,8 +103,8 @@ func TestIntegrationSquidNoAuth(t *testing.T) {
 func TestIntegrationSquidBasic(t *testing.T) {
 	clearProxyEnv(t)
 	ca := newTestCA(t)
-	caFile := writeTemp(t, "ca.pem", ca.pem)
-	tg := newTarget(t, ca.leaf(t, leafOpts{}))
+	caFile := writeTemp(t, "ca.pem", ca.CertPEM)
+	tg := newTarget(t, loopbackCert(t, ca))
 	s := startSquid(t, squid.Options{Basic: map[string]string{squidUser: squidPass}})
 	hostport := strings.TrimPrefix(s.URL, "http://")
 
@@ -166,7 +168,7 @@ func TestIntegrationSquidBasic(t *testing.T) {
 		// net/http's own CONNECT with Basic. It never proxies a loopback
 		// target, so the target has a name only Squid resolves.
 		clearProxyEnv(t)
-		named := newTarget(t, ca.leaf(t, leafOpts{dnsNames: []string{"graph.pb-test.example"}, noIP: true}))
+		named := newTarget(t, testkit.Issue(t, ca, pki.Options{DNSNames: []string{"graph.pb-test.example"}}).TLS())
 		s := startSquid(t, squid.Options{Basic: map[string]string{squidUser: squidPass}, Hosts: map[string]string{"graph.pb-test.example": "127.0.0.1"}})
 		t.Setenv("HTTPS_PROXY", "http://"+squidUser+":"+squidPassEncoded+"@"+strings.TrimPrefix(s.URL, "http://"))
 		c := newTestClient(t, Options{CAFile: caFile})
@@ -203,8 +205,8 @@ func assertNoSquidPass(t *testing.T, s string) {
 // Squid saw.
 func TestIntegrationSquidNTLM(t *testing.T) {
 	ca := newTestCA(t)
-	caFile := writeTemp(t, "ca.pem", ca.pem)
-	tg := newTarget(t, ca.leaf(t, leafOpts{}))
+	caFile := writeTemp(t, "ca.pem", ca.CertPEM)
+	tg := newTarget(t, loopbackCert(t, ca))
 	cases := []struct {
 		name     string
 		proxy    squid.Options
@@ -267,8 +269,8 @@ func TestIntegrationSquidNTLM(t *testing.T) {
 // certificate that names it as a DNS name (see TestCertificateProblems).
 func TestIntegrationSquidTLSInspection(t *testing.T) {
 	ca := newTestCA(t)
-	tg := newTarget(t, ca.leaf(t, leafOpts{}))
-	s := startSquid(t, squid.Options{Bump: true, UpstreamCAFile: writeTemp(t, "target-ca.pem", ca.pem)})
+	tg := newTarget(t, loopbackCert(t, ca))
+	s := startSquid(t, squid.Options{Bump: true, UpstreamCAFile: writeTemp(t, "target-ca.pem", ca.CertPEM)})
 
 	t.Run("CAFile set to the proxy's CA", func(t *testing.T) {
 		var seenIssuer string

@@ -17,6 +17,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/presencebridge/presencebridge/internal/pki"
+	"github.com/presencebridge/presencebridge/internal/testkit"
 )
 
 // secret is the proxy password of every test; it must never surface.
@@ -113,12 +116,12 @@ func TestNewClientIsTunedTransport(t *testing.T) {
 
 func TestHTTPProxyCarriesTraffic(t *testing.T) {
 	ca := newTestCA(t)
-	tg := newTarget(t, ca.leaf(t, leafOpts{}))
+	tg := newTarget(t, loopbackCert(t, ca))
 	px := startConnectProxy(t, &connectProxy{user: "alice", pass: secret})
 	var logs bytes.Buffer
 	c := newTestClient(t, Options{
 		ProxyURL: proxyURL("http", "alice", secret, px.addr()),
-		CAFile:   writeTemp(t, "ca.pem", ca.pem),
+		CAFile:   writeTemp(t, "ca.pem", ca.CertPEM),
 		Logger:   slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 	})
 
@@ -154,8 +157,8 @@ func TestHTTPProxyCarriesTraffic(t *testing.T) {
 
 func TestHTTPProxyRefusals(t *testing.T) {
 	ca := newTestCA(t)
-	caFile := writeTemp(t, "ca.pem", ca.pem)
-	tg := newTarget(t, ca.leaf(t, leafOpts{}))
+	caFile := writeTemp(t, "ca.pem", ca.CertPEM)
+	tg := newTarget(t, loopbackCert(t, ca))
 	tests := []struct {
 		name       string
 		proxy      *connectProxy
@@ -259,8 +262,8 @@ func TestHTTPProxyRefusals(t *testing.T) {
 
 func TestSOCKS5CarriesTraffic(t *testing.T) {
 	ca := newTestCA(t)
-	caFile := writeTemp(t, "ca.pem", ca.pem)
-	tg := newTarget(t, ca.leaf(t, leafOpts{}))
+	caFile := writeTemp(t, "ca.pem", ca.CertPEM)
+	tg := newTarget(t, loopbackCert(t, ca))
 	tests := []struct {
 		name       string
 		server     *socksServer
@@ -310,8 +313,8 @@ func TestSOCKS5CarriesTraffic(t *testing.T) {
 
 func TestSOCKS5Failures(t *testing.T) {
 	ca := newTestCA(t)
-	caFile := writeTemp(t, "ca.pem", ca.pem)
-	tg := newTarget(t, ca.leaf(t, leafOpts{}))
+	caFile := writeTemp(t, "ca.pem", ca.CertPEM)
+	tg := newTarget(t, loopbackCert(t, ca))
 	dead := closedPort(t)
 	tests := []struct {
 		name       string
@@ -366,8 +369,8 @@ func TestSOCKS5Failures(t *testing.T) {
 
 func TestPrivateCA(t *testing.T) {
 	ca := newTestCA(t)
-	caFile := writeTemp(t, "ca.pem", ca.pem)
-	tg := newTarget(t, ca.leaf(t, leafOpts{}))
+	caFile := writeTemp(t, "ca.pem", ca.CertPEM)
+	tg := newTarget(t, loopbackCert(t, ca))
 
 	t.Run("trusted with CAFile", func(t *testing.T) {
 		c := newTestClient(t, Options{ProxyURL: "direct", CAFile: caFile})
@@ -415,31 +418,32 @@ func TestPrivateCA(t *testing.T) {
 
 func TestCertificateProblems(t *testing.T) {
 	ca := newTestCA(t)
-	caFile := writeTemp(t, "ca.pem", ca.pem)
+	caFile := writeTemp(t, "ca.pem", ca.CertPEM)
 	tests := []struct {
 		name string
-		leaf leafOpts
+		leaf pki.Options
 		want []string
 	}{
 		{
 			name: "hostname mismatch",
-			leaf: leafOpts{dnsNames: []string{"graph.contoso.example"}, noIP: true},
+			leaf: pki.Options{DNSNames: []string{"graph.contoso.example"}},
 			want: []string{"TLS: the certificate presented for 127.0.0.1:", "is not valid for 127.0.0.1", "(it covers graph.contoso.example)"},
 		},
 		{
 			name: "IP address as a DNS name",
-			leaf: leafOpts{dnsNames: []string{"127.0.0.1"}, noIP: true},
+			leaf: pki.Options{DNSNames: []string{"127.0.0.1"}},
 			want: []string{"(it covers 127.0.0.1 (as a DNS name, which does not cover an IP address))"},
 		},
 		{
 			name: "expired",
-			leaf: leafOpts{notBefore: time.Now().Add(-48 * time.Hour), notAfter: time.Now().Add(-24 * time.Hour)},
+			leaf: pki.Options{DNSNames: []string{"localhost"}, IPs: []net.IP{net.IPv4(127, 0, 0, 1)},
+				NotBefore: time.Now().Add(-48 * time.Hour), NotAfter: time.Now().Add(-24 * time.Hour)},
 			want: []string{"TLS: the certificate of 127.0.0.1:", "has expired or is not yet valid", "is after", "check this machine's clock"},
 		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			tg := newTarget(t, ca.leaf(t, tt.leaf))
+			tg := newTarget(t, testkit.Issue(t, ca, tt.leaf).TLS())
 			c := newTestClient(t, Options{ProxyURL: "direct", CAFile: caFile})
 			_, _, err := get(t, c, tg.URL)
 			if err == nil {
@@ -487,7 +491,7 @@ func TestCAFileErrors(t *testing.T) {
 		t.Errorf("missing CA file error %v does not match fs.ErrNotExist", err)
 	}
 	// A bundle with text around the certificates, as exported by browsers, loads.
-	mixed := writeTemp(t, "mixed.pem", append([]byte("Corp Inspection CA\n"), ca.pem...))
+	mixed := writeTemp(t, "mixed.pem", append([]byte("Corp Inspection CA\n"), ca.CertPEM...))
 	if _, err := NewClient(Options{ProxyURL: "direct", CAFile: mixed}); err != nil {
 		t.Errorf("bundle with a header line: %v", err)
 	}
@@ -630,9 +634,9 @@ func TestEnvironmentProxy(t *testing.T) {
 		clearProxyEnv(t)
 		t.Setenv("HTTPS_PROXY", "http://"+closedPort(t))
 		ca := newTestCA(t)
-		tg := newTarget(t, ca.leaf(t, leafOpts{}))
+		tg := newTarget(t, loopbackCert(t, ca))
 		px := startConnectProxy(t, &connectProxy{})
-		c := newTestClient(t, Options{ProxyURL: "http://" + px.addr(), CAFile: writeTemp(t, "ca.pem", ca.pem)})
+		c := newTestClient(t, Options{ProxyURL: "http://" + px.addr(), CAFile: writeTemp(t, "ca.pem", ca.CertPEM)})
 		if u := chosen(t, c); u != nil {
 			t.Errorf("net/http picks proxy %v, want none: [Proxy] URL has its own CONNECT", show(u))
 		}

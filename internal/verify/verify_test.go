@@ -15,6 +15,7 @@ import (
 	"github.com/presencebridge/presencebridge/internal/push"
 	"github.com/presencebridge/presencebridge/internal/secret"
 	"github.com/presencebridge/presencebridge/internal/store"
+	"github.com/presencebridge/presencebridge/internal/testkit"
 	"github.com/presencebridge/presencebridge/internal/users"
 )
 
@@ -24,48 +25,27 @@ type tenant struct {
 	sim    *graphsim.Server
 	dir    string
 	secret string // the client secret as Presence.ini holds it: encrypted
+	base   string // Presence.ini as testkit.WriteSimConfig wrote it
 }
 
 func newTenant(t *testing.T, apps []graphsim.App) *tenant {
 	t.Helper()
-	sim, err := graphsim.New(graphsim.Options{Users: 8, Apps: apps})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := sim.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { sim.Close() })
-	tn := &tenant{sim: sim, dir: t.TempDir()}
+	tn := &tenant{sim: testkit.StartSim(t, graphsim.Options{Users: 8, Apps: apps}), dir: t.TempDir()}
+	var err error
 	if tn.secret, err = secret.Encrypt("sim-secret", tn.dir); err != nil {
 		t.Fatal(err)
 	}
-	os.WriteFile(filepath.Join(tn.dir, "sim-ca.pem"), sim.CAPEM(), 0o644)
-	var csv strings.Builder
-	csv.WriteString("UPN,SIP URI\n")
-	for i, u := range sim.Users() {
-		fmt.Fprintf(&csv, "%s,sip:%d@pbx.example\n", u.UPN, 1000+i)
+	raw, err := os.ReadFile(testkit.WriteSimConfig(t, tn.sim, testkit.SimConfig{Dir: tn.dir, ClientSecret: tn.secret}))
+	if err != nil {
+		t.Fatal(err)
 	}
-	os.WriteFile(filepath.Join(tn.dir, "users.csv"), []byte(csv.String()), 0o644)
+	tn.base = string(raw)
 	return tn
 }
 
-func (tn *tenant) ini(extra string) string {
-	return fmt.Sprintf(`[General]
-ControlAddr = off
-[Microsoft]
-LoginURL = %s
-GraphURL = %s
-[Proxy]
-URL = direct
-CAFile = sim-ca.pem
-[Account.main]
-TenantID = 4f1c3c57-0b5e-4d0e-9a55-3b1a7f0e2c11
-ClientID = presencebridge-daemon
-Auth = secret
-ClientSecret = %s
-`, tn.sim.URL(), tn.sim.GraphURL(), tn.secret) + extra
-}
+// ini is the tenant's Presence.ini (one client-secret account "main") followed
+// by extra.
+func (tn *tenant) ini(extra string) string { return tn.base + extra }
 
 func (tn *tenant) verify(t *testing.T, ini string) []Result {
 	t.Helper()

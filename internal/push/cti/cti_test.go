@@ -2,12 +2,8 @@ package cti
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/json"
 	"encoding/pem"
 	"errors"
@@ -15,7 +11,6 @@ import (
 	"io"
 	"log"
 	"log/slog"
-	"math/big"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -27,9 +22,11 @@ import (
 	"time"
 
 	"github.com/presencebridge/presencebridge/internal/clock"
+	"github.com/presencebridge/presencebridge/internal/pki"
 	"github.com/presencebridge/presencebridge/internal/presence"
 	"github.com/presencebridge/presencebridge/internal/push"
 	"github.com/presencebridge/presencebridge/internal/store"
+	"github.com/presencebridge/presencebridge/internal/testkit"
 	"github.com/presencebridge/presencebridge/internal/users"
 )
 
@@ -132,9 +129,9 @@ func TestDocumentHeadersAndCAFile(t *testing.T) {
 
 func TestUntrustedCertificateSaysWhatToDo(t *testing.T) {
 	c := newCTI(t, nil)
-	otherCA, _ := newCA(t, "some other CA")
+	otherCA := testkit.NewCA(t, pki.Options{CommonName: "some other CA"})
 	otherFile := filepath.Join(t.TempDir(), "other-ca.pem")
-	os.WriteFile(otherFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: otherCA.Raw}), 0o644)
+	os.WriteFile(otherFile, otherCA.CertPEM, 0o644)
 	cases := []struct {
 		name, caFile string
 		want         []string
@@ -184,40 +181,14 @@ func TestOptionErrors(t *testing.T) {
 	}
 }
 
-// newCA makes a self-signed CA certificate and its key.
-func newCA(t *testing.T, name string) (*x509.Certificate, *ecdsa.PrivateKey) {
-	t.Helper()
-	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: name}, IsCA: true,
-		BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ca, err := x509.ParseCertificate(caDER)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return ca, caKey
-}
-
 func TestClientCertificate(t *testing.T) {
-	ca, caKey := newCA(t, "client CA")
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "presencebridge"},
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
-	der, _ := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
+	ca := testkit.NewCA(t, pki.Options{CommonName: "client CA"})
 	dir := t.TempDir()
 	certFile, keyFile := filepath.Join(dir, "client.pem"), filepath.Join(dir, "client.key")
-	os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600)
-	kb, _ := x509.MarshalECPrivateKey(key)
-	os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb}), 0o600)
-	pool := x509.NewCertPool()
-	pool.AddCert(ca)
-	c := newCTI(t, pool)
+	if err := testkit.Issue(t, ca, pki.Options{CommonName: "presencebridge", Client: true}).WriteFiles(certFile, keyFile); err != nil {
+		t.Fatal(err)
+	}
+	c := newCTI(t, ca.Pool())
 
 	without, _ := New(Options{URL: c.srv.URL, CAFile: c.caFile})
 	if err := without.Send(context.Background(), []push.Item{item("a@x", 1)})[0]; err == nil {
@@ -352,7 +323,7 @@ func TestTimeoutRetriedThroughDispatcher(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer db.Close()
-	var logs syncBuffer
+	var logs testkit.Buffer
 	clk := clock.NewFake(time.Date(2026, 11, 23, 8, 0, 0, 0, time.UTC))
 	d := push.NewDispatcher(push.Options{Outbox: push.BoltOutbox(db), Targets: []push.Target{tg}, Clock: clk, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	ctx, cancel := context.WithCancel(context.Background())
@@ -385,7 +356,7 @@ func TestSecretsStayOutOfLogsAndStatus(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer db.Close()
-	var logs syncBuffer
+	var logs testkit.Buffer
 	clk := clock.NewFake(time.Date(2026, 11, 23, 8, 0, 0, 0, time.UTC))
 	d := push.NewDispatcher(push.Options{Outbox: push.BoltOutbox(db), Targets: []push.Target{tg}, Clock: clk, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	ctx, cancel := context.WithCancel(context.Background())
@@ -415,23 +386,6 @@ func TestSecretsStayOutOfLogsAndStatus(t *testing.T) {
 	if !strings.Contains(logs.String(), "503") || !strings.Contains(logs.String(), "no such extension") {
 		t.Errorf("the logs should say what the CTI answered:\n%s", logs.String())
 	}
-}
-
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf strings.Builder
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 // A stop while requests are in flight lets them finish and records them as

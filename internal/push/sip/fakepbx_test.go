@@ -2,18 +2,11 @@ package sip
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
 	"crypto/md5"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/hex"
-	"encoding/pem"
 	"fmt"
 	"log/slog"
-	"math/big"
 	"net"
 	"os"
 	"path/filepath"
@@ -26,6 +19,8 @@ import (
 	"github.com/emiago/sipgo/sip"
 
 	"github.com/presencebridge/presencebridge/internal/clock"
+	"github.com/presencebridge/presencebridge/internal/pki"
+	"github.com/presencebridge/presencebridge/internal/testkit"
 )
 
 // seen is one request the fake PBX received.
@@ -93,9 +88,10 @@ func startPBX(t *testing.T, script func(f *fakePBX, r seen, n int) reply) *fakeP
 	if err != nil {
 		t.Fatal(err)
 	}
-	cert, ca := testCert(t, "pbx.test")
+	ca := testkit.NewCA(t, pki.Options{CommonName: "fake PBX test CA"})
+	cert := testkit.Issue(t, ca, pki.Options{DNSNames: []string{"pbx.test"}}).TLS()
 	f.CAFile = filepath.Join(t.TempDir(), "ca.pem")
-	if err := os.WriteFile(f.CAFile, ca, 0o600); err != nil {
+	if err := os.WriteFile(f.CAFile, ca.CertPEM, 0o600); err != nil {
 		t.Fatal(err)
 	}
 	tl, err := net.Listen("tcp", "127.0.0.1:0")
@@ -154,41 +150,6 @@ func (f *fakePBX) requests() []seen {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return append([]seen(nil), f.reqs...)
-}
-
-// testCert makes a CA and a server certificate for name (no IP address), and
-// returns the server's key pair and the CA in PEM.
-func testCert(t *testing.T, name string) (tls.Certificate, []byte) {
-	t.Helper()
-	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	now := time.Now()
-	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "fake PBX test CA"},
-		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour), IsCA: true, BasicConstraintsValid: true,
-		KeyUsage: x509.KeyUsageCertSign}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ca, err := x509.ParseCertificate(caDER)
-	if err != nil {
-		t.Fatal(err)
-	}
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: name},
-		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour), DNSNames: []string{name},
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}, KeyUsage: x509.KeyUsageDigitalSignature}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key},
-		pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER})
 }
 
 // digestGate challenges requests that lack valid digest credentials of its kind
