@@ -12,6 +12,7 @@ import (
 	"github.com/presencebridge/presencebridge/internal/auth"
 	"github.com/presencebridge/presencebridge/internal/config"
 	"github.com/presencebridge/presencebridge/internal/graphsim"
+	"github.com/presencebridge/presencebridge/internal/poll"
 	"github.com/presencebridge/presencebridge/internal/presence"
 	"github.com/presencebridge/presencebridge/internal/store"
 	"github.com/presencebridge/presencebridge/internal/testkit"
@@ -205,8 +206,7 @@ func TestTwoAccountsSignInOnceSurviveRestartAndSurfaceDeadSignIn(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer db.Close()
-	var kept struct{ Activity string }
-	if found, err := db.Get(store.BucketPresence, people, &kept); err != nil || !found || kept.Activity != peopleActivity {
+	if kept, found, err := poll.Kept(db).Last(people); err != nil || !found || string(kept.Activity) != peopleActivity {
 		t.Errorf("people's last state after the sign-in died: %+v (found %v, err %v), want %s kept", kept, found, err, peopleActivity)
 	}
 }

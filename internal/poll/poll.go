@@ -93,14 +93,6 @@ type Status struct {
 	ChangesEmitted    int       `json:"changesEmitted"`
 }
 
-// resolved is what BucketUserIDs keeps per UPN.
-type resolved struct {
-	ID         string    `json:"id"`
-	UPN        string    `json:"upn"`
-	ResolvedAt time.Time `json:"resolvedAt"`
-	NotFound   bool      `json:"notFound,omitempty"`
-}
-
 // Poller polls one account.
 type Poller struct {
 	o       Options
@@ -137,25 +129,18 @@ func New(o Options) (*Poller, error) {
 	}
 	p := &Poller{o: o, byUPN: make(map[string]int, len(o.Users)), ids: map[string]string{}, byID: map[string]string{},
 		states: map[string]presence.State{}, unknown: map[string]bool{}, seenVal: map[string]bool{}}
+	upns := make([]string, len(o.Users))
 	for i, u := range o.Users {
 		p.byUPN[u.UPN] = i
+		upns[i] = u.UPN
 	}
-	for upn := range p.byUPN {
-		var r resolved
-		if found, err := o.Store.Get(store.BucketUserIDs, upn, &r); err != nil {
-			return nil, err
-		} else if found && !r.NotFound && r.ID != "" {
-			p.ids[upn] = r.ID
-			p.byID[r.ID] = upn
-		}
-		if !o.EmitAllOnStart {
-			var s presence.State
-			if found, err := o.Store.Get(store.BucketPresence, upn, &s); err != nil {
-				return nil, err
-			} else if found {
-				p.states[upn] = s
-			}
-		}
+	ids, states, err := loadKept(o.Store, upns, !o.EmitAllOnStart)
+	if err != nil {
+		return nil, err
+	}
+	p.ids, p.states = ids, states
+	for upn, id := range ids {
+		p.byID[id] = upn
 	}
 	p.st = Status{Account: o.Account, Users: len(p.byUPN), Resolved: len(p.ids)}
 	return p, nil
@@ -296,12 +281,12 @@ func (p *Poller) resolve(ctx context.Context, again bool) error {
 		}
 		tries = 0
 		now := p.o.Clock.Now().UTC()
-		entries := map[string]any{}
+		entries := map[string][]byte{}
 		for upn, u := range found {
 			p.ids[upn] = u.ID
 			p.byID[u.ID] = upn
 			delete(p.unknown, upn)
-			entries[upn] = resolved{ID: u.ID, UPN: upn, ResolvedAt: now}
+			entries[upn] = encodeResolved(resolved{ID: u.ID, UPN: upn, ResolvedAt: now})
 		}
 		for _, upn := range notFound {
 			if !p.unknown[upn] {
@@ -312,7 +297,7 @@ func (p *Poller) resolve(ctx context.Context, again bool) error {
 				delete(p.byID, id)
 				delete(p.ids, upn)
 			}
-			entries[upn] = resolved{UPN: upn, ResolvedAt: now, NotFound: true}
+			entries[upn] = encodeResolved(resolved{UPN: upn, ResolvedAt: now, NotFound: true})
 		}
 		if err := p.o.Store.PutMany(store.BucketUserIDs, entries); err != nil {
 			return err
@@ -411,9 +396,9 @@ func (p *Poller) emit(ctx context.Context, changes []presence.Change) bool {
 		}
 		return false
 	}
-	entries := make(map[string]any, len(changes))
+	entries := make(map[string][]byte, len(changes))
 	for _, c := range changes {
-		entries[c.User.UPN] = c.Current
+		entries[c.User.UPN] = encodeState(c.Current)
 	}
 	if err := p.o.Store.PutMany(store.BucketPresence, entries); err != nil {
 		p.noteError(err)

@@ -369,8 +369,7 @@ func (s *orderSink) Deliver(_ context.Context, cs []presence.Change) error {
 		return errors.New("outbox write failed")
 	}
 	for _, c := range cs {
-		var kept presence.State
-		if found, _ := s.db.Get(store.BucketPresence, c.User.UPN, &kept); found && kept.SameAs(c.Current) {
+		if kept, found, _ := Kept(s.db).Last(c.User.UPN); found && kept.SameAs(c.Current) {
 			s.early = append(s.early, c.User.UPN)
 		}
 		s.changes = append(s.changes, c)

@@ -3,7 +3,6 @@ package push
 import (
 	"bytes"
 	"encoding/binary"
-	"encoding/json"
 	"fmt"
 	"time"
 
@@ -46,11 +45,7 @@ func (o boltOutbox) Enqueue(targets []string, accepts []func(users.User) bool, i
 				}
 				seq++
 				it.Seq = seq
-				raw, err := json.Marshal(it)
-				if err != nil {
-					return err
-				}
-				if err := ob.Put(outboxKey(t, it.User.UPN), raw); err != nil {
+				if err := ob.Put(outboxKey(t, it.User.UPN), encodeItem(it)); err != nil {
 					return err
 				}
 			}
@@ -75,8 +70,8 @@ func (o boltOutbox) Pick(target string, n int, after string, want func(upn strin
 			if !want(upn) {
 				return nil
 			}
-			var it Item
-			if err := json.Unmarshal(v, &it); err != nil {
+			it, err := decodeItem(upn, v)
+			if err != nil {
 				return fmt.Errorf("outbox entry %q: %w", k, err)
 			}
 			out = append(out, it)
@@ -109,15 +104,6 @@ func (o boltOutbox) Pick(target string, n int, after string, want func(upn strin
 	return out, last, err
 }
 
-// pendingSeq is the Seq of a stored pending item.
-func pendingSeq(raw []byte) (uint64, error) {
-	var s struct {
-		Seq uint64 `json:"seq"`
-	}
-	err := json.Unmarshal(raw, &s)
-	return s.Seq, err
-}
-
 func (o boltOutbox) Settle(target string, accepted []Delivered, dropped []Item) error {
 	return o.db.Update(func(tx *bolt.Tx) error {
 		ob, db := tx.Bucket([]byte(store.BucketOutbox)), tx.Bucket([]byte(store.BucketDelivered))
@@ -136,11 +122,7 @@ func (o boltOutbox) Settle(target string, accepted []Delivered, dropped []Item) 
 			if err := removeIfSame(d.UPN, d.Seq); err != nil {
 				return err
 			}
-			raw, err := json.Marshal(d)
-			if err != nil {
-				return err
-			}
-			if err := db.Put(outboxKey(target, d.UPN), raw); err != nil {
+			if err := db.Put(outboxKey(target, d.UPN), encodeDelivered(d)); err != nil {
 				return err
 			}
 		}
@@ -191,7 +173,9 @@ func (o boltOutbox) Delivered(target, upn string) (Delivered, bool, error) {
 			return nil
 		}
 		found = true
-		return json.Unmarshal(v, &d)
+		var err error
+		d, err = decodeDelivered(target, upn, v)
+		return err
 	})
 	return d, found, err
 }
@@ -215,8 +199,8 @@ func (o boltOutbox) DeliveredAfter(target, after string, n int, before time.Time
 			if ob.Get(k) != nil {
 				continue
 			}
-			var d Delivered
-			if err := json.Unmarshal(v, &d); err != nil {
+			d, err := decodeDelivered(target, last, v)
+			if err != nil {
 				return fmt.Errorf("delivered entry %q: %w", k, err)
 			}
 			if d.Reason != ReasonRemove && !d.At.After(before) {
@@ -232,8 +216,9 @@ func (o boltOutbox) Shown() (map[string]Delivered, error) {
 	out := map[string]Delivered{}
 	err := o.db.View(func(tx *bolt.Tx) error {
 		return tx.Bucket([]byte(store.BucketDelivered)).ForEach(func(k, v []byte) error {
-			var d Delivered
-			if err := json.Unmarshal(v, &d); err != nil {
+			target, _, _ := bytes.Cut(k, []byte{0})
+			d, err := decodeDelivered(string(target), upnOf(k), v)
+			if err != nil {
 				return fmt.Errorf("delivered entry %q: %w", k, err)
 			}
 			if d.Reason != ReasonRemove {

@@ -146,19 +146,15 @@ func (d *DB) Put(bucket, key string, v any) error {
 	return d.PutRaw(bucket, key, raw)
 }
 
-// PutMany stores every entry as JSON in one transaction (one fsync for a whole
-// poll cycle's changes rather than one per user).
-func (d *DB) PutMany(bucket string, entries map[string]any) error {
+// PutMany stores every entry's encoded value in one transaction (one fsync for a
+// whole poll cycle's changes rather than one per user).
+func (d *DB) PutMany(bucket string, entries map[string][]byte) error {
 	if len(entries) == 0 {
 		return nil
 	}
 	err := d.bolt.Update(func(tx *bolt.Tx) error {
 		b := tx.Bucket([]byte(bucket))
-		for k, v := range entries {
-			raw, err := json.Marshal(v)
-			if err != nil {
-				return fmt.Errorf("encode %s: %w", k, err)
-			}
+		for k, raw := range entries {
 			if err := b.Put([]byte(k), raw); err != nil {
 				return err
 			}

@@ -17,7 +17,7 @@ func TestReopenKeepsValues(t *testing.T) {
 		t.Fatal(err)
 	}
 	type rec struct{ ID string }
-	if err := db.PutMany(BucketUserIDs, map[string]any{"a@x": rec{"1"}, "b@x": rec{"2"}}); err != nil {
+	if err := db.PutMany(BucketUserIDs, map[string][]byte{"a@x": []byte(`{"id":"1"}`), "b@x": []byte(`{"id":"2"}`)}); err != nil {
 		t.Fatal(err)
 	}
 	if err := db.Close(); err != nil {

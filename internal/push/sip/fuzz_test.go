@@ -139,7 +139,7 @@ func FuzzSIPAnswer(f *testing.F) {
 func checkPublished(t *testing.T, p *Publisher, res *sip.Response, target sip.Uri) {
 	t.Helper()
 	before := time.Now()
-	pub := p.published(res, []byte("<presence/>"), "old-etag")
+	pub := p.published(res, presence.Mapped{State: "busy", Basic: "open", Note: "Busy"}, "old-etag")
 	after := time.Now()
 	if pub.Lifetime <= 0 || pub.Lifetime > maxDeltaSeconds*time.Second {
 		t.Fatalf("lifetime %v kept from Expires %v", pub.Lifetime, res.GetHeader("Expires"))

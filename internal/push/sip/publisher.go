@@ -27,6 +27,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/presencebridge/presencebridge/internal/clock"
+	"github.com/presencebridge/presencebridge/internal/presence"
 	"github.com/presencebridge/presencebridge/internal/push"
 	"github.com/presencebridge/presencebridge/internal/transport"
 	"github.com/presencebridge/presencebridge/internal/users"
@@ -78,16 +79,21 @@ func (o Options) LogValue() slog.Value {
 
 // Publication is what the server holds for one user.
 type Publication struct {
-	ETag    string    `json:"etag"` // empty: the body must be published afresh
-	Expires time.Time `json:"expires"`
+	ETag    string    // empty: the state must be published afresh
+	Expires time.Time //
 	// Lifetime is what the server granted (its Expires), for refreshing at 80%.
-	Lifetime time.Duration `json:"lifetime,omitempty"`
-	Body     []byte        `json:"body,omitempty"`
+	Lifetime time.Duration
+	// Shows is the state published; its body is PIDF(uri, Shows), made again when
+	// it is needed rather than kept (50,000 users' bodies are 20 MB).
+	Shows presence.Mapped
 	// Transport and Dest identify the server it was made at; a change of either in
 	// Presence.ini makes the publication unusable.
-	Transport string `json:"transport"`
-	Dest      string `json:"dest"`
+	Transport string
+	Dest      string
 }
+
+// hasState reports whether the publication knows the state it shows.
+func (pub *Publication) hasState() bool { return pub.Shows != presence.Mapped{} }
 
 // ETagStore persists publications by SIP URI (BoltPublications in the service).
 // The publisher writes what changed once per Send batch and refresh round, in one
@@ -340,7 +346,8 @@ func (p *Publisher) Reassert(ctx context.Context, items []push.Item) []error {
 		if _, err := target(it); err != nil || it.Remove() {
 			return err
 		}
-		if pub := p.publication(it.User.SIPURI); pub != nil && bytes.Equal(pub.Body, PIDF(it.User.SIPURI, it.Mapped)) {
+		if pub := p.publication(it.User.SIPURI); pub != nil && pub.hasState() &&
+			bytes.Equal(PIDF(it.User.SIPURI, pub.Shows), PIDF(it.User.SIPURI, it.Mapped)) {
 			_, err := p.refresh(ctx, it.User.SIPURI, true)
 			return err
 		}
@@ -486,7 +493,7 @@ func (p *Publisher) publish(ctx context.Context, it push.Item) error {
 			return err
 		}
 		if res.IsSuccess() {
-			p.keep(uri, p.published(res, body, pub.ETag))
+			p.keep(uri, p.published(res, it.Mapped, pub.ETag))
 			p.count(func(c *counts) { c.modified++ })
 			return nil
 		}
@@ -509,7 +516,7 @@ func (p *Publisher) publish(ctx context.Context, it push.Item) error {
 		}
 		return p.refused(uri, res)
 	}
-	p.keep(uri, p.published(res, body, ""))
+	p.keep(uri, p.published(res, it.Mapped, ""))
 	p.count(func(c *counts) { c.initial++ })
 	return nil
 }
@@ -546,7 +553,7 @@ func (p *Publisher) remove(ctx context.Context, uri string, t sip.Uri) error {
 // published builds the publication a 2xx created, modified or refreshed. The
 // 2xx carries the new entity tag and the granted lifetime (RFC 3903 section 6,
 // step 8); without them ours stand.
-func (p *Publisher) published(res *sip.Response, body []byte, etag string) *Publication {
+func (p *Publisher) published(res *sip.Response, shows presence.Mapped, etag string) *Publication {
 	life := p.o.Expires
 	if s, ok := deltaSeconds(res.GetHeader("Expires")); ok && s > 0 {
 		life = time.Duration(s) * time.Second
@@ -557,6 +564,6 @@ func (p *Publisher) published(res *sip.Response, body []byte, etag string) *Publ
 	if etag == "" {
 		p.log.Warn("The SIP server accepted a PUBLISH without giving a SIP-ETag; the next state is published afresh", "server", p.dest)
 	}
-	return &Publication{ETag: etag, Expires: p.o.Clock.Now().Add(life), Lifetime: life, Body: body,
+	return &Publication{ETag: etag, Expires: p.o.Clock.Now().Add(life), Lifetime: life, Shows: shows,
 		Transport: p.o.Transport, Dest: p.dest}
 }

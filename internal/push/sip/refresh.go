@@ -51,7 +51,7 @@ func (p *Publisher) life(pub *Publication) time.Duration {
 }
 
 // dueAt is when pub should be refreshed: at 80% of its lifetime, or at once if it
-// has no entity tag (a refused refresh left only its body).
+// has no entity tag (a refused refresh left only its state).
 func (p *Publisher) dueAt(pub *Publication) time.Time {
 	if pub.ETag == "" {
 		return time.Time{}
@@ -160,7 +160,7 @@ func (p *Publisher) refresh(ctx context.Context, uri string, now bool) (forgot b
 			return false, err
 		}
 		if res.IsSuccess() {
-			p.keep(uri, p.published(res, pub.Body, pub.ETag))
+			p.keep(uri, p.published(res, pub.Shows, pub.ETag))
 			p.count(func(c *counts) { c.refreshed++ })
 			return false, nil
 		}
@@ -170,14 +170,14 @@ func (p *Publisher) refresh(ctx context.Context, uri string, now bool) (forgot b
 		p.log.Debug("Refresh refused; publishing the last state afresh", "uri", uri, "status", res.StatusCode)
 		forgot = true
 	}
-	if pub.Body == nil {
+	if !pub.hasState() {
 		p.keep(uri, nil)
 		return forgot, nil
 	}
 	lost := *pub
-	lost.ETag = "" // dead: until the fresh PUBLISH succeeds only the body is left
+	lost.ETag = "" // dead: until the fresh PUBLISH succeeds only the state is left
 	p.keep(uri, &lost)
-	res, err := p.transact(ctx, publishReq{uri: uri, target: t, body: pub.Body, expires: p.o.Expires})
+	res, err := p.transact(ctx, publishReq{uri: uri, target: t, body: PIDF(uri, pub.Shows), expires: p.o.Expires})
 	if err != nil {
 		return forgot, err
 	}
@@ -189,7 +189,7 @@ func (p *Publisher) refresh(ctx context.Context, uri string, now bool) (forgot b
 		}
 		return forgot, err
 	}
-	p.keep(uri, p.published(res, pub.Body, ""))
+	p.keep(uri, p.published(res, pub.Shows, ""))
 	p.count(func(c *counts) { c.restarted++ })
 	return forgot, nil
 }
