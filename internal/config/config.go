@@ -1,12 +1,12 @@
 // Package config turns Presence.ini into a typed, validated Config.
 //
-// The file is read with gopkg.in/ini.v1 after a pre-pass that decodes it (UTF-8 with
-// or without BOM, UTF-16 with BOM, CRLF), remembers the line of every key for error
-// messages, and sets aside lines ini.v1 would reject or misread. Values are then
-// cleaned the same way for every key: an inline comment starts at ';' or '#' preceded
-// by whitespace, and a value may be put in double or single quotes (needed when it
-// starts with a quote or holds " ;" or " #"). Backslashes are never escapes, so
-// Windows paths arrive unchanged.
+// The file is decoded first (UTF-8 with or without BOM, UTF-16 with BOM, CRLF), then
+// read by one scanner (scan.go) that both Load and Set use: it knows the line of
+// every section and key, for error messages and for `config set` to write in place.
+// Values are cleaned the same way for every key: an inline comment starts at ';' or
+// '#' preceded by whitespace, and a value may be put in double or single quotes
+// (needed when it starts with a quote or holds " ;" or " #"). Backslashes are never
+// escapes, so Windows paths arrive unchanged.
 //
 // Load collects every problem it finds and returns them together as an *Error.
 //

@@ -9,8 +9,6 @@ import (
 	"slices"
 	"strings"
 
-	"gopkg.in/ini.v1"
-
 	"github.com/presencebridge/presencebridge/internal/config/textfile"
 )
 
@@ -38,21 +36,8 @@ func Load(path string) (*Config, error) {
 
 // parse is Load after reading: abs is the INI's absolute path, text its decoded content.
 func parse(abs, text string) (*Config, error) {
-	sc, problems := prescan(text)
-	l := &loader{path: abs, dir: filepath.Dir(abs), sc: sc, problems: problems}
-
-	f, err := ini.LoadSources(ini.LoadOptions{
-		Insensitive:             true, // keys and sections match case-insensitively
-		IgnoreInlineComment:     true, // cleanValue applies the "whitespace before ; or #" rule
-		IgnoreContinuation:      true, // C:\dir\ must not swallow the next line
-		PreserveSurroundedQuote: true, // cleanValue unquotes, after comments are handled
-		KeyValueDelimiters:      "=",
-		SkipUnrecognizableLines: true, // prescan reported and blanked them
-	}, []byte(sc.text))
-	if err != nil {
-		return nil, fmt.Errorf("parse config %s: %w", abs, err)
-	}
-
+	f, problems := scanINI(text)
+	l := &loader{path: abs, dir: filepath.Dir(abs), problems: problems}
 	cfg := l.build(f)
 	if len(l.problems) > 0 {
 		sortProblems(l.problems)
@@ -109,7 +94,6 @@ func (e entry) shown() string {
 
 type loader struct {
 	path, dir string
-	sc        *scan
 	problems  []Problem
 }
 
@@ -122,48 +106,33 @@ func (l *loader) bad(e entry, format string, args ...any) {
 	l.add(e.line, "%s = %q: %s", e.label(), e.shown(), fmt.Sprintf(format, args...))
 }
 
-// build walks ini.v1's sections into a Config, reporting every problem on the way.
-func (l *loader) build(f *ini.File) *Config {
+// build walks the scanned sections into a Config, reporting every problem on the way.
+func (l *loader) build(f *iniFile) *Config {
 	secs := map[string]*section{}
 	var accountOrder []string
-	for _, s := range f.Sections() {
-		lower := strings.ToLower(s.Name())
-		kind, display := lower, l.sc.sectionName[lower]
+	for _, s := range f.sections {
+		kind, display := s.id, s.name
 		switch {
-		case lower == topSection:
+		case s.id == topSection:
 			kind, display = "", ""
-		case lower == "account":
-			l.add(l.sc.sectionLine[lower], "section [%s] needs an account id: write [Account.<id>], e.g. [Account.main]", display)
+		case s.id == "account":
+			l.add(s.line, "section [%s] needs an account id: write [Account.<id>], e.g. [Account.main]", s.name)
 			continue
-		case strings.HasPrefix(lower, "account."):
+		case strings.HasPrefix(s.id, "account."):
 			kind = "account"
-			display = "Account." + strings.TrimSpace(s.Name()[len("account."):])
-			if written := l.sc.sectionName[lower]; written != "" {
-				display = "Account." + strings.TrimSpace(written[len("account."):])
-			}
-		case knownKeys[lower] == nil:
-			l.unknownSection(display, l.sc.sectionLine[lower])
+			display = "Account." + strings.TrimSpace(s.name[len("account."):])
+		case knownKeys[s.id] == nil:
+			l.unknownSection(s.name, s.line)
 			continue
 		default:
-			display = knownSections[slices.IndexFunc(knownSections, func(n string) bool { return strings.EqualFold(n, lower) })]
+			display = knownSections[slices.IndexFunc(knownSections, func(n string) bool { return strings.EqualFold(n, s.id) })]
 		}
-		sec := secs[lower]
-		if sec == nil {
-			sec = &section{name: display, line: l.sc.sectionLine[lower], keys: map[string]entry{}}
-			secs[lower] = sec
-			if kind == "account" {
-				accountOrder = append(accountOrder, lower)
-			}
+		sec := &section{name: display, line: s.line, keys: map[string]entry{}}
+		secs[s.id] = sec
+		if kind == "account" {
+			accountOrder = append(accountOrder, s.id)
 		}
-		for _, k := range s.Keys() {
-			l.readKey(sec, kind, lower, k)
-		}
-	}
-	for _, u := range l.sc.unknown {
-		if sec := secs[u.section]; sec != nil {
-			kind, _ := sectionKind(u.section)
-			l.unknownKey(sec, kind, u.key, u.line)
-		}
+		l.readKeys(sec, kind, s)
 	}
 	empty := func(name string) *section {
 		if s := secs[strings.ToLower(name)]; s != nil {
@@ -171,13 +140,9 @@ func (l *loader) build(f *ini.File) *Config {
 		}
 		return &section{name: name, keys: map[string]entry{}}
 	}
-	top := secs[topSection]
-	if top == nil {
-		top = &section{keys: map[string]entry{}}
-	}
 
 	cfg := &Config{Path: l.path, Dir: l.dir}
-	l.legacy(cfg, top)
+	l.legacy(cfg, secs[topSection])
 	l.general(cfg, empty("General"))
 	l.microsoft(cfg, empty("Microsoft"))
 	l.proxy(cfg, empty("Proxy"))
@@ -187,10 +152,10 @@ func (l *loader) build(f *ini.File) *Config {
 	l.delivery(cfg, empty("Delivery"))
 	l.mapping(cfg, empty("Mapping"))
 	var accountSecs []*section
-	for _, lower := range accountOrder {
-		if a, ok := l.account(cfg, secs[lower]); ok {
+	for _, id := range accountOrder {
+		if a, ok := l.account(cfg, secs[id]); ok {
 			cfg.Accounts = append(cfg.Accounts, a)
-			accountSecs = append(accountSecs, secs[lower])
+			accountSecs = append(accountSecs, secs[id])
 		}
 	}
 	l.crossAccounts(cfg.Accounts, accountSecs)
@@ -201,42 +166,59 @@ func (l *loader) build(f *ini.File) *Config {
 	return cfg
 }
 
-// readKey files one ini.v1 key under sec, reporting unknown and repeated keys.
-func (l *loader) readKey(sec *section, kind, lowerSection string, k *ini.Key) {
-	lines := l.sc.keyLines[lowerSection+"\x00"+k.Name()]
-	line := sec.line
-	if len(lines) > 0 {
-		line = lines[len(lines)-1]
-	}
-	written := l.sc.rawKey[line]
-	if written == "" {
-		written = k.Name()
-	}
-	known := knownKeys[kind]
-	i := slices.IndexFunc(known, func(n string) bool { return strings.EqualFold(n, k.Name()) })
-	if i < 0 {
-		v, ok := cleanValue(k.Value())
-		if !ok {
-			l.add(line, "[%s] %s: the value starts with a quote that is not closed; close it at the end of the value, or remove it", sec.name, written)
-			return
+// maxOpenKeys bounds the keys of one open section ([Mapping] rules, [HTTP]
+// Header.<Name>): the defaults have about 40 rules, so a section with more than
+// a thousand is a wrong file (a log, an export), and one problem says so for the
+// rest instead of one a line.
+const maxOpenKeys = 1000
+
+// readKeys files the keys of s under sec, of the kind of section kind (see
+// knownKeys), reporting unknown and repeated keys. A key set more than once
+// takes its last value.
+func (l *loader) readKeys(sec *section, kind string, s *iniSection) {
+	open := 0 // distinct open keys read
+	for _, k := range s.keys {
+		last := k.sets[len(k.sets)-1]
+		name, known := knownKeyIDs[kind][k.id]
+		switch {
+		case !known && !isOpenKey(kind, k.id):
+			for _, set := range k.sets {
+				l.unknownKey(sec, kind, set.key, set.line)
+			}
+		case !known:
+			if open++; open > maxOpenKeys {
+				if open == maxOpenKeys+1 {
+					l.add(k.sets[0].line, "[%s] has more than %d keys; this one and the rest are ignored (is this the right file?)", s.name, maxOpenKeys)
+				}
+				continue
+			}
+			v, ok := cleanValue(last.value)
+			if !ok {
+				l.add(last.line, "[%s] %s: the value starts with a quote that is not closed; close it at the end of the value, or remove it", sec.name, last.key)
+			} else if !l.freeKey(sec, kind, last.key, v, last.line) {
+				l.unknownKey(sec, kind, last.key, last.line)
+			}
+		default:
+			e := entry{section: sec.name, key: name, line: last.line}
+			for _, later := range k.sets[1:] {
+				l.add(later.line, "%s is set more than once (first on line %d); keep one", e.label(), k.sets[0].line)
+			}
+			v, ok := cleanValue(last.value)
+			if !ok {
+				// The value is not shown: it may be a secret, and the message is clear without it.
+				l.add(last.line, "%s: the value starts with a quote that is not closed; close it at the end of the value, or remove it", e.label())
+			} else {
+				e.value, e.set = v, v != ""
+			}
+			sec.keys[k.id] = e
 		}
-		if !l.freeKey(sec, kind, written, v, line) {
-			l.unknownKey(sec, kind, written, line)
-		}
-		return
 	}
-	for _, later := range lines[min(1, len(lines)):] {
-		l.add(later, "%s is set more than once (first on line %d); keep one", entry{section: sec.name, key: known[i]}.label(), lines[0])
-	}
-	e := entry{section: sec.name, key: known[i], line: line}
-	v, ok := cleanValue(k.Value())
-	if !ok {
-		// The value is not shown: it may be a secret, and the message is clear without it.
-		l.add(line, "%s: the value starts with a quote that is not closed; close it at the end of the value, or remove it", e.label())
-	} else {
-		e.value, e.set = v, v != ""
-	}
-	sec.keys[strings.ToLower(known[i])] = e
+}
+
+// isOpenKey reports the keys that open sections take by any name (see freeKey);
+// id is the lower-case key.
+func isOpenKey(kind, id string) bool {
+	return kind == "mapping" || kind == "http" && strings.HasPrefix(id, "header.")
 }
 
 func (l *loader) unknownSection(name string, line int) {
