@@ -166,24 +166,6 @@ func parseProxyURL(v string) (*url.URL, string) {
 	return u, ""
 }
 
-// redactRawURL hides the password in a proxy URL as written, parsable or not.
-func redactRawURL(v string) string {
-	start := 0
-	if i := strings.Index(v, "://"); i >= 0 {
-		start = i + 3
-	}
-	at := strings.LastIndexByte(v[start:], '@')
-	if at < 0 {
-		return v
-	}
-	userinfo := v[start : start+at]
-	c := strings.IndexByte(userinfo, ':')
-	if c < 0 {
-		return v
-	}
-	return v[:start+c+1] + redacted + v[start+at:]
-}
-
 // decodeUserinfo percent-decodes the user name or password of a proxy URL once.
 // Its problems never quote the value: what is the password is a secret.
 func decodeUserinfo(v, what string) (string, string) {

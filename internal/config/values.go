@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/presencebridge/presencebridge/internal/redact"
 	"github.com/presencebridge/presencebridge/internal/secret"
 )
 
@@ -182,6 +183,12 @@ func parseHTTPSURL(v, example string) (*url.URL, string) {
 		return nil, "must not hold user:password@, ?query or #fragment; use e.g. " + example
 	}
 	return u, ""
+}
+
+// redactRawURL is a URL as config shows it in errors and the effective
+// configuration, parsable or not: its password is "***".
+func redactRawURL(v string) string {
+	return redact.URL(v, redact.Options{Mask: redacted})
 }
 
 // isLoopbackURL reports a URL whose host is localhost or a loopback address.
