@@ -14,7 +14,6 @@ require (
 	golang.org/x/net v0.62.0
 	golang.org/x/sys v0.49.0
 	golang.org/x/time v0.16.0
-	gopkg.in/ini.v1 v1.67.3
 )
 
 require (

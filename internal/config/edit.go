@@ -133,52 +133,40 @@ func quoteValue(v string) string {
 	return v
 }
 
-// setLine sets key in section ("" = before the first section) within lines.
+// setLine sets key in section ("" = before the first section) within lines: it
+// rewrites the first line that names the key in that section, or adds the key
+// after the last non-blank line of the section's last part, or adds the section
+// at the end.
 func setLine(lines []string, section, key, value string) []string {
-	cur := ""
-	start, end := 0, -1 // the section's lines: (start, end]
-	found := section == ""
-	for i, raw := range lines {
-		l := strings.TrimSpace(raw)
-		if strings.HasPrefix(l, "[") {
-			if found && end < 0 {
-				end = i - 1
-			}
-			name := strings.TrimSpace(strings.Trim(l, "[]"))
-			if j := strings.Index(l, "]"); j > 0 {
-				name = strings.TrimSpace(l[1:j])
-			}
-			cur = name
-			if strings.EqualFold(cur, section) {
-				found, start, end = true, i, -1
-			}
-			continue
-		}
-		if l == "" || l[0] == ';' || l[0] == '#' || !strings.EqualFold(cur, section) {
-			continue
-		}
-		if k, _, ok := strings.Cut(l, "="); ok && strings.EqualFold(strings.TrimSpace(k), key) {
-			lines[i] = strings.TrimSpace(k) + " = " + value
-			return lines
-		}
+	f, _ := scanLines(lines) // Set loads the result, which reports what is wrong
+	id := strings.ToLower(section)
+	if section == "" {
+		id = topSection
 	}
-	if !found {
+	sec := f.byID[id]
+	if sec == nil {
 		for len(lines) > 0 && strings.TrimSpace(lines[len(lines)-1]) == "" {
 			lines = lines[:len(lines)-1]
 		}
 		return append(lines, "", "["+section+"]", key+" = "+value, "")
 	}
-	if end < 0 {
-		end = len(lines) - 1
+	if k := sec.byID[strings.ToLower(key)]; k != nil {
+		lines[k.first.line-1] = k.first.key + " = " + value
+		return lines
 	}
-	// After the section's last non-blank line (for "" that is before the first
-	// section, after the legacy keys' comments).
+	// The last part: from its header (or the top of the file) to the line before
+	// the next header.
+	header := sec.parts[len(sec.parts)-1] // a line number; 0 for the top of the file
+	start, end := max(header-1, 0), len(lines)-1
+	for _, h := range f.headers {
+		if h > header {
+			end = h - 2
+			break
+		}
+	}
 	at := end
 	for at > start && strings.TrimSpace(lines[at]) == "" {
 		at--
-	}
-	if section == "" && at < 0 {
-		at = -1
 	}
 	out := append([]string{}, lines[:at+1]...)
 	out = append(out, key+" = "+value)

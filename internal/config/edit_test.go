@@ -125,3 +125,36 @@ func TestSetRefusesWhatIsNotOneLineOfText(t *testing.T) {
 		}
 	}
 }
+
+// A legacy key goes above the first section even when the file starts with a
+// header (it was added to the first section, so the file did not load and
+// `config set MSTeamsPresence.Enable=0` refused to write).
+func TestSetLegacyKeyIntoAFileStartingWithAHeader(t *testing.T) {
+	path := writeINI(t, t.TempDir(), []byte(minimal+"\n[Polling]\nInterval = 5s\n"))
+	if err := Set(path, []Setting{{"MSTeamsPresence.Enable", "0"}}); err != nil {
+		t.Fatal(err)
+	}
+	raw, _ := os.ReadFile(path)
+	if want := "MSTeamsPresence.Enable = 0\n" + minimal + "\n[Polling]\nInterval = 5s\n"; string(raw) != want {
+		t.Fatalf("got\n%s\nwant\n%s", raw, want)
+	}
+	if c, err := Load(path); err != nil || c.TeamsEnabled {
+		t.Fatalf("Load = %v, TeamsEnabled %v", err, c != nil && c.TeamsEnabled)
+	}
+}
+
+// `config set` rewrites the line of a value Load refuses to read, so it can fix
+// it, rather than adding a second line under it.
+func TestSetRewritesARefusedValue(t *testing.T) {
+	path := writeINI(t, t.TempDir(), []byte(minimal+"[General]\nUsersFile = `users.csv` ; from another INI dialect\n"))
+	if _, err := Load(path); err == nil || !strings.Contains(err.Error(), "Presence.ini:5: [General] UsersFile: a value may not start with `") {
+		t.Fatalf("Load before = %v", err)
+	}
+	if err := Set(path, []Setting{{"General.UsersFile", "staff.csv"}}); err != nil {
+		t.Fatal(err)
+	}
+	raw, _ := os.ReadFile(path)
+	if want := minimal + "[General]\nUsersFile = staff.csv\n"; string(raw) != want {
+		t.Fatalf("got\n%s\nwant\n%s", raw, want)
+	}
+}

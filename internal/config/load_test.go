@@ -125,9 +125,9 @@ func TestLoadExample(t *testing.T) {
 		t.Fatal(err)
 	}
 	lines := strings.Split(string(raw), "\n")
-	sc, problems := prescan(string(raw))
+	f, problems := scanINI(string(raw))
 	if len(problems) > 0 {
-		t.Fatalf("prescan: %v", problems)
+		t.Fatalf("scanINI: %v", problems)
 	}
 	for sec, keys := range knownKeys {
 		scanSec := sec
@@ -138,7 +138,12 @@ func TestLoadExample(t *testing.T) {
 			scanSec = "account.main"
 		}
 		for _, k := range keys {
-			at := sc.keyLines[scanKey(scanSec, k)]
+			var at []int
+			if s := f.byID[scanSec]; s != nil && s.byID[strings.ToLower(k)] != nil {
+				for _, set := range s.byID[strings.ToLower(k)].sets {
+					at = append(at, set.line)
+				}
+			}
 			if len(at) != 1 {
 				t.Errorf("key %q of section %q is on lines %v of the example, want exactly one live line", k, sec, at)
 				continue

@@ -1,114 +1,107 @@
 package config
 
 import (
-	"fmt"
-	"slices"
 	"strings"
 	"unicode"
 )
 
-// scan is what the pre-pass learns from the raw text: where each key is, how names
-// were spelled, and a cleaned copy of the text for ini.v1 (lines it would reject or
-// misread are blanked, so line numbers stay the same and parsing carries on).
-type scan struct {
-	text        string
-	unknown     []unknownKey      // keys no section of theirs knows, in file order (not passed to ini.v1)
-	keyLines    map[string][]int  // lower(section) + "\x00" + lower(key) -> lines, in order
-	rawKey      map[int]string    // line -> key as written
-	sectionLine map[string]int    // lower(section) -> line of its first header
-	sectionName map[string]string // lower(section) -> name as first written
+// iniFile is Presence.ini as scanINI reads it: its sections with their keys and
+// values, and the line each came from. The loader reads its keys from it and
+// `config set` finds in it where to write.
+type iniFile struct {
+	// sections are in the order of their first header; sections[0] is the top
+	// of the file.
+	sections []*iniSection
+	byID     map[string]*iniSection
+	// headers are the lines that start with '[', valid headers or not, in order:
+	// a section's part ends before the next one.
+	headers []int
 }
 
-// topSection is the lower-case name ini.v1 gives the keys above the first header.
+// iniSection is one section: every part of the file under a header of its name
+// (names match case-insensitively, so [SIP] and [sip] are one section).
+type iniSection struct {
+	name string // as first written; "" for the top of the file
+	id   string // the lower-case name; topSection for the top of the file
+	line int    // the first header's line; 0 for the top of the file
+	// parts are the header line of each part, in order; 0 is the top of the
+	// file above the first header.
+	parts []int
+	// keys are the keys the loader reads, in the order of their first such line.
+	keys []*iniKey
+	byID map[string]*iniKey // by lower-case name, including keys no line of which is read
+}
+
+// iniKey is one key of a section: every line that sets it (names match
+// case-insensitively).
+type iniKey struct {
+	id string // the lower-case name
+	// first is the first line that names the key, read or not: `config set`
+	// rewrites that one, so it can fix a value the loader refused to read.
+	first keyLine
+	// sets are the lines the loader reads, in order: the last one wins, the
+	// others are reported as repeated.
+	sets []keyLine
+}
+
+// keyLine is one "key = value" line.
+type keyLine struct {
+	line  int
+	key   string // as written
+	value string // the text after '=', trimmed; cleanValue turns it into the value
+}
+
+// topSection is the id of the keys above the first header. A [Default] header
+// continues them, as it did when gopkg.in/ini.v1 read the file (its DEFAULT
+// section), so files written for that reader load the same.
 const topSection = "default"
 
-// maxOpenKeys bounds the keys of one open section ([Mapping] rules, [HTTP]
-// Header.<Name>): the defaults have about 40 rules, and ini.v1 checks every new
-// key against all earlier keys of its section, so a file with hundreds of
-// thousands of them would take minutes to read.
-const maxOpenKeys = 1000
-
-// unknownKey is a key line whose section has no such key.
-type unknownKey struct {
-	section string // lower-case section name
-	key     string // as written
-	line    int
+// scanINI reads text (decoded, "\n" line ends) line by line. It reports what is
+// not INI syntax as Presence.ini has it; those lines are not read, and the keys
+// under a header it could not read are skipped until the next header. Comment
+// lines start with ';' or '#'; a key line is "key = value" (the first '=' ends the
+// key); values are read by cleanValue. Nothing is a continuation, an escape or a
+// multi-line value, and a key set twice is left for the loader to report.
+func scanINI(text string) (*iniFile, []Problem) {
+	return scanLines(strings.Split(text, "\n"))
 }
 
-// sectionKind is the knownKeys entry of a lower-case section name: "" for the
-// top of the file, "account" for [Account.<id>]; ok is false for a section the
-// loader reports as unknown (its keys are skipped).
-func sectionKind(lower string) (kind string, ok bool) {
-	switch {
-	case lower == topSection:
-		return "", true
-	case strings.HasPrefix(lower, "account."):
-		return "account", true
-	case lower == "account":
-		return "", false
-	}
-	_, ok = knownKeys[lower]
-	return lower, ok
-}
-
-// isOpenKey reports keys that open sections take by any name (see freeKey).
-func isOpenKey(kind, key string) bool {
-	return kind == "mapping" || kind == "http" && len(key) >= len("Header.") && strings.EqualFold(key[:len("Header.")], "Header.")
-}
-
-func scanKey(section, key string) string {
-	return strings.ToLower(section) + "\x00" + strings.ToLower(key)
-}
-
-// prescan reads text (already decoded, "\n" line ends) line by line the way ini.v1
-// does and reports the lines ini.v1 would reject or misread.
-func prescan(text string) (*scan, []Problem) {
-	sc := &scan{
-		keyLines:    map[string][]int{},
-		rawKey:      map[int]string{},
-		sectionLine: map[string]int{},
-		sectionName: map[string]string{},
-	}
+// scanLines is scanINI for text already split into lines.
+func scanLines(lines []string) (*iniFile, []Problem) {
+	f := &iniFile{byID: map[string]*iniSection{}}
+	top := f.section(topSection, "", 0)
+	top.parts = []int{0}
 	var problems []Problem
 	bad := func(n int, msg string) { problems = append(problems, Problem{Line: n, Message: msg}) }
 
-	lines := strings.Split(text, "\n")
-	out := make([]string, len(lines))
-	section, sectionOK := topSection, true
-	openKeys := map[string]map[string]bool{} // lower(section) -> lower(open key) seen
-	tooMany := map[string]bool{}             // lower(section) -> maxOpenKeys reported
+	sec := top // nil under a header that could not be read
 	for i, line := range lines {
 		n := i + 1
 		t := strings.TrimLeftFunc(line, unicode.IsSpace)
 		switch {
 		case t == "" || t[0] == ';' || t[0] == '#':
-			// blank or comment: ini.v1 need not see it
+			// blank or comment
 		case t[0] == '[':
+			f.headers = append(f.headers, n)
+			sec = nil
 			end := strings.IndexByte(t, ']')
 			if end < 0 {
 				bad(n, "section header has no closing ]; write it as [Name]; the keys below it are skipped until the next valid header")
-				sectionOK = false
 				continue
 			}
 			name := strings.TrimSpace(t[1:end])
 			if rest := strings.TrimSpace(t[end+1:]); rest != "" && rest[0] != ';' && rest[0] != '#' {
 				bad(n, "text after the section header's ]; put a comment after ; or remove it; the keys below it are skipped until the next valid header")
-				sectionOK = false
 				continue
 			}
 			if name == "" {
 				bad(n, "empty section name []; write e.g. [General]; the keys below it are skipped until the next valid header")
-				sectionOK = false
 				continue
 			}
-			section, sectionOK = strings.ToLower(name), true
-			if _, seen := sc.sectionLine[section]; !seen {
-				sc.sectionLine[section] = n
-				sc.sectionName[section] = name
-			}
-			out[i] = "[" + name + "]"
-		case !sectionOK:
-			// under a broken header: reported once already
+			sec = f.section(strings.ToLower(name), name, n)
+			sec.parts = append(sec.parts, n)
+		case sec == nil:
+			// under a header that could not be read: reported once already
 		default:
 			eq := strings.IndexByte(t, '=')
 			if eq < 0 {
@@ -124,49 +117,50 @@ func prescan(text string) (*scan, []Problem) {
 				bad(n, "key names are written without quotes, e.g. Interval = 10s")
 				continue
 			}
-			if v := strings.TrimLeftFunc(t[eq+1:], unicode.IsSpace); strings.HasPrefix(v, "`") || strings.HasPrefix(v, `"""`) {
+			kl := keyLine{line: n, key: key, value: strings.TrimSpace(t[eq+1:])}
+			k := sec.key(strings.ToLower(key), kl)
+			// A value in backquotes or triple quotes (other INI dialects' raw
+			// and multi-line strings) is refused, not read as something else.
+			if strings.HasPrefix(kl.value, "`") || strings.HasPrefix(kl.value, `"""`) {
 				label := key
-				if section != topSection {
-					label = "[" + sc.sectionName[section] + "] " + key
+				if sec != top {
+					label = "[" + sec.name + "] " + key
 				}
 				bad(n, label+": a value may not start with ` or \"\"\"; put the whole value in double quotes")
 				continue
 			}
-			// Only keys the loader reads go to ini.v1 (see maxOpenKeys): unknown
-			// keys are reported from sc.unknown, keys of unknown sections are
-			// skipped with their section.
-			kind, known := sectionKind(section)
-			switch {
-			case !known:
-				continue
-			case isOpenKey(kind, key):
-				seen := openKeys[section]
-				if seen == nil {
-					seen = map[string]bool{}
-					openKeys[section] = seen
-				}
-				if lower := strings.ToLower(key); !seen[lower] {
-					if len(seen) >= maxOpenKeys {
-						if !tooMany[section] {
-							tooMany[section] = true
-							bad(n, fmt.Sprintf("[%s] has more than %d keys; this one and the rest are ignored (is this the right file?)", sc.sectionName[section], maxOpenKeys))
-						}
-						continue
-					}
-					seen[lower] = true
-				}
-			case !slices.ContainsFunc(knownKeys[kind], func(k string) bool { return strings.EqualFold(k, key) }):
-				sc.unknown = append(sc.unknown, unknownKey{section: section, key: key, line: n})
-				continue
+			if len(k.sets) == 0 {
+				sec.keys = append(sec.keys, k)
 			}
-			k := scanKey(section, key)
-			sc.keyLines[k] = append(sc.keyLines[k], n)
-			sc.rawKey[n] = key
-			out[i] = t
+			k.sets = append(k.sets, kl)
 		}
 	}
-	sc.text = strings.Join(out, "\n")
-	return sc, problems
+	return f, problems
+}
+
+// section returns the section id, made with its name and first header line if
+// it is new.
+func (f *iniFile) section(id, name string, line int) *iniSection {
+	if s := f.byID[id]; s != nil {
+		if s.line == 0 {
+			s.line = line // the top of the file's first [Default] header
+		}
+		return s
+	}
+	s := &iniSection{name: name, id: id, line: line, byID: map[string]*iniKey{}}
+	f.sections = append(f.sections, s)
+	f.byID[id] = s
+	return s
+}
+
+// key returns the key id, made with kl as its first line if it is new.
+func (s *iniSection) key(id string, kl keyLine) *iniKey {
+	k := s.byID[id]
+	if k == nil {
+		k = &iniKey{id: id, first: kl}
+		s.byID[id] = k
+	}
+	return k
 }
 
 // cleanValue turns the text after '=' into the value: an inline comment starts at ';'

@@ -1,6 +1,9 @@
 package config
 
-import "time"
+import (
+	"strings"
+	"time"
+)
 
 // Defaults of Presence.ini; Presence.ini.example documents the same values.
 const (
@@ -50,3 +53,16 @@ var knownKeys = map[string][]string{
 	// Every [Mapping] key is a rule (see freeKey).
 	"mapping": {},
 }
+
+// knownKeyIDs maps the lower-case name of every key in knownKeys to its
+// canonical spelling, by the same section kinds.
+var knownKeyIDs = func() map[string]map[string]string {
+	ids := map[string]map[string]string{}
+	for kind, keys := range knownKeys {
+		ids[kind] = map[string]string{}
+		for _, k := range keys {
+			ids[kind][strings.ToLower(k)] = k
+		}
+	}
+	return ids
+}()

@@ -12,6 +12,8 @@ import (
 
 	"golang.org/x/net/http/httpproxy"
 	"golang.org/x/net/proxy"
+
+	"github.com/presencebridge/presencebridge/internal/redact"
 )
 
 // allowedProxyForms is appended to every proxy URL error.
@@ -180,20 +182,7 @@ func knownEnvScheme(s string) bool {
 
 // redactRaw hides the password of a proxy URL that may not even parse.
 func redactRaw(s string) string {
-	i := strings.Index(s, "://")
-	start := 0
-	if i >= 0 {
-		start = i + 3
-	}
-	at := strings.LastIndex(s, "@")
-	if at < start {
-		return s
-	}
-	userinfo := s[start:at]
-	if c := strings.Index(userinfo, ":"); c >= 0 {
-		return s[:start] + userinfo[:c] + ":xxxxx" + s[at:]
-	}
-	return s
+	return redact.URL(s, redact.Options{Mask: "xxxxx"})
 }
 
 // proxyKind names a proxy URL's kind for messages.

@@ -46,6 +46,7 @@ import (
 	"time"
 
 	"github.com/presencebridge/presencebridge/internal/push"
+	"github.com/presencebridge/presencebridge/internal/redact"
 	"github.com/presencebridge/presencebridge/internal/transport"
 )
 
@@ -273,12 +274,7 @@ func oneLine(b []byte) string {
 	return s
 }
 
-// redactURL drops the query, which may carry a token.
+// redactURL drops the query, which may carry a token, and hides a password.
 func redactURL(raw string) string {
-	u, err := url.Parse(raw)
-	if err != nil {
-		return "[HTTP] URL"
-	}
-	u.RawQuery, u.User = "", nil
-	return u.String()
+	return redact.URL(raw, redact.Options{Mask: "***", DropQuery: true})
 }
