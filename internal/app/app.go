@@ -147,7 +147,7 @@ func Open(o Options) (*App, error) {
 		}
 	}
 
-	a.db, err = store.Open(cfg.StateFile)
+	a.db, err = openState(cfg.StateFile, o.Logger)
 	if err != nil {
 		return nil, err
 	}
@@ -497,7 +497,7 @@ type AccountReport struct {
 	Secret *SecretStatus `json:"secret,omitempty"`
 }
 
-const statusKey = "_report"
+const statusKey = "report"
 
 // Status is the live report (the control endpoint's answer).
 func (a *App) Status(context.Context) any { return a.report() }
@@ -521,13 +521,13 @@ func (a *App) report() StatusReport {
 // StoredStatus is the last report the service saved, for `status` while it is stopped.
 func (a *App) StoredStatus() (StatusReport, bool, error) {
 	var r StatusReport
-	found, err := a.db.Get(store.BucketAccounts, statusKey, &r)
+	found, err := a.db.Get(store.BucketStatus, statusKey, &r)
 	r.Running = false
 	return r, found, err
 }
 
 func (a *App) saveStatus(context.Context) {
-	if err := a.db.Put(store.BucketAccounts, statusKey, a.report()); err != nil {
+	if err := a.db.Put(store.BucketStatus, statusKey, a.report()); err != nil {
 		a.log.Warn("Could not save status", "err", err)
 	}
 }

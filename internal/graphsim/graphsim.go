@@ -104,6 +104,10 @@ type Options struct {
 	// StrictRefreshRotation makes a redeemed refresh token invalid at once (Entra
 	// ID keeps it valid; turn this on to catch a client that loses rotated tokens).
 	StrictRefreshRotation bool
+	// Grants are refresh tokens a tenant of an earlier run issued, valid here
+	// too: a client's state file from that run signs in again without a new
+	// device-code sign-in (tests of a state file written by an older release).
+	Grants []Grant
 	// Seed makes the initial presence and the pattern engine reproducible.
 	Seed int64
 	// Clock drives throttle windows, token and device-code expiry, change times
@@ -230,6 +234,9 @@ func New(opts Options) (*Server, error) {
 		apps:        map[string]*appReg{},
 		deviceCodes: map[string]*deviceCode{},
 		refresh:     map[string]*refreshGrant{},
+	}
+	for _, g := range opts.Grants {
+		s.refresh[g.RefreshToken] = &refreshGrant{clientID: g.ClientID, upn: g.UPN, scope: g.Scope, lastUsed: s.born}
 	}
 	for _, a := range opts.Apps {
 		if a.ClientID == "" {

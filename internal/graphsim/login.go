@@ -270,6 +270,11 @@ func (s *Server) identity(upn string) (oid, name string, ok bool) {
 }
 
 // refreshGrant is what a refresh token stands for.
+// Grant is a refresh token issued to ClientID for UPN (Options.Grants).
+type Grant struct {
+	RefreshToken, ClientID, UPN, Scope string
+}
+
 type refreshGrant struct {
 	clientID string
 	upn      string

@@ -33,7 +33,7 @@ func upnOf(key []byte) string {
 
 func (o boltOutbox) Enqueue(targets []string, accepts []func(users.User) bool, items []Item) error {
 	return o.db.Update(func(tx *bolt.Tx) error {
-		ob, sb := tx.Bucket([]byte(store.BucketOutbox)), tx.Bucket([]byte(store.BucketOutboxSeq))
+		ob, sb := store.Bucket(tx, store.BucketOutbox), store.Bucket(tx, store.BucketOutboxSeq)
 		for ti, t := range targets {
 			var seq uint64
 			if v := sb.Get([]byte(t)); len(v) == 8 {
@@ -106,7 +106,7 @@ func (o boltOutbox) Pick(target string, n int, after string, want func(upn strin
 
 func (o boltOutbox) Settle(target string, accepted []Delivered, dropped []Item) error {
 	return o.db.Update(func(tx *bolt.Tx) error {
-		ob, db := tx.Bucket([]byte(store.BucketOutbox)), tx.Bucket([]byte(store.BucketDelivered))
+		ob, db := store.Bucket(tx, store.BucketOutbox), store.Bucket(tx, store.BucketDelivered)
 		removeIfSame := func(upn string, seq uint64) error {
 			k := outboxKey(target, upn)
 			raw := ob.Get(k)

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -16,25 +17,32 @@ import (
 	"github.com/presencebridge/presencebridge/internal/fileperm"
 )
 
-// Buckets used by presencebridge. Keys are documented where they are written.
+// Buckets of the state file. Each belongs to one package, which owns its keys and
+// records (see the package named); the others read it through that package.
 const (
-	BucketTokens   = "tokens"   // account ID -> MSAL cache blob (raw bytes)
-	BucketUserIDs  = "userids"  // UPN -> graph.Resolved (JSON)
-	BucketPresence = "presence" // UPN -> presence.State (JSON)
-	BucketAccounts = "accounts" // account ID -> account status (JSON)
-	// Delivery to the phone system (see package push).
-	BucketOutbox    = "outbox"    // target + "\x00" + UPN -> newest push.Item not yet accepted (JSON)
-	BucketDelivered = "delivered" // target + "\x00" + UPN -> push.Delivered (JSON)
+	BucketTokens = "tokens" // auth: account ID + "|" -> MSAL's cache blob
+	// The Teams side (package poll): compact records, see poll/kept.go.
+	BucketUserIDs  = "userids"  // UPN -> resolved object id
+	BucketPresence = "presence" // UPN -> last Teams state
+	// Delivery to the phone system (package push): compact records, see push/records.go.
+	BucketOutbox    = "outbox"    // target + "\x00" + UPN -> newest item not yet accepted
+	BucketDelivered = "delivered" // target + "\x00" + UPN -> what the target last accepted
 	BucketOutboxSeq = "outboxseq" // target -> last sequence number given out (8 bytes, big endian)
-	BucketSIPPubs   = "sippubs"   // SIP URI -> sip.Publication (ETag, expiry, body)
-	// Accounts' stale episodes (package compose).
-	BucketStale = "stale" // account ID -> start of the stale episode (JSON time)
-	// What an engineer confirmed (package app).
-	BucketConfirmed = "confirmed" // "usersfile" -> SHA-256 (hex) of a users file accepted with users apply --allow-mass-removal
+	BucketSIPPubs   = "sippubs"   // push/sip: SIP URI -> publication (entity tag, expiry, state shown)
+	BucketStale     = "stale"     // compose: account ID -> start of its stale episode (JSON time)
+	BucketStatus    = "status"    // app: "report" -> the last status report (JSON), for status while stopped
+	BucketConfirmed = "confirmed" // app: "usersfile" -> SHA-256 (hex) of a users file accepted with users apply --allow-mass-removal
+	bucketMeta      = "meta"      // store: "version" -> the file's format (Version)
 )
 
-var allBuckets = []string{BucketTokens, BucketUserIDs, BucketPresence, BucketAccounts,
-	BucketOutbox, BucketDelivered, BucketOutboxSeq, BucketSIPPubs, BucketStale, BucketConfirmed}
+var allBuckets = []string{BucketTokens, BucketUserIDs, BucketPresence, BucketOutbox, BucketDelivered,
+	BucketOutboxSeq, BucketSIPPubs, BucketStale, BucketStatus, BucketConfirmed, bucketMeta}
+
+// Version is the format of the state file this release writes: 2, compact
+// records (store.Record) and one owner per bucket. Version 1, the releases
+// before, wrote JSON records and kept the status report and stale episodes in a
+// bucket "accounts"; Rewrite upgrades such a file.
+const Version = 2
 
 // ErrInUse means another process holds the state file open.
 var ErrInUse = errors.New("state file is in use by another presencebridge process")
@@ -71,10 +79,20 @@ func Open(path string) (*DB, error) {
 		return nil, fmt.Errorf("give %s to the owner of its folder: %w", path, err)
 	}
 	err = b.Update(func(tx *bolt.Tx) error {
+		fresh := true // no bucket yet: a new file, in this release's format
+		_ = tx.ForEach(func([]byte, *bolt.Bucket) error { fresh = false; return nil })
 		for _, name := range allBuckets {
 			if _, err := tx.CreateBucketIfNotExists([]byte(name)); err != nil {
 				return err
 			}
+		}
+		meta := tx.Bucket([]byte(bucketMeta))
+		if meta.Get([]byte("version")) == nil {
+			v := 1 // written before the file had a version
+			if fresh {
+				v = Version
+			}
+			return meta.Put([]byte("version"), []byte(strconv.Itoa(v)))
 		}
 		return nil
 	})
@@ -83,6 +101,30 @@ func Open(path string) (*DB, error) {
 		return nil, fmt.Errorf("initialise state file %s: %w", path, err)
 	}
 	return &DB{bolt: b, path: path}, nil
+}
+
+// FillPercent is how full pages are split. bbolt's default, half, suits random
+// inserts; presencebridge's come in batches in UPN order (a poll chunk, a Send),
+// and then leave pages half empty: the file was twice the size of its records.
+const FillPercent = 0.9
+
+// Bucket is the named bucket of tx, ready for writes (FillPercent).
+func Bucket(tx *bolt.Tx, name string) *bolt.Bucket {
+	b := tx.Bucket([]byte(name))
+	if b != nil && tx.Writable() {
+		b.FillPercent = FillPercent
+	}
+	return b
+}
+
+// Version is the format the file is in (see the constant Version).
+func (d *DB) Version() int {
+	v := 0
+	_ = d.bolt.View(func(tx *bolt.Tx) error {
+		v, _ = strconv.Atoi(string(tx.Bucket([]byte(bucketMeta)).Get([]byte("version"))))
+		return nil
+	})
+	return v
 }
 
 // Path returns the file the DB was opened from.
@@ -153,7 +195,7 @@ func (d *DB) PutMany(bucket string, entries map[string][]byte) error {
 		return nil
 	}
 	err := d.bolt.Update(func(tx *bolt.Tx) error {
-		b := tx.Bucket([]byte(bucket))
+		b := Bucket(tx, bucket)
 		for k, raw := range entries {
 			if err := b.Put([]byte(k), raw); err != nil {
 				return err

@@ -115,7 +115,7 @@ func (s boltPublications) LoadPublications() (map[string]Publication, error) {
 
 func (s boltPublications) SavePublications(pubs map[string]*Publication) error {
 	return s.db.Update(func(tx *bolt.Tx) error {
-		b := tx.Bucket([]byte(store.BucketSIPPubs))
+		b := store.Bucket(tx, store.BucketSIPPubs)
 		for uri, p := range pubs {
 			if p == nil {
 				if err := b.Delete([]byte(uri)); err != nil {
