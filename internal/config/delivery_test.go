@@ -168,3 +168,12 @@ func TestEncryptedSecrets(t *testing.T) {
 		t.Errorf("err = %v", err)
 	}
 }
+
+// An API key in the CTI URL's query stays out of the printed configuration
+// (verify shows it), as it stays out of the CTI target's errors.
+func TestRedactedDropsTheCTIQuery(t *testing.T) {
+	c := mustLoad(t, minimal+"[HTTP]\nURL = https://cti.example.com/presence?apikey=k3y-s3cret\n")
+	if red := c.Redacted(); strings.Contains(red, "k3y-s3cret") || !strings.Contains(red, "URL = https://cti.example.com/presence\n") {
+		t.Errorf("Redacted:\n%s", red)
+	}
+}

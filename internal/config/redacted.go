@@ -5,6 +5,8 @@ import (
 	"math"
 	"strconv"
 	"strings"
+
+	"github.com/presencebridge/presencebridge/internal/redact"
 )
 
 // Redacted renders the effective configuration (defaults filled in, paths resolved,
@@ -89,7 +91,8 @@ func (c *Config) Redacted() string {
 	kv("Timeout", formatDuration(c.SIP.Timeout))
 
 	b.WriteString("\n[HTTP]\n")
-	kv("URL", redactRawURL(c.HTTP.URL))
+	// The CTI's URL may carry an API key in its query, as its errors assume too.
+	kv("URL", redact.URL(c.HTTP.URL, redact.Options{Mask: redacted, DropQuery: true}))
 	for _, n := range headerNames(c.HTTP.Headers) {
 		kv("Header."+n, c.HTTP.Headers[n].String())
 	}
