@@ -69,7 +69,8 @@ func cmdBenchDelivery(g globals, args []string) int {
 				if err != nil {
 					return nil, nil, err
 				}
-				so := sip.Options{Server: k.UDP, Logger: quiet}
+				so := sip.Options{Settings: sip.DefaultSettings(), Logger: quiet}
+				so.Server = k.UDP
 				if auth {
 					so.Username, so.Password = "pb", "bench-secret"
 				}

@@ -91,10 +91,7 @@ func (a *App) pendingAll() int {
 // newSIPTarget builds the SIP publisher; its publications (ETags) are kept in the
 // state file so that a restart modifies or removes them.
 func (a *App) newSIPTarget(cfg *config.Config) (push.Target, error) {
-	return sip.New(sip.Options{Transport: cfg.SIP.Transport, Server: cfg.SIP.Server, OutboundProxy: cfg.SIP.OutboundProxy,
-		FromURI: cfg.SIP.From, Username: cfg.SIP.Username, Password: cfg.SIP.Password.Reveal(), CAFile: cfg.SIP.CAFile,
-		ServerName: cfg.SIP.ServerName, Expires: cfg.SIP.Expires, Concurrency: cfg.SIP.Concurrency, Rate: cfg.SIP.Rate,
-		Timeout: cfg.SIP.Timeout, ETags: sip.BoltPublications(a.db), Clock: a.clk, Logger: a.log.With("target", "sip")})
+	return sip.New(sip.Options{Settings: cfg.SIP, ETags: sip.BoltPublications(a.db), Clock: a.clk, Logger: a.log.With("target", "sip")})
 }
 
 // removeDeparted withdraws from the PBX the users who left the users file.

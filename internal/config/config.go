@@ -21,11 +21,8 @@
 package config
 
 import (
-	"encoding/json"
-	"fmt"
-	"log/slog"
-
 	"github.com/presencebridge/presencebridge/internal/presence"
+	"github.com/presencebridge/presencebridge/internal/secret"
 )
 
 // Config is the validated content of Presence.ini. Paths in it are absolute.
@@ -80,40 +77,7 @@ type Config struct {
 	Warnings []string
 }
 
-// Secret is a string that never shows itself: fmt (every verb), slog and
-// encoding/json print "***". Reveal returns the value for the one place that needs it.
-type Secret string
+// Secret is a value of Presence.ini that never shows itself (secret.Value).
+type Secret = secret.Value
 
 const redacted = "***"
-
-// Reveal returns the secret value.
-func (s Secret) Reveal() string { return string(s) }
-
-// String returns "***" (or "" for an empty secret, so "not set" stays visible).
-func (s Secret) String() string {
-	if s == "" {
-		return ""
-	}
-	return redacted
-}
-
-// GoString is String for %#v.
-func (s Secret) GoString() string { return fmt.Sprintf("%q", s.String()) }
-
-// Format prints String for every verb, so %x or %q cannot leak the value either.
-func (s Secret) Format(f fmt.State, verb rune) {
-	if verb == 'v' && f.Flag('#') {
-		_, _ = f.Write([]byte(s.GoString()))
-		return
-	}
-	_, _ = f.Write([]byte(s.String()))
-}
-
-// MarshalJSON writes "***".
-func (s Secret) MarshalJSON() ([]byte, error) { return json.Marshal(s.String()) }
-
-// MarshalText writes "***".
-func (s Secret) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
-
-// LogValue makes slog print "***".
-func (s Secret) LogValue() slog.Value { return slog.StringValue(s.String()) }

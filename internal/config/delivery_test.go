@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/presencebridge/presencebridge/internal/presence"
+	"github.com/presencebridge/presencebridge/internal/push/sip"
 	"github.com/presencebridge/presencebridge/internal/secret"
 )
 
@@ -37,7 +38,7 @@ Away/* = away | closed | - |
 	if c.SIP.Server != "pbx.example.com:5061" || c.SIP.Transport != "tls" || c.SIP.OutboundProxy != "10.0.0.5:5070" {
 		t.Errorf("SIP = %+v", c.SIP)
 	}
-	if c.SIP.Password.Reveal() != "s3cret;#x" || c.SIP.Expires != 30*time.Minute || c.SIP.Rate != 200 || c.SIP.Concurrency != DefaultSIPConcurrency {
+	if c.SIP.Password.Reveal() != "s3cret;#x" || c.SIP.Expires != 30*time.Minute || c.SIP.Rate != 200 || c.SIP.Concurrency != sip.DefaultSettings().Concurrency {
 		t.Errorf("SIP = %+v", c.SIP)
 	}
 	if c.HTTP.URL != "https://cti.example.com/presence" || !c.HTTP.Batch || c.HTTP.Headers["Authorization"].Reveal() != "Bearer tok-123" || c.HTTP.Headers["X-Tenant"].Reveal() != "contoso" {

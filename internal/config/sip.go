@@ -5,38 +5,21 @@ import (
 	"strconv"
 	"strings"
 	"time"
-)
 
-// Defaults of [SIP]; Presence.ini.example documents the same values.
-const (
-	DefaultSIPTransport   = "udp"
-	DefaultSIPExpires     = time.Hour
-	DefaultSIPConcurrency = 32
-	DefaultSIPRate        = 2000.0
-	DefaultSIPTimeout     = 5 * time.Second
+	"github.com/presencebridge/presencebridge/internal/push/sip"
 )
 
 // SIP is the [SIP] section: PUBLISH (RFC 3903) of PIDF presence to the PBX's
-// presence server. Server empty means no SIP target.
-type SIP struct {
-	Server        string // host:port (port 5060, or 5061 for tls, added when missing)
-	Transport     string // udp, tcp or tls
-	OutboundProxy string // host:port; every request is routed through it; "" = none
-	From          string // From identity (sip:...); "" = each user's own SIP URI
-	Username      string // digest user for 401/407 challenges
-	Password      Secret
-	CAFile        string // extra CA for tls
-	ServerName    string // TLS name to verify instead of Server's host
-	Expires       time.Duration
-	Concurrency   int
-	Rate          float64 // PUBLISH requests per second, at most
-	Timeout       time.Duration
-}
+// presence server; the publisher's own settings, with its defaults
+// (sip.DefaultSettings, which Presence.ini.example lists). Server empty means no
+// SIP target.
+type SIP = sip.Settings
 
 // sip reads [SIP]; without Server nothing is sent over SIP.
 func (l *loader) sip(cfg *Config, s *section) {
 	c := &cfg.SIP
-	c.Transport = DefaultSIPTransport
+	*c = sip.DefaultSettings()
+	def := *c
 	if e := s.get("Transport"); e.set {
 		switch v := strings.ToLower(e.value); v {
 		case "udp", "tcp", "tls":
@@ -65,10 +48,10 @@ func (l *loader) sip(cfg *Config, s *section) {
 	}
 	c.CAFile = l.existingFile(s.get("CAFile"), "a PEM file with the CA certificate(s) of the SIP server")
 	c.ServerName = s.get("ServerName").value
-	c.Expires = l.duration(s.get("Expires"), DefaultSIPExpires, time.Minute)
-	c.Concurrency = l.integer(s.get("Concurrency"), DefaultSIPConcurrency, 1)
-	c.Rate = l.rate(s.get("Rate"), DefaultSIPRate, "PUBLISH requests per second")
-	c.Timeout = l.duration(s.get("Timeout"), DefaultSIPTimeout, 100*time.Millisecond)
+	c.Expires = l.duration(s.get("Expires"), def.Expires, time.Minute)
+	c.Concurrency = l.integer(s.get("Concurrency"), def.Concurrency, 1)
+	c.Rate = l.rate(s.get("Rate"), def.Rate, "PUBLISH requests per second")
+	c.Timeout = l.duration(s.get("Timeout"), def.Timeout, 100*time.Millisecond)
 	if c.Server == "" {
 		for _, k := range []string{"OutboundProxy", "From", "Username", "CAFile"} {
 			if e := s.get(k); e.set {

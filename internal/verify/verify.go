@@ -333,9 +333,7 @@ func (r *run) permissions(name string, ac config.Account, tok string) {
 // targets checks the PBX side: SIP OPTIONS and an HTTP request to the CTI.
 func (r *run) targets(ctx context.Context, cfg *config.Config) {
 	if cfg.SIP.Server != "" {
-		p, err := sip.New(sip.Options{Transport: cfg.SIP.Transport, Server: cfg.SIP.Server, OutboundProxy: cfg.SIP.OutboundProxy,
-			Username: cfg.SIP.Username, Password: cfg.SIP.Password.Reveal(), CAFile: cfg.SIP.CAFile, ServerName: cfg.SIP.ServerName,
-			Timeout: cfg.SIP.Timeout, Logger: r.o.Logger})
+		p, err := sip.New(sip.Options{Settings: cfg.SIP, Logger: r.o.Logger})
 		if err != nil {
 			r.add("SIP target", Fail, err.Error(), "correct [SIP]")
 		} else {

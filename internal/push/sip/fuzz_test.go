@@ -34,8 +34,7 @@ const maxDeltaSeconds = 1<<32 - 1
 
 // fuzzPublisher is a Publisher that only reads answers: no user agent, no network.
 func fuzzPublisher() *Publisher {
-	return &Publisher{o: Options{Transport: "udp", Server: "pbx.example:5060", Expires: time.Hour,
-		Username: fuzzUser, Password: fuzzPassword, Clock: clock.Real{}},
+	return &Publisher{o: Options{Settings: Settings{Transport: "udp", Server: "pbx.example:5060", Expires: time.Hour, Username: fuzzUser, Password: fuzzPassword}, Clock: clock.Real{}},
 		log: slog.New(slog.DiscardHandler), dest: "pbx.example:5060",
 		pubs: map[string]*Publication{}, dirty: map[string]*Publication{}, wake: make(chan struct{}, 1)}
 }

@@ -82,7 +82,7 @@ func TestIntegrationKamailioTransports(t *testing.T) {
 		t.Run(transport, func(t *testing.T) {
 			k := startKamailio(t, kamailio.Options{Users: map[string]string{"pb": "s3cret"}, TLS: transport == "tls"})
 			server := map[string]string{"udp": k.UDP, "tcp": k.TCP, "tls": k.TLS}[transport]
-			p := newPublisher(t, Options{Transport: transport, Server: server, Username: "pb", Password: "s3cret", CAFile: k.CAFile})
+			p := newPublisher(t, Options{Settings: Settings{Transport: transport, Server: server, Username: "pb", Password: "s3cret", CAFile: k.CAFile}})
 			uri := "sip:1001@pbx.example"
 			ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 			defer cancel()
@@ -119,7 +119,7 @@ func TestIntegrationKamailioOutboundProxy(t *testing.T) {
 	pres := startKamailio(t, kamailio.Options{Users: users})
 	proxy := startKamailio(t, kamailio.Options{Users: users, Forward: pres.UDP, Challenge: "proxy"})
 	// Server is not reachable: every request must go through the proxy.
-	p := newPublisher(t, Options{Server: "pbx.example:5060", OutboundProxy: proxy.UDP, Username: "pb", Password: "s3cret"})
+	p := newPublisher(t, Options{Settings: Settings{Server: "pbx.example:5060", OutboundProxy: proxy.UDP, Username: "pb", Password: "s3cret"}})
 	uri := "sip:1002@pbx.example"
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
@@ -145,7 +145,7 @@ func TestIntegrationKamailioOutboundProxy(t *testing.T) {
 // Wrong credentials: refused with a message naming the settings, never the password.
 func TestIntegrationKamailioWrongPassword(t *testing.T) {
 	k := startKamailio(t, kamailio.Options{Users: map[string]string{"pb": "s3cret"}})
-	p := newPublisher(t, Options{Server: k.UDP, Username: "pb", Password: "wrong-pw"})
+	p := newPublisher(t, Options{Settings: Settings{Server: k.UDP, Username: "pb", Password: "wrong-pw"}})
 	err := send1(t, p, itemFor("sip:1003@pbx.example", presence.Busy, presence.ActBusy))
 	if err == nil || !strings.Contains(err.Error(), "check [SIP] Username and Password") || strings.Contains(err.Error(), "wrong-pw") {
 		t.Fatalf("err = %v", err)
@@ -161,7 +161,7 @@ func TestIntegrationKamailioUnknownETagStartsOver(t *testing.T) {
 	uri := "sip:1004@pbx.example"
 	store := &memStore{pubs: map[string]Publication{uri: {ETag: "a-tag-from-before-the-restart",
 		Expires: time.Now().Add(time.Hour), Lifetime: time.Hour, Transport: "udp", Dest: k.UDP}}}
-	p := newPublisher(t, Options{Server: k.UDP, ETags: store})
+	p := newPublisher(t, Options{Settings: Settings{Server: k.UDP}, ETags: store})
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
 	w := watch(t, ctx, k.UDP, uri)
@@ -182,7 +182,7 @@ func TestIntegrationKamailioUnknownETagStartsOver(t *testing.T) {
 func TestIntegrationKamailioRefresh(t *testing.T) {
 	k := startKamailio(t, kamailio.Options{})
 	clk := clock.NewFake(time.Now())
-	p := newPublisher(t, Options{Server: k.UDP, Expires: 10 * time.Minute, Clock: clk})
+	p := newPublisher(t, Options{Settings: Settings{Server: k.UDP, Expires: 10 * time.Minute}, Clock: clk})
 	uri := "sip:1006@pbx.example"
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
@@ -233,8 +233,7 @@ func BenchmarkPublishKamailio(b *testing.B) {
 				o.Users = map[string]string{"pb": "bench-secret"}
 			}
 			k := startKamailio(b, o)
-			po := Options{Transport: c.transport, Server: map[string]string{"udp": k.UDP, "tcp": k.TCP}[c.transport],
-				Rate: 1e6, Concurrency: 64, Logger: slog.New(slog.DiscardHandler)}
+			po := Options{Settings: Settings{Transport: c.transport, Server: map[string]string{"udp": k.UDP, "tcp": k.TCP}[c.transport], Rate: 1e6, Concurrency: 64}, Logger: slog.New(slog.DiscardHandler)}
 			if c.auth {
 				po.Username, po.Password = "pb", "bench-secret"
 			}
@@ -274,7 +273,7 @@ func sendAll(b *testing.B, p *Publisher, items []push.Item) {
 // hour).
 func TestIntegrationKamailioRestartIsToldAgain(t *testing.T) {
 	k := startKamailio(t, kamailio.Options{})
-	p := newPublisher(t, Options{Server: k.UDP, ETags: &memStore{pubs: map[string]Publication{}}, Timeout: 300 * time.Millisecond})
+	p := newPublisher(t, Options{Settings: Settings{Server: k.UDP, Timeout: 300 * time.Millisecond}, ETags: &memStore{pubs: map[string]Publication{}}})
 	db, err := store.Open(filepath.Join(t.TempDir(), "state.db"))
 	if err != nil {
 		t.Fatal(err)

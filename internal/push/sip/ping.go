@@ -32,7 +32,7 @@ func (p *Publisher) Ping(ctx context.Context) (int, error) {
 		return 0, err
 	}
 	for try := 0; try < 2 && p.o.Username != "" && (res.StatusCode == 401 || res.StatusCode == 407); try++ {
-		res, err = p.client.DoDigestAuth(ctx, req, res, sipgoDigest(p.o.Username, p.o.Password))
+		res, err = p.client.DoDigestAuth(ctx, req, res, sipgoDigest(p.o.Username, p.o.Password.Reveal()))
 		if err != nil {
 			return 0, p.unreachable(err)
 		}

@@ -29,41 +29,54 @@ import (
 	"github.com/presencebridge/presencebridge/internal/clock"
 	"github.com/presencebridge/presencebridge/internal/presence"
 	"github.com/presencebridge/presencebridge/internal/push"
+	"github.com/presencebridge/presencebridge/internal/secret"
 	"github.com/presencebridge/presencebridge/internal/transport"
 	"github.com/presencebridge/presencebridge/internal/users"
 )
 
-// Options configure a Publisher.
-type Options struct {
-	Transport string // udp (default), tcp or tls
+// Settings are the [SIP] settings of Presence.ini, the publisher's own: config
+// decodes the section into them, starting from DefaultSettings, and checks them
+// (with the file, line and key in its messages); New takes them as they are.
+type Settings struct {
+	Transport string // udp, tcp or tls
 	// Server is the host:port of the presence server; requests go there unless
-	// OutboundProxy is set.
+	// OutboundProxy is set. Empty: no SIP target.
 	Server string
 	// OutboundProxy is a host:port every request is sent to, with a
 	// Route: <sip:OutboundProxy;lr> header; the Request-URI stays the user's URI.
 	OutboundProxy string
-	// FromURI is the From identity, e.g. "sip:presencebridge@pbx.example";
-	// empty publishes on behalf of each user (From is the user's own URI).
-	FromURI string
+	// From is the From identity, e.g. "sip:presencebridge@pbx.example"; empty
+	// publishes on behalf of each user (From is the user's own URI).
+	From string
 	// Username and Password answer 401 and 407 digest challenges. The password
 	// never appears in logs or errors.
 	Username string
-	Password string
+	Password secret.Value
 	// CAFile is a PEM file of CAs trusted for tls on top of the system's roots.
 	CAFile string
 	// ServerName is the name the TLS certificate must carry, if not the host of
 	// Server (or OutboundProxy).
 	ServerName string
-	// Expires is the publication lifetime asked for (default 1 h); the server's
-	// answer decides, and publications are refreshed at 80% of it.
+	// Expires is the publication lifetime asked for; the server's answer decides,
+	// and publications are refreshed at 80% of it.
 	Expires time.Duration
-	// Concurrency bounds the PUBLISH transactions in flight (default 32).
+	// Concurrency bounds the PUBLISH transactions in flight.
 	Concurrency int
-	// Rate is PUBLISH requests per second at most (default 2,000), so a burst of
-	// changes cannot flood the PBX.
+	// Rate is PUBLISH requests per second at most, so a burst of changes cannot
+	// flood the PBX.
 	Rate float64
-	// Timeout bounds each transaction (default 5 s).
+	// Timeout bounds each transaction.
 	Timeout time.Duration
+}
+
+// DefaultSettings are [SIP]'s defaults (Presence.ini.example lists them).
+func DefaultSettings() Settings {
+	return Settings{Transport: "udp", Expires: time.Hour, Concurrency: 32, Rate: 2000, Timeout: 5 * time.Second}
+}
+
+// Options configure a Publisher.
+type Options struct {
+	Settings
 	// ETags keeps publications across restarts; nil keeps them in memory only.
 	ETags  ETagStore
 	Clock  clock.Clock
@@ -71,10 +84,10 @@ type Options struct {
 }
 
 // LogValue keeps the password out of logs.
-func (o Options) LogValue() slog.Value {
-	return slog.GroupValue(slog.String("transport", o.Transport), slog.String("server", o.Server),
-		slog.String("outboundProxy", o.OutboundProxy), slog.String("from", o.FromURI),
-		slog.String("username", o.Username), slog.Bool("password", o.Password != ""))
+func (s Settings) LogValue() slog.Value {
+	return slog.GroupValue(slog.String("transport", s.Transport), slog.String("server", s.Server),
+		slog.String("outboundProxy", s.OutboundProxy), slog.String("from", s.From),
+		slog.String("username", s.Username), slog.Bool("password", s.Password != ""))
 }
 
 // Publication is what the server holds for one user.
@@ -141,35 +154,8 @@ type counts struct {
 
 // New checks the options and starts a SIP user agent.
 func New(o Options) (*Publisher, error) {
-	o.Transport = strings.ToLower(strings.TrimSpace(o.Transport))
-	if o.Transport == "" {
-		o.Transport = "udp"
-	}
-	if o.Transport != "udp" && o.Transport != "tcp" && o.Transport != "tls" {
-		return nil, fmt.Errorf("[SIP] Transport %q: use udp, tcp or tls", o.Transport)
-	}
-	if o.Server == "" && o.OutboundProxy == "" {
-		return nil, errors.New("[SIP] Server is empty: set it to the host:port of the PBX's presence server")
-	}
-	for _, hp := range []struct{ key, v string }{{"Server", o.Server}, {"OutboundProxy", o.OutboundProxy}} {
-		if hp.v == "" {
-			continue
-		}
-		if _, port, err := net.SplitHostPort(hp.v); err != nil || port == "" {
-			return nil, fmt.Errorf("[SIP] %s %q: write it as host:port, e.g. pbx.example:5060", hp.key, hp.v)
-		}
-	}
-	if o.Expires <= 0 {
-		o.Expires = time.Hour
-	}
-	if o.Concurrency <= 0 {
-		o.Concurrency = 32
-	}
-	if o.Rate <= 0 {
-		o.Rate = 2000
-	}
-	if o.Timeout <= 0 {
-		o.Timeout = 5 * time.Second
+	if o.Server == "" && o.OutboundProxy == "" || o.Concurrency < 1 || o.Rate <= 0 || o.Timeout <= 0 || o.Expires <= 0 {
+		return nil, errors.New("sip.New: incomplete Settings (start from DefaultSettings, or config's [SIP])")
 	}
 	if o.Clock == nil {
 		o.Clock = clock.Real{}
@@ -189,10 +175,10 @@ func New(o Options) (*Publisher, error) {
 		}
 		p.route += ">"
 	}
-	if o.FromURI != "" {
+	if o.From != "" {
 		var u sip.Uri
-		if err := sip.ParseUri(o.FromURI, &u); err != nil || u.Host == "" {
-			return nil, fmt.Errorf("[SIP] From %q is not a SIP URI; write it as sip:name@host", o.FromURI)
+		if err := sip.ParseUri(o.From, &u); err != nil || u.Host == "" {
+			return nil, fmt.Errorf("[SIP] From %q is not a SIP URI; write it as sip:name@host", o.From)
 		}
 		p.from = &u
 	}

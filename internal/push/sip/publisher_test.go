@@ -15,6 +15,7 @@ import (
 
 	"github.com/presencebridge/presencebridge/internal/presence"
 	"github.com/presencebridge/presencebridge/internal/push"
+	"github.com/presencebridge/presencebridge/internal/secret"
 	"github.com/presencebridge/presencebridge/internal/users"
 )
 
@@ -38,8 +39,31 @@ func removal(uri string) push.Item {
 	return it
 }
 
+// filled is s with DefaultSettings where s leaves a setting zero, as config's
+// [SIP] with the keys a test does not set.
+func filled(s Settings) Settings {
+	d := DefaultSettings()
+	if s.Transport == "" {
+		s.Transport = d.Transport
+	}
+	if s.Expires == 0 {
+		s.Expires = d.Expires
+	}
+	if s.Concurrency == 0 {
+		s.Concurrency = d.Concurrency
+	}
+	if s.Rate == 0 {
+		s.Rate = d.Rate
+	}
+	if s.Timeout == 0 {
+		s.Timeout = d.Timeout
+	}
+	return s
+}
+
 func newPublisher(t testing.TB, o Options) *Publisher {
 	t.Helper()
+	o.Settings = filled(o.Settings)
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -71,7 +95,7 @@ func (f *fakePBX) server(transport string) string {
 
 // forTransport gives the options that reach f over transport.
 func forTransport(f *fakePBX, transport string) Options {
-	o := Options{Transport: transport, Server: f.server(transport)}
+	o := Options{Settings: Settings{Transport: transport, Server: f.server(transport)}}
 	if transport == "tls" {
 		o.CAFile, o.ServerName = f.CAFile, "pbx.test"
 	}
@@ -187,7 +211,7 @@ func TestDigestStaleAndWrongCredentials(t *testing.T) {
 	})
 	uri := "sip:1001@pbx.example"
 
-	p := newPublisher(t, Options{Server: f.UDP, Username: "pb", Password: "s3cret"})
+	p := newPublisher(t, Options{Settings: Settings{Server: f.UDP, Username: "pb", Password: "s3cret"}})
 	if err := send1(t, p, itemFor(uri, presence.Busy, presence.ActBusy)); err != nil {
 		t.Fatal(err)
 	}
@@ -209,7 +233,7 @@ func TestDigestStaleAndWrongCredentials(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			before := len(f.requests())
-			p := newPublisher(t, Options{Server: f.UDP, Username: c.user, Password: c.pw})
+			p := newPublisher(t, Options{Settings: Settings{Server: f.UDP, Username: c.user, Password: secret.Value(c.pw)}})
 			err := send1(t, p, itemFor("sip:1002@pbx.example", presence.Busy, presence.ActBusy))
 			var perm *push.PermanentError
 			if err == nil || !strings.Contains(err.Error(), c.want) || errors.As(err, &perm) || errors.Is(err, push.ErrTargetDown) {
@@ -236,7 +260,7 @@ func TestRefusedConditionalStartsOver(t *testing.T) {
 				}
 				return f.lockedOK(r)
 			})
-			p := newPublisher(t, Options{Server: f.UDP})
+			p := newPublisher(t, Options{Settings: Settings{Server: f.UDP}})
 			uri := "sip:1001@pbx.example"
 			if err := send1(t, p, itemFor(uri, presence.Busy, presence.ActInACall)); err != nil {
 				t.Fatal(err)
@@ -274,7 +298,7 @@ func TestRemove(t *testing.T) {
 		}
 		return f.lockedOK(r)
 	})
-	p := newPublisher(t, Options{Server: f.TCP, Transport: "tcp"})
+	p := newPublisher(t, Options{Settings: Settings{Server: f.TCP, Transport: "tcp"}})
 	uri := "sip:1001@pbx.example"
 
 	if err := send1(t, p, removal(uri)); err != nil || len(f.requests()) != 0 {
@@ -326,7 +350,7 @@ func TestRunRefreshes(t *testing.T) {
 		return a
 	})
 	clk := newStepClock()
-	p := newPublisher(t, Options{Server: f.UDP, Clock: clk})
+	p := newPublisher(t, Options{Settings: Settings{Server: f.UDP}, Clock: clk})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- p.Run(ctx) }()
@@ -397,7 +421,7 @@ func TestServerDown(t *testing.T) {
 	for _, transport := range []string{"udp", "tcp", "tls"} {
 		t.Run(transport, func(t *testing.T) {
 			addr := "127.0.0.1:1" // nothing listens there
-			p := newPublisher(t, Options{Transport: transport, Server: addr, Timeout: 300 * time.Millisecond})
+			p := newPublisher(t, Options{Settings: Settings{Transport: transport, Server: addr, Timeout: 300 * time.Millisecond}})
 			err := send1(t, p, itemFor("sip:1001@pbx.example", presence.Busy, presence.ActBusy))
 			if !errors.Is(err, push.ErrTargetDown) || !strings.Contains(err.Error(), addr) ||
 				!strings.Contains(err.Error(), "over "+transport) || !strings.Contains(err.Error(), "[SIP] Server") {
@@ -413,7 +437,7 @@ func TestOutboundProxy(t *testing.T) {
 	for _, transport := range []string{"udp", "tcp"} {
 		t.Run(transport, func(t *testing.T) {
 			proxy := startPBX(t, nil)
-			p := newPublisher(t, Options{Transport: transport, Server: "pbx.example:5060", OutboundProxy: proxy.server(transport)})
+			p := newPublisher(t, Options{Settings: Settings{Transport: transport, Server: "pbx.example:5060", OutboundProxy: proxy.server(transport)}})
 			uri := "sip:1001@pbx.example"
 			if err := send1(t, p, itemFor(uri, presence.Busy, presence.ActInACall)); err != nil {
 				t.Fatal(err)
@@ -454,7 +478,7 @@ func TestRefusals(t *testing.T) {
 	for _, c := range cases {
 		t.Run(fmt.Sprint(c.code), func(t *testing.T) {
 			f := startPBX(t, func(f *fakePBX, r seen, n int) reply { return reply{Code: c.code, Reason: "No"} })
-			p := newPublisher(t, Options{Server: f.UDP})
+			p := newPublisher(t, Options{Settings: Settings{Server: f.UDP}})
 			err := send1(t, p, itemFor("sip:1001@pbx.example", presence.Busy, presence.ActBusy))
 			var perm *push.PermanentError
 			if err == nil || errors.As(err, &perm) != c.permanent || errors.Is(err, push.ErrTargetDown) != c.down ||
@@ -476,7 +500,7 @@ func TestIntervalTooBrief(t *testing.T) {
 		}
 		return f.lockedOK(r)
 	})
-	p := newPublisher(t, Options{Server: f.UDP, Expires: time.Minute})
+	p := newPublisher(t, Options{Settings: Settings{Server: f.UDP, Expires: time.Minute}})
 	if err := send1(t, p, itemFor("sip:1001@pbx.example", presence.Busy, presence.ActBusy)); err != nil {
 		t.Fatal(err)
 	}
@@ -488,7 +512,7 @@ func TestIntervalTooBrief(t *testing.T) {
 // Items without a usable SIP URI are refused for good, naming the user and the fix.
 func TestBadSIPURI(t *testing.T) {
 	f := startPBX(t, nil)
-	p := newPublisher(t, Options{Server: f.UDP})
+	p := newPublisher(t, Options{Settings: Settings{Server: f.UDP}})
 	for _, c := range []struct{ uri, want string }{
 		{"", "add a SIP URI column in the users file"},
 		{"mailto:alice@contoso.example", "write it as sip:user@host"},
@@ -507,9 +531,9 @@ func TestBadSIPURI(t *testing.T) {
 }
 
 // [SIP] From replaces the From identity; To and Request-URI stay the user's.
-func TestFromURI(t *testing.T) {
+func TestFrom(t *testing.T) {
 	f := startPBX(t, nil)
-	p := newPublisher(t, Options{Server: f.UDP, FromURI: "sip:presencebridge@pbx.example"})
+	p := newPublisher(t, Options{Settings: Settings{Server: f.UDP, From: "sip:presencebridge@pbx.example"}})
 	if err := send1(t, p, itemFor("sip:1001@pbx.example", presence.Busy, presence.ActBusy)); err != nil {
 		t.Fatal(err)
 	}
@@ -535,7 +559,7 @@ func TestTLSVerification(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			p := newPublisher(t, Options{Transport: "tls", Server: f.TLS, CAFile: c.caFile, ServerName: c.srvName})
+			p := newPublisher(t, Options{Settings: Settings{Transport: "tls", Server: f.TLS, CAFile: c.caFile, ServerName: c.srvName}})
 			err := send1(t, p, itemFor("sip:1001@pbx.example", presence.Busy, presence.ActBusy))
 			if c.wantErr == "" {
 				if err != nil {
@@ -550,16 +574,19 @@ func TestTLSVerification(t *testing.T) {
 	}
 }
 
+// New takes Settings as config checked them (the transport, host:port: config's
+// tests); it refuses incomplete ones, and what it cannot use: a From that is no
+// SIP URI, a CA file it cannot read.
 func TestNewRefusesBadOptions(t *testing.T) {
+	withDefaults := func(s Settings) Options { return Options{Settings: filled(s)} }
 	cases := []struct {
 		o    Options
 		want string
 	}{
-		{Options{Transport: "sctp", Server: "pbx.example:5060"}, `[SIP] Transport "sctp"`},
-		{Options{}, "[SIP] Server is empty"},
-		{Options{Server: "pbx.example"}, "host:port"},
-		{Options{Server: "pbx.example:5060", FromURI: "presencebridge"}, "[SIP] From"},
-		{Options{Transport: "tls", Server: "pbx.example:5061", CAFile: "/nonexistent/ca.pem"}, "[SIP] CAFile"},
+		{Options{Settings: Settings{Server: "pbx.example:5060"}}, "incomplete Settings"},
+		{withDefaults(Settings{}), "incomplete Settings"},
+		{withDefaults(Settings{Server: "pbx.example:5060", From: "presencebridge"}), "[SIP] From"},
+		{withDefaults(Settings{Transport: "tls", Server: "pbx.example:5061", CAFile: "/nonexistent/ca.pem"}), "[SIP] CAFile"},
 	}
 	for _, c := range cases {
 		p, err := New(c.o)
@@ -602,7 +629,7 @@ func TestConcurrencyBound(t *testing.T) {
 		mu.Unlock()
 		return f.lockedOK(r)
 	})
-	p := newPublisher(t, Options{Transport: "tcp", Server: f.TCP, Concurrency: limit})
+	p := newPublisher(t, Options{Settings: Settings{Transport: "tcp", Server: f.TCP, Concurrency: limit}})
 	items := make([]push.Item, 3*limit)
 	for i := range items {
 		items[i] = itemFor(fmt.Sprintf("sip:%d@pbx.example", 1000+i), presence.Busy, presence.ActBusy)
@@ -663,7 +690,7 @@ func TestETagStoreAcrossRestart(t *testing.T) {
 	}}
 	var store ETagStore = mem
 	const wantWrites = 1
-	p := newPublisher(t, Options{Server: f.UDP, ETags: store})
+	p := newPublisher(t, Options{Settings: Settings{Server: f.UDP}, ETags: store})
 	items := []push.Item{itemFor("sip:1@pbx.example", presence.Busy, presence.ActBusy), itemFor("sip:2@pbx.example", presence.Away, presence.ActAway)}
 	for _, err := range p.Send(context.Background(), items) {
 		if err != nil {
@@ -675,7 +702,7 @@ func TestETagStoreAcrossRestart(t *testing.T) {
 	}
 	p.Close()
 
-	p2 := newPublisher(t, Options{Server: f.UDP, ETags: store})
+	p2 := newPublisher(t, Options{Settings: Settings{Server: f.UDP}, ETags: store})
 	if p2.Published() != 2 {
 		t.Errorf("after the restart %d publications, want 2 (the one for another server ignored)", p2.Published())
 	}
@@ -704,7 +731,7 @@ func TestShutdownKeepsETagOfPublishInFlight(t *testing.T) {
 		<-release
 		return f.lockedOK(r)
 	})
-	p := newPublisher(t, Options{Transport: "tcp", Server: f.TCP})
+	p := newPublisher(t, Options{Settings: Settings{Transport: "tcp", Server: f.TCP}})
 	uri := "sip:1001@pbx.example"
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan []error, 1)
@@ -729,7 +756,7 @@ func TestExpiresOutOfRange(t *testing.T) {
 			rep.Headers["Expires"] = v
 			return rep
 		})
-		p := newPublisher(t, Options{Server: f.UDP, Expires: time.Minute})
+		p := newPublisher(t, Options{Settings: Settings{Server: f.UDP, Expires: time.Minute}})
 		if err := send1(t, p, itemFor("sip:1001@pbx.example", presence.Busy, presence.ActBusy)); err != nil {
 			t.Fatal(err)
 		}
@@ -742,7 +769,7 @@ func TestExpiresOutOfRange(t *testing.T) {
 		f = startPBX(t, func(f *fakePBX, r seen, n int) reply {
 			return reply{Code: 423, Reason: "Interval Too Brief", Headers: map[string]string{"Min-Expires": v}}
 		})
-		p = newPublisher(t, Options{Server: f.UDP, Expires: time.Minute})
+		p = newPublisher(t, Options{Settings: Settings{Server: f.UDP, Expires: time.Minute}})
 		if err := send1(t, p, itemFor("sip:1001@pbx.example", presence.Busy, presence.ActBusy)); err == nil || len(f.requests()) != 1 {
 			t.Errorf("Min-Expires %s: %d requests, error %v; want one, refused", v, len(f.requests()), err)
 		}
@@ -788,7 +815,7 @@ func TestRunRefreshRetryBacksOff(t *testing.T) {
 		return a
 	})
 	clk := newStepClock()
-	p := newPublisher(t, Options{Server: f.UDP, Clock: clk})
+	p := newPublisher(t, Options{Settings: Settings{Server: f.UDP}, Clock: clk})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- p.Run(ctx) }()

@@ -69,7 +69,7 @@ func (p *Publisher) build(r publishReq) *sip.Request {
 // push.ErrTargetDown when no answer came.
 func (p *Publisher) transact(ctx context.Context, r publishReq) (*sip.Response, error) {
 	req := p.build(r)
-	p.auth.preempt(req, p.o.Username, p.o.Password)
+	p.auth.preempt(req, p.o.Username, p.o.Password.Reveal())
 	answered := map[int]bool{} // challenges answered in this exchange, by status
 	longer := false
 	for tries := 0; ; tries++ {
@@ -111,7 +111,7 @@ func (p *Publisher) transact(ctx context.Context, r publishReq) (*sip.Response, 
 				return res, nil
 			}
 			answered[code] = true
-			if err := p.auth.answer(req, code, p.o.Username, p.o.Password); err != nil {
+			if err := p.auth.answer(req, code, p.o.Username, p.o.Password.Reveal()); err != nil {
 				return nil, fmt.Errorf("PUBLISH %s: %w", r.uri, err)
 			}
 		default:
@@ -214,8 +214,8 @@ func (p *Publisher) refused(uri string, res *sip.Response) error {
 }
 
 func (p *Publisher) fromName(uri string) string {
-	if p.o.FromURI != "" {
-		return p.o.FromURI
+	if p.o.From != "" {
+		return p.o.From
 	}
 	return uri
 }
