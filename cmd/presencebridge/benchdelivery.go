@@ -102,7 +102,9 @@ func cmdBenchDelivery(g globals, args []string) int {
 				w.WriteHeader(http.StatusNoContent)
 			})}
 			go srv.Serve(ln)
-			t, err := cti.New(cti.Options{URL: "http://" + ln.Addr().String() + "/presence", Batch: batch, Logger: quiet})
+			s := cti.DefaultSettings()
+			s.URL, s.Batch = "http://"+ln.Addr().String()+"/presence", batch
+			t, err := cti.New(cti.Options{Settings: s, Logger: quiet})
 			if err != nil {
 				srv.Close()
 				return nil, nil, err

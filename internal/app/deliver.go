@@ -23,13 +23,7 @@ func (a *App) buildTargets(cfg *config.Config) ([]push.Target, error) {
 		out = append(out, t)
 	}
 	if cfg.HTTP.URL != "" {
-		headers := map[string]string{}
-		for k, v := range cfg.HTTP.Headers {
-			headers[k] = v.Reveal()
-		}
-		t, err := cti.New(cti.Options{URL: cfg.HTTP.URL, Headers: headers, Batch: cfg.HTTP.Batch,
-			Concurrency: cfg.HTTP.Concurrency, CAFile: cfg.HTTP.CAFile, ClientCertFile: cfg.HTTP.ClientCertFile,
-			ClientKeyFile: cfg.HTTP.ClientKeyFile, Timeout: cfg.HTTP.Timeout, Logger: a.log.With("target", "http")})
+		t, err := cti.New(cti.Options{Settings: cfg.HTTP, Logger: a.log.With("target", "http")})
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", cfg.Path, err)
 		}

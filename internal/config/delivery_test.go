@@ -110,6 +110,29 @@ RetryMax = 5s
 }
 
 // The example lists every default mapping rule, commented out, exactly as the code has it.
+// The CTI target trusts config for these: cti.New no longer checks them.
+func TestHTTPURLAndClientCertificate(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "client.pem"), []byte("not read by Load"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err := Load(writeINI(t, dir, []byte(minimal+`[HTTP]
+URL = cti.example.com/presence
+ClientCertFile = client.pem
+`)))
+	if err == nil {
+		t.Fatal("Load accepted a broken [HTTP]")
+	}
+	for _, want := range []string{
+		`Presence.ini:5: [HTTP] URL = "cti.example.com/presence": not a URL; use e.g. https://cti.example.com/presence`,
+		`[HTTP]: ClientCertFile and ClientKeyFile go together; set both or neither`,
+	} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("errors lack %q:\n%s", want, err)
+		}
+	}
+}
+
 func TestExampleListsDefaultMapping(t *testing.T) {
 	raw, err := os.ReadFile(filepath.Join("..", "..", "Presence.ini.example"))
 	if err != nil {

@@ -4,32 +4,20 @@ import (
 	"net/url"
 	"slices"
 	"time"
+
+	"github.com/presencebridge/presencebridge/internal/push/cti"
 )
 
-// Defaults of [HTTP]; Presence.ini.example documents the same values.
-const (
-	DefaultHTTPTimeout    = 10 * time.Second
-	DefaultHTTPConcurrent = 16
-)
-
-// HTTP is the [HTTP] section: JSON documents POSTed to a CTI. URL empty means no
-// HTTP target.
-type HTTP struct {
-	URL string
-	// Headers are sent with every request (Header.<Name> = value); their values
-	// are treated as secrets.
-	Headers        map[string]Secret
-	Batch          bool // one POST with every pending change instead of one per change
-	CAFile         string
-	ClientCertFile string
-	ClientKeyFile  string
-	Timeout        time.Duration
-	Concurrency    int
-}
+// HTTP is the [HTTP] section: JSON documents POSTed to a CTI; the target's own
+// settings, with its defaults (cti.DefaultSettings, which Presence.ini.example
+// lists). URL empty means no HTTP target.
+type HTTP = cti.Settings
 
 // http reads [HTTP]; without URL nothing is sent to a CTI.
 func (l *loader) http(cfg *Config, s *section) {
 	c := &cfg.HTTP
+	*c = cti.DefaultSettings()
+	def := *c
 	if e := s.get("URL"); e.set {
 		u, err := url.Parse(e.value)
 		switch {
@@ -54,8 +42,8 @@ func (l *loader) http(cfg *Config, s *section) {
 	if (c.ClientCertFile == "") != (c.ClientKeyFile == "") {
 		l.add(s.line, "[%s]: ClientCertFile and ClientKeyFile go together; set both or neither", s.name)
 	}
-	c.Timeout = l.duration(s.get("Timeout"), DefaultHTTPTimeout, 100*time.Millisecond)
-	c.Concurrency = l.integer(s.get("Concurrency"), DefaultHTTPConcurrent, 1)
+	c.Timeout = l.duration(s.get("Timeout"), def.Timeout, 100*time.Millisecond)
+	c.Concurrency = l.integer(s.get("Concurrency"), def.Concurrency, 1)
 }
 
 func headerNames(h map[string]Secret) []string {

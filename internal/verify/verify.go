@@ -388,8 +388,7 @@ func (r *run) httpTarget(ctx context.Context, cfg *config.Config) {
 }
 
 func ctiClient(cfg *config.Config) (*http.Client, error) {
-	t, err := cti.New(cti.Options{URL: cfg.HTTP.URL, CAFile: cfg.HTTP.CAFile, ClientCertFile: cfg.HTTP.ClientCertFile,
-		ClientKeyFile: cfg.HTTP.ClientKeyFile, Timeout: cfg.HTTP.Timeout})
+	t, err := cti.New(cti.Options{Settings: cfg.HTTP})
 	if err != nil {
 		return nil, err
 	}

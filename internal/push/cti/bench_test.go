@@ -20,6 +20,7 @@ import (
 	"github.com/presencebridge/presencebridge/internal/graph"
 	"github.com/presencebridge/presencebridge/internal/presence"
 	"github.com/presencebridge/presencebridge/internal/push"
+	"github.com/presencebridge/presencebridge/internal/secret"
 	"github.com/presencebridge/presencebridge/internal/store"
 	"github.com/presencebridge/presencebridge/internal/users"
 )
@@ -65,8 +66,7 @@ func benchBurst(b *testing.B, batch bool, n int) {
 	if err := os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw}), 0o600); err != nil {
 		b.Fatal(err)
 	}
-	tg, err := New(Options{URL: srv.URL + "/presence", CAFile: caFile, Batch: batch,
-		Headers: map[string]string{"Authorization": "Bearer bench"}, Logger: slog.New(slog.DiscardHandler)})
+	tg, err := New(Options{Settings: filled(Settings{URL: srv.URL + "/presence", CAFile: caFile, Batch: batch, Headers: map[string]secret.Value{"Authorization": "Bearer bench"}}), Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -47,21 +47,38 @@ import (
 
 	"github.com/presencebridge/presencebridge/internal/push"
 	"github.com/presencebridge/presencebridge/internal/redact"
+	"github.com/presencebridge/presencebridge/internal/secret"
 	"github.com/presencebridge/presencebridge/internal/transport"
 )
 
-// Options configure a Target.
-type Options struct {
+// Settings are the [HTTP] section: where and how the documents go.
+type Settings struct {
+	// URL receives the POSTs. Empty: no HTTP target.
 	URL string
-	// Headers go with every request; their values are secrets, never logged.
-	Headers     map[string]string
-	Batch       bool
-	Concurrency int // POSTs in flight at once when not batching (default 16)
-	CAFile      string
+	// Headers go with every request (Header.<Name> = value); their values are
+	// secrets, never logged.
+	Headers map[string]secret.Value
+	// Batch sends one POST with every pending change instead of one per change.
+	Batch bool
+	// CAFile is a PEM file of CAs trusted on top of the system's roots.
+	CAFile string
 	// ClientCertFile and ClientKeyFile are a PEM client certificate and key.
 	ClientCertFile, ClientKeyFile string
-	Timeout                       time.Duration // per request (default 10 s)
-	// HTTPClient replaces the client built from the TLS options (tests).
+	// Timeout bounds each request.
+	Timeout time.Duration
+	// Concurrency is the POSTs in flight at once when not batching.
+	Concurrency int
+}
+
+// DefaultSettings are [HTTP]'s defaults (Presence.ini.example lists them).
+func DefaultSettings() Settings {
+	return Settings{Timeout: 10 * time.Second, Concurrency: 16}
+}
+
+// Options configure a Target.
+type Options struct {
+	Settings
+	// HTTPClient replaces the client built from the TLS settings (tests).
 	HTTPClient *http.Client
 	Logger     *slog.Logger
 }
@@ -100,17 +117,11 @@ type Batch struct {
 	Changes []Document `json:"changes"`
 }
 
-// New checks the options and builds the HTTP client.
+// New builds the HTTP client of settings config has checked (config's [HTTP], or
+// DefaultSettings with a URL).
 func New(o Options) (*Target, error) {
-	u, err := url.Parse(o.URL)
-	if err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
-		return nil, fmt.Errorf("[HTTP] URL is not an http(s) URL; use e.g. https://cti.example.com/presence")
-	}
-	if o.Concurrency <= 0 {
-		o.Concurrency = 16
-	}
-	if o.Timeout <= 0 {
-		o.Timeout = 10 * time.Second
+	if o.URL == "" || o.Concurrency < 1 || o.Timeout <= 0 {
+		return nil, errors.New("cti.New: incomplete Settings (start from DefaultSettings, or config's [HTTP])")
 	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
@@ -125,10 +136,7 @@ func New(o Options) (*Target, error) {
 			}
 			tc.RootCAs = pool
 		}
-		if (o.ClientCertFile == "") != (o.ClientKeyFile == "") {
-			return nil, fmt.Errorf("[HTTP] ClientCertFile and ClientKeyFile go together: set both (PEM certificate and its key) or neither")
-		}
-		if o.ClientCertFile != "" {
+		if o.ClientCertFile != "" || o.ClientKeyFile != "" {
 			cert, err := tls.LoadX509KeyPair(o.ClientCertFile, o.ClientKeyFile)
 			if err != nil {
 				return nil, fmt.Errorf("[HTTP] ClientCertFile/ClientKeyFile: %w", err)
@@ -218,7 +226,7 @@ func (t *Target) post(ctx context.Context, body any) error {
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("User-Agent", "presencebridge")
 	for k, v := range t.o.Headers {
-		req.Header.Set(k, v)
+		req.Header.Set(k, v.Reveal())
 	}
 	resp, err := t.hc.Do(req)
 	if err != nil {

@@ -25,6 +25,7 @@ import (
 	"github.com/presencebridge/presencebridge/internal/pki"
 	"github.com/presencebridge/presencebridge/internal/presence"
 	"github.com/presencebridge/presencebridge/internal/push"
+	"github.com/presencebridge/presencebridge/internal/secret"
 	"github.com/presencebridge/presencebridge/internal/store"
 	"github.com/presencebridge/presencebridge/internal/testkit"
 	"github.com/presencebridge/presencebridge/internal/users"
@@ -96,7 +97,7 @@ func item(upn string, seq uint64) push.Item {
 
 func TestDocumentHeadersAndCAFile(t *testing.T) {
 	c := newCTI(t, nil)
-	tg, err := New(Options{URL: c.srv.URL + "/presence", CAFile: c.caFile, Headers: map[string]string{"Authorization": "Bearer tok-123"}})
+	tg, err := New(Options{Settings: filled(Settings{URL: c.srv.URL + "/presence", CAFile: c.caFile, Headers: map[string]secret.Value{"Authorization": "Bearer tok-123"}})})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -141,7 +142,7 @@ func TestUntrustedCertificateSaysWhatToDo(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			tg, err := New(Options{URL: c.srv.URL + "/presence?key=q-secret", CAFile: tc.caFile, Headers: map[string]string{"Authorization": "Bearer tok-123"}})
+			tg, err := New(Options{Settings: filled(Settings{URL: c.srv.URL + "/presence?key=q-secret", CAFile: tc.caFile, Headers: map[string]secret.Value{"Authorization": "Bearer tok-123"}})})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -164,15 +165,27 @@ func TestUntrustedCertificateSaysWhatToDo(t *testing.T) {
 	}
 }
 
+// filled gives s the defaults of the settings it leaves out.
+func filled(s Settings) Settings {
+	d := DefaultSettings()
+	if s.Timeout == 0 {
+		s.Timeout = d.Timeout
+	}
+	if s.Concurrency == 0 {
+		s.Concurrency = d.Concurrency
+	}
+	return s
+}
+
 func TestOptionErrors(t *testing.T) {
 	cases := []struct {
 		name string
 		o    Options
 		want string
 	}{
-		{"not a URL", Options{URL: "cti.example.com/presence"}, "[HTTP] URL"},
-		{"missing CA file", Options{URL: "https://cti.example", CAFile: filepath.Join(t.TempDir(), "none.pem")}, "[HTTP] CAFile"},
-		{"certificate without key", Options{URL: "https://cti.example", ClientCertFile: "client.pem"}, "ClientCertFile and ClientKeyFile go together"},
+		{"settings not from DefaultSettings", Options{Settings: Settings{URL: "https://cti.example"}}, "incomplete Settings"},
+		{"missing CA file", Options{Settings: filled(Settings{URL: "https://cti.example", CAFile: filepath.Join(t.TempDir(), "none.pem")})}, "[HTTP] CAFile"},
+		{"certificate without key", Options{Settings: filled(Settings{URL: "https://cti.example", ClientCertFile: "client.pem"})}, "[HTTP] ClientCertFile/ClientKeyFile"},
 	}
 	for _, tc := range cases {
 		if _, err := New(tc.o); err == nil || !strings.Contains(err.Error(), tc.want) {
@@ -190,11 +203,11 @@ func TestClientCertificate(t *testing.T) {
 	}
 	c := newCTI(t, ca.Pool())
 
-	without, _ := New(Options{URL: c.srv.URL, CAFile: c.caFile})
+	without, _ := New(Options{Settings: filled(Settings{URL: c.srv.URL, CAFile: c.caFile})})
 	if err := without.Send(context.Background(), []push.Item{item("a@x", 1)})[0]; err == nil {
 		t.Fatal("a CTI that requires a client certificate accepted a request without one")
 	}
-	with, err := New(Options{URL: c.srv.URL, CAFile: c.caFile, ClientCertFile: certFile, ClientKeyFile: keyFile})
+	with, err := New(Options{Settings: filled(Settings{URL: c.srv.URL, CAFile: c.caFile, ClientCertFile: certFile, ClientKeyFile: keyFile})})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -205,8 +218,8 @@ func TestClientCertificate(t *testing.T) {
 
 func TestStatusClasses(t *testing.T) {
 	c := newCTI(t, nil)
-	tg, _ := New(Options{URL: c.srv.URL, CAFile: c.caFile})
-	quick, _ := New(Options{URL: c.srv.URL, CAFile: c.caFile, Timeout: 100 * time.Millisecond})
+	tg, _ := New(Options{Settings: filled(Settings{URL: c.srv.URL, CAFile: c.caFile})})
+	quick, _ := New(Options{Settings: filled(Settings{URL: c.srv.URL, CAFile: c.caFile, Timeout: 100 * time.Millisecond})})
 	hang := make(chan struct{})
 	defer close(hang) // before the server's Close, which waits for handlers
 	cases := []struct {
@@ -250,7 +263,7 @@ func TestStatusClasses(t *testing.T) {
 
 func TestBatchBody(t *testing.T) {
 	c := newCTI(t, nil)
-	tg, _ := New(Options{URL: c.srv.URL, CAFile: c.caFile, Batch: true})
+	tg, _ := New(Options{Settings: filled(Settings{URL: c.srv.URL, CAFile: c.caFile, Batch: true})})
 	var items []push.Item
 	for i := range 5 {
 		items = append(items, item(fmt.Sprintf("u%d@x", i), uint64(i+1)))
@@ -277,7 +290,7 @@ func TestRetriedThroughDispatcher(t *testing.T) {
 		}
 		return false
 	})
-	tg, _ := New(Options{URL: c.srv.URL, CAFile: c.caFile})
+	tg, _ := New(Options{Settings: filled(Settings{URL: c.srv.URL, CAFile: c.caFile})})
 	db, err := store.Open(filepath.Join(t.TempDir(), "state.db"))
 	if err != nil {
 		t.Fatal(err)
@@ -317,7 +330,7 @@ func TestTimeoutRetriedThroughDispatcher(t *testing.T) {
 		return false
 	})
 	defer close(hang) // before the server's Close, which waits for handlers
-	tg, _ := New(Options{URL: c.srv.URL, CAFile: c.caFile, Timeout: 100 * time.Millisecond})
+	tg, _ := New(Options{Settings: filled(Settings{URL: c.srv.URL, CAFile: c.caFile, Timeout: 100 * time.Millisecond})})
 	db, err := store.Open(filepath.Join(t.TempDir(), "state.db"))
 	if err != nil {
 		t.Fatal(err)
@@ -349,8 +362,7 @@ func TestTimeoutRetriedThroughDispatcher(t *testing.T) {
 func TestSecretsStayOutOfLogsAndStatus(t *testing.T) {
 	c := newCTI(t, nil)
 	c.setReply(func(w http.ResponseWriter) bool { w.WriteHeader(503); return true })
-	tg, _ := New(Options{URL: c.srv.URL + "/presence?key=q-secret", CAFile: c.caFile,
-		Headers: map[string]string{"Authorization": "Bearer tok-123", "X-Api-Key": "k-456"}})
+	tg, _ := New(Options{Settings: filled(Settings{URL: c.srv.URL + "/presence?key=q-secret", CAFile: c.caFile, Headers: map[string]secret.Value{"Authorization": "Bearer tok-123", "X-Api-Key": "k-456"}})})
 	db, err := store.Open(filepath.Join(t.TempDir(), "state.db"))
 	if err != nil {
 		t.Fatal(err)
@@ -404,7 +416,7 @@ func TestStopFinishesRequestsInFlight(t *testing.T) {
 		return false // then the document is recorded and answered 204
 	})
 	const n, concurrency = 40, 4
-	tg, _ := New(Options{URL: c.srv.URL, CAFile: c.caFile, Concurrency: concurrency})
+	tg, _ := New(Options{Settings: filled(Settings{URL: c.srv.URL, CAFile: c.caFile, Concurrency: concurrency})})
 	path := filepath.Join(t.TempDir(), "state.db")
 	db, err := store.Open(path)
 	if err != nil {
