@@ -123,7 +123,7 @@ func cmdBenchDelivery(g globals, args []string) int {
 			stop()
 			return fail(err)
 		}
-		d := push.NewDispatcher(push.Options{Outbox: push.BoltOutbox(db), Targets: []push.Target{target}, Logger: quiet})
+		d := push.NewDispatcher(push.Options{Settings: push.DefaultSettings(), Outbox: push.BoltOutbox(db), Targets: []push.Target{target}, Logger: quiet})
 		c, err := compose.New(compose.Options{Mapping: presence.DefaultMapping(), Queue: d, States: poll.Kept(db), Store: db,
 			Clock: clock.Real{}, Logger: quiet})
 		if err != nil {

@@ -165,9 +165,8 @@ func Open(o Options) (*App, error) {
 		}
 	}
 	a.targets = targets
-	a.dispatcher = push.NewDispatcher(push.Options{Outbox: push.BoltOutbox(a.db), Targets: targets, Clock: o.Clock,
-		Logger: o.Logger, BatchSize: cfg.Delivery.BatchSize, MinBackoff: cfg.Delivery.RetryMin, MaxBackoff: cfg.Delivery.RetryMax,
-		ReassertRate: cfg.Delivery.ReassertRate, NoReassertAtStart: o.Reloaded, ProbeInterval: cfg.Delivery.ProbeInterval})
+	a.dispatcher = push.NewDispatcher(push.Options{Settings: cfg.Delivery.Settings, Outbox: push.BoltOutbox(a.db), Targets: targets,
+		Clock: o.Clock, Logger: o.Logger, NoReassertAtStart: o.Reloaded})
 	a.composer, err = compose.New(compose.Options{Mapping: cfg.Mapping, Queue: a.dispatcher, States: poll.Kept(a.db),
 		Store: a.db, Clock: o.Clock, Logger: o.Logger})
 	if err != nil {

@@ -13,30 +13,41 @@ import (
 	"github.com/presencebridge/presencebridge/internal/users"
 )
 
-// Options configure a Dispatcher.
-type Options struct {
-	// Outbox keeps the pending and delivered states (BoltOutbox in the service).
-	Outbox  Outbox
-	Targets []Target
-	Clock   clock.Clock
-	Logger  *slog.Logger
-	// BatchSize is the most items handed to one Send (default 500).
+// Settings are the [Delivery] keys of the dispatcher: batches, retries,
+// re-assertion and probes.
+type Settings struct {
+	// BatchSize is the most items handed to one Send.
 	BatchSize int
-	// MinBackoff and MaxBackoff bound the retry delay of a failing target or user
-	// (defaults 1 s and 60 s); it doubles per failure, with ±20% jitter.
-	MinBackoff, MaxBackoff time.Duration
+	// RetryMin and RetryMax bound the retry delay of a failing target or user;
+	// it doubles per failure, with ±20% jitter.
+	RetryMin, RetryMax time.Duration
 	// ReassertRate is how many states per second a target is re-asserted at (see
 	// Reasserter): at start (unless NoReassertAtStart) and when it is back after
 	// being down, every user's last accepted state, behind the live changes. 0
 	// turns re-asserting off.
 	ReassertRate float64
-	// NoReassertAtStart skips the re-assertion at start: the dispatcher takes
-	// over from one that ran until now (a reload), so nothing was missed.
-	NoReassertAtStart bool
 	// ProbeInterval is how often a target that implements Prober is probed while
 	// there is nothing to send (0: never), so that an outage or a restart of the
 	// PBX at a quiet time is noticed too.
 	ProbeInterval time.Duration
+}
+
+// DefaultSettings are [Delivery]'s defaults (Presence.ini.example lists them).
+func DefaultSettings() Settings {
+	return Settings{BatchSize: 500, RetryMin: time.Second, RetryMax: time.Minute, ReassertRate: 200, ProbeInterval: 30 * time.Second}
+}
+
+// Options configure a Dispatcher.
+type Options struct {
+	Settings
+	// Outbox keeps the pending and delivered states (BoltOutbox in the service).
+	Outbox  Outbox
+	Targets []Target
+	Clock   clock.Clock
+	Logger  *slog.Logger
+	// NoReassertAtStart skips the re-assertion at start: the dispatcher takes
+	// over from one that ran until now (a reload), so nothing was missed.
+	NoReassertAtStart bool
 }
 
 // TargetStatus is one target's delivery state for status and metrics.
@@ -67,7 +78,8 @@ type Dispatcher struct {
 	workers   []*worker
 }
 
-// NewDispatcher builds a dispatcher; Run starts delivering.
+// NewDispatcher builds a dispatcher of settings config has checked (it panics
+// on settings that are not: a mistake in the code); Run starts delivering.
 func NewDispatcher(o Options) *Dispatcher {
 	if o.Clock == nil {
 		o.Clock = clock.Real{}
@@ -75,14 +87,8 @@ func NewDispatcher(o Options) *Dispatcher {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
-	if o.BatchSize <= 0 {
-		o.BatchSize = 500
-	}
-	if o.MinBackoff <= 0 {
-		o.MinBackoff = time.Second
-	}
-	if o.MaxBackoff < o.MinBackoff {
-		o.MaxBackoff = max(60*time.Second, o.MinBackoff)
+	if o.BatchSize < 1 || o.RetryMin <= 0 || o.RetryMax < o.RetryMin || o.ReassertRate < 0 || o.ProbeInterval < 0 {
+		panic("push.NewDispatcher: incomplete Settings (start from DefaultSettings, or config's [Delivery])")
 	}
 	d := &Dispatcher{o: o}
 	for _, t := range o.Targets {
@@ -92,7 +98,7 @@ func NewDispatcher(o Options) *Dispatcher {
 			accepts = a.Accepts
 		}
 		d.accepts = append(d.accepts, accepts)
-		policy := backoff.Policy{Min: o.MinBackoff, Max: o.MaxBackoff}
+		policy := backoff.Policy{Min: o.RetryMin, Max: o.RetryMax}
 		d.workers = append(d.workers, &worker{d: d, t: t, wake: make(chan struct{}, 1),
 			policy: policy, backoff: backoff.Backoff{Policy: policy}, storeWait: backoff.Backoff{Policy: policy},
 			retryAt: map[string]time.Time{}, userBackoff: map[string]time.Duration{},
@@ -219,7 +225,7 @@ type worker struct {
 	retryAt     map[string]time.Time     // UPN -> not before (a user the target refused)
 	userBackoff map[string]time.Duration // UPN -> last back-off
 	logged      map[string]uint64        // UPN -> Seq of the last permanent refusal logged
-	policy      backoff.Policy           // MinBackoff..MaxBackoff
+	policy      backoff.Policy           // RetryMin..RetryMax
 	backoff     backoff.Backoff          // the target's, while it is down
 	storeWait   backoff.Backoff          // while the state file cannot be written
 	cursor      string                   // UPN of the last item picked (round robin)
@@ -254,7 +260,7 @@ func (w *worker) run(ctx context.Context) {
 		})
 		if err != nil {
 			w.log.Error("Reading the outbox failed", "err", err)
-			w.sleep(ctx, w.d.o.MaxBackoff)
+			w.sleep(ctx, w.d.o.RetryMax)
 			continue
 		}
 		w.cursor = last

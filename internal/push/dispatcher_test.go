@@ -121,9 +121,24 @@ func (r *rig) open(t *testing.T) {
 	t.Cleanup(func() { db.Close() })
 }
 
+// filled gives s the batch size and retry bounds it leaves out; re-assertion and
+// probes stay off unless s sets them.
+func filled(s Settings) Settings {
+	d := DefaultSettings()
+	if s.BatchSize == 0 {
+		s.BatchSize = d.BatchSize
+	}
+	if s.RetryMin == 0 {
+		s.RetryMin = d.RetryMin
+	}
+	if s.RetryMax == 0 {
+		s.RetryMax = max(d.RetryMax, s.RetryMin)
+	}
+	return s
+}
+
 func (r *rig) dispatcher(targets ...Target) *Dispatcher {
-	return NewDispatcher(Options{Outbox: BoltOutbox(r.db), Targets: targets, Clock: r.clk, Logger: slog.New(slog.NewTextHandler(r.logs, nil)),
-		MinBackoff: time.Second, MaxBackoff: 8 * time.Second, BatchSize: 50})
+	return NewDispatcher(Options{Settings: filled(Settings{RetryMin: time.Second, RetryMax: 8 * time.Second, BatchSize: 50}), Outbox: BoltOutbox(r.db), Targets: targets, Clock: r.clk, Logger: slog.New(slog.NewTextHandler(r.logs, nil))})
 }
 
 // start runs d until the test ends (or stop is called).
@@ -349,7 +364,7 @@ func TestOneInFlightPerUserUnderConcurrency(t *testing.T) {
 	r := newRig(t)
 	f := newFake("sip")
 	f.delay = 500 * time.Microsecond
-	d := NewDispatcher(Options{Outbox: BoltOutbox(r.db), Targets: []Target{f}, Clock: r.clk, Logger: slog.New(slog.NewTextHandler(r.logs, nil)), BatchSize: 7})
+	d := NewDispatcher(Options{Settings: filled(Settings{BatchSize: 7}), Outbox: BoltOutbox(r.db), Targets: []Target{f}, Clock: r.clk, Logger: slog.New(slog.NewTextHandler(r.logs, nil))})
 	start(t, d)
 	const pollers, perPoller, rounds = 4, 25, 20
 	t0 := time.Date(2026, 11, 23, 8, 0, 0, 0, time.UTC)
@@ -411,7 +426,7 @@ func TestBusyUsersDoNotStarveOthers(t *testing.T) {
 	r := newRig(t)
 	f := newFake("sip")
 	f.gate, f.started = make(chan struct{}), make(chan []Item, 8)
-	d := NewDispatcher(Options{Outbox: BoltOutbox(r.db), Targets: []Target{f}, Clock: r.clk, Logger: slog.New(slog.DiscardHandler), BatchSize: 2})
+	d := NewDispatcher(Options{Settings: filled(Settings{BatchSize: 2}), Outbox: BoltOutbox(r.db), Targets: []Target{f}, Clock: r.clk, Logger: slog.New(slog.DiscardHandler)})
 	var all []Item
 	for _, u := range []string{"a@x", "b@x", "c@x", "d@x"} {
 		all = append(all, item(u, presence.Busy, presence.ActInACall))
@@ -530,8 +545,7 @@ func TestReassertAtStartAndAfterAnOutage(t *testing.T) {
 
 	// A restart re-asserts each user's last state once, with its sequence number,
 	// two users a second.
-	d = NewDispatcher(Options{Outbox: BoltOutbox(r.db), Targets: []Target{f}, Clock: r.clk, Logger: slog.New(slog.NewTextHandler(r.logs, nil)),
-		MinBackoff: time.Second, MaxBackoff: 8 * time.Second, BatchSize: 50, ReassertRate: 2})
+	d = NewDispatcher(Options{Settings: filled(Settings{RetryMin: time.Second, RetryMax: 8 * time.Second, BatchSize: 50, ReassertRate: 2}), Outbox: BoltOutbox(r.db), Targets: []Target{f}, Clock: r.clk, Logger: slog.New(slog.NewTextHandler(r.logs, nil))})
 	before := r.clk.Now()
 	stop = start(t, d)
 	waitUntil(t, "the re-assertion at start", func() bool {
@@ -598,8 +612,7 @@ func (p *probingTarget) Probe(ctx context.Context) error {
 func TestProbeWhileIdle(t *testing.T) {
 	r := newRig(t)
 	p := &probingTarget{fakeTarget: newFake("sip"), probeErr: make(chan error, 4)}
-	d := NewDispatcher(Options{Outbox: BoltOutbox(r.db), Targets: []Target{p}, Clock: r.clk, Logger: slog.New(slog.NewTextHandler(r.logs, nil)),
-		MinBackoff: time.Second, MaxBackoff: 8 * time.Second, ReassertRate: 100, ProbeInterval: 30 * time.Second})
+	d := NewDispatcher(Options{Settings: filled(Settings{RetryMin: time.Second, RetryMax: 8 * time.Second, ReassertRate: 100, ProbeInterval: 30 * time.Second}), Outbox: BoltOutbox(r.db), Targets: []Target{p}, Clock: r.clk, Logger: slog.New(slog.NewTextHandler(r.logs, nil))})
 	d.Enqueue(context.Background(), []Item{item("a@x", presence.Available, presence.ActAvailable)})
 	p.probeErr <- fmt.Errorf("OPTIONS: no answer: %w", ErrTargetDown)
 	p.probeErr <- nil
@@ -624,7 +637,7 @@ func TestProbeWhileIdle(t *testing.T) {
 func TestReassertSkipsWhatIsNew(t *testing.T) {
 	r := newRig(t)
 	f := newFake("http")
-	d := NewDispatcher(Options{Outbox: BoltOutbox(r.db), Targets: []Target{f}, Logger: slog.New(slog.DiscardHandler), ReassertRate: 1000})
+	d := NewDispatcher(Options{Settings: filled(Settings{ReassertRate: 1000}), Outbox: BoltOutbox(r.db), Targets: []Target{f}, Logger: slog.New(slog.DiscardHandler)})
 	start(t, d)
 	time.Sleep(10 * time.Millisecond)
 	var items []Item
@@ -649,4 +662,17 @@ func itemsOf(changes []presence.Change) []Item {
 		items[i] = Item{User: c.User, State: c.Current, Mapped: presence.DefaultMapping().Map(c.Current), Reason: ReasonChange, Queued: c.Current.Changed}
 	}
 	return items
+}
+
+func TestNewDispatcherRefusesIncompleteSettings(t *testing.T) {
+	for _, s := range []Settings{{}, {BatchSize: 1, RetryMin: time.Second}, {BatchSize: 1, RetryMin: time.Second, RetryMax: time.Second, ReassertRate: -1}} {
+		func() {
+			defer func() {
+				if r := recover(); r == nil || !strings.Contains(fmt.Sprint(r), "incomplete Settings") {
+					t.Errorf("settings %+v: recovered %v, want the incomplete-settings panic", s, r)
+				}
+			}()
+			NewDispatcher(Options{Settings: s})
+		}()
+	}
 }

@@ -214,7 +214,7 @@ func TestMassRemovalFails(t *testing.T) {
 	for i, u := range tn.sim.Users() {
 		shown = append(shown, push.Item{User: users.User{UPN: u.UPN, SIPURI: fmt.Sprintf("sip:%d@pbx.example", 1000+i)}, Reason: push.ReasonChange})
 	}
-	d := push.NewDispatcher(push.Options{Outbox: push.BoltOutbox(db), Targets: []push.Target{acceptAll{}}})
+	d := push.NewDispatcher(push.Options{Settings: push.Settings{BatchSize: 100, RetryMin: time.Second, RetryMax: time.Second}, Outbox: push.BoltOutbox(db), Targets: []push.Target{acceptAll{}}})
 	d.Enqueue(context.Background(), shown)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})

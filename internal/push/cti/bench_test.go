@@ -75,7 +75,7 @@ func benchBurst(b *testing.B, batch bool, n int) {
 		b.Fatal(err)
 	}
 	defer db.Close()
-	d := push.NewDispatcher(push.Options{Outbox: push.BoltOutbox(db), Targets: []push.Target{tg}, Clock: clock.Real{}, Logger: slog.New(slog.DiscardHandler)})
+	d := push.NewDispatcher(push.Options{Settings: dispatchSettings(), Outbox: push.BoltOutbox(db), Targets: []push.Target{tg}, Clock: clock.Real{}, Logger: slog.New(slog.DiscardHandler)})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { d.Run(ctx); close(done) }()

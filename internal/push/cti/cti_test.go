@@ -177,6 +177,14 @@ func filled(s Settings) Settings {
 	return s
 }
 
+// dispatchSettings are the dispatcher's defaults without re-assertion and
+// probes, which these tests do not look at.
+func dispatchSettings() push.Settings {
+	s := push.DefaultSettings()
+	s.ReassertRate, s.ProbeInterval = 0, 0
+	return s
+}
+
 func TestOptionErrors(t *testing.T) {
 	cases := []struct {
 		name string
@@ -297,7 +305,7 @@ func TestRetriedThroughDispatcher(t *testing.T) {
 	}
 	defer db.Close()
 	clk := clock.NewFake(time.Date(2026, 11, 23, 8, 0, 0, 0, time.UTC))
-	d := push.NewDispatcher(push.Options{Outbox: push.BoltOutbox(db), Targets: []push.Target{tg}, Clock: clk, Logger: slog.New(slog.DiscardHandler)})
+	d := push.NewDispatcher(push.Options{Settings: dispatchSettings(), Outbox: push.BoltOutbox(db), Targets: []push.Target{tg}, Clock: clk, Logger: slog.New(slog.DiscardHandler)})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { d.Run(ctx); close(done) }()
@@ -338,7 +346,7 @@ func TestTimeoutRetriedThroughDispatcher(t *testing.T) {
 	defer db.Close()
 	var logs testkit.Buffer
 	clk := clock.NewFake(time.Date(2026, 11, 23, 8, 0, 0, 0, time.UTC))
-	d := push.NewDispatcher(push.Options{Outbox: push.BoltOutbox(db), Targets: []push.Target{tg}, Clock: clk, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	d := push.NewDispatcher(push.Options{Settings: dispatchSettings(), Outbox: push.BoltOutbox(db), Targets: []push.Target{tg}, Clock: clk, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { d.Run(ctx); close(done) }()
@@ -370,7 +378,7 @@ func TestSecretsStayOutOfLogsAndStatus(t *testing.T) {
 	defer db.Close()
 	var logs testkit.Buffer
 	clk := clock.NewFake(time.Date(2026, 11, 23, 8, 0, 0, 0, time.UTC))
-	d := push.NewDispatcher(push.Options{Outbox: push.BoltOutbox(db), Targets: []push.Target{tg}, Clock: clk, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	d := push.NewDispatcher(push.Options{Settings: dispatchSettings(), Outbox: push.BoltOutbox(db), Targets: []push.Target{tg}, Clock: clk, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { d.Run(ctx); close(done) }()
@@ -428,7 +436,7 @@ func TestStopFinishesRequestsInFlight(t *testing.T) {
 		items[i] = item(fmt.Sprintf("u%02d@x", i), 0)
 	}
 	run := func() (stop func()) {
-		d := push.NewDispatcher(push.Options{Outbox: push.BoltOutbox(db), Targets: []push.Target{tg}, Logger: slog.New(slog.DiscardHandler)})
+		d := push.NewDispatcher(push.Options{Settings: dispatchSettings(), Outbox: push.BoltOutbox(db), Targets: []push.Target{tg}, Logger: slog.New(slog.DiscardHandler)})
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan struct{})
 		go func() { d.Run(ctx); close(done) }()
@@ -452,7 +460,7 @@ func TestStopFinishesRequestsInFlight(t *testing.T) {
 	if got := len(c.received()); got != concurrency || started.Load() != concurrency {
 		t.Fatalf("the CTI took %d documents in %d requests at the stop, want the %d in flight and no new ones", got, started.Load(), concurrency)
 	}
-	d := push.NewDispatcher(push.Options{Outbox: push.BoltOutbox(db), Targets: []push.Target{tg}})
+	d := push.NewDispatcher(push.Options{Settings: dispatchSettings(), Outbox: push.BoltOutbox(db), Targets: []push.Target{tg}})
 	if p := d.Pending("http"); p != n-concurrency {
 		t.Fatalf("%d states pending after the stop, want %d (the ones in flight were accepted)", p, n-concurrency)
 	}

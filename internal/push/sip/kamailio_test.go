@@ -279,8 +279,7 @@ func TestIntegrationKamailioRestartIsToldAgain(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer db.Close()
-	d := push.NewDispatcher(push.Options{Outbox: push.BoltOutbox(db), Targets: []push.Target{p}, Logger: slog.New(slog.DiscardHandler),
-		MinBackoff: 100 * time.Millisecond, MaxBackoff: 300 * time.Millisecond, ReassertRate: 500, ProbeInterval: 200 * time.Millisecond})
+	d := push.NewDispatcher(push.Options{Settings: push.Settings{BatchSize: 500, RetryMin: 100 * time.Millisecond, RetryMax: 300 * time.Millisecond, ReassertRate: 500, ProbeInterval: 200 * time.Millisecond}, Outbox: push.BoltOutbox(db), Targets: []push.Target{p}, Logger: slog.New(slog.DiscardHandler)})
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	dctx, stop := context.WithCancel(ctx)
