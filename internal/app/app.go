@@ -221,19 +221,16 @@ func Open(o Options) (*App, error) {
 	}
 	for _, acc := range a.accounts {
 		acc.poller, err = poll.New(poll.Options{
-			Account:         acc.cfg.ID,
-			Users:           acc.users,
-			Graph:           acc.graph,
-			Store:           a.db,
-			Sink:            a.sink,
-			Budget:          acc.budget,
-			Clock:           o.Clock,
-			Logger:          o.Logger.With("account", acc.cfg.ID),
-			Interval:        cfg.Polling.Interval,
-			RequestTimeout:  cfg.Polling.RequestTimeout,
-			ResolveInterval: cfg.Polling.ResolveInterval,
-			ResolveRate:     cfg.Polling.ResolveRate,
-			EmitAllOnStart:  cfg.EmitAllOnStart,
+			Account:        acc.cfg.ID,
+			Users:          acc.users,
+			Graph:          acc.graph,
+			Store:          a.db,
+			Sink:           a.sink,
+			Budget:         acc.budget,
+			Clock:          o.Clock,
+			Logger:         o.Logger.With("account", acc.cfg.ID),
+			Settings:       cfg.Polling.Settings,
+			EmitAllOnStart: cfg.EmitAllOnStart,
 		})
 		if err != nil {
 			a.db.Close()

@@ -15,13 +15,9 @@ const (
 	DefaultSecretWarnDays     = 30
 	DefaultLoginURL           = "https://login.microsoftonline.com"
 	DefaultGraphURL           = "https://graph.microsoft.com/v1.0"
-	DefaultInterval           = 10 * time.Second
 	DefaultBudgetRequests     = 1500 // getPresencesByUserId: 1,500 requests / 30 s per app per tenant (Graph throttling limits page)
 	DefaultBudgetWindow       = 30 * time.Second
 	DefaultBudgetSharePercent = 60
-	DefaultRequestTimeout     = 20 * time.Second
-	DefaultResolveInterval    = 24 * time.Hour
-	DefaultResolveRate        = 10.0
 )
 
 // Legacy keys sit at the top of the file, before any section, as the vendors'

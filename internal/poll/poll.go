@@ -47,22 +47,36 @@ type GraphAPI interface {
 	GetPresences(ctx context.Context, ids []string) ([]graph.Presence, error)
 }
 
+// Settings are the [Polling] keys of a poller.
+type Settings struct {
+	// Interval is the wanted cycle time; the budget may make cycles longer.
+	Interval time.Duration
+	// RequestTimeout bounds each Graph request.
+	RequestTimeout time.Duration
+	// ResolveInterval is how often UPNs are resolved to object ids again; 0 never.
+	ResolveInterval time.Duration
+	// ResolveRate is $batch requests per second at most while resolving.
+	ResolveRate float64
+}
+
+// DefaultSettings are [Polling]'s defaults (Presence.ini.example lists them).
+func DefaultSettings() Settings {
+	return Settings{Interval: 10 * time.Second, RequestTimeout: 20 * time.Second, ResolveInterval: 24 * time.Hour, ResolveRate: 10}
+}
+
 // Options configure one account's poller.
 type Options struct {
-	Account         string
-	Users           []users.User
-	Graph           GraphAPI
-	Store           *store.DB
-	Sink            Sink
-	Budget          *budget.Budget
-	Clock           clock.Clock
-	Logger          *slog.Logger
-	Interval        time.Duration
-	RequestTimeout  time.Duration
-	ResolveInterval time.Duration
-	ResolveRate     float64
-	EmitAllOnStart  bool
-	MaxChunk        int // default 650
+	Settings
+	Account        string
+	Users          []users.User
+	Graph          GraphAPI
+	Store          *store.DB
+	Sink           Sink
+	Budget         *budget.Budget
+	Clock          clock.Clock
+	Logger         *slog.Logger
+	EmitAllOnStart bool
+	MaxChunk       int // default 650
 }
 
 // Status is what `status` shows for an account's polling.
@@ -121,11 +135,8 @@ func New(o Options) (*Poller, error) {
 	if o.MaxChunk <= 0 || o.MaxChunk > graph.MaxPresenceIDs {
 		o.MaxChunk = graph.MaxPresenceIDs
 	}
-	if o.RequestTimeout <= 0 {
-		o.RequestTimeout = 20 * time.Second
-	}
-	if o.ResolveRate <= 0 {
-		o.ResolveRate = 10
+	if o.Interval <= 0 || o.RequestTimeout <= 0 || o.ResolveInterval < 0 || o.ResolveRate <= 0 {
+		return nil, errors.New("poll.New: incomplete Settings (start from DefaultSettings, or config's [Polling])")
 	}
 	p := &Poller{o: o, byUPN: make(map[string]int, len(o.Users)), ids: map[string]string{}, byID: map[string]string{},
 		states: map[string]presence.State{}, unknown: map[string]bool{}, seenVal: map[string]bool{}}

@@ -87,10 +87,7 @@ func (t tokenString) Token(context.Context) (string, error) { return string(t), 
 // run polls until cycles cycles have completed, then stops the poller.
 func (r *rig) run(t *testing.T, sink Sink, cycles int, share float64, limit int) *Poller {
 	t.Helper()
-	p, err := New(Options{Account: "a", Users: r.us, Graph: r.gc, Store: r.db, Sink: sink,
-		Budget: budget.New(limit, 30*time.Second, share, r.clk), Clock: r.clk,
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Interval: time.Second,
-		RequestTimeout: 10 * time.Second, ResolveRate: 1})
+	p, err := New(Options{Settings: filled(Settings{Interval: time.Second, RequestTimeout: 10 * time.Second, ResolveRate: 1}), Account: "a", Users: r.us, Graph: r.gc, Store: r.db, Sink: sink, Budget: budget.New(limit, 30*time.Second, share, r.clk), Clock: r.clk, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -108,6 +105,22 @@ func (r *rig) run(t *testing.T, sink Sink, cycles int, share float64, limit int)
 	cancel()
 	<-done
 	return p
+}
+
+// filled gives s the interval, timeout and resolve rate it leaves out; UPNs are
+// not resolved again unless s sets ResolveInterval.
+func filled(s Settings) Settings {
+	d := DefaultSettings()
+	if s.Interval == 0 {
+		s.Interval = d.Interval
+	}
+	if s.RequestTimeout == 0 {
+		s.RequestTimeout = d.RequestTimeout
+	}
+	if s.ResolveRate == 0 {
+		s.ResolveRate = d.ResolveRate
+	}
+	return s
 }
 
 func TestIntegrationChunksBudgetAndRestart(t *testing.T) {
@@ -187,9 +200,7 @@ func TestIntegrationUnknownUserAndValueLoggedOnce(t *testing.T) {
 	}
 	logs := &testkit.Buffer{}
 	sink := &countingSink{}
-	p, err := New(Options{Account: "a", Users: r.us, Graph: r.gc, Store: r.db, Sink: sink,
-		Budget: budget.New(1500, 30*time.Second, 0.6, r.clk), Clock: r.clk,
-		Logger: slog.New(slog.NewTextHandler(logs, nil)), Interval: time.Second, ResolveRate: 5})
+	p, err := New(Options{Settings: filled(Settings{Interval: time.Second, ResolveRate: 5}), Account: "a", Users: r.us, Graph: r.gc, Store: r.db, Sink: sink, Budget: budget.New(1500, 30*time.Second, 0.6, r.clk), Clock: r.clk, Logger: slog.New(slog.NewTextHandler(logs, nil))})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -317,9 +328,7 @@ func TestStatusShowsTheLatestAttempt(t *testing.T) {
 	defer db.Close()
 	g := &scriptedGraph{replies: make(chan error)}
 	us := []users.User{{UPN: "a@x", Extension: "1"}}
-	p, err := New(Options{Account: "a", Users: us, Graph: g, Store: db, Sink: &countingSink{},
-		Budget: budget.New(1500, 30*time.Second, 0.6, clk), Clock: clk, Logger: slog.New(slog.DiscardHandler),
-		Interval: time.Second, RequestTimeout: 10 * time.Second})
+	p, err := New(Options{Settings: filled(Settings{Interval: time.Second, RequestTimeout: 10 * time.Second}), Account: "a", Users: us, Graph: g, Store: db, Sink: &countingSink{}, Budget: budget.New(1500, 30*time.Second, 0.6, clk), Clock: clk, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -437,9 +446,7 @@ func TestRefusedLookupDoesNotStopPolling(t *testing.T) {
 	}
 	g := &refusingGraph{bad: "u03@x"}
 	sink := &countingSink{}
-	p, err := New(Options{Account: "a", Users: us, Graph: g, Store: db, Sink: sink,
-		Budget: budget.New(1500, 30*time.Second, 0.6, clk), Clock: clk, Logger: slog.New(slog.DiscardHandler),
-		Interval: time.Second, RequestTimeout: 10 * time.Second, ResolveRate: 100})
+	p, err := New(Options{Settings: filled(Settings{Interval: time.Second, RequestTimeout: 10 * time.Second, ResolveRate: 100}), Account: "a", Users: us, Graph: g, Store: db, Sink: sink, Budget: budget.New(1500, 30*time.Second, 0.6, clk), Clock: clk, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
 	}
