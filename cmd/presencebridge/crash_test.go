@@ -21,8 +21,8 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/presencebridge/presencebridge/internal/graphsim"
+	"github.com/presencebridge/presencebridge/internal/pbx/cti"
 	"github.com/presencebridge/presencebridge/internal/push"
-	"github.com/presencebridge/presencebridge/internal/push/cti"
 )
 
 // crashSeedEnv replays the random kill times and presence changes of a failed run

@@ -14,7 +14,7 @@ import (
 
 	"github.com/presencebridge/presencebridge/internal/graphsim"
 	"github.com/presencebridge/presencebridge/internal/kamailio"
-	"github.com/presencebridge/presencebridge/internal/push/cti"
+	"github.com/presencebridge/presencebridge/internal/pbx/cti"
 )
 
 // pbxSide is what `simulate --pbx` runs next to the simulated tenant: an HTTP CTI

@@ -7,9 +7,9 @@ import (
 
 	"github.com/presencebridge/presencebridge/internal/compose"
 	"github.com/presencebridge/presencebridge/internal/config"
+	"github.com/presencebridge/presencebridge/internal/pbx/cti"
+	"github.com/presencebridge/presencebridge/internal/pbx/sip"
 	"github.com/presencebridge/presencebridge/internal/push"
-	"github.com/presencebridge/presencebridge/internal/push/cti"
-	"github.com/presencebridge/presencebridge/internal/push/sip"
 )
 
 // buildTargets makes the delivery targets configured in [SIP] and [HTTP].

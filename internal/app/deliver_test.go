@@ -18,7 +18,7 @@ import (
 	"github.com/presencebridge/presencebridge/internal/config"
 	"github.com/presencebridge/presencebridge/internal/graphsim"
 	"github.com/presencebridge/presencebridge/internal/kamailio"
-	"github.com/presencebridge/presencebridge/internal/push/cti"
+	"github.com/presencebridge/presencebridge/internal/pbx/cti"
 	"github.com/presencebridge/presencebridge/internal/testkit"
 )
 

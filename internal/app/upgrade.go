@@ -5,9 +5,9 @@ import (
 	"fmt"
 	"log/slog"
 
+	"github.com/presencebridge/presencebridge/internal/pbx/sip"
 	"github.com/presencebridge/presencebridge/internal/poll"
 	"github.com/presencebridge/presencebridge/internal/push"
-	"github.com/presencebridge/presencebridge/internal/push/sip"
 	"github.com/presencebridge/presencebridge/internal/store"
 )
 

@@ -7,9 +7,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/presencebridge/presencebridge/internal/pbx/sip"
 	"github.com/presencebridge/presencebridge/internal/presence"
 	"github.com/presencebridge/presencebridge/internal/push"
-	"github.com/presencebridge/presencebridge/internal/push/sip"
 	"github.com/presencebridge/presencebridge/internal/secret"
 )
 

@@ -5,7 +5,7 @@ import (
 	"slices"
 	"time"
 
-	"github.com/presencebridge/presencebridge/internal/push/cti"
+	"github.com/presencebridge/presencebridge/internal/pbx/cti"
 )
 
 // HTTP is the [HTTP] section: JSON documents POSTed to a CTI; the target's own

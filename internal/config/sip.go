@@ -6,7 +6,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/presencebridge/presencebridge/internal/push/sip"
+	"github.com/presencebridge/presencebridge/internal/pbx/sip"
 )
 
 // SIP is the [SIP] section: PUBLISH (RFC 3903) of PIDF presence to the PBX's

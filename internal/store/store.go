@@ -28,7 +28,7 @@ const (
 	BucketOutbox    = "outbox"    // target + "\x00" + UPN -> newest item not yet accepted
 	BucketDelivered = "delivered" // target + "\x00" + UPN -> what the target last accepted
 	BucketOutboxSeq = "outboxseq" // target -> last sequence number given out (8 bytes, big endian)
-	BucketSIPPubs   = "sippubs"   // push/sip: SIP URI -> publication (entity tag, expiry, state shown)
+	BucketSIPPubs   = "sippubs"   // pbx/sip: SIP URI -> publication (entity tag, expiry, state shown)
 	BucketStale     = "stale"     // compose: account ID -> start of its stale episode (JSON time)
 	BucketStatus    = "status"    // app: "report" -> the last status report (JSON), for status while stopped
 	BucketConfirmed = "confirmed" // app: "usersfile" -> SHA-256 (hex) of a users file accepted with users apply --allow-mass-removal
