@@ -15,12 +15,12 @@ import (
 
 	"github.com/presencebridge/presencebridge/internal/clock"
 	"github.com/presencebridge/presencebridge/internal/compose"
+	"github.com/presencebridge/presencebridge/internal/delivery"
 	"github.com/presencebridge/presencebridge/internal/kamailio"
 	"github.com/presencebridge/presencebridge/internal/pbx/cti"
 	"github.com/presencebridge/presencebridge/internal/pbx/sip"
 	"github.com/presencebridge/presencebridge/internal/poll"
 	"github.com/presencebridge/presencebridge/internal/presence"
-	"github.com/presencebridge/presencebridge/internal/push"
 	"github.com/presencebridge/presencebridge/internal/store"
 	"github.com/presencebridge/presencebridge/internal/users"
 )
@@ -51,7 +51,7 @@ func cmdBenchDelivery(g globals, args []string) int {
 
 	type run struct {
 		name   string
-		target func() (push.Target, func(), error)
+		target func() (delivery.Target, func(), error)
 	}
 	var runs []run
 	if _, err := kamailio.Find(); err == nil {
@@ -60,7 +60,7 @@ func cmdBenchDelivery(g globals, args []string) int {
 			if auth {
 				name += ", digest auth"
 			}
-			runs = append(runs, run{name, func() (push.Target, func(), error) {
+			runs = append(runs, run{name, func() (delivery.Target, func(), error) {
 				o := kamailio.Options{Dir: filepath.Join(dir, fmt.Sprintf("kamailio-%v", auth))}
 				if auth {
 					o.Users = map[string]string{"pb": "bench-secret"}
@@ -90,7 +90,7 @@ func cmdBenchDelivery(g globals, args []string) int {
 		if batch {
 			name = "HTTP POST batches ([HTTP] Batch = 1) to a CTI on loopback"
 		}
-		runs = append(runs, run{name, func() (push.Target, func(), error) {
+		runs = append(runs, run{name, func() (delivery.Target, func(), error) {
 			var got atomic.Int64
 			ln, err := net.Listen("tcp", "127.0.0.1:0")
 			if err != nil {
@@ -123,7 +123,7 @@ func cmdBenchDelivery(g globals, args []string) int {
 			stop()
 			return fail(err)
 		}
-		d := push.NewDispatcher(push.Options{Settings: push.DefaultSettings(), Outbox: push.BoltOutbox(db), Targets: []push.Target{target}, Logger: quiet})
+		d := delivery.NewDispatcher(delivery.Options{Settings: delivery.DefaultSettings(), Outbox: delivery.BoltOutbox(db), Targets: []delivery.Target{target}, Logger: quiet})
 		c, err := compose.New(compose.Options{Mapping: presence.DefaultMapping(), Queue: d, States: poll.Kept(db), Store: db,
 			Clock: clock.Real{}, Logger: quiet})
 		if err != nil {
@@ -170,7 +170,7 @@ func cmdBenchDelivery(g globals, args []string) int {
 
 // burst queues n changes the way the pollers do (chunks of 650) and waits until
 // the target has accepted every one.
-func burst(ctx context.Context, d *push.Dispatcher, c *compose.Composer, target string, n int, act presence.Activity) (time.Duration, int, error) {
+func burst(ctx context.Context, d *delivery.Dispatcher, c *compose.Composer, target string, n int, act presence.Activity) (time.Duration, int, error) {
 	avail := presence.Busy
 	if act == presence.ActAvailable {
 		avail = presence.Available

@@ -20,9 +20,9 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/presencebridge/presencebridge/internal/delivery"
 	"github.com/presencebridge/presencebridge/internal/graphsim"
 	"github.com/presencebridge/presencebridge/internal/pbx/cti"
-	"github.com/presencebridge/presencebridge/internal/push"
 )
 
 // crashSeedEnv replays the random kill times and presence changes of a failed run
@@ -417,7 +417,7 @@ func TestIntegrationCrashSafety(t *testing.T) {
 			if d.Teams != ds[0].Teams || d.State != ds[0].State {
 				t.Errorf("%s seq %d arrived as two different states: %+v and %+v", k.upn, k.seq, ds[0], d)
 			}
-			if d.Reason == push.ReasonSync && ds[0].Reason != push.ReasonSync {
+			if d.Reason == delivery.ReasonSync && ds[0].Reason != delivery.ReasonSync {
 				reasserted++
 				continue
 			}

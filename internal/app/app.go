@@ -22,10 +22,10 @@ import (
 	"github.com/presencebridge/presencebridge/internal/compose"
 	"github.com/presencebridge/presencebridge/internal/config"
 	"github.com/presencebridge/presencebridge/internal/control"
+	"github.com/presencebridge/presencebridge/internal/delivery"
 	"github.com/presencebridge/presencebridge/internal/graph"
 	"github.com/presencebridge/presencebridge/internal/poll"
 	"github.com/presencebridge/presencebridge/internal/presence"
-	"github.com/presencebridge/presencebridge/internal/push"
 	"github.com/presencebridge/presencebridge/internal/store"
 	"github.com/presencebridge/presencebridge/internal/transport"
 	"github.com/presencebridge/presencebridge/internal/users"
@@ -39,7 +39,7 @@ type Options struct {
 	// Sink receives the pollers' changes instead of the delivery targets (bench).
 	Sink poll.Sink
 	// Targets replace the targets built from [SIP] and [HTTP] (tests).
-	Targets []push.Target
+	Targets []delivery.Target
 	Version string
 	// HTTPClient replaces the proxy-aware client built from [Proxy] (tests only).
 	HTTPClient *http.Client
@@ -74,8 +74,8 @@ type App struct {
 	hc          *http.Client
 	sink        poll.Sink
 	composer    *compose.Composer
-	dispatcher  *push.Dispatcher
-	targets     []push.Target
+	dispatcher  *delivery.Dispatcher
+	targets     []delivery.Target
 	version     string
 	reload      func(ctx context.Context, r control.ReloadRequest) error
 	started     atomic.Pointer[time.Time] // set by Run; read by status
@@ -165,7 +165,7 @@ func Open(o Options) (*App, error) {
 		}
 	}
 	a.targets = targets
-	a.dispatcher = push.NewDispatcher(push.Options{Settings: cfg.Delivery.Settings, Outbox: push.BoltOutbox(a.db), Targets: targets,
+	a.dispatcher = delivery.NewDispatcher(delivery.Options{Settings: cfg.Delivery.Settings, Outbox: delivery.BoltOutbox(a.db), Targets: targets,
 		Clock: o.Clock, Logger: o.Logger, NoReassertAtStart: o.Reloaded})
 	a.composer, err = compose.New(compose.Options{Mapping: cfg.Mapping, Queue: a.dispatcher, States: poll.Kept(a.db),
 		Store: a.db, Clock: o.Clock, Logger: o.Logger})
@@ -315,7 +315,7 @@ func (a *App) Run(ctx context.Context) error {
 		}
 		a.log.Info("Delivering presence", "targets", targets, "pending", a.pendingAll())
 		for _, t := range a.targets {
-			acc, ok := t.(push.Accepter)
+			acc, ok := t.(delivery.Accepter)
 			if !ok {
 				continue
 			}
@@ -391,7 +391,7 @@ type PresenceReport struct {
 	Live      *LivePresence   `json:"live"`
 	LastKnown *presence.State `json:"lastKnown,omitempty"`
 	// Delivered is what each target last accepted for the user, and when.
-	Delivered []push.Delivered `json:"delivered,omitempty"`
+	Delivered []delivery.Delivered `json:"delivered,omitempty"`
 	// Pending names the targets that still have a newer state to send for the user.
 	Pending []string `json:"pending,omitempty"`
 	// LiveError says why Live could not be read (a dead sign-in, Graph down);
@@ -468,16 +468,16 @@ func (a *App) presence(ctx context.Context, upn string) (PresenceReport, error) 
 
 // StatusReport is what `status` shows.
 type StatusReport struct {
-	Version      string              `json:"version"`
-	Config       string              `json:"config"`
-	Running      bool                `json:"running"`
-	Started      time.Time           `json:"started,omitzero"`
-	ReportedAt   time.Time           `json:"reportedAt"`
-	TeamsEnabled bool                `json:"teamsEnabled"`
-	Users        int                 `json:"users"`
-	UserProblems []string            `json:"userProblems,omitempty"`
-	Accounts     []AccountReport     `json:"accounts"`
-	Targets      []push.TargetStatus `json:"targets,omitempty"`
+	Version      string                  `json:"version"`
+	Config       string                  `json:"config"`
+	Running      bool                    `json:"running"`
+	Started      time.Time               `json:"started,omitzero"`
+	ReportedAt   time.Time               `json:"reportedAt"`
+	TeamsEnabled bool                    `json:"teamsEnabled"`
+	Users        int                     `json:"users"`
+	UserProblems []string                `json:"userProblems,omitempty"`
+	Accounts     []AccountReport         `json:"accounts"`
+	Targets      []delivery.TargetStatus `json:"targets,omitempty"`
 }
 
 // AccountReport is one account's part of the status.

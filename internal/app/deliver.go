@@ -7,14 +7,14 @@ import (
 
 	"github.com/presencebridge/presencebridge/internal/compose"
 	"github.com/presencebridge/presencebridge/internal/config"
+	"github.com/presencebridge/presencebridge/internal/delivery"
 	"github.com/presencebridge/presencebridge/internal/pbx/cti"
 	"github.com/presencebridge/presencebridge/internal/pbx/sip"
-	"github.com/presencebridge/presencebridge/internal/push"
 )
 
 // buildTargets makes the delivery targets configured in [SIP] and [HTTP].
-func (a *App) buildTargets(cfg *config.Config) ([]push.Target, error) {
-	var out []push.Target
+func (a *App) buildTargets(cfg *config.Config) ([]delivery.Target, error) {
+	var out []delivery.Target
 	if cfg.SIP.Server != "" {
 		t, err := a.newSIPTarget(cfg)
 		if err != nil {
@@ -84,7 +84,7 @@ func (a *App) pendingAll() int {
 
 // newSIPTarget builds the SIP publisher; its publications (ETags) are kept in the
 // state file so that a restart modifies or removes them.
-func (a *App) newSIPTarget(cfg *config.Config) (push.Target, error) {
+func (a *App) newSIPTarget(cfg *config.Config) (delivery.Target, error) {
 	return sip.New(sip.Options{Settings: cfg.SIP, ETags: sip.BoltPublications(a.db), Clock: a.clk, Logger: a.log.With("target", "sip")})
 }
 

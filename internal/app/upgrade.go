@@ -5,9 +5,9 @@ import (
 	"fmt"
 	"log/slog"
 
+	"github.com/presencebridge/presencebridge/internal/delivery"
 	"github.com/presencebridge/presencebridge/internal/pbx/sip"
 	"github.com/presencebridge/presencebridge/internal/poll"
-	"github.com/presencebridge/presencebridge/internal/push"
 	"github.com/presencebridge/presencebridge/internal/store"
 )
 
@@ -53,7 +53,7 @@ func upgradeRecord(bucket string, key, val []byte) (string, []byte, []byte, erro
 		}
 		return "", nil, nil, nil
 	case store.BucketOutbox, store.BucketDelivered:
-		val, err = push.Rewrite(bucket, key, val)
+		val, err = delivery.Rewrite(bucket, key, val)
 	case store.BucketPresence, store.BucketUserIDs:
 		val, err = poll.Rewrite(bucket, key, val)
 	case store.BucketSIPPubs:

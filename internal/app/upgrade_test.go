@@ -14,9 +14,9 @@ import (
 
 	"github.com/presencebridge/presencebridge/internal/auth"
 	"github.com/presencebridge/presencebridge/internal/config"
+	"github.com/presencebridge/presencebridge/internal/delivery"
 	"github.com/presencebridge/presencebridge/internal/graphsim"
 	pushcti "github.com/presencebridge/presencebridge/internal/pbx/cti"
-	"github.com/presencebridge/presencebridge/internal/push"
 	"github.com/presencebridge/presencebridge/internal/store"
 	"github.com/presencebridge/presencebridge/internal/testkit"
 )
@@ -65,13 +65,13 @@ func TestUpgradeFromPreviousRelease(t *testing.T) {
 	for _, rt := range cache.RefreshToken {
 		grant = graphsim.Grant{RefreshToken: rt.Secret, ClientID: rt.ClientID, UPN: "presence.svc@contoso.example"}
 	}
-	shown, err := push.BoltOutbox(old).Shown()
+	shown, err := delivery.BoltOutbox(old).Shown()
 	if err != nil || len(shown) != 12 {
 		t.Fatalf("the old file shows %d users, %v", len(shown), err)
 	}
 	oldSeq := map[string]uint64{}
 	for upn := range shown {
-		d, ok, err := push.BoltOutbox(old).Delivered("http", upn)
+		d, ok, err := delivery.BoltOutbox(old).Delivered("http", upn)
 		if err != nil || !ok {
 			t.Fatalf("old delivery to the CTI of %s: %v", upn, err)
 		}

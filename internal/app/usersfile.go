@@ -8,7 +8,7 @@ import (
 	"os"
 
 	"github.com/presencebridge/presencebridge/internal/config"
-	"github.com/presencebridge/presencebridge/internal/push"
+	"github.com/presencebridge/presencebridge/internal/delivery"
 	"github.com/presencebridge/presencebridge/internal/store"
 	"github.com/presencebridge/presencebridge/internal/users"
 )
@@ -27,9 +27,9 @@ func usersFileSum(path string) (string, error) {
 	return hex.EncodeToString(sum[:]), nil
 }
 
-// compareShown compares list with the users the PBX shows now (push.Shown).
+// compareShown compares list with the users the PBX shows now (delivery.Shown).
 func compareShown(db *store.DB, list []users.User) (users.Removal, error) {
-	shown, err := push.BoltOutbox(db).Shown()
+	shown, err := delivery.BoltOutbox(db).Shown()
 	if err != nil {
 		return users.Removal{}, err
 	}

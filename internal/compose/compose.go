@@ -5,7 +5,7 @@
 // The PBX's own state (calls seen on the PBX) and RichPresence.WinningTechnology
 // are combined here next.
 //
-// Every push.Item is built here, from one mapping table: the poller's changes,
+// Every delivery.Item is built here, from one mapping table: the poller's changes,
 // sync-all, and the stale policy's fallback and recovery.
 package compose
 
@@ -17,15 +17,15 @@ import (
 	"time"
 
 	"github.com/presencebridge/presencebridge/internal/clock"
+	"github.com/presencebridge/presencebridge/internal/delivery"
 	"github.com/presencebridge/presencebridge/internal/presence"
-	"github.com/presencebridge/presencebridge/internal/push"
 	"github.com/presencebridge/presencebridge/internal/store"
 	"github.com/presencebridge/presencebridge/internal/users"
 )
 
-// Queue takes composed items for delivery (push.Dispatcher).
+// Queue takes composed items for delivery (delivery.Dispatcher).
 type Queue interface {
-	Enqueue(ctx context.Context, items []push.Item) error
+	Enqueue(ctx context.Context, items []delivery.Item) error
 }
 
 // States gives the last Teams state kept for a user (the poller's, poll.Kept).
@@ -69,25 +69,25 @@ func New(o Options) (*Composer, error) {
 }
 
 // item is what u is shown for the Teams state st, queued for reason at now.
-func (c *Composer) item(u users.User, st presence.State, reason string, now time.Time) push.Item {
+func (c *Composer) item(u users.User, st presence.State, reason string, now time.Time) delivery.Item {
 	m := c.o.Mapping.Map(st)
-	if reason == push.ReasonStale {
+	if reason == delivery.ReasonStale {
 		m = c.o.Mapping.Stale()
 	}
-	return push.Item{User: u, State: st, Mapped: m, Reason: reason, Queued: now}
+	return delivery.Item{User: u, State: st, Mapped: m, Reason: reason, Queued: now}
 }
 
 // Deliver composes the poller's changes and queues them (poll.Sink). A change
 // is queued as of when it was seen.
 func (c *Composer) Deliver(ctx context.Context, changes []presence.Change) error {
-	items := make([]push.Item, 0, len(changes))
+	items := make([]delivery.Item, 0, len(changes))
 	now := c.o.Clock.Now().UTC()
 	for _, ch := range changes {
 		at := ch.Current.Changed
 		if at.IsZero() {
 			at = now
 		}
-		items = append(items, c.item(ch.User, ch.Current, push.ReasonChange, at))
+		items = append(items, c.item(ch.User, ch.Current, delivery.ReasonChange, at))
 	}
 	return c.o.Queue.Enqueue(ctx, items)
 }
@@ -110,10 +110,10 @@ type SyncReport struct {
 // stale) for every target, whether it changed or not (sync-all).
 func (c *Composer) Sync(ctx context.Context, groups []Group) (SyncReport, error) {
 	var rep SyncReport
-	var items []push.Item
+	var items []delivery.Item
 	now := c.o.Clock.Now().UTC()
 	for _, g := range groups {
-		reason := push.ReasonSync
+		reason := delivery.ReasonSync
 		stale := c.StaleSince(g.Account)
 		for _, u := range g.Users {
 			rep.Users++

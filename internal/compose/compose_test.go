@@ -9,25 +9,25 @@ import (
 	"time"
 
 	"github.com/presencebridge/presencebridge/internal/clock"
+	"github.com/presencebridge/presencebridge/internal/delivery"
 	"github.com/presencebridge/presencebridge/internal/presence"
-	"github.com/presencebridge/presencebridge/internal/push"
 	"github.com/presencebridge/presencebridge/internal/store"
 	"github.com/presencebridge/presencebridge/internal/users"
 )
 
 type queue struct {
 	mu    sync.Mutex
-	items []push.Item
+	items []delivery.Item
 }
 
-func (q *queue) Enqueue(_ context.Context, items []push.Item) error {
+func (q *queue) Enqueue(_ context.Context, items []delivery.Item) error {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	q.items = append(q.items, items...)
 	return nil
 }
 
-func (q *queue) take() []push.Item {
+func (q *queue) take() []delivery.Item {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	out := q.items
@@ -68,7 +68,7 @@ func TestDeliverMapsChanges(t *testing.T) {
 		t.Fatal(err)
 	}
 	got := q.take()
-	if len(got) != 1 || got[0].Mapped.Note != "In a call" || got[0].Reason != push.ReasonChange || !got[0].Queued.Equal(t0) || got[0].User != u {
+	if len(got) != 1 || got[0].Mapped.Note != "In a call" || got[0].Reason != delivery.ReasonChange || !got[0].Queued.Equal(t0) || got[0].User != u {
 		t.Fatalf("queued %+v", got)
 	}
 }
@@ -93,7 +93,7 @@ func TestStalePolicy(t *testing.T) {
 	clk.Advance(2 * time.Minute)
 	c.checkStale(context.Background(), 5*time.Minute, t0, w)
 	got := q.take()
-	if len(got) != 2 || got[0].Reason != push.ReasonStale || got[0].Mapped != presence.DefaultMapping().Stale() {
+	if len(got) != 2 || got[0].Reason != delivery.ReasonStale || got[0].Mapped != presence.DefaultMapping().Stale() {
 		t.Fatalf("after StaleAfter: %+v; want both users shown stale", got)
 	}
 	since := c.StaleSince("main")
@@ -115,7 +115,7 @@ func TestStalePolicy(t *testing.T) {
 	clk.Advance(time.Minute)
 	c.checkStale(context.Background(), 5*time.Minute, t0, w)
 	got = q.take()
-	if len(got) != 1 || got[0].User.UPN != "a@x" || got[0].Reason != push.ReasonSync || got[0].Mapped.Note != "Available" || !c.StaleSince("main").IsZero() {
+	if len(got) != 1 || got[0].User.UPN != "a@x" || got[0].Reason != delivery.ReasonSync || got[0].Mapped.Note != "Available" || !c.StaleSince("main").IsZero() {
 		t.Fatalf("after a good read: %+v; want a@x's live state again (b@x has none)", got)
 	}
 }

@@ -4,7 +4,7 @@ import (
 	"context"
 	"time"
 
-	"github.com/presencebridge/presencebridge/internal/push"
+	"github.com/presencebridge/presencebridge/internal/delivery"
 	"github.com/presencebridge/presencebridge/internal/store"
 )
 
@@ -51,13 +51,13 @@ func (c *Composer) checkStale(ctx context.Context, after time.Duration, started 
 			}
 			c.o.Logger.Warn("Account has not read presence for too long; its users are shown as stale on the PBX",
 				"account", acc.Account, "lastGoodRead", lastGood, "staleAfter", after, "cause", lastErr)
-			c.queueAccount(ctx, acc.Group, push.ReasonStale)
+			c.queueAccount(ctx, acc.Group, delivery.ReasonStale)
 		case !since.IsZero() && lastGood.After(since):
 			if err := c.setStale(acc.Account, time.Time{}); err != nil {
 				c.o.Logger.Error("Ending the stale episode in the state file failed", "account", acc.Account, "err", err)
 			}
 			c.o.Logger.Info("Account reads presence again; its users' live states are sent", "account", acc.Account)
-			c.queueAccount(ctx, acc.Group, push.ReasonSync)
+			c.queueAccount(ctx, acc.Group, delivery.ReasonSync)
 		}
 	}
 }
@@ -80,14 +80,14 @@ func (c *Composer) setStale(account string, since time.Time) error {
 // queueAccount queues every user of g: the Stale rule, or the last state read.
 func (c *Composer) queueAccount(ctx context.Context, g Group, reason string) {
 	now := c.o.Clock.Now().UTC()
-	items := make([]push.Item, 0, len(g.Users))
+	items := make([]delivery.Item, 0, len(g.Users))
 	for _, u := range g.Users {
 		st, found, err := c.o.States.Last(u.UPN)
 		switch {
 		case err != nil:
 			c.o.Logger.Error("Reading a kept state failed; the user is left out", "upn", u.UPN, "err", err)
 			continue
-		case !found && reason != push.ReasonStale:
+		case !found && reason != delivery.ReasonStale:
 			continue
 		}
 		items = append(items, c.item(u, st, reason, now))

@@ -4,7 +4,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/presencebridge/presencebridge/internal/push"
+	"github.com/presencebridge/presencebridge/internal/delivery"
 )
 
 // DefaultStaleAfter is [Delivery] StaleAfter's default; Presence.ini.example
@@ -12,10 +12,10 @@ import (
 const DefaultStaleAfter = 5 * time.Minute
 
 // Delivery is the [Delivery] section: the dispatcher's settings (batches,
-// retries, re-assertion, probes; defaults in push.DefaultSettings) and the stale
+// retries, re-assertion, probes; defaults in delivery.DefaultSettings) and the stale
 // policy.
 type Delivery struct {
-	push.Settings
+	delivery.Settings
 	StaleAfter time.Duration // publish the [Mapping] Stale fallback after this long without a good cycle; 0 = never
 }
 
@@ -23,7 +23,7 @@ type Delivery struct {
 // and probes.
 func (l *loader) delivery(cfg *Config, s *section) {
 	d := &cfg.Delivery
-	d.Settings = push.DefaultSettings()
+	d.Settings = delivery.DefaultSettings()
 	def := d.Settings
 	d.RetryMin = l.duration(s.get("RetryMin"), def.RetryMin, 100*time.Millisecond)
 	d.RetryMax = l.duration(s.get("RetryMax"), def.RetryMax, time.Second)

@@ -7,9 +7,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/presencebridge/presencebridge/internal/delivery"
 	"github.com/presencebridge/presencebridge/internal/pbx/sip"
 	"github.com/presencebridge/presencebridge/internal/presence"
-	"github.com/presencebridge/presencebridge/internal/push"
 	"github.com/presencebridge/presencebridge/internal/secret"
 )
 
@@ -45,7 +45,7 @@ Away/* = away | closed | - |
 	if c.HTTP.URL != "https://cti.example.com/presence" || !c.HTTP.Batch || c.HTTP.Headers["Authorization"].Reveal() != "Bearer tok-123" || c.HTTP.Headers["X-Tenant"].Reveal() != "contoso" {
 		t.Errorf("HTTP = %+v", c.HTTP)
 	}
-	if c.Delivery.StaleAfter != 0 || c.Delivery.RetryMax != 2*time.Minute || c.Delivery.RetryMin != push.DefaultSettings().RetryMin {
+	if c.Delivery.StaleAfter != 0 || c.Delivery.RetryMax != 2*time.Minute || c.Delivery.RetryMin != delivery.DefaultSettings().RetryMin {
 		t.Errorf("Delivery = %+v", c.Delivery)
 	}
 	if got := c.Mapping.Map(presence.State{Availability: presence.Busy, Activity: presence.ActInACall}); got.State != "talking" || got.Note != "Telefoniert" {

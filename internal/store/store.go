@@ -24,7 +24,7 @@ const (
 	// The Teams side (package poll): compact records, see poll/kept.go.
 	BucketUserIDs  = "userids"  // UPN -> resolved object id
 	BucketPresence = "presence" // UPN -> last Teams state
-	// Delivery to the phone system (package push): compact records, see push/records.go.
+	// Delivery to the phone system (package delivery): compact records, see delivery/records.go.
 	BucketOutbox    = "outbox"    // target + "\x00" + UPN -> newest item not yet accepted
 	BucketDelivered = "delivered" // target + "\x00" + UPN -> what the target last accepted
 	BucketOutboxSeq = "outboxseq" // target -> last sequence number given out (8 bytes, big endian)

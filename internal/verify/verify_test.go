@@ -11,8 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/presencebridge/presencebridge/internal/delivery"
 	"github.com/presencebridge/presencebridge/internal/graphsim"
-	"github.com/presencebridge/presencebridge/internal/push"
 	"github.com/presencebridge/presencebridge/internal/secret"
 	"github.com/presencebridge/presencebridge/internal/store"
 	"github.com/presencebridge/presencebridge/internal/testkit"
@@ -210,11 +210,11 @@ func TestMassRemovalFails(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var shown []push.Item
+	var shown []delivery.Item
 	for i, u := range tn.sim.Users() {
-		shown = append(shown, push.Item{User: users.User{UPN: u.UPN, SIPURI: fmt.Sprintf("sip:%d@pbx.example", 1000+i)}, Reason: push.ReasonChange})
+		shown = append(shown, delivery.Item{User: users.User{UPN: u.UPN, SIPURI: fmt.Sprintf("sip:%d@pbx.example", 1000+i)}, Reason: delivery.ReasonChange})
 	}
-	d := push.NewDispatcher(push.Options{Settings: push.Settings{BatchSize: 100, RetryMin: time.Second, RetryMax: time.Second}, Outbox: push.BoltOutbox(db), Targets: []push.Target{acceptAll{}}})
+	d := delivery.NewDispatcher(delivery.Options{Settings: delivery.Settings{BatchSize: 100, RetryMin: time.Second, RetryMax: time.Second}, Outbox: delivery.BoltOutbox(db), Targets: []delivery.Target{acceptAll{}}})
 	d.Enqueue(context.Background(), shown)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
@@ -232,6 +232,8 @@ func TestMassRemovalFails(t *testing.T) {
 
 type acceptAll struct{}
 
-func (acceptAll) Name() string                                      { return "cti" }
-func (acceptAll) Close() error                                      { return nil }
-func (acceptAll) Send(_ context.Context, items []push.Item) []error { return make([]error, len(items)) }
+func (acceptAll) Name() string { return "cti" }
+func (acceptAll) Close() error { return nil }
+func (acceptAll) Send(_ context.Context, items []delivery.Item) []error {
+	return make([]error, len(items))
+}

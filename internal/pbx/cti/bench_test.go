@@ -17,9 +17,9 @@ import (
 	"time"
 
 	"github.com/presencebridge/presencebridge/internal/clock"
+	"github.com/presencebridge/presencebridge/internal/delivery"
 	"github.com/presencebridge/presencebridge/internal/graph"
 	"github.com/presencebridge/presencebridge/internal/presence"
-	"github.com/presencebridge/presencebridge/internal/push"
 	"github.com/presencebridge/presencebridge/internal/secret"
 	"github.com/presencebridge/presencebridge/internal/store"
 	"github.com/presencebridge/presencebridge/internal/users"
@@ -75,7 +75,7 @@ func benchBurst(b *testing.B, batch bool, n int) {
 		b.Fatal(err)
 	}
 	defer db.Close()
-	d := push.NewDispatcher(push.Options{Settings: dispatchSettings(), Outbox: push.BoltOutbox(db), Targets: []push.Target{tg}, Clock: clock.Real{}, Logger: slog.New(slog.DiscardHandler)})
+	d := delivery.NewDispatcher(delivery.Options{Settings: dispatchSettings(), Outbox: delivery.BoltOutbox(db), Targets: []delivery.Target{tg}, Clock: clock.Real{}, Logger: slog.New(slog.DiscardHandler)})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { d.Run(ctx); close(done) }()
@@ -97,10 +97,10 @@ func benchBurst(b *testing.B, batch bool, n int) {
 	for i := range b.N {
 		s := flip[i%2]
 		now := time.Now().UTC()
-		changes := make([]push.Item, n)
+		changes := make([]delivery.Item, n)
 		for j, u := range us {
 			st := presence.State{UPN: u.UPN, Availability: s.a, Activity: s.act, Seen: now, Changed: now}
-			changes[j] = push.Item{User: u, State: st, Mapped: mapping.Map(st), Reason: push.ReasonChange, Queued: now}
+			changes[j] = delivery.Item{User: u, State: st, Mapped: mapping.Map(st), Reason: delivery.ReasonChange, Queued: now}
 		}
 		want := got.Load() + int64(n)
 		startSent := d.Status()[0].Sent

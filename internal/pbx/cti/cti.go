@@ -45,7 +45,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/presencebridge/presencebridge/internal/push"
+	"github.com/presencebridge/presencebridge/internal/delivery"
 	"github.com/presencebridge/presencebridge/internal/redact"
 	"github.com/presencebridge/presencebridge/internal/secret"
 	"github.com/presencebridge/presencebridge/internal/transport"
@@ -165,7 +165,7 @@ func (t *Target) Close() error {
 }
 
 // DocumentOf renders an item.
-func DocumentOf(it push.Item) Document {
+func DocumentOf(it delivery.Item) Document {
 	return Document{UPN: it.User.UPN, SIPURI: it.User.SIPURI, Extension: it.User.Extension, Name: it.User.Name,
 		State: it.Mapped.State, Basic: it.Mapped.Basic, Activity: it.Mapped.Activity, Note: it.Mapped.Note,
 		Teams:  Teams{Availability: string(it.State.Availability), Activity: string(it.State.Activity), OutOfOffice: it.State.OutOfOffice},
@@ -173,7 +173,7 @@ func DocumentOf(it push.Item) Document {
 }
 
 // Send POSTs the items, one request each or one for all (Batch).
-func (t *Target) Send(ctx context.Context, items []push.Item) []error {
+func (t *Target) Send(ctx context.Context, items []delivery.Item) []error {
 	errs := make([]error, len(items))
 	if t.o.Batch {
 		b := Batch{Changes: make([]Document, len(items))}
@@ -215,13 +215,13 @@ func (t *Target) Send(ctx context.Context, items []push.Item) []error {
 func (t *Target) post(ctx context.Context, body any) error {
 	raw, err := json.Marshal(body)
 	if err != nil {
-		return push.Permanent("encode document: %v", err)
+		return delivery.Permanent("encode document: %v", err)
 	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), t.o.Timeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, t.o.URL, bytes.NewReader(raw))
 	if err != nil {
-		return push.Permanent("build request: %v", err)
+		return delivery.Permanent("build request: %v", err)
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("User-Agent", "presencebridge")
@@ -230,7 +230,7 @@ func (t *Target) post(ctx context.Context, body any) error {
 	}
 	resp, err := t.hc.Do(req)
 	if err != nil {
-		return fmt.Errorf("POST %s: %s: %w", redactURL(t.o.URL), t.explain(err), push.ErrTargetDown)
+		return fmt.Errorf("POST %s: %s: %w", redactURL(t.o.URL), t.explain(err), delivery.ErrTargetDown)
 	}
 	defer resp.Body.Close()
 	excerpt, _ := io.ReadAll(io.LimitReader(resp.Body, 200))
@@ -241,11 +241,11 @@ func (t *Target) post(ctx context.Context, body any) error {
 	case s == http.StatusRequestTimeout || s == http.StatusTooManyRequests:
 		return fmt.Errorf("POST %s: %s", redactURL(t.o.URL), resp.Status)
 	case s >= 500:
-		return fmt.Errorf("POST %s: %s: %w", redactURL(t.o.URL), resp.Status, push.ErrTargetDown)
+		return fmt.Errorf("POST %s: %s: %w", redactURL(t.o.URL), resp.Status, delivery.ErrTargetDown)
 	case s == http.StatusUnauthorized || s == http.StatusForbidden:
 		return fmt.Errorf("POST %s: %s; check the [HTTP] Header.* credentials", redactURL(t.o.URL), resp.Status)
 	default:
-		return push.Permanent("POST %s: %s: %s", redactURL(t.o.URL), resp.Status, oneLine(excerpt))
+		return delivery.Permanent("POST %s: %s: %s", redactURL(t.o.URL), resp.Status, oneLine(excerpt))
 	}
 }
 

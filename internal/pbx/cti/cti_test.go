@@ -22,9 +22,9 @@ import (
 	"time"
 
 	"github.com/presencebridge/presencebridge/internal/clock"
+	"github.com/presencebridge/presencebridge/internal/delivery"
 	"github.com/presencebridge/presencebridge/internal/pki"
 	"github.com/presencebridge/presencebridge/internal/presence"
-	"github.com/presencebridge/presencebridge/internal/push"
 	"github.com/presencebridge/presencebridge/internal/secret"
 	"github.com/presencebridge/presencebridge/internal/store"
 	"github.com/presencebridge/presencebridge/internal/testkit"
@@ -88,10 +88,10 @@ func (c *cti) received() []Document {
 	return append([]Document(nil), c.docs...)
 }
 
-func item(upn string, seq uint64) push.Item {
+func item(upn string, seq uint64) delivery.Item {
 	s := presence.State{UPN: upn, Availability: presence.Busy, Activity: presence.ActInACall}
-	return push.Item{User: users.User{UPN: upn, SIPURI: "sip:1001@pbx.example", Extension: "1001", Name: "Alice"},
-		State: s, Mapped: presence.DefaultMapping().Map(s), Reason: push.ReasonChange, Seq: seq,
+	return delivery.Item{User: users.User{UPN: upn, SIPURI: "sip:1001@pbx.example", Extension: "1001", Name: "Alice"},
+		State: s, Mapped: presence.DefaultMapping().Map(s), Reason: delivery.ReasonChange, Seq: seq,
 		Queued: time.Date(2026, 11, 23, 8, 0, 0, 0, time.UTC)}
 }
 
@@ -101,7 +101,7 @@ func TestDocumentHeadersAndCAFile(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	errs := tg.Send(context.Background(), []push.Item{item("alice@contoso.example", 7), item("bob@contoso.example", 8)})
+	errs := tg.Send(context.Background(), []delivery.Item{item("alice@contoso.example", 7), item("bob@contoso.example", 8)})
 	for i, err := range errs {
 		if err != nil {
 			t.Fatalf("item %d: %v", i, err)
@@ -146,8 +146,8 @@ func TestUntrustedCertificateSaysWhatToDo(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			err = tg.Send(context.Background(), []push.Item{item("a@x", 1)})[0]
-			if err == nil || !errors.Is(err, push.ErrTargetDown) {
+			err = tg.Send(context.Background(), []delivery.Item{item("a@x", 1)})[0]
+			if err == nil || !errors.Is(err, delivery.ErrTargetDown) {
 				t.Fatalf("err = %v, want a retryable target-down error", err)
 			}
 			for _, w := range tc.want {
@@ -179,8 +179,8 @@ func filled(s Settings) Settings {
 
 // dispatchSettings are the dispatcher's defaults without re-assertion and
 // probes, which these tests do not look at.
-func dispatchSettings() push.Settings {
-	s := push.DefaultSettings()
+func dispatchSettings() delivery.Settings {
+	s := delivery.DefaultSettings()
 	s.ReassertRate, s.ProbeInterval = 0, 0
 	return s
 }
@@ -212,14 +212,14 @@ func TestClientCertificate(t *testing.T) {
 	c := newCTI(t, ca.Pool())
 
 	without, _ := New(Options{Settings: filled(Settings{URL: c.srv.URL, CAFile: c.caFile})})
-	if err := without.Send(context.Background(), []push.Item{item("a@x", 1)})[0]; err == nil {
+	if err := without.Send(context.Background(), []delivery.Item{item("a@x", 1)})[0]; err == nil {
 		t.Fatal("a CTI that requires a client certificate accepted a request without one")
 	}
 	with, err := New(Options{Settings: filled(Settings{URL: c.srv.URL, CAFile: c.caFile, ClientCertFile: certFile, ClientKeyFile: keyFile})})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := with.Send(context.Background(), []push.Item{item("a@x", 1)})[0]; err != nil {
+	if err := with.Send(context.Background(), []delivery.Item{item("a@x", 1)})[0]; err != nil {
 		t.Fatalf("with a client certificate: %v", err)
 	}
 }
@@ -252,15 +252,15 @@ func TestStatusClasses(t *testing.T) {
 		if tc.name == "timeout" {
 			tg = quick
 		}
-		err := tg.Send(context.Background(), []push.Item{item("a@x", 1)})[0]
+		err := tg.Send(context.Background(), []delivery.Item{item("a@x", 1)})[0]
 		if tc.name == "204" {
 			if err != nil {
 				t.Errorf("204: %v", err)
 			}
 			continue
 		}
-		var perm *push.PermanentError
-		if err == nil || errors.As(err, &perm) != tc.permanent || errors.Is(err, push.ErrTargetDown) != tc.down {
+		var perm *delivery.PermanentError
+		if err == nil || errors.As(err, &perm) != tc.permanent || errors.Is(err, delivery.ErrTargetDown) != tc.down {
 			t.Errorf("%s: err = %v, want permanent=%v down=%v", tc.name, err, tc.permanent, tc.down)
 		}
 		if tc.name == "400" && err != nil && !strings.Contains(err.Error(), "400 Bad Request: unknown extension") {
@@ -272,7 +272,7 @@ func TestStatusClasses(t *testing.T) {
 func TestBatchBody(t *testing.T) {
 	c := newCTI(t, nil)
 	tg, _ := New(Options{Settings: filled(Settings{URL: c.srv.URL, CAFile: c.caFile, Batch: true})})
-	var items []push.Item
+	var items []delivery.Item
 	for i := range 5 {
 		items = append(items, item(fmt.Sprintf("u%d@x", i), uint64(i+1)))
 	}
@@ -305,12 +305,12 @@ func TestRetriedThroughDispatcher(t *testing.T) {
 	}
 	defer db.Close()
 	clk := clock.NewFake(time.Date(2026, 11, 23, 8, 0, 0, 0, time.UTC))
-	d := push.NewDispatcher(push.Options{Settings: dispatchSettings(), Outbox: push.BoltOutbox(db), Targets: []push.Target{tg}, Clock: clk, Logger: slog.New(slog.DiscardHandler)})
+	d := delivery.NewDispatcher(delivery.Options{Settings: dispatchSettings(), Outbox: delivery.BoltOutbox(db), Targets: []delivery.Target{tg}, Clock: clk, Logger: slog.New(slog.DiscardHandler)})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { d.Run(ctx); close(done) }()
 	defer func() { cancel(); <-done }()
-	d.Enqueue(ctx, []push.Item{item("a@x", 0)})
+	d.Enqueue(ctx, []delivery.Item{item("a@x", 0)})
 	for deadline := time.Now().Add(10 * time.Second); d.Pending("http") > 0; time.Sleep(time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatal("not delivered")
@@ -346,12 +346,12 @@ func TestTimeoutRetriedThroughDispatcher(t *testing.T) {
 	defer db.Close()
 	var logs testkit.Buffer
 	clk := clock.NewFake(time.Date(2026, 11, 23, 8, 0, 0, 0, time.UTC))
-	d := push.NewDispatcher(push.Options{Settings: dispatchSettings(), Outbox: push.BoltOutbox(db), Targets: []push.Target{tg}, Clock: clk, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	d := delivery.NewDispatcher(delivery.Options{Settings: dispatchSettings(), Outbox: delivery.BoltOutbox(db), Targets: []delivery.Target{tg}, Clock: clk, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { d.Run(ctx); close(done) }()
 	defer func() { cancel(); <-done }()
-	d.Enqueue(ctx, []push.Item{item("a@x", 0)})
+	d.Enqueue(ctx, []delivery.Item{item("a@x", 0)})
 	for deadline := time.Now().Add(10 * time.Second); d.Pending("http") > 0; time.Sleep(time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatal("not delivered after the timeout")
@@ -378,18 +378,18 @@ func TestSecretsStayOutOfLogsAndStatus(t *testing.T) {
 	defer db.Close()
 	var logs testkit.Buffer
 	clk := clock.NewFake(time.Date(2026, 11, 23, 8, 0, 0, 0, time.UTC))
-	d := push.NewDispatcher(push.Options{Settings: dispatchSettings(), Outbox: push.BoltOutbox(db), Targets: []push.Target{tg}, Clock: clk, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	d := delivery.NewDispatcher(delivery.Options{Settings: dispatchSettings(), Outbox: delivery.BoltOutbox(db), Targets: []delivery.Target{tg}, Clock: clk, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { d.Run(ctx); close(done) }()
-	d.Enqueue(ctx, []push.Item{item("a@x", 0)})
+	d.Enqueue(ctx, []delivery.Item{item("a@x", 0)})
 	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(logs.String(), "target down"); time.Sleep(time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatal("the target was never reported down")
 		}
 	}
 	c.setReply(func(w http.ResponseWriter) bool { http.Error(w, "no such extension", 422); return true })
-	d.Enqueue(ctx, []push.Item{item("a@x", 0)})
+	d.Enqueue(ctx, []delivery.Item{item("a@x", 0)})
 	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(logs.String(), "refused"); time.Sleep(time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatal("the refusal was never logged")
@@ -431,12 +431,12 @@ func TestStopFinishesRequestsInFlight(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer db.Close()
-	items := make([]push.Item, n)
+	items := make([]delivery.Item, n)
 	for i := range items {
 		items[i] = item(fmt.Sprintf("u%02d@x", i), 0)
 	}
 	run := func() (stop func()) {
-		d := push.NewDispatcher(push.Options{Settings: dispatchSettings(), Outbox: push.BoltOutbox(db), Targets: []push.Target{tg}, Logger: slog.New(slog.DiscardHandler)})
+		d := delivery.NewDispatcher(delivery.Options{Settings: dispatchSettings(), Outbox: delivery.BoltOutbox(db), Targets: []delivery.Target{tg}, Logger: slog.New(slog.DiscardHandler)})
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan struct{})
 		go func() { d.Run(ctx); close(done) }()
@@ -460,7 +460,7 @@ func TestStopFinishesRequestsInFlight(t *testing.T) {
 	if got := len(c.received()); got != concurrency || started.Load() != concurrency {
 		t.Fatalf("the CTI took %d documents in %d requests at the stop, want the %d in flight and no new ones", got, started.Load(), concurrency)
 	}
-	d := push.NewDispatcher(push.Options{Settings: dispatchSettings(), Outbox: push.BoltOutbox(db), Targets: []push.Target{tg}})
+	d := delivery.NewDispatcher(delivery.Options{Settings: dispatchSettings(), Outbox: delivery.BoltOutbox(db), Targets: []delivery.Target{tg}})
 	if p := d.Pending("http"); p != n-concurrency {
 		t.Fatalf("%d states pending after the stop, want %d (the ones in flight were accepted)", p, n-concurrency)
 	}

@@ -11,9 +11,9 @@ import (
 	"time"
 
 	"github.com/presencebridge/presencebridge/internal/clock"
+	"github.com/presencebridge/presencebridge/internal/delivery"
 	"github.com/presencebridge/presencebridge/internal/kamailio"
 	"github.com/presencebridge/presencebridge/internal/presence"
-	"github.com/presencebridge/presencebridge/internal/push"
 	"github.com/presencebridge/presencebridge/internal/store"
 	"github.com/presencebridge/presencebridge/internal/testkit"
 )
@@ -238,7 +238,7 @@ func BenchmarkPublishKamailio(b *testing.B) {
 				po.Username, po.Password = "pb", "bench-secret"
 			}
 			p := newPublisher(b, po)
-			items := make([]push.Item, b.N)
+			items := make([]delivery.Item, b.N)
 			for i := range items {
 				items[i] = itemFor(fmt.Sprintf("sip:%d@pbx.example", 100000+i), presence.Busy, presence.ActInACall)
 			}
@@ -256,7 +256,7 @@ func BenchmarkPublishKamailio(b *testing.B) {
 	}
 }
 
-func sendAll(b *testing.B, p *Publisher, items []push.Item) {
+func sendAll(b *testing.B, p *Publisher, items []delivery.Item) {
 	for i, err := range p.Send(context.Background(), items) {
 		if err != nil {
 			b.Fatalf("item %d: %v", i, err)
@@ -279,7 +279,7 @@ func TestIntegrationKamailioRestartIsToldAgain(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer db.Close()
-	d := push.NewDispatcher(push.Options{Settings: push.Settings{BatchSize: 500, RetryMin: 100 * time.Millisecond, RetryMax: 300 * time.Millisecond, ReassertRate: 500, ProbeInterval: 200 * time.Millisecond}, Outbox: push.BoltOutbox(db), Targets: []push.Target{p}, Logger: slog.New(slog.DiscardHandler)})
+	d := delivery.NewDispatcher(delivery.Options{Settings: delivery.Settings{BatchSize: 500, RetryMin: 100 * time.Millisecond, RetryMax: 300 * time.Millisecond, ReassertRate: 500, ProbeInterval: 200 * time.Millisecond}, Outbox: delivery.BoltOutbox(db), Targets: []delivery.Target{p}, Logger: slog.New(slog.DiscardHandler)})
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	dctx, stop := context.WithCancel(ctx)
@@ -288,7 +288,7 @@ func TestIntegrationKamailioRestartIsToldAgain(t *testing.T) {
 	defer func() { stop(); <-done }()
 
 	const n = 20
-	var items []push.Item
+	var items []delivery.Item
 	for i := range n {
 		it := itemFor(fmt.Sprintf("sip:%d@pbx.example", 2000+i), presence.Busy, presence.ActInACall)
 		it.User.UPN = fmt.Sprintf("u%d@contoso.example", i)

@@ -27,8 +27,8 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/presencebridge/presencebridge/internal/clock"
+	"github.com/presencebridge/presencebridge/internal/delivery"
 	"github.com/presencebridge/presencebridge/internal/presence"
-	"github.com/presencebridge/presencebridge/internal/push"
 	"github.com/presencebridge/presencebridge/internal/secret"
 	"github.com/presencebridge/presencebridge/internal/transport"
 	"github.com/presencebridge/presencebridge/internal/users"
@@ -117,7 +117,7 @@ type ETagStore interface {
 	SavePublications(pubs map[string]*Publication) error
 }
 
-// Publisher is a push.Target speaking SIP.
+// Publisher is a delivery.Target speaking SIP.
 type Publisher struct {
 	o      Options
 	ua     *sipgo.UserAgent
@@ -290,7 +290,7 @@ func (h minLevel) WithAttrs(a []slog.Attr) slog.Handler {
 }
 func (h minLevel) WithGroup(n string) slog.Handler { return minLevel{h.Handler.WithGroup(n), h.level} }
 
-// Accepts reports whether u has a SIP URI to publish to (push.Accepter), so the
+// Accepts reports whether u has a SIP URI to publish to (delivery.Accepter), so the
 // dispatcher does not queue SIP states for users the PBX knows by extension only.
 func (p *Publisher) Accepts(u users.User) bool { return u.SIPURI != "" }
 
@@ -318,17 +318,17 @@ func (p *Publisher) Published() int {
 
 // Send publishes every item, Concurrency at a time, paced to Rate, and returns
 // when all are settled.
-func (p *Publisher) Send(ctx context.Context, items []push.Item) []error {
+func (p *Publisher) Send(ctx context.Context, items []delivery.Item) []error {
 	return p.each(ctx, items, p.publish)
 }
 
 // Reassert makes sure the server still has each item's state, which it accepted
-// before (push.Reasserter): a publication with that body is refreshed (SIP-If-Match,
+// before (delivery.Reasserter): a publication with that body is refreshed (SIP-If-Match,
 // no body, so watchers get no NOTIFY), and published afresh only where the server
 // refuses the entity tag (it restarted and lost it, or the publication lapsed);
 // any other state is published. Concurrency at a time, paced to Rate.
-func (p *Publisher) Reassert(ctx context.Context, items []push.Item) []error {
-	return p.each(ctx, items, func(ctx context.Context, it push.Item) error {
+func (p *Publisher) Reassert(ctx context.Context, items []delivery.Item) []error {
+	return p.each(ctx, items, func(ctx context.Context, it delivery.Item) error {
 		if _, err := target(it); err != nil || it.Remove() {
 			return err
 		}
@@ -343,7 +343,7 @@ func (p *Publisher) Reassert(ctx context.Context, items []push.Item) []error {
 
 // each runs f on every item, Concurrency at a time; when ctx ends nothing new
 // starts and what is under way finishes. It returns when all are settled.
-func (p *Publisher) each(ctx context.Context, items []push.Item, f func(context.Context, push.Item) error) []error {
+func (p *Publisher) each(ctx context.Context, items []delivery.Item, f func(context.Context, delivery.Item) error) []error {
 	errs := make([]error, len(items))
 	var wg sync.WaitGroup
 	for i, it := range items {
@@ -450,19 +450,19 @@ func (p *Publisher) count(f func(*counts)) {
 }
 
 // target parses the item's SIP URI.
-func target(it push.Item) (sip.Uri, error) {
+func target(it delivery.Item) (sip.Uri, error) {
 	uri := it.User.SIPURI
 	if uri == "" {
-		return sip.Uri{}, push.Permanent("%s has no SIP URI: add a SIP URI column in the users file (e.g. sip:1001@pbx.example)", it.User.UPN)
+		return sip.Uri{}, delivery.Permanent("%s has no SIP URI: add a SIP URI column in the users file (e.g. sip:1001@pbx.example)", it.User.UPN)
 	}
 	var t sip.Uri
 	if err := sip.ParseUri(uri, &t); err != nil || t.Host == "" || (t.Scheme != "sip" && t.Scheme != "sips") {
-		return sip.Uri{}, push.Permanent("%s: SIP URI %q in the users file is not valid; write it as sip:user@host", it.User.UPN, uri)
+		return sip.Uri{}, delivery.Permanent("%s: SIP URI %q in the users file is not valid; write it as sip:user@host", it.User.UPN, uri)
 	}
 	return t, nil
 }
 
-func (p *Publisher) publish(ctx context.Context, it push.Item) error {
+func (p *Publisher) publish(ctx context.Context, it delivery.Item) error {
 	t, err := target(it)
 	if err != nil {
 		return err

@@ -13,8 +13,8 @@ import (
 
 	"github.com/emiago/sipgo/sip"
 
+	"github.com/presencebridge/presencebridge/internal/delivery"
 	"github.com/presencebridge/presencebridge/internal/presence"
-	"github.com/presencebridge/presencebridge/internal/push"
 	"github.com/presencebridge/presencebridge/internal/secret"
 	"github.com/presencebridge/presencebridge/internal/users"
 )
@@ -27,15 +27,15 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-func itemFor(uri string, a presence.Availability, act presence.Activity) push.Item {
+func itemFor(uri string, a presence.Availability, act presence.Activity) delivery.Item {
 	s := presence.State{UPN: "u@contoso.example", Availability: a, Activity: act}
-	return push.Item{User: users.User{UPN: "u@contoso.example", SIPURI: uri}, State: s,
-		Mapped: presence.DefaultMapping().Map(s), Reason: push.ReasonChange}
+	return delivery.Item{User: users.User{UPN: "u@contoso.example", SIPURI: uri}, State: s,
+		Mapped: presence.DefaultMapping().Map(s), Reason: delivery.ReasonChange}
 }
 
-func removal(uri string) push.Item {
+func removal(uri string) delivery.Item {
 	it := itemFor(uri, "", "")
-	it.Reason, it.Mapped = push.ReasonRemove, presence.Mapped{}
+	it.Reason, it.Mapped = delivery.ReasonRemove, presence.Mapped{}
 	return it
 }
 
@@ -75,11 +75,11 @@ func newPublisher(t testing.TB, o Options) *Publisher {
 	return p
 }
 
-func send1(t *testing.T, p *Publisher, it push.Item) error {
+func send1(t *testing.T, p *Publisher, it delivery.Item) error {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	return p.Send(ctx, []push.Item{it})[0]
+	return p.Send(ctx, []delivery.Item{it})[0]
 }
 
 func (p *Publisher) counts() counts {
@@ -235,8 +235,8 @@ func TestDigestStaleAndWrongCredentials(t *testing.T) {
 			before := len(f.requests())
 			p := newPublisher(t, Options{Settings: Settings{Server: f.UDP, Username: c.user, Password: secret.Value(c.pw)}})
 			err := send1(t, p, itemFor("sip:1002@pbx.example", presence.Busy, presence.ActBusy))
-			var perm *push.PermanentError
-			if err == nil || !strings.Contains(err.Error(), c.want) || errors.As(err, &perm) || errors.Is(err, push.ErrTargetDown) {
+			var perm *delivery.PermanentError
+			if err == nil || !strings.Contains(err.Error(), c.want) || errors.As(err, &perm) || errors.Is(err, delivery.ErrTargetDown) {
 				t.Fatalf("err = %v; want a retried error saying %q", err, c.want)
 			}
 			if c.pw != "" && strings.Contains(err.Error(), c.pw) {
@@ -416,14 +416,14 @@ func TestRunRefreshes(t *testing.T) {
 }
 
 // A server that does not answer or refuses the connection is down: the error
-// wraps push.ErrTargetDown and names the transport and the address.
+// wraps delivery.ErrTargetDown and names the transport and the address.
 func TestServerDown(t *testing.T) {
 	for _, transport := range []string{"udp", "tcp", "tls"} {
 		t.Run(transport, func(t *testing.T) {
 			addr := "127.0.0.1:1" // nothing listens there
 			p := newPublisher(t, Options{Settings: Settings{Transport: transport, Server: addr, Timeout: 300 * time.Millisecond}})
 			err := send1(t, p, itemFor("sip:1001@pbx.example", presence.Busy, presence.ActBusy))
-			if !errors.Is(err, push.ErrTargetDown) || !strings.Contains(err.Error(), addr) ||
+			if !errors.Is(err, delivery.ErrTargetDown) || !strings.Contains(err.Error(), addr) ||
 				!strings.Contains(err.Error(), "over "+transport) || !strings.Contains(err.Error(), "[SIP] Server") {
 				t.Fatalf("err = %v; want ErrTargetDown naming %s over %s and [SIP] Server", err, addr, transport)
 			}
@@ -480,8 +480,8 @@ func TestRefusals(t *testing.T) {
 			f := startPBX(t, func(f *fakePBX, r seen, n int) reply { return reply{Code: c.code, Reason: "No"} })
 			p := newPublisher(t, Options{Settings: Settings{Server: f.UDP}})
 			err := send1(t, p, itemFor("sip:1001@pbx.example", presence.Busy, presence.ActBusy))
-			var perm *push.PermanentError
-			if err == nil || errors.As(err, &perm) != c.permanent || errors.Is(err, push.ErrTargetDown) != c.down ||
+			var perm *delivery.PermanentError
+			if err == nil || errors.As(err, &perm) != c.permanent || errors.Is(err, delivery.ErrTargetDown) != c.down ||
 				!strings.Contains(err.Error(), c.wantInText) || !strings.Contains(err.Error(), "sip:1001@pbx.example") {
 				t.Fatalf("err = %v; want permanent=%v down=%v, saying %q and the URI", err, c.permanent, c.down, c.wantInText)
 			}
@@ -520,7 +520,7 @@ func TestBadSIPURI(t *testing.T) {
 		it := itemFor(c.uri, presence.Busy, presence.ActBusy)
 		it.User.UPN = "alice@contoso.example"
 		err := send1(t, p, it)
-		var perm *push.PermanentError
+		var perm *delivery.PermanentError
 		if !errors.As(err, &perm) || !strings.Contains(err.Error(), "alice@contoso.example") || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("SIP URI %q: err = %v; want a permanent error naming the UPN and saying %q", c.uri, err, c.want)
 		}
@@ -630,7 +630,7 @@ func TestConcurrencyBound(t *testing.T) {
 		return f.lockedOK(r)
 	})
 	p := newPublisher(t, Options{Settings: Settings{Transport: "tcp", Server: f.TCP, Concurrency: limit}})
-	items := make([]push.Item, 3*limit)
+	items := make([]delivery.Item, 3*limit)
 	for i := range items {
 		items[i] = itemFor(fmt.Sprintf("sip:%d@pbx.example", 1000+i), presence.Busy, presence.ActBusy)
 	}
@@ -691,7 +691,7 @@ func TestETagStoreAcrossRestart(t *testing.T) {
 	var store ETagStore = mem
 	const wantWrites = 1
 	p := newPublisher(t, Options{Settings: Settings{Server: f.UDP}, ETags: store})
-	items := []push.Item{itemFor("sip:1@pbx.example", presence.Busy, presence.ActBusy), itemFor("sip:2@pbx.example", presence.Away, presence.ActAway)}
+	items := []delivery.Item{itemFor("sip:1@pbx.example", presence.Busy, presence.ActBusy), itemFor("sip:2@pbx.example", presence.Away, presence.ActAway)}
 	for _, err := range p.Send(context.Background(), items) {
 		if err != nil {
 			t.Fatal(err)
@@ -735,7 +735,7 @@ func TestShutdownKeepsETagOfPublishInFlight(t *testing.T) {
 	uri := "sip:1001@pbx.example"
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan []error, 1)
-	go func() { done <- p.Send(ctx, []push.Item{itemFor(uri, presence.Busy, presence.ActInACall)}) }()
+	go func() { done <- p.Send(ctx, []delivery.Item{itemFor(uri, presence.Busy, presence.ActInACall)}) }()
 	<-arrived
 	cancel()
 	close(release)

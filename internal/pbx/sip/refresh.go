@@ -10,7 +10,7 @@ import (
 	"github.com/emiago/sipgo/sip"
 
 	"github.com/presencebridge/presencebridge/internal/backoff"
-	"github.com/presencebridge/presencebridge/internal/push"
+	"github.com/presencebridge/presencebridge/internal/delivery"
 )
 
 // How often Run looks at the publications at least and at most, and how long it
@@ -128,7 +128,7 @@ loop:
 			if _, err := p.refresh(rctx, uri, false); err != nil {
 				n.Add(1)
 				once.Do(func() { firstErr = err })
-				if errors.Is(err, push.ErrTargetDown) {
+				if errors.Is(err, delivery.ErrTargetDown) {
 					cancel()
 				}
 			}
@@ -183,7 +183,7 @@ func (p *Publisher) refresh(ctx context.Context, uri string, now bool) (forgot b
 	}
 	if !res.IsSuccess() {
 		err := p.refused(uri, res)
-		var perm *push.PermanentError
+		var perm *delivery.PermanentError
 		if errors.As(err, &perm) {
 			p.keep(uri, nil)
 		}
@@ -195,9 +195,9 @@ func (p *Publisher) refresh(ctx context.Context, uri string, now bool) (forgot b
 }
 
 // Probe checks that the server is there and still holds the publications
-// (push.Prober). It refreshes one publication now: a server that refuses its
+// (delivery.Prober). It refreshes one publication now: a server that refuses its
 // entity tag has lost it (it restarted with an empty presentity table), and most
-// likely the others too, so Probe returns push.ErrTargetForgot and the
+// likely the others too, so Probe returns delivery.ErrTargetForgot and the
 // dispatcher re-asserts every user. Without publications it sends OPTIONS.
 func (p *Publisher) Probe(ctx context.Context) error {
 	uri := ""
@@ -216,7 +216,7 @@ func (p *Publisher) Probe(ctx context.Context) error {
 	forgot, err := p.refresh(ctx, uri, true)
 	p.flush()
 	if err == nil && forgot {
-		return push.ErrTargetForgot
+		return delivery.ErrTargetForgot
 	}
 	return err
 }

@@ -17,7 +17,7 @@ import (
 	"github.com/emiago/sipgo/sip"
 	"github.com/icholy/digest"
 
-	"github.com/presencebridge/presencebridge/internal/push"
+	"github.com/presencebridge/presencebridge/internal/delivery"
 )
 
 // publishReq is one PUBLISH to send (RFC 3903 section 4): an initial one (body,
@@ -66,7 +66,7 @@ func (p *Publisher) build(r publishReq) *sip.Request {
 // each ask), and a longer Expires after 423 Interval Too Brief (RFC 3903 section
 // 6, step 4). Each follow-up keeps the Call-ID and takes the next CSeq (RFC 3261
 // section 22.2). It returns the final response, or an error wrapping
-// push.ErrTargetDown when no answer came.
+// delivery.ErrTargetDown when no answer came.
 func (p *Publisher) transact(ctx context.Context, r publishReq) (*sip.Response, error) {
 	req := p.build(r)
 	p.auth.preempt(req, p.o.Username, p.o.Password.Reveal())
@@ -172,7 +172,7 @@ func (p *Publisher) unreachable(err error) error {
 	if errors.As(err, &unknownCA) || errors.As(err, &badName) || errors.As(err, &badCert) || errors.As(err, &verify) {
 		cause += "; check [SIP] CAFile (the CA that signed the server's certificate) and [SIP] ServerName"
 	}
-	return fmt.Errorf("PUBLISH over %s to %s (%s): %s: %w", p.o.Transport, p.dest, p.destSetting(), cause, push.ErrTargetDown)
+	return fmt.Errorf("PUBLISH over %s to %s (%s): %s: %w", p.o.Transport, p.dest, p.destSetting(), cause, delivery.ErrTargetDown)
 }
 
 func (p *Publisher) destSetting() string {
@@ -183,8 +183,8 @@ func (p *Publisher) destSetting() string {
 }
 
 // refused turns a final non-2xx answer into the error the dispatcher acts on:
-// push.Permanent for what the server will never accept for this user, an error
-// wrapping push.ErrTargetDown when the server says it cannot serve anyone now,
+// delivery.Permanent for what the server will never accept for this user, an error
+// wrapping delivery.ErrTargetDown when the server says it cannot serve anyone now,
 // and a plain (retried) error otherwise.
 func (p *Publisher) refused(uri string, res *sip.Response) error {
 	c, what := res.StatusCode, fmt.Sprintf("PUBLISH %s: %d %s", uri, res.StatusCode, res.Reason)
@@ -196,19 +196,19 @@ func (p *Publisher) refused(uri string, res *sip.Response) error {
 		}
 		return fmt.Errorf("%s after sending credentials for user %q; check [SIP] Username and Password", what, p.o.Username)
 	case sip.StatusNotFound, sip.StatusGone:
-		return push.Permanent("%s: the server has no such user; check the SIP URI in the users file", what)
+		return delivery.Permanent("%s: the server has no such user; check the SIP URI in the users file", what)
 	case sip.StatusForbidden:
-		return push.Permanent("%s: the server does not let %s publish this user's presence; check the SIP URI in the users file, [SIP] From and the server's presence rules", what, p.fromName(uri))
+		return delivery.Permanent("%s: the server does not let %s publish this user's presence; check the SIP URI in the users file, [SIP] From and the server's presence rules", what, p.fromName(uri))
 	case 489: // Bad Event (RFC 6665 section 8.3.1)
-		return push.Permanent("%s: the server does not accept presence publications (Event: presence); enable presence on the PBX or point [SIP] Server at its presence server", what)
+		return delivery.Permanent("%s: the server does not accept presence publications (Event: presence); enable presence on the PBX or point [SIP] Server at its presence server", what)
 	case sip.StatusMethodNotAllowed, sip.StatusNotImplemented:
-		return push.Permanent("%s: the server does not take PUBLISH; point [SIP] Server at a SIP presence server", what)
+		return delivery.Permanent("%s: the server does not take PUBLISH; point [SIP] Server at a SIP presence server", what)
 	case sip.StatusBadRequest, sip.StatusUnsupportedMediaType, sip.StatusRequestEntityTooLarge:
-		return push.Permanent("%s: the server refused the PIDF document", what)
+		return delivery.Permanent("%s: the server refused the PIDF document", what)
 	case sip.StatusRequestTimeout, sip.StatusServiceUnavailable:
 		// 503: the server is overloaded or down (RFC 3261 section 21.5.4); 408
 		// from a proxy: the server behind it did not answer.
-		return fmt.Errorf("%s (via %s, %s): %w", what, p.dest, p.destSetting(), push.ErrTargetDown)
+		return fmt.Errorf("%s (via %s, %s): %w", what, p.dest, p.destSetting(), delivery.ErrTargetDown)
 	}
 	return errors.New(what)
 }

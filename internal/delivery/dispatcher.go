@@ -1,4 +1,4 @@
-package push
+package delivery
 
 import (
 	"context"
@@ -88,7 +88,7 @@ func NewDispatcher(o Options) *Dispatcher {
 		o.Logger = slog.Default()
 	}
 	if o.BatchSize < 1 || o.RetryMin <= 0 || o.RetryMax < o.RetryMin || o.ReassertRate < 0 || o.ProbeInterval < 0 {
-		panic("push.NewDispatcher: incomplete Settings (start from DefaultSettings, or config's [Delivery])")
+		panic("delivery.NewDispatcher: incomplete Settings (start from DefaultSettings, or config's [Delivery])")
 	}
 	d := &Dispatcher{o: o}
 	for _, t := range o.Targets {

@@ -1,8 +1,9 @@
-// Package push delivers presence to the phone system. A Dispatcher takes changes
-// from the pollers, maps them, and queues the newest state of each user for every
-// Target in a durable outbox (bbolt); one worker per target sends, backs off while
-// the target is down, and never sends a superseded state after a newer one.
-package push
+// Package delivery hands each user's state to the targets, durably. A Dispatcher
+// takes the items compose built and queues the newest state of each user for
+// every Target in the outbox (bbolt); one worker per target sends, backs off while
+// the target is down, and never sends a superseded state after a newer one. An
+// item leaves the outbox only once its target accepted it.
+package delivery
 
 import (
 	"context"

@@ -1,4 +1,4 @@
-package push
+package delivery
 
 import (
 	"encoding/json"
