@@ -21,8 +21,8 @@ import (
 
 	"github.com/presencebridge/presencebridge/internal/app"
 	"github.com/presencebridge/presencebridge/internal/config"
-	"github.com/presencebridge/presencebridge/internal/poll"
 	"github.com/presencebridge/presencebridge/internal/presence"
+	"github.com/presencebridge/presencebridge/internal/teams/poll"
 )
 
 type nullSink struct{ n int }

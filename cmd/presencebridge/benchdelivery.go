@@ -19,9 +19,9 @@ import (
 	"github.com/presencebridge/presencebridge/internal/kamailio"
 	"github.com/presencebridge/presencebridge/internal/pbx/cti"
 	"github.com/presencebridge/presencebridge/internal/pbx/sip"
-	"github.com/presencebridge/presencebridge/internal/poll"
 	"github.com/presencebridge/presencebridge/internal/presence"
 	"github.com/presencebridge/presencebridge/internal/store"
+	"github.com/presencebridge/presencebridge/internal/teams/poll"
 	"github.com/presencebridge/presencebridge/internal/users"
 )
 

@@ -5,8 +5,8 @@ import (
 	"fmt"
 
 	"github.com/presencebridge/presencebridge/internal/app"
-	"github.com/presencebridge/presencebridge/internal/auth"
 	"github.com/presencebridge/presencebridge/internal/control"
+	"github.com/presencebridge/presencebridge/internal/teams/auth"
 )
 
 func cmdLogin(g globals, args []string) int {

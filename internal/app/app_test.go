@@ -9,12 +9,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/presencebridge/presencebridge/internal/auth"
 	"github.com/presencebridge/presencebridge/internal/config"
 	"github.com/presencebridge/presencebridge/internal/graphsim"
-	"github.com/presencebridge/presencebridge/internal/poll"
 	"github.com/presencebridge/presencebridge/internal/presence"
 	"github.com/presencebridge/presencebridge/internal/store"
+	"github.com/presencebridge/presencebridge/internal/teams/auth"
+	"github.com/presencebridge/presencebridge/internal/teams/poll"
 	"github.com/presencebridge/presencebridge/internal/testkit"
 )
 

@@ -13,7 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
-	"github.com/presencebridge/presencebridge/internal/auth"
+	"github.com/presencebridge/presencebridge/internal/teams/auth"
 )
 
 // healthCycles is how many cycle intervals without a good poll of any account

@@ -7,9 +7,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/presencebridge/presencebridge/internal/auth"
 	"github.com/presencebridge/presencebridge/internal/config"
-	"github.com/presencebridge/presencebridge/internal/poll"
+	"github.com/presencebridge/presencebridge/internal/teams/auth"
+	"github.com/presencebridge/presencebridge/internal/teams/poll"
 )
 
 func TestHealth(t *testing.T) {

@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/presencebridge/presencebridge/internal/config"
-	"github.com/presencebridge/presencebridge/internal/graph"
+	"github.com/presencebridge/presencebridge/internal/teams/graph"
 )
 
 // SecretStatus is what presencebridge knows of an account's client secret.

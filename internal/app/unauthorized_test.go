@@ -6,8 +6,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/presencebridge/presencebridge/internal/auth"
 	"github.com/presencebridge/presencebridge/internal/graphsim"
+	"github.com/presencebridge/presencebridge/internal/teams/auth"
 )
 
 // Graph refuses access tokens that have not expired (continuous access

@@ -7,8 +7,8 @@ import (
 
 	"github.com/presencebridge/presencebridge/internal/delivery"
 	"github.com/presencebridge/presencebridge/internal/pbx/sip"
-	"github.com/presencebridge/presencebridge/internal/poll"
 	"github.com/presencebridge/presencebridge/internal/store"
+	"github.com/presencebridge/presencebridge/internal/teams/poll"
 )
 
 // openState opens the state file, first upgrading one an older release wrote

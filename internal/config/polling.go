@@ -3,7 +3,7 @@ package config
 import (
 	"time"
 
-	"github.com/presencebridge/presencebridge/internal/poll"
+	"github.com/presencebridge/presencebridge/internal/teams/poll"
 )
 
 // Polling is the [Polling] section: the pollers' settings (defaults in

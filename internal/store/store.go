@@ -20,11 +20,11 @@ import (
 // Buckets of the state file. Each belongs to one package, which owns its keys and
 // records (see the package named); the others read it through that package.
 const (
-	BucketTokens = "tokens" // auth: account ID + "|" -> MSAL's cache blob
-	// The Teams side (package poll): compact records, see poll/kept.go.
+	BucketTokens = "tokens" // teams/auth: account ID + "|" -> MSAL's cache blob
+	// The Teams side (package poll): compact records, see teams/poll/kept.go.
 	BucketUserIDs  = "userids"  // UPN -> resolved object id
 	BucketPresence = "presence" // UPN -> last Teams state
-	// Delivery to the phone system (package delivery): compact records, see delivery/records.go.
+	// Delivery to the targets (package delivery): compact records, see delivery/records.go.
 	BucketOutbox    = "outbox"    // target + "\x00" + UPN -> newest item not yet accepted
 	BucketDelivered = "delivered" // target + "\x00" + UPN -> what the target last accepted
 	BucketOutboxSeq = "outboxseq" // target -> last sequence number given out (8 bytes, big endian)

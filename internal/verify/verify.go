@@ -19,12 +19,12 @@ import (
 	"time"
 
 	"github.com/presencebridge/presencebridge/internal/app"
-	"github.com/presencebridge/presencebridge/internal/auth"
 	"github.com/presencebridge/presencebridge/internal/config"
-	"github.com/presencebridge/presencebridge/internal/graph"
 	"github.com/presencebridge/presencebridge/internal/pbx/cti"
 	"github.com/presencebridge/presencebridge/internal/pbx/sip"
 	"github.com/presencebridge/presencebridge/internal/store"
+	"github.com/presencebridge/presencebridge/internal/teams/auth"
+	"github.com/presencebridge/presencebridge/internal/teams/graph"
 	"github.com/presencebridge/presencebridge/internal/transport"
 	"github.com/presencebridge/presencebridge/internal/users"
 )

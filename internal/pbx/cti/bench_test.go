@@ -18,10 +18,10 @@ import (
 
 	"github.com/presencebridge/presencebridge/internal/clock"
 	"github.com/presencebridge/presencebridge/internal/delivery"
-	"github.com/presencebridge/presencebridge/internal/graph"
 	"github.com/presencebridge/presencebridge/internal/presence"
 	"github.com/presencebridge/presencebridge/internal/secret"
 	"github.com/presencebridge/presencebridge/internal/store"
+	"github.com/presencebridge/presencebridge/internal/teams/graph"
 	"github.com/presencebridge/presencebridge/internal/users"
 )
 

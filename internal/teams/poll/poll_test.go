@@ -15,12 +15,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/presencebridge/presencebridge/internal/budget"
 	"github.com/presencebridge/presencebridge/internal/clock"
-	"github.com/presencebridge/presencebridge/internal/graph"
 	"github.com/presencebridge/presencebridge/internal/graphsim"
 	"github.com/presencebridge/presencebridge/internal/presence"
 	"github.com/presencebridge/presencebridge/internal/store"
+	"github.com/presencebridge/presencebridge/internal/teams/budget"
+	"github.com/presencebridge/presencebridge/internal/teams/graph"
 	"github.com/presencebridge/presencebridge/internal/testkit"
 	"github.com/presencebridge/presencebridge/internal/users"
 )

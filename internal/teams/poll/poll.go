@@ -12,11 +12,11 @@ import (
 	"time"
 
 	"github.com/presencebridge/presencebridge/internal/backoff"
-	"github.com/presencebridge/presencebridge/internal/budget"
 	"github.com/presencebridge/presencebridge/internal/clock"
-	"github.com/presencebridge/presencebridge/internal/graph"
 	"github.com/presencebridge/presencebridge/internal/presence"
 	"github.com/presencebridge/presencebridge/internal/store"
+	"github.com/presencebridge/presencebridge/internal/teams/budget"
+	"github.com/presencebridge/presencebridge/internal/teams/graph"
 	"github.com/presencebridge/presencebridge/internal/users"
 )
 
