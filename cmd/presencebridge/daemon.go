@@ -13,10 +13,10 @@ import (
 
 	"github.com/presencebridge/presencebridge/internal/app"
 	"github.com/presencebridge/presencebridge/internal/config"
-	"github.com/presencebridge/presencebridge/internal/logfile"
-	"github.com/presencebridge/presencebridge/internal/sdnotify"
+	"github.com/presencebridge/presencebridge/internal/platform/logfile"
+	"github.com/presencebridge/presencebridge/internal/platform/sdnotify"
+	"github.com/presencebridge/presencebridge/internal/platform/svclog"
 	"github.com/presencebridge/presencebridge/internal/store"
-	"github.com/presencebridge/presencebridge/internal/svclog"
 )
 
 // stopDeadline bounds a graceful stop: below systemd's TimeoutStopSec (30 s in

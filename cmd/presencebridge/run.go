@@ -15,8 +15,8 @@ import (
 	"github.com/presencebridge/presencebridge/internal/app"
 	"github.com/presencebridge/presencebridge/internal/config"
 	"github.com/presencebridge/presencebridge/internal/control"
+	"github.com/presencebridge/presencebridge/internal/platform/svclog"
 	"github.com/presencebridge/presencebridge/internal/store"
-	"github.com/presencebridge/presencebridge/internal/svclog"
 )
 
 // logLevel is the slog level of a [General] LogLevel value (config.Load has

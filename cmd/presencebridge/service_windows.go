@@ -15,7 +15,7 @@ import (
 	"golang.org/x/sys/windows/svc/mgr"
 
 	"github.com/presencebridge/presencebridge/internal/config"
-	"github.com/presencebridge/presencebridge/internal/svclog"
+	"github.com/presencebridge/presencebridge/internal/platform/svclog"
 )
 
 // runWindowsService runs the daemon under the Windows service manager, logging

@@ -21,8 +21,8 @@
 package config
 
 import (
+	"github.com/presencebridge/presencebridge/internal/platform/secret"
 	"github.com/presencebridge/presencebridge/internal/presence"
-	"github.com/presencebridge/presencebridge/internal/secret"
 )
 
 // Config is the validated content of Presence.ini. Paths in it are absolute.

@@ -9,8 +9,8 @@ import (
 
 	"github.com/presencebridge/presencebridge/internal/delivery"
 	"github.com/presencebridge/presencebridge/internal/pbx/sip"
+	"github.com/presencebridge/presencebridge/internal/platform/secret"
 	"github.com/presencebridge/presencebridge/internal/presence"
-	"github.com/presencebridge/presencebridge/internal/secret"
 )
 
 func TestDeliverySections(t *testing.T) {

@@ -9,7 +9,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/presencebridge/presencebridge/internal/config/textfile"
-	"github.com/presencebridge/presencebridge/internal/secret"
+	"github.com/presencebridge/presencebridge/internal/platform/secret"
 )
 
 // Setting is one key to set: Key is "Section.Key" ("Account.main.TenantID",

@@ -11,7 +11,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/presencebridge/presencebridge/internal/secret"
+	"github.com/presencebridge/presencebridge/internal/platform/secret"
 )
 
 // The proxy password of these tests: a space, @, :, % and a non-ASCII letter.

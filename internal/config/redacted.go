@@ -6,7 +6,7 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/presencebridge/presencebridge/internal/redact"
+	"github.com/presencebridge/presencebridge/internal/platform/redact"
 )
 
 // Redacted renders the effective configuration (defaults filled in, paths resolved,

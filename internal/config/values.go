@@ -13,8 +13,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/presencebridge/presencebridge/internal/redact"
-	"github.com/presencebridge/presencebridge/internal/secret"
+	"github.com/presencebridge/presencebridge/internal/platform/redact"
+	"github.com/presencebridge/presencebridge/internal/platform/secret"
 )
 
 // boolean reads a switch: 1, true, yes, on or 0, false, no, off.

@@ -8,8 +8,8 @@ import (
 	"sync"
 	"time"
 
-	"github.com/presencebridge/presencebridge/internal/backoff"
-	"github.com/presencebridge/presencebridge/internal/clock"
+	"github.com/presencebridge/presencebridge/internal/platform/backoff"
+	"github.com/presencebridge/presencebridge/internal/platform/clock"
 	"github.com/presencebridge/presencebridge/internal/users"
 )
 

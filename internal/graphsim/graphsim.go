@@ -25,7 +25,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/presencebridge/presencebridge/internal/clock"
+	"github.com/presencebridge/presencebridge/internal/platform/clock"
 )
 
 // Defaults of Options.

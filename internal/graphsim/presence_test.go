@@ -7,8 +7,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/presencebridge/presencebridge/internal/clock"
 	"github.com/presencebridge/presencebridge/internal/graphsim"
+	"github.com/presencebridge/presencebridge/internal/platform/clock"
 )
 
 func TestSetPresenceAndChanges(t *testing.T) {

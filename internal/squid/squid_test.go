@@ -85,7 +85,7 @@ func startSquid(t *testing.T, o Options) *Server {
 // connect opens a tunnel through the proxy to target with the given
 // Proxy-Authorization values, one CONNECT per value on the same connection
 // while the proxy answers 407; it returns the last status and challenge.
-// This client is independent of internal/transport, the code under test.
+// This client is independent of internal/platform/transport, the code under test.
 func connect(t *testing.T, proxy, target string, authz func(challenge string) string) (status int, conn net.Conn) {
 	t.Helper()
 	c, err := net.DialTimeout("tcp", proxy, 5*time.Second)

@@ -14,7 +14,7 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
-	"github.com/presencebridge/presencebridge/internal/fileperm"
+	"github.com/presencebridge/presencebridge/internal/platform/fileperm"
 )
 
 // Buckets of the state file. Each belongs to one package, which owns its keys and

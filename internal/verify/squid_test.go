@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/presencebridge/presencebridge/internal/graphsim"
-	"github.com/presencebridge/presencebridge/internal/secret"
+	"github.com/presencebridge/presencebridge/internal/platform/secret"
 	"github.com/presencebridge/presencebridge/internal/squid"
 )
 

@@ -22,10 +22,10 @@ import (
 	"github.com/presencebridge/presencebridge/internal/config"
 	"github.com/presencebridge/presencebridge/internal/pbx/cti"
 	"github.com/presencebridge/presencebridge/internal/pbx/sip"
+	"github.com/presencebridge/presencebridge/internal/platform/transport"
 	"github.com/presencebridge/presencebridge/internal/store"
 	"github.com/presencebridge/presencebridge/internal/teams/auth"
 	"github.com/presencebridge/presencebridge/internal/teams/graph"
-	"github.com/presencebridge/presencebridge/internal/transport"
 	"github.com/presencebridge/presencebridge/internal/users"
 )
 

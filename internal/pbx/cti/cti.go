@@ -46,9 +46,9 @@ import (
 	"time"
 
 	"github.com/presencebridge/presencebridge/internal/delivery"
-	"github.com/presencebridge/presencebridge/internal/redact"
-	"github.com/presencebridge/presencebridge/internal/secret"
-	"github.com/presencebridge/presencebridge/internal/transport"
+	"github.com/presencebridge/presencebridge/internal/platform/redact"
+	"github.com/presencebridge/presencebridge/internal/platform/secret"
+	"github.com/presencebridge/presencebridge/internal/platform/transport"
 )
 
 // Settings are the [HTTP] section: where and how the documents go.

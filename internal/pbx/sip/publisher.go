@@ -26,11 +26,11 @@ import (
 	"github.com/emiago/sipgo/sip"
 	"golang.org/x/time/rate"
 
-	"github.com/presencebridge/presencebridge/internal/clock"
 	"github.com/presencebridge/presencebridge/internal/delivery"
+	"github.com/presencebridge/presencebridge/internal/platform/clock"
+	"github.com/presencebridge/presencebridge/internal/platform/secret"
+	"github.com/presencebridge/presencebridge/internal/platform/transport"
 	"github.com/presencebridge/presencebridge/internal/presence"
-	"github.com/presencebridge/presencebridge/internal/secret"
-	"github.com/presencebridge/presencebridge/internal/transport"
 	"github.com/presencebridge/presencebridge/internal/users"
 )
 

@@ -14,8 +14,8 @@ import (
 	"github.com/emiago/sipgo/sip"
 
 	"github.com/presencebridge/presencebridge/internal/delivery"
+	"github.com/presencebridge/presencebridge/internal/platform/secret"
 	"github.com/presencebridge/presencebridge/internal/presence"
-	"github.com/presencebridge/presencebridge/internal/secret"
 	"github.com/presencebridge/presencebridge/internal/users"
 )
 

@@ -9,8 +9,8 @@ import (
 
 	"github.com/emiago/sipgo/sip"
 
-	"github.com/presencebridge/presencebridge/internal/backoff"
 	"github.com/presencebridge/presencebridge/internal/delivery"
+	"github.com/presencebridge/presencebridge/internal/platform/backoff"
 )
 
 // How often Run looks at the publications at least and at most, and how long it

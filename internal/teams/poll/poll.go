@@ -11,8 +11,8 @@ import (
 	"sync"
 	"time"
 
-	"github.com/presencebridge/presencebridge/internal/backoff"
-	"github.com/presencebridge/presencebridge/internal/clock"
+	"github.com/presencebridge/presencebridge/internal/platform/backoff"
+	"github.com/presencebridge/presencebridge/internal/platform/clock"
 	"github.com/presencebridge/presencebridge/internal/presence"
 	"github.com/presencebridge/presencebridge/internal/store"
 	"github.com/presencebridge/presencebridge/internal/teams/budget"

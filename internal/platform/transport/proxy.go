@@ -13,7 +13,7 @@ import (
 	"golang.org/x/net/http/httpproxy"
 	"golang.org/x/net/proxy"
 
-	"github.com/presencebridge/presencebridge/internal/redact"
+	"github.com/presencebridge/presencebridge/internal/platform/redact"
 )
 
 // allowedProxyForms is appended to every proxy URL error.

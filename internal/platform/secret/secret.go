@@ -20,7 +20,7 @@ import (
 	"path/filepath"
 	"strings"
 
-	"github.com/presencebridge/presencebridge/internal/fileperm"
+	"github.com/presencebridge/presencebridge/internal/platform/fileperm"
 )
 
 // Prefix marks an encrypted value.
