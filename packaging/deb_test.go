@@ -12,7 +12,7 @@ import (
 	"syscall"
 	"testing"
 
-	"github.com/presencebridge/presencebridge/internal/wine"
+	"github.com/presencebridge/presencebridge/internal/testkit/wine"
 )
 
 // require skips the test when tool is missing, but fails it under CI (CI=true),

@@ -20,7 +20,7 @@ import (
 	"unicode/utf16"
 
 	"github.com/presencebridge/presencebridge/internal/pbx/cti"
-	"github.com/presencebridge/presencebridge/internal/wine"
+	"github.com/presencebridge/presencebridge/internal/testkit/wine"
 )
 
 // The Windows side, executed: the MSI installed, upgraded and removed by Wine's

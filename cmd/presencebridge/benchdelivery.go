@@ -15,11 +15,11 @@ import (
 
 	"github.com/presencebridge/presencebridge/internal/compose"
 	"github.com/presencebridge/presencebridge/internal/delivery"
-	"github.com/presencebridge/presencebridge/internal/kamailio"
 	"github.com/presencebridge/presencebridge/internal/pbx/cti"
 	"github.com/presencebridge/presencebridge/internal/pbx/sip"
 	"github.com/presencebridge/presencebridge/internal/platform/clock"
 	"github.com/presencebridge/presencebridge/internal/presence"
+	"github.com/presencebridge/presencebridge/internal/sim/kamailio"
 	"github.com/presencebridge/presencebridge/internal/store"
 	"github.com/presencebridge/presencebridge/internal/teams/poll"
 	"github.com/presencebridge/presencebridge/internal/users"

@@ -21,8 +21,8 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/presencebridge/presencebridge/internal/delivery"
-	"github.com/presencebridge/presencebridge/internal/graphsim"
 	"github.com/presencebridge/presencebridge/internal/pbx/cti"
+	"github.com/presencebridge/presencebridge/internal/sim/graphsim"
 )
 
 // crashSeedEnv replays the random kill times and presence changes of a failed run

@@ -12,9 +12,9 @@ import (
 	"sync"
 	"time"
 
-	"github.com/presencebridge/presencebridge/internal/graphsim"
-	"github.com/presencebridge/presencebridge/internal/kamailio"
 	"github.com/presencebridge/presencebridge/internal/pbx/cti"
+	"github.com/presencebridge/presencebridge/internal/sim/graphsim"
+	"github.com/presencebridge/presencebridge/internal/sim/kamailio"
 )
 
 // pbxSide is what `simulate --pbx` runs next to the simulated tenant: an HTTP CTI

@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/presencebridge/presencebridge/internal/squid"
+	"github.com/presencebridge/presencebridge/internal/testkit/squid"
 )
 
 // An engineer's path to an NTLM proxy: `config set` writes [Proxy] Username

@@ -12,7 +12,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/presencebridge/presencebridge/internal/graphsim"
+	"github.com/presencebridge/presencebridge/internal/sim/graphsim"
 )
 
 // simReady is the line `simulate` prints on stdout once it is listening, for scripts

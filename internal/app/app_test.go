@@ -10,8 +10,8 @@ import (
 	"time"
 
 	"github.com/presencebridge/presencebridge/internal/config"
-	"github.com/presencebridge/presencebridge/internal/graphsim"
 	"github.com/presencebridge/presencebridge/internal/presence"
+	"github.com/presencebridge/presencebridge/internal/sim/graphsim"
 	"github.com/presencebridge/presencebridge/internal/store"
 	"github.com/presencebridge/presencebridge/internal/teams/auth"
 	"github.com/presencebridge/presencebridge/internal/teams/poll"

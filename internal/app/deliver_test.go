@@ -16,9 +16,9 @@ import (
 	"time"
 
 	"github.com/presencebridge/presencebridge/internal/config"
-	"github.com/presencebridge/presencebridge/internal/graphsim"
-	"github.com/presencebridge/presencebridge/internal/kamailio"
 	"github.com/presencebridge/presencebridge/internal/pbx/cti"
+	"github.com/presencebridge/presencebridge/internal/sim/graphsim"
+	"github.com/presencebridge/presencebridge/internal/sim/kamailio"
 	"github.com/presencebridge/presencebridge/internal/testkit"
 )
 

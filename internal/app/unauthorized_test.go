@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/presencebridge/presencebridge/internal/graphsim"
+	"github.com/presencebridge/presencebridge/internal/sim/graphsim"
 	"github.com/presencebridge/presencebridge/internal/teams/auth"
 )
 

@@ -14,8 +14,8 @@ import (
 
 	"github.com/presencebridge/presencebridge/internal/config"
 	"github.com/presencebridge/presencebridge/internal/delivery"
-	"github.com/presencebridge/presencebridge/internal/graphsim"
 	pushcti "github.com/presencebridge/presencebridge/internal/pbx/cti"
+	"github.com/presencebridge/presencebridge/internal/sim/graphsim"
 	"github.com/presencebridge/presencebridge/internal/store"
 	"github.com/presencebridge/presencebridge/internal/teams/auth"
 	"github.com/presencebridge/presencebridge/internal/testkit"

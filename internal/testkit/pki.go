@@ -3,7 +3,7 @@ package testkit
 import (
 	"testing"
 
-	"github.com/presencebridge/presencebridge/internal/pki"
+	"github.com/presencebridge/presencebridge/internal/sim/pki"
 )
 
 // NewCA returns a CA made for one test (pki.NewCA), or ends t.

@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/presencebridge/presencebridge/internal/config"
-	"github.com/presencebridge/presencebridge/internal/graphsim"
+	"github.com/presencebridge/presencebridge/internal/sim/graphsim"
 	"github.com/presencebridge/presencebridge/internal/users"
 )
 

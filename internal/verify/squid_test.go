@@ -9,9 +9,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/presencebridge/presencebridge/internal/graphsim"
 	"github.com/presencebridge/presencebridge/internal/platform/secret"
-	"github.com/presencebridge/presencebridge/internal/squid"
+	"github.com/presencebridge/presencebridge/internal/sim/graphsim"
+	"github.com/presencebridge/presencebridge/internal/testkit/squid"
 )
 
 // The product's path through a real Squid: Presence.ini with the proxy keys,

@@ -12,8 +12,8 @@ import (
 	"time"
 
 	"github.com/presencebridge/presencebridge/internal/delivery"
-	"github.com/presencebridge/presencebridge/internal/graphsim"
 	"github.com/presencebridge/presencebridge/internal/platform/secret"
+	"github.com/presencebridge/presencebridge/internal/sim/graphsim"
 	"github.com/presencebridge/presencebridge/internal/store"
 	"github.com/presencebridge/presencebridge/internal/testkit"
 	"github.com/presencebridge/presencebridge/internal/users"

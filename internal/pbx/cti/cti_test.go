@@ -22,10 +22,10 @@ import (
 	"time"
 
 	"github.com/presencebridge/presencebridge/internal/delivery"
-	"github.com/presencebridge/presencebridge/internal/pki"
 	"github.com/presencebridge/presencebridge/internal/platform/clock"
 	"github.com/presencebridge/presencebridge/internal/platform/secret"
 	"github.com/presencebridge/presencebridge/internal/presence"
+	"github.com/presencebridge/presencebridge/internal/sim/pki"
 	"github.com/presencebridge/presencebridge/internal/store"
 	"github.com/presencebridge/presencebridge/internal/testkit"
 	"github.com/presencebridge/presencebridge/internal/users"

@@ -18,8 +18,8 @@ import (
 	"github.com/emiago/sipgo"
 	"github.com/emiago/sipgo/sip"
 
-	"github.com/presencebridge/presencebridge/internal/pki"
 	"github.com/presencebridge/presencebridge/internal/platform/clock"
+	"github.com/presencebridge/presencebridge/internal/sim/pki"
 	"github.com/presencebridge/presencebridge/internal/testkit"
 )
 

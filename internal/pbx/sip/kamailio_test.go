@@ -11,15 +11,15 @@ import (
 	"time"
 
 	"github.com/presencebridge/presencebridge/internal/delivery"
-	"github.com/presencebridge/presencebridge/internal/kamailio"
 	"github.com/presencebridge/presencebridge/internal/platform/clock"
 	"github.com/presencebridge/presencebridge/internal/presence"
+	"github.com/presencebridge/presencebridge/internal/sim/kamailio"
 	"github.com/presencebridge/presencebridge/internal/store"
 	"github.com/presencebridge/presencebridge/internal/testkit"
 )
 
 // Integration tests against a real Kamailio presence server (Debian's kamailio
-// and kamailio-presence-modules), watched by internal/kamailio's own subscriber.
+// and kamailio-presence-modules), watched by internal/sim/kamailio's own subscriber.
 // Without Kamailio they skip, unless CI=true.
 
 func startKamailio(t testing.TB, o kamailio.Options) *kamailio.Server {

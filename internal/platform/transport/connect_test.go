@@ -17,7 +17,7 @@ import (
 )
 
 // The CONNECT handshakes against the fake proxy of servers_test.go, which
-// can be made to misbehave on cue; internal/squid's real Squid runs them in
+// can be made to misbehave on cue; internal/testkit/squid's real Squid runs them in
 // squid_test.go.
 func TestHTTPProxyNTLM(t *testing.T) {
 	ca := newTestCA(t)

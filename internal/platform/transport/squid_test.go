@@ -11,9 +11,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/presencebridge/presencebridge/internal/pki"
-	"github.com/presencebridge/presencebridge/internal/squid"
+	"github.com/presencebridge/presencebridge/internal/sim/pki"
 	"github.com/presencebridge/presencebridge/internal/testkit"
+	"github.com/presencebridge/presencebridge/internal/testkit/squid"
 )
 
 // The password of the Basic tests holds everything a proxy URL makes hard: a

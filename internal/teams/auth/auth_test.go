@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/presencebridge/presencebridge/internal/graphsim"
+	"github.com/presencebridge/presencebridge/internal/sim/graphsim"
 	"github.com/presencebridge/presencebridge/internal/store"
 	"github.com/presencebridge/presencebridge/internal/testkit"
 )

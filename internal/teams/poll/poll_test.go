@@ -15,9 +15,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/presencebridge/presencebridge/internal/graphsim"
 	"github.com/presencebridge/presencebridge/internal/platform/clock"
 	"github.com/presencebridge/presencebridge/internal/presence"
+	"github.com/presencebridge/presencebridge/internal/sim/graphsim"
 	"github.com/presencebridge/presencebridge/internal/store"
 	"github.com/presencebridge/presencebridge/internal/teams/budget"
 	"github.com/presencebridge/presencebridge/internal/teams/graph"

@@ -24,7 +24,7 @@ import (
 	"text/template"
 	"time"
 
-	"github.com/presencebridge/presencebridge/internal/pki"
+	"github.com/presencebridge/presencebridge/internal/sim/pki"
 )
 
 //go:embed kamailio.cfg.tmpl

@@ -11,8 +11,8 @@ import (
 	"github.com/AzureAD/microsoft-authentication-library-for-go/apps/confidential"
 	"github.com/AzureAD/microsoft-authentication-library-for-go/apps/public"
 
-	"github.com/presencebridge/presencebridge/internal/graphsim"
-	"github.com/presencebridge/presencebridge/internal/pki"
+	"github.com/presencebridge/presencebridge/internal/sim/graphsim"
+	"github.com/presencebridge/presencebridge/internal/sim/pki"
 	"github.com/presencebridge/presencebridge/internal/testkit"
 )
 

@@ -6,7 +6,7 @@
  * bcryptprimitives.dll (Windows 10 and later); Wine 8 has no such DLL, so any Go
  * program dies before main ("bcryptprimitives.dll not found"). This one exports
  * ProcessPrng on top of RtlGenRandom (SystemFunction036 in advapi32), which Wine
- * has. The harness in internal/wine builds it with Debian's x86_64-w64-mingw32-gcc
+ * has. The harness in internal/testkit/wine builds it with Debian's x86_64-w64-mingw32-gcc
  * and copies it into the test prefix's system32.
  *
  * ProcessPrng: BOOL WINAPI ProcessPrng(PBYTE pbData, SIZE_T cbData); always TRUE

@@ -4,7 +4,7 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/presencebridge/presencebridge/internal/pki"
+	"github.com/presencebridge/presencebridge/internal/sim/pki"
 )
 
 // writeBumpCA makes the CA Squid signs its inspection certificates with:

@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/presencebridge/presencebridge/internal/graphsim"
+	"github.com/presencebridge/presencebridge/internal/sim/graphsim"
 )
 
 func TestGraphRequiresToken(t *testing.T) {

@@ -10,8 +10,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/presencebridge/presencebridge/internal/graphsim"
 	"github.com/presencebridge/presencebridge/internal/platform/clock"
+	"github.com/presencebridge/presencebridge/internal/sim/graphsim"
 )
 
 var t0 = time.Date(2026, 3, 2, 9, 0, 0, 0, time.UTC)

@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/presencebridge/presencebridge/internal/graphsim"
+	"github.com/presencebridge/presencebridge/internal/sim/graphsim"
 )
 
 // benchTenant is a 50,000-user tenant with a busy engine and no throttle, and the

@@ -7,7 +7,7 @@ import (
 	"net"
 	"time"
 
-	"github.com/presencebridge/presencebridge/internal/pki"
+	"github.com/presencebridge/presencebridge/internal/sim/pki"
 )
 
 // serverTLS is the in-memory PKI of one simulated tenant: a throwaway CA and a

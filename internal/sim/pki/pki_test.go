@@ -15,7 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/presencebridge/presencebridge/internal/pki"
+	"github.com/presencebridge/presencebridge/internal/sim/pki"
 	"github.com/presencebridge/presencebridge/internal/testkit"
 )
 

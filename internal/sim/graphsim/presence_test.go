@@ -7,8 +7,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/presencebridge/presencebridge/internal/graphsim"
 	"github.com/presencebridge/presencebridge/internal/platform/clock"
+	"github.com/presencebridge/presencebridge/internal/sim/graphsim"
 )
 
 func TestSetPresenceAndChanges(t *testing.T) {

@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/presencebridge/presencebridge/internal/graphsim"
+	"github.com/presencebridge/presencebridge/internal/sim/graphsim"
 )
 
 func TestOpenIDConfiguration(t *testing.T) {
