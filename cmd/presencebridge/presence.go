@@ -5,7 +5,7 @@ import (
 	"fmt"
 
 	"github.com/presencebridge/presencebridge/internal/app"
-	"github.com/presencebridge/presencebridge/internal/control"
+	"github.com/presencebridge/presencebridge/internal/app/control"
 )
 
 func cmdPresence(g globals, args []string) int {

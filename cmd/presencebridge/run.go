@@ -13,8 +13,8 @@ import (
 	"syscall"
 
 	"github.com/presencebridge/presencebridge/internal/app"
+	"github.com/presencebridge/presencebridge/internal/app/control"
 	"github.com/presencebridge/presencebridge/internal/config"
-	"github.com/presencebridge/presencebridge/internal/control"
 	"github.com/presencebridge/presencebridge/internal/platform/svclog"
 	"github.com/presencebridge/presencebridge/internal/store"
 )

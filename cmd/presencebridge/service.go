@@ -12,8 +12,8 @@ import (
 	"github.com/kardianos/service"
 
 	"github.com/presencebridge/presencebridge/internal/app"
+	"github.com/presencebridge/presencebridge/internal/app/control"
 	"github.com/presencebridge/presencebridge/internal/config"
-	"github.com/presencebridge/presencebridge/internal/control"
 	"github.com/presencebridge/presencebridge/packaging"
 )
 

@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/presencebridge/presencebridge/internal/app"
-	"github.com/presencebridge/presencebridge/internal/control"
+	"github.com/presencebridge/presencebridge/internal/app/control"
 )
 
 func cmdStatus(g globals, args []string) int {

@@ -7,8 +7,8 @@ import (
 	"time"
 
 	"github.com/presencebridge/presencebridge/internal/app"
+	"github.com/presencebridge/presencebridge/internal/app/control"
 	"github.com/presencebridge/presencebridge/internal/compose"
-	"github.com/presencebridge/presencebridge/internal/control"
 )
 
 func cmdSyncAll(g globals, args []string) int {

@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/presencebridge/presencebridge/internal/app"
-	"github.com/presencebridge/presencebridge/internal/control"
+	"github.com/presencebridge/presencebridge/internal/app/control"
 	"github.com/presencebridge/presencebridge/internal/store"
 )
 

@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/presencebridge/presencebridge/internal/verify"
+	"github.com/presencebridge/presencebridge/internal/app/verify"
 )
 
 func cmdVerify(g globals, args []string) int {

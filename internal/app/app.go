@@ -16,9 +16,9 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/presencebridge/presencebridge/internal/app/control"
 	"github.com/presencebridge/presencebridge/internal/compose"
 	"github.com/presencebridge/presencebridge/internal/config"
-	"github.com/presencebridge/presencebridge/internal/control"
 	"github.com/presencebridge/presencebridge/internal/delivery"
 	"github.com/presencebridge/presencebridge/internal/platform/clock"
 	"github.com/presencebridge/presencebridge/internal/platform/transport"

@@ -8,8 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/presencebridge/presencebridge/internal/app/control"
 	"github.com/presencebridge/presencebridge/internal/config"
-	"github.com/presencebridge/presencebridge/internal/control"
 	"github.com/presencebridge/presencebridge/internal/testkit"
 )
 
