@@ -8,8 +8,8 @@ import (
 	"strings"
 	"unicode/utf8"
 
-	"github.com/presencebridge/presencebridge/internal/config/textfile"
 	"github.com/presencebridge/presencebridge/internal/platform/secret"
+	"github.com/presencebridge/presencebridge/internal/platform/textfile"
 )
 
 // Setting is one key to set: Key is "Section.Key" ("Account.main.TenantID",

@@ -11,7 +11,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/presencebridge/presencebridge/internal/config/textfile"
+	"github.com/presencebridge/presencebridge/internal/platform/textfile"
 )
 
 // The fuzz targets load Presence.ini texts as a field engineer's editor leaves

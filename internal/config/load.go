@@ -9,7 +9,7 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/presencebridge/presencebridge/internal/config/textfile"
+	"github.com/presencebridge/presencebridge/internal/platform/textfile"
 )
 
 // Load reads, parses and validates the Presence.ini at path. Relative paths in it are

@@ -10,7 +10,7 @@ import (
 	"unicode"
 	"unicode/utf16"
 
-	"github.com/presencebridge/presencebridge/internal/config/textfile"
+	"github.com/presencebridge/presencebridge/internal/platform/textfile"
 )
 
 // The fuzz target reads users files as PBX exports and spreadsheets leave them.

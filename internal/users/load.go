@@ -13,7 +13,7 @@ import (
 	"unicode"
 	"unicode/utf8"
 
-	"github.com/presencebridge/presencebridge/internal/config/textfile"
+	"github.com/presencebridge/presencebridge/internal/platform/textfile"
 )
 
 // maxFileSize bounds what Parse reads: 50,000 users take a few MB.
