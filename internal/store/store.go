@@ -1,6 +1,9 @@
-// Package store keeps presencebridge's state in one bbolt file: the MSAL token cache,
-// resolved user ids and the last presence of every user. It survives restarts and
-// is readable by the service account only (0600 file in a 0700 directory).
+// Package store is presencebridge's state file: one bbolt file that survives
+// restarts, readable by the service account only (0600 file in a 0700 directory).
+// Each bucket belongs to one package (the Bucket constants name it), which keeps
+// its records in the compact, versioned Record encoding; store opens, locks and
+// versions the file and rewrites it for an upgrade (Rewrite), without knowing what
+// the records hold.
 package store
 
 import (
