@@ -21,10 +21,12 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"syscall"
 	"text/template"
 	"time"
 
 	"github.com/presencebridge/presencebridge/internal/sim/pki"
+	"github.com/presencebridge/presencebridge/internal/sim/procgroup"
 )
 
 //go:embed kamailio.cfg.tmpl
@@ -81,7 +83,7 @@ const installHint = "apt-get install -y kamailio kamailio-presence-modules kamai
 
 // Find returns the kamailio binary's path, from PATH or /usr/sbin.
 func Find() (string, error) {
-	if !supported {
+	if !procgroup.Supported {
 		return "", errors.New("the Kamailio test server runs on Linux only")
 	}
 	candidates := []string{"kamailio", "/usr/sbin/kamailio", "/usr/local/sbin/kamailio"}
@@ -221,7 +223,7 @@ func launch(ctx context.Context, bin string, o Options, dbDir string, ports []in
 	}
 	s.cmd = exec.Command(bin, "-f", cfgPath, "-DD", "-E", "-m", "256", "-M", "16", "-Y", o.Dir, "-w", o.Dir)
 	s.cmd.Stdout, s.cmd.Stderr = s.logFile, s.logFile
-	s.cmd.SysProcAttr = sysProcAttr()
+	s.cmd.SysProcAttr = procgroup.Attr(syscall.SIGTERM) // Kamailio signals its whole group on SIGTERM: not ours
 	start := time.Now()
 	if err := s.cmd.Start(); err != nil {
 		s.logFile.Close()
@@ -275,16 +277,16 @@ func (s *Server) waitReady(ctx context.Context, limit time.Duration) error {
 func (s *Server) Stop() error {
 	s.stopOnce.Do(func() {
 		pid := s.cmd.Process.Pid
-		terminate(s.cmd.Process)
+		_ = s.cmd.Process.Signal(syscall.SIGTERM)
 		select {
 		case <-s.done:
 		case <-time.After(5 * time.Second):
 			s.log.Warn("Kamailio ignored SIGTERM for 5 s, killing it", "pid", pid)
-			killGroup(pid)
+			procgroup.Kill(pid)
 			<-s.done
 		}
 		// Workers left behind in its group (there should be none) go too.
-		killGroup(pid)
+		procgroup.Kill(pid)
 		s.logFile.Close()
 		s.log.Info("Kamailio stopped", "udp", s.UDP)
 	})

@@ -25,10 +25,12 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"text/template"
 	"time"
 
+	"github.com/presencebridge/presencebridge/internal/sim/procgroup"
 	"github.com/presencebridge/presencebridge/internal/testkit"
 )
 
@@ -94,7 +96,7 @@ const installHint = "apt-get install -y squid-openssl"
 // Find returns the squid binary's path, from PATH or /usr/sbin, and checks
 // that the helpers the modes need are installed beside it.
 func Find() (string, error) {
-	if !supported {
+	if !procgroup.Supported {
 		return "", errors.New("the Squid test proxy runs on Linux only")
 	}
 	candidates := []string{"squid", "/usr/sbin/squid"}
@@ -285,7 +287,7 @@ func launch(ctx context.Context, bin, dir, runAs string, o Options) (*Server, er
 	s.cmd = exec.Command(bin, "-N", "-n", s.service, "-f", confPath)
 	s.cmd.Dir = dir
 	s.cmd.Stdout, s.cmd.Stderr = s.out, s.out
-	s.cmd.SysProcAttr = sysProcAttr()
+	s.cmd.SysProcAttr = procgroup.Attr(syscall.SIGKILL)
 	begin := time.Now()
 	if err := s.cmd.Start(); err != nil {
 		s.out.Close()
@@ -337,8 +339,8 @@ func (s *Server) Stop() error {
 
 func (s *Server) stop(removeDir bool) {
 	s.stopOnce.Do(func() {
-		killGroup(s.cmd.Process.Pid)
-		terminate(s.cmd.Process) // where there are no process groups
+		procgroup.Kill(s.cmd.Process.Pid)
+		_ = s.cmd.Process.Kill() // where there are no process groups
 		<-s.done
 		s.out.Close()
 		shm, _ := filepath.Glob("/dev/shm/" + s.service + "-*")

@@ -1,0 +1,47 @@
+//go:build linux
+
+package procgroup
+
+import (
+	"os/exec"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// A child that forks a grandchild is started in its own group; Kill ends both,
+// and the test's own group is untouched (the test survives).
+func TestKillEndsTheGroup(t *testing.T) {
+	cmd := exec.Command("sh", "-c", "sleep 60 & echo $!; wait")
+	cmd.SysProcAttr = Attr(syscall.SIGKILL)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	var grandchild int
+	buf := make([]byte, 32)
+	n, _ := out.Read(buf)
+	for _, c := range buf[:n] {
+		if c >= '0' && c <= '9' {
+			grandchild = grandchild*10 + int(c-'0')
+		}
+	}
+	if grandchild == 0 {
+		t.Fatalf("no grandchild PID in %q", buf[:n])
+	}
+	if pgid, _ := syscall.Getpgid(cmd.Process.Pid); pgid != cmd.Process.Pid {
+		t.Errorf("child's process group = %d, want its own (%d)", pgid, cmd.Process.Pid)
+	}
+	Kill(cmd.Process.Pid)
+	_ = cmd.Wait()
+	deadline := time.Now().Add(5 * time.Second)
+	for syscall.Kill(grandchild, 0) == nil {
+		if time.Now().After(deadline) {
+			t.Fatalf("grandchild %d still runs after Kill", grandchild)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
