@@ -22,6 +22,7 @@ import (
 	"github.com/presencebridge/presencebridge/internal/app"
 	"github.com/presencebridge/presencebridge/internal/config"
 	"github.com/presencebridge/presencebridge/internal/presence"
+	"github.com/presencebridge/presencebridge/internal/sim/simulate"
 	"github.com/presencebridge/presencebridge/internal/teams/poll"
 )
 
@@ -74,7 +75,7 @@ func cmdBench(g globals, args []string) int {
 		return fail(fmt.Errorf("simulated tenant did not start: %w", err))
 	}
 	go io.Copy(io.Discard, br) // the CTI receiver prints what arrives
-	var ready simReady
+	var ready simulate.Ready
 	if err := json.Unmarshal([]byte(line), &ready); err != nil {
 		return fail(err)
 	}
@@ -188,7 +189,7 @@ func heapMiB() float64 {
 	return float64(m.HeapInuse) / (1 << 20)
 }
 
-func fetchSimStats(r simReady) string {
+func fetchSimStats(r simulate.Ready) string {
 	pem, err := os.ReadFile(r.CAFile)
 	if err != nil {
 		return "n/a"
