@@ -4,12 +4,17 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/presencebridge/presencebridge/internal/sim/bench"
 	"github.com/presencebridge/presencebridge/internal/sim/simulate"
 )
 
 // The simulator's commands live in internal/sim; these wire them in.
 func cmdSimulate(g globals, args []string) int {
 	return simExit(g, "simulate", simulate.Main(args, g.stdout, g.stderr))
+}
+
+func cmdBench(g globals, args []string) int {
+	return simExit(g, bench.Command(args), bench.Main(args, g.stdout, g.stderr))
 }
 
 // simExit prints the error of a command of internal/sim as "presencebridge <name>:
