@@ -24,6 +24,7 @@ import (
 	"github.com/presencebridge/presencebridge/internal/pbx/cti"
 	"github.com/presencebridge/presencebridge/internal/sim/graphsim"
 	"github.com/presencebridge/presencebridge/internal/sim/simulate"
+	"github.com/presencebridge/presencebridge/internal/sim/simulate/simconfig"
 )
 
 // crashSeedEnv replays the random kill times and presence changes of a failed run
@@ -95,7 +96,7 @@ func crashConfig(t *testing.T, sim *graphsim.Server, ctiURL string) string {
 	o.Interval, o.ResolveRate = time.Second, 50
 	o.MetricsAddr, o.HTTPURL = "off", ctiURL
 	o.Extra = "[Delivery]\nRetryMin = 100ms\nRetryMax = 1s\n"
-	path, err := simulate.WriteConfig(sim, o)
+	path, err := simconfig.Write(sim, o)
 	if err != nil {
 		t.Fatal(err)
 	}

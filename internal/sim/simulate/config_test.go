@@ -11,10 +11,11 @@ import (
 	"github.com/presencebridge/presencebridge/internal/config"
 	"github.com/presencebridge/presencebridge/internal/sim/graphsim"
 	"github.com/presencebridge/presencebridge/internal/sim/simulate"
+	"github.com/presencebridge/presencebridge/internal/sim/simulate/simconfig"
 	"github.com/presencebridge/presencebridge/internal/testkit"
 )
 
-// What `simulate --write-config` writes (CommandConfig) loads as the product loads
+// What `simulate --write-config` writes (CommandConfig, simconfig.Write) loads as the product loads
 // it: the legacy keys, the files spelled out beside it, the control endpoint, a
 // device-code account "demo", [Polling], the targets and the sections after them.
 func TestWriteCommandConfig(t *testing.T) {
@@ -24,7 +25,7 @@ func TestWriteCommandConfig(t *testing.T) {
 	o.Interval, o.ResolveRate = 2*time.Second, 40
 	o.HTTPURL, o.SIPServer = "http://127.0.0.1:1/presence", "127.0.0.1:2"
 	o.Extra = "[Delivery]\nRetryMin = 100ms"
-	path, err := simulate.WriteConfig(sim, o)
+	path, err := simconfig.Write(sim, o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -69,7 +70,7 @@ func TestWriteCommandConfig(t *testing.T) {
 	}
 
 	o.Auth = "password"
-	if _, err := simulate.WriteConfig(sim, o); err == nil || !strings.Contains(err.Error(), `Auth "password": use secret or devicecode`) {
+	if _, err := simconfig.Write(sim, o); err == nil || !strings.Contains(err.Error(), `Auth "password": use secret or devicecode`) {
 		t.Errorf("Auth password: %v, want an error naming the value and the choices", err)
 	}
 }

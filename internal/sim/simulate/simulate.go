@@ -2,8 +2,8 @@
 // tenant (graphsim: login and Graph over HTTPS on loopback) and, on request, a
 // simulated PBX side (an HTTP CTI receiver and a real Kamailio) that prints what
 // arrives with its latency from the Teams change. It also writes the Presence.ini,
-// users.csv and CA file that point presencebridge at such a tenant (WriteConfig),
-// for people (`simulate --write-config`) and for tests alike.
+// users.csv and CA file that point presencebridge at such a tenant, with the
+// writer in simconfig that tests use too.
 //
 // It ships in the binary because `make demo` and `presencebridge bench` need it.
 package simulate
@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/presencebridge/presencebridge/internal/sim/graphsim"
+	"github.com/presencebridge/presencebridge/internal/sim/simulate/simconfig"
 )
 
 // Ready is the line `simulate` prints on stdout, as JSON, once it is listening, for
@@ -45,6 +46,23 @@ type UsageError struct {
 
 func (e *UsageError) Error() string { return e.Err.Error() }
 func (e *UsageError) Unwrap() error { return e.Err }
+
+// CommandConfig is what `presencebridge simulate --write-config dir` writes with its
+// default flags: the legacy keys, the control endpoint on a free loopback port, a
+// device-code account "demo", a 5 s poll interval and 10 resolves per second.
+func CommandConfig(dir string) simconfig.Options {
+	return simconfig.Options{
+		Dir:               dir,
+		Comment:           `Written by "presencebridge simulate" for its simulated tenant.`,
+		WinningTechnology: "MSTeams",
+		ControlAddr:       "127.0.0.1:0",
+		NameFiles:         true,
+		Interval:          5 * time.Second,
+		ResolveRate:       10,
+		AccountID:         "demo",
+		Auth:              simconfig.AuthDeviceCode,
+	}
+}
 
 // Main runs `presencebridge simulate` with args (what follows the command's name)
 // until SIGINT or SIGTERM. Bad arguments return a *UsageError; other errors are
@@ -80,8 +98,8 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err := fs.Parse(args); err != nil {
 		return &UsageError{Err: err, Printed: true}
 	}
-	if written.Auth != AuthDeviceCode && written.Auth != AuthSecret {
-		return &UsageError{Err: fmt.Errorf("--auth %q: use %s or %s", written.Auth, AuthDeviceCode, AuthSecret)}
+	if written.Auth != simconfig.AuthDeviceCode && written.Auth != simconfig.AuthSecret {
+		return &UsageError{Err: fmt.Errorf("--auth %q: use %s or %s", written.Auth, simconfig.AuthDeviceCode, simconfig.AuthSecret)}
 	}
 	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	sim, err := graphsim.New(graphsim.Options{
@@ -111,7 +129,7 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 		defer os.RemoveAll(caDir)
 	}
-	ready.CAFile = filepath.Join(caDir, caFileName)
+	ready.CAFile = filepath.Join(caDir, simconfig.CAFileName)
 	if err := os.MkdirAll(caDir, 0o755); err != nil {
 		return err
 	}
@@ -137,7 +155,7 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		if pbx.kam != nil {
 			written.SIPServer = pbx.kam.UDP
 		}
-		path, err := WriteConfig(sim, written)
+		path, err := simconfig.Write(sim, written)
 		if err != nil {
 			return err
 		}

@@ -1,4 +1,9 @@
-package simulate
+// Package simconfig writes the Presence.ini, users.csv and CA file that point
+// presencebridge at a simulated tenant (graphsim): the one writer behind
+// `presencebridge simulate --write-config` and the tests' testkit.WriteSimConfig.
+// It needs nothing but graphsim, so test harnesses can import it without pulling
+// in what the simulate command runs (the CTI receiver, Kamailio).
+package simconfig
 
 import (
 	"fmt"
@@ -10,15 +15,17 @@ import (
 	"github.com/presencebridge/presencebridge/internal/sim/graphsim"
 )
 
-// The files WriteConfig writes into ConfigOptions.Dir.
+// CAFileName is the tenant's CA certificate as Write writes it into Options.Dir,
+// beside Presence.ini and users.csv.
+const CAFileName = "sim-ca.pem"
+
 const (
 	configFileName = "Presence.ini"
 	usersFileName  = "users.csv"
-	caFileName     = "sim-ca.pem"
-	stateFileName  = "presencebridge.db" // named when ConfigOptions.NameFiles
+	stateFileName  = "presencebridge.db" // named when Options.NameFiles
 )
 
-// The sign-ins of the account WriteConfig writes by default (ConfigOptions.Auth).
+// The sign-ins of the account Write writes by default (Options.Auth).
 const (
 	AuthSecret     = "secret"     // client credentials: the tenant's daemon app and its secret
 	AuthDeviceCode = "devicecode" // a service account through the tenant's public app
@@ -27,10 +34,10 @@ const (
 // deviceCodeUsername is the service account a device-code account signs in as.
 const deviceCodeUsername = "presence.svc@contoso.example"
 
-// ConfigOptions is what WriteConfig writes besides what the tenant itself gives
+// Options is what Write writes besides what the tenant itself gives
 // (its URLs, its tenant id, its CA and its users). Empty fields are left out, so
 // the product's defaults apply, unless said otherwise.
-type ConfigOptions struct {
+type Options struct {
 	// Dir is the folder for Presence.ini, users.csv and sim-ca.pem; it must exist.
 	Dir string
 	// Comment, when set, is the first line ("; " + Comment).
@@ -47,7 +54,7 @@ type ConfigOptions struct {
 	Interval    time.Duration
 	ResolveRate float64
 	// Accounts are the [Account.*] sections, written as given. When empty,
-	// WriteConfig writes one account, [Account.<AccountID>] (default "main"), for
+	// Write writes one account, [Account.<AccountID>] (default "main"), for
 	// the tenant that signs in as Auth says: AuthSecret (the default) as the
 	// daemon app with ClientSecret (as Presence.ini holds it, e.g. encrypted;
 	// default the daemon app's secret in clear), AuthDeviceCode as a service
@@ -62,36 +69,19 @@ type ConfigOptions struct {
 	Extra string
 }
 
-// CommandConfig is what `presencebridge simulate --write-config dir` writes with its
-// default flags: the legacy keys, the control endpoint on a free loopback port, a
-// device-code account "demo", a 5 s poll interval and 10 resolves per second.
-func CommandConfig(dir string) ConfigOptions {
-	return ConfigOptions{
-		Dir:               dir,
-		Comment:           `Written by "presencebridge simulate" for its simulated tenant.`,
-		WinningTechnology: "MSTeams",
-		ControlAddr:       "127.0.0.1:0",
-		NameFiles:         true,
-		Interval:          5 * time.Second,
-		ResolveRate:       10,
-		AccountID:         "demo",
-		Auth:              AuthDeviceCode,
-	}
-}
-
-// WriteConfig writes what a field engineer would write to point presencebridge at
+// Write writes what a field engineer would write to point presencebridge at
 // the running simulated tenant sim into o.Dir: the tenant's CA as sim-ca.pem,
 // users.csv listing every simulated user (see WriteUsers) and Presence.ini,
 // which reaches the tenant directly (no proxy) trusting only sim-ca.pem. It
 // returns the path of Presence.ini.
-func WriteConfig(sim *graphsim.Server, o ConfigOptions) (string, error) {
+func Write(sim *graphsim.Server, o Options) (string, error) {
 	if o.Auth == "" {
 		o.Auth = AuthSecret
 	}
 	if o.Auth != AuthSecret && o.Auth != AuthDeviceCode {
 		return "", fmt.Errorf("simulated tenant's Presence.ini: Auth %q: use %s or %s", o.Auth, AuthSecret, AuthDeviceCode)
 	}
-	if err := os.WriteFile(filepath.Join(o.Dir, caFileName), sim.CAPEM(), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(o.Dir, CAFileName), sim.CAPEM(), 0o644); err != nil {
 		return "", err
 	}
 	if err := WriteUsers(o.Dir, sim.Users()); err != nil {
@@ -132,7 +122,7 @@ func WriteConfig(sim *graphsim.Server, o ConfigOptions) (string, error) {
 	}
 	section(general)
 	section(fmt.Sprintf("[Microsoft]\nLoginURL = %s\nGraphURL = %s\n", sim.URL(), sim.GraphURL()))
-	section("[Proxy]\nURL = direct\nCAFile = " + caFileName + "\n")
+	section("[Proxy]\nURL = direct\nCAFile = " + CAFileName + "\n")
 	if o.Interval != 0 || o.ResolveRate != 0 {
 		polling := "[Polling]\n"
 		if o.Interval != 0 {
