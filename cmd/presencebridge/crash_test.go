@@ -23,6 +23,8 @@ import (
 	"github.com/presencebridge/presencebridge/internal/delivery"
 	"github.com/presencebridge/presencebridge/internal/pbx/cti"
 	"github.com/presencebridge/presencebridge/internal/sim/graphsim"
+	"github.com/presencebridge/presencebridge/internal/sim/simulate"
+	"github.com/presencebridge/presencebridge/internal/sim/simulate/simconfig"
 )
 
 // crashSeedEnv replays the random kill times and presence changes of a failed run
@@ -87,25 +89,15 @@ func (r *ctiRecorder) snapshot() []cti.Document {
 
 // crashConfig writes a Presence.ini, users.csv and the tenant's CA for sim into a
 // temp folder, as `simulate --write-config` does, with a device-code account, a 1 s
-// poll, the CTI as the only target and short delivery retries.
+// poll, the CTI as the only target, no metrics endpoint and short delivery retries.
 func crashConfig(t *testing.T, sim *graphsim.Server, ctiURL string) string {
 	t.Helper()
-	dir := t.TempDir()
-	ready := simReady{URL: sim.URL(), Authority: sim.Authority(), GraphURL: sim.GraphURL(), TenantID: sim.TenantID()}
-	if err := os.WriteFile(filepath.Join(dir, "sim-ca.pem"), sim.CAPEM(), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := writeSimConfig(dir, ready, sim, "devicecode", time.Second, 50, &pbxSide{httpURL: ctiURL}); err != nil {
-		t.Fatal(err)
-	}
-	path := filepath.Join(dir, "Presence.ini")
-	raw, err := os.ReadFile(path)
+	o := simulate.CommandConfig(t.TempDir())
+	o.Interval, o.ResolveRate = time.Second, 50
+	o.MetricsAddr, o.HTTPURL = "off", ctiURL
+	o.Extra = "[Delivery]\nRetryMin = 100ms\nRetryMax = 1s\n"
+	path, err := simconfig.Write(sim, o)
 	if err != nil {
-		t.Fatal(err)
-	}
-	ini := strings.Replace(string(raw), "ControlAddr = 127.0.0.1:0", "ControlAddr = 127.0.0.1:0\nMetricsAddr = off", 1)
-	ini += "\n[Delivery]\nRetryMin = 100ms\nRetryMax = 1s\n"
-	if err := os.WriteFile(path, []byte(ini), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	return path

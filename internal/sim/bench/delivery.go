@@ -1,4 +1,4 @@
-package main
+package bench
 
 import (
 	"context"
@@ -20,34 +20,34 @@ import (
 	"github.com/presencebridge/presencebridge/internal/platform/clock"
 	"github.com/presencebridge/presencebridge/internal/presence"
 	"github.com/presencebridge/presencebridge/internal/sim/kamailio"
+	"github.com/presencebridge/presencebridge/internal/sim/simulate"
 	"github.com/presencebridge/presencebridge/internal/store"
 	"github.com/presencebridge/presencebridge/internal/teams/poll"
 	"github.com/presencebridge/presencebridge/internal/users"
 )
 
-// cmdBenchDelivery measures how long a burst of changes takes to be accepted by
-// each kind of target: Kamailio over SIP (a real process, not counted in our CPU),
-// and an HTTP CTI on loopback. The burst goes through the same path as in the
-// service: poll.Sink (the composer) -> outbox in bbolt -> dispatcher -> target.
-func cmdBenchDelivery(g globals, args []string) int {
+// Delivery runs `presencebridge bench delivery` with args (what follows
+// "delivery"): it measures how long a burst of changes takes to be accepted by
+// each kind of target: Kamailio over SIP (a real process, not counted in our CPU;
+// skipped when Kamailio is not installed), and an HTTP CTI on loopback. The burst
+// goes through the same path as in the service: poll.Sink (the composer) ->
+// outbox in bbolt -> dispatcher -> target. Bad arguments return a
+// *simulate.UsageError, already printed.
+func Delivery(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("bench delivery", flag.ContinueOnError)
-	fs.SetOutput(g.stderr)
+	fs.SetOutput(stderr)
 	n := fs.Int("changes", 15000, "changes in the burst (one per user)")
 	if err := fs.Parse(args); err != nil {
-		return exitUsage
-	}
-	fail := func(err error) int {
-		fmt.Fprintf(g.stderr, "presencebridge bench delivery: %v\n", err)
-		return exitFailure
+		return &simulate.UsageError{Err: err, Printed: true}
 	}
 	dir, err := os.MkdirTemp("", "presencebridge-bench-delivery-")
 	if err != nil {
-		return fail(err)
+		return err
 	}
 	defer os.RemoveAll(dir)
 	ctx := context.Background()
 	quiet := slog.New(slog.DiscardHandler)
-	fmt.Fprintf(g.stdout, "presencebridge bench delivery: a burst of %d changes (one per user) through outbox and dispatcher\n", *n)
+	fmt.Fprintf(stdout, "presencebridge bench delivery: a burst of %d changes (one per user) through outbox and dispatcher\n", *n)
 
 	type run struct {
 		name   string
@@ -83,7 +83,7 @@ func cmdBenchDelivery(g globals, args []string) int {
 			}})
 		}
 	} else {
-		fmt.Fprintf(g.stdout, "  (SIP skipped: %v)\n", err)
+		fmt.Fprintf(stdout, "  (SIP skipped: %v)\n", err)
 	}
 	for _, batch := range []bool{false, true} {
 		name := "HTTP POST per change to a CTI on loopback"
@@ -116,12 +116,12 @@ func cmdBenchDelivery(g globals, args []string) int {
 	for i, r := range runs {
 		target, stop, err := r.target()
 		if err != nil {
-			return fail(fmt.Errorf("%s: %w", r.name, err))
+			return fmt.Errorf("%s: %w", r.name, err)
 		}
 		db, err := store.Open(filepath.Join(dir, fmt.Sprintf("state-%d.db", i)))
 		if err != nil {
 			stop()
-			return fail(err)
+			return err
 		}
 		d := delivery.NewDispatcher(delivery.Options{Settings: delivery.DefaultSettings(), Outbox: delivery.BoltOutbox(db), Targets: []delivery.Target{target}, Logger: quiet})
 		c, err := compose.New(compose.Options{Mapping: presence.DefaultMapping(), Queue: d, States: poll.Kept(db), Store: db,
@@ -129,12 +129,12 @@ func cmdBenchDelivery(g globals, args []string) int {
 		if err != nil {
 			db.Close()
 			stop()
-			return fail(err)
+			return err
 		}
 		rctx, cancel := context.WithCancel(ctx)
 		done := make(chan error, 1)
 		go func() { done <- d.Run(rctx) }()
-		fmt.Fprintf(g.stdout, "\n%s\n", r.name)
+		fmt.Fprintf(stdout, "\n%s\n", r.name)
 		for round, states := range [][2]presence.Activity{{presence.ActInACall, ""}, {presence.ActAvailable, ""}} {
 			label := "new publications"
 			if round == 1 {
@@ -152,20 +152,20 @@ func cmdBenchDelivery(g globals, args []string) int {
 				d.Close()
 				db.Close()
 				stop()
-				return fail(fmt.Errorf("%s: %w", r.name, err))
+				return fmt.Errorf("%s: %w", r.name, err)
 			}
-			fmt.Fprintf(g.stdout, "  %-16s %6d accepted in %6.2f s  (%6.0f changes/s; presencebridge CPU %.0f%% of one core)\n",
+			fmt.Fprintf(stdout, "  %-16s %6d accepted in %6.2f s  (%6.0f changes/s; presencebridge CPU %.0f%% of one core)\n",
 				label+":", sent, took.Seconds(), float64(sent)/took.Seconds(), 100*cpu.Seconds()/took.Seconds())
 		}
 		st := d.Status()[0]
-		fmt.Fprintf(g.stdout, "  failed attempts: %d, dropped: %d\n", st.Failed, st.Dropped)
+		fmt.Fprintf(stdout, "  failed attempts: %d, dropped: %d\n", st.Failed, st.Dropped)
 		cancel()
 		<-done
 		d.Close()
 		db.Close()
 		stop()
 	}
-	return exitOK
+	return nil
 }
 
 // burst queues n changes the way the pollers do (chunks of 650) and waits until

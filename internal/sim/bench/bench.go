@@ -1,4 +1,10 @@
-package main
+// Package bench is the `presencebridge bench` command: it polls a simulated tenant
+// of many users (the simulate command, run as a child process of the same
+// executable so its CPU and memory are not counted) and prints the figures of the
+// steady-state cycles; `bench delivery` measures how fast a burst of changes is
+// accepted by each kind of target. Figures are printed, never judged: machines
+// are noisy.
+package bench
 
 import (
 	"bufio"
@@ -9,6 +15,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"os"
 	"os/exec"
@@ -22,33 +29,46 @@ import (
 	"github.com/presencebridge/presencebridge/internal/app"
 	"github.com/presencebridge/presencebridge/internal/config"
 	"github.com/presencebridge/presencebridge/internal/presence"
+	"github.com/presencebridge/presencebridge/internal/sim/simulate"
 	"github.com/presencebridge/presencebridge/internal/teams/poll"
 )
 
+// nullSink counts the changes the pollers pass on, in place of delivery.
 type nullSink struct{ n int }
 
 func (s *nullSink) Deliver(_ context.Context, cs []presence.Change) error { s.n += len(cs); return nil }
 
-// cmdBench polls a simulated tenant, run as a child process so its CPU and memory
-// are not counted, and prints the figures of the steady-state cycles.
-func cmdBench(g globals, args []string) int {
+// Command is the name of the command args (what follows "bench") run: "bench" or
+// "bench delivery", for the caller's "presencebridge <command>: <error>".
+func Command(args []string) string {
 	if len(args) > 0 && args[0] == "delivery" {
-		return cmdBenchDelivery(g, args[1:])
+		return "bench delivery"
+	}
+	return "bench"
+}
+
+// Main runs `presencebridge bench` with args (what follows "bench"): it polls a
+// simulated tenant, run as a child process (`simulate`, by os.Executable, which
+// must be presencebridge) so its CPU and memory are not counted, and prints the
+// figures of the steady-state cycles on stdout. `bench delivery ...` runs
+// Delivery. Bad arguments return a *simulate.UsageError, already printed.
+func Main(args []string, stdout, stderr io.Writer) error {
+	if len(args) > 0 && args[0] == "delivery" {
+		return Delivery(args[1:], stdout, stderr)
 	}
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
-	fs.SetOutput(g.stderr)
+	fs.SetOutput(stderr)
 	nUsers := fs.Int("users", 50000, "simulated users in one account")
 	cycles := fs.Int("cycles", 5, "steady-state cycles to measure")
 	rate := fs.Float64("rate", 6, "presence changes per user per hour in the simulated tenant")
 	memProfile := fs.String("memprofile", "", "write a heap profile to this file at the end")
 	deliver := fs.String("deliver", "", "also deliver every change: http (to the simulated tenant's CTI receiver, in its process); empty: changes are counted only")
 	if err := fs.Parse(args); err != nil {
-		return exitUsage
+		return &simulate.UsageError{Err: err, Printed: true}
 	}
-	fail := func(err error) int { fmt.Fprintf(g.stderr, "presencebridge bench: %v\n", err); return exitFailure }
 	dir, err := os.MkdirTemp("", "presencebridge-bench-")
 	if err != nil {
-		return fail(err)
+		return err
 	}
 	defer os.RemoveAll(dir)
 	self, _ := os.Executable()
@@ -59,37 +79,38 @@ func cmdBench(g globals, args []string) int {
 	case "http":
 		simArgs = append(simArgs, "--pbx", "127.0.0.1:0")
 	default:
-		return fail(fmt.Errorf("--deliver %q: use http, or leave it out", *deliver))
+		return fmt.Errorf("--deliver %q: use http, or leave it out", *deliver)
 	}
 	sim := exec.Command(self, simArgs...)
 	out, _ := sim.StdoutPipe()
 	sim.Stderr = io.Discard
 	if err := sim.Start(); err != nil {
-		return fail(err)
+		return err
 	}
 	defer func() { sim.Process.Signal(os.Interrupt); sim.Wait() }()
 	br := bufio.NewReader(out)
 	line, err := br.ReadString('\n')
 	if err != nil {
-		return fail(fmt.Errorf("simulated tenant did not start: %w", err))
+		return fmt.Errorf("simulated tenant did not start: %w", err)
 	}
 	go io.Copy(io.Discard, br) // the CTI receiver prints what arrives
-	var ready simReady
+	var ready simulate.Ready
 	if err := json.Unmarshal([]byte(line), &ready); err != nil {
-		return fail(err)
+		return err
 	}
 	cfg, err := config.Load(filepath.Join(dir, "Presence.ini"))
 	if err != nil {
-		return fail(err)
+		return err
 	}
 	sink := &nullSink{}
-	opts := app.Options{Config: cfg, Logger: newConsoleLogger(io.Discard, "error"), Sink: sink, Version: version}
+	// The app's version shows only in its status and logs, which bench does not print.
+	opts := app.Options{Config: cfg, Logger: slog.New(slog.DiscardHandler), Sink: sink, Version: "bench"}
 	if *deliver != "" {
 		opts.Sink = nil // the composer and the [HTTP] target the written config names
 	}
 	a, err := app.Open(opts)
 	if err != nil {
-		return fail(err)
+		return err
 	}
 	defer a.Close()
 	ctx, cancel := context.WithCancel(context.Background())
@@ -129,37 +150,37 @@ func cmdBench(g globals, args []string) int {
 		sum += d
 		maxDur = max(maxDur, d)
 	}
-	fmt.Fprintf(g.stdout, "presencebridge bench: %d users, 1 account, budget 1500 requests/30s, share %.0f%%\n", *nUsers, cfg.Accounts[0].BudgetShare*100)
-	fmt.Fprintf(g.stdout, "  first sight (resolve %d UPNs + first cycle%s): %s\n", *nUsers, map[bool]string{true: " + first delivery", false: ""}[*deliver != ""], resolveTime.Round(time.Millisecond))
-	fmt.Fprintf(g.stdout, "  requests per cycle:        %d\n", st.RequestsPerCycle)
-	fmt.Fprintf(g.stdout, "  cycle interval (effective): %s\n", st.CycleInterval)
-	fmt.Fprintf(g.stdout, "  cycle time, mean / max:    %s / %s over %d cycles\n", (sum / time.Duration(len(durs))).Round(time.Millisecond), maxDur.Round(time.Millisecond), len(durs))
-	fmt.Fprintf(g.stdout, "  budget share used:         %.1f%% (%d requests in the last 30 s)\n", st.BudgetShareUsed*100, st.RequestsInWindow)
-	fmt.Fprintf(g.stdout, "  max requests in any 30 s window at the tenant: %s\n", simStats)
-	fmt.Fprintf(g.stdout, "  429s seen:                 %d\n", st.Throttled)
+	fmt.Fprintf(stdout, "presencebridge bench: %d users, 1 account, budget 1500 requests/30s, share %.0f%%\n", *nUsers, cfg.Accounts[0].BudgetShare*100)
+	fmt.Fprintf(stdout, "  first sight (resolve %d UPNs + first cycle%s): %s\n", *nUsers, map[bool]string{true: " + first delivery", false: ""}[*deliver != ""], resolveTime.Round(time.Millisecond))
+	fmt.Fprintf(stdout, "  requests per cycle:        %d\n", st.RequestsPerCycle)
+	fmt.Fprintf(stdout, "  cycle interval (effective): %s\n", st.CycleInterval)
+	fmt.Fprintf(stdout, "  cycle time, mean / max:    %s / %s over %d cycles\n", (sum / time.Duration(len(durs))).Round(time.Millisecond), maxDur.Round(time.Millisecond), len(durs))
+	fmt.Fprintf(stdout, "  budget share used:         %.1f%% (%d requests in the last 30 s)\n", st.BudgetShareUsed*100, st.RequestsInWindow)
+	fmt.Fprintf(stdout, "  max requests in any 30 s window at the tenant: %s\n", simStats)
+	fmt.Fprintf(stdout, "  429s seen:                 %d\n", st.Throttled)
 	if *deliver != "" {
 		tg := a.Status(ctx).(app.StatusReport).Targets[0]
-		fmt.Fprintf(g.stdout, "  delivered to the CTI:      %d states, %d pending\n", tg.Sent, tg.Pending)
+		fmt.Fprintf(stdout, "  delivered to the CTI:      %d states, %d pending\n", tg.Sent, tg.Pending)
 	} else {
-		fmt.Fprintf(g.stdout, "  changes passed on:         %d\n", sink.n)
+		fmt.Fprintf(stdout, "  changes passed on:         %d\n", sink.n)
 	}
-	fmt.Fprintf(g.stdout, "  CPU during measured cycles: %s for %s wall (%.1f%% of one core)\n", cpu.Round(time.Millisecond), wall.Round(time.Millisecond), 100*cpu.Seconds()/wall.Seconds())
-	fmt.Fprintf(g.stdout, "  peak RSS:                  %s\n", peakRSS())
-	fmt.Fprintf(g.stdout, "  Go heap in use:            %.1f MiB\n", heapMiB())
+	fmt.Fprintf(stdout, "  CPU during measured cycles: %s for %s wall (%.1f%% of one core)\n", cpu.Round(time.Millisecond), wall.Round(time.Millisecond), 100*cpu.Seconds()/wall.Seconds())
+	fmt.Fprintf(stdout, "  peak RSS:                  %s\n", peakRSS())
+	fmt.Fprintf(stdout, "  Go heap in use:            %.1f MiB\n", heapMiB())
 	if fi, err := os.Stat(cfg.StateFile); err == nil {
-		fmt.Fprintf(g.stdout, "  state file:                %.1f MiB\n", float64(fi.Size())/(1<<20))
+		fmt.Fprintf(stdout, "  state file:                %.1f MiB\n", float64(fi.Size())/(1<<20))
 	}
 	if *memProfile != "" {
 		f, err := os.Create(*memProfile)
 		if err != nil {
-			return fail(err)
+			return err
 		}
 		defer f.Close()
 		if err := pprof.WriteHeapProfile(f); err != nil {
-			return fail(err)
+			return err
 		}
 	}
-	return exitOK
+	return nil
 }
 
 // peakRSS reports the peak resident set and, now, how much of the resident set is
@@ -188,7 +209,9 @@ func heapMiB() float64 {
 	return float64(m.HeapInuse) / (1 << 20)
 }
 
-func fetchSimStats(r simReady) string {
+// fetchSimStats asks the simulated tenant's control API for the most requests
+// it saw in one throttle window and how often it throttled.
+func fetchSimStats(r simulate.Ready) string {
 	pem, err := os.ReadFile(r.CAFile)
 	if err != nil {
 		return "n/a"
