@@ -29,9 +29,11 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
+	"github.com/presencebridge/presencebridge/internal/sim/procgroup"
 	"github.com/presencebridge/presencebridge/internal/testkit"
 )
 
@@ -51,7 +53,7 @@ type Tools struct {
 // Find returns the Wine loader, wineserver and the MinGW compiler. WINE and
 // WINESERVER point at other binaries (or at missing ones, to check Require).
 func Find() (Tools, error) {
-	if !supported {
+	if !procgroup.Supported {
 		return Tools{}, errors.New("the Wine test harness runs on Linux only")
 	}
 	loaders := []string{"wine64", "/usr/lib/wine/wine64", "/usr/lib64/wine/wine64", "/opt/wine-stable/bin/wine64"}
@@ -206,7 +208,10 @@ func (p *Prefix) startServer(ctx context.Context) error {
 	}
 	p.server = p.command(context.Background(), commandDebug, p.tools.Server, "--foreground", "--persistent")
 	p.server.Stdout, p.server.Stderr = p.logFile, p.logFile
-	p.server.SysProcAttr = sysProcAttr()
+	// Its own group; SIGKILL ends it should the test process die without Close:
+	// its clients (every Wine process of the prefix, services included) then
+	// exit with it.
+	p.server.SysProcAttr = procgroup.Attr(syscall.SIGKILL)
 	if err := p.server.Start(); err != nil {
 		return fmt.Errorf("start %s: %w", p.tools.Server, err)
 	}
@@ -234,7 +239,7 @@ func (p *Prefix) startServer(ctx context.Context) error {
 }
 
 func (p *Prefix) killServer() {
-	killGroup(p.server.Process.Pid)
+	procgroup.Kill(p.server.Process.Pid)
 	<-p.serverEnd
 }
 
