@@ -314,7 +314,9 @@ func (m machine) reg(t *testing.T, key, name string) string {
 	return v
 }
 
-// startService starts the service with net start and waits for RUNNING.
+// startService starts the service with net start and waits for RUNNING (Wine's
+// net start says "started successfully" also for a service that stopped during
+// its start).
 func (m machine) startService(t *testing.T) time.Duration {
 	t.Helper()
 	start := time.Now()

@@ -129,10 +129,6 @@ func (d *Dispatcher) Enqueue(_ context.Context, items []Item) error {
 	return nil
 }
 
-// Shown returns, by UPN, what a target last accepted for each user the PBX
-// shows (see Outbox.Shown).
-func (d *Dispatcher) Shown() (map[string]Delivered, error) { return d.o.Outbox.Shown() }
-
 // WithdrawDeparted queues a removal for every user the PBX shows who is no
 // longer in the users file (listed says who is), so the PBX stops showing their
 // last state. It returns how many.

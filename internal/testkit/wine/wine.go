@@ -338,21 +338,9 @@ func (p *Prefix) Run(ctx context.Context, prog string, args ...string) (Result, 
 
 func crlf(s string) string { return strings.ReplaceAll(s, "\r\n", "\n") }
 
-// Msiexec runs msiexec with args (e.g. "/i", p.WinPath(msi), "/qn").
-func (p *Prefix) Msiexec(ctx context.Context, args ...string) (Result, error) {
-	return p.Run(ctx, "msiexec", args...)
-}
-
 // SC runs Wine's sc (create, delete, start, stop, query; no qc or config).
 func (p *Prefix) SC(ctx context.Context, args ...string) (Result, error) {
 	return p.Run(ctx, "sc", args...)
-}
-
-// Net runs Wine's net (start and stop wait for the service; note that Wine's
-// net start says "started successfully" also for a service that stopped
-// during its start: read ServiceStatus).
-func (p *Prefix) Net(ctx context.Context, args ...string) (Result, error) {
-	return p.Run(ctx, "net", args...)
 }
 
 // Service states as sc query prints them (SERVICE_STOPPED ... SERVICE_PAUSED).
