@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"strconv"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -46,12 +45,7 @@ func Rewrite(path string, up Upgrade) (RewriteReport, error) {
 	}
 	defer src.Close()
 	rep.To = Version
-	_ = src.View(func(tx *bolt.Tx) error {
-		if m := tx.Bucket([]byte(bucketMeta)); m != nil {
-			rep.From, _ = strconv.Atoi(string(m.Get([]byte("version"))))
-		}
-		return nil
-	})
+	_ = src.View(func(tx *bolt.Tx) error { rep.From = formatOf(tx); return nil })
 	if rep.From >= Version {
 		return rep, nil
 	}
@@ -66,13 +60,7 @@ func Rewrite(path string, up Upgrade) (RewriteReport, error) {
 	}
 	err = copyUpgraded(src, dst, up, &rep)
 	if err == nil {
-		err = dst.Update(func(tx *bolt.Tx) error {
-			b, err := tx.CreateBucketIfNotExists([]byte(bucketMeta))
-			if err == nil {
-				err = b.Put([]byte("version"), []byte(strconv.Itoa(Version)))
-			}
-			return err
-		})
+		err = dst.Update(func(tx *bolt.Tx) error { return setFormat(tx, Version) })
 	}
 	if err == nil {
 		err = dst.Sync()

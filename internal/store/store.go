@@ -89,13 +89,12 @@ func Open(path string) (*DB, error) {
 				return err
 			}
 		}
-		meta := tx.Bucket([]byte(bucketMeta))
-		if meta.Get([]byte("version")) == nil {
+		if formatOf(tx) == 0 {
 			v := 1 // written before the file had a version
 			if fresh {
 				v = Version
 			}
-			return meta.Put([]byte("version"), []byte(strconv.Itoa(v)))
+			return setFormat(tx, v)
 		}
 		return nil
 	})
@@ -123,11 +122,27 @@ func Bucket(tx *bolt.Tx, name string) *bolt.Bucket {
 // Version is the format the file is in (see the constant Version).
 func (d *DB) Version() int {
 	v := 0
-	_ = d.bolt.View(func(tx *bolt.Tx) error {
-		v, _ = strconv.Atoi(string(tx.Bucket([]byte(bucketMeta)).Get([]byte("version"))))
-		return nil
-	})
+	_ = d.bolt.View(func(tx *bolt.Tx) error { v = formatOf(tx); return nil })
 	return v
+}
+
+// formatOf is the format the meta bucket of tx records; 0 when none is.
+func formatOf(tx *bolt.Tx) int {
+	m := tx.Bucket([]byte(bucketMeta))
+	if m == nil {
+		return 0
+	}
+	v, _ := strconv.Atoi(string(m.Get([]byte("version"))))
+	return v
+}
+
+// setFormat records format v in the meta bucket of tx.
+func setFormat(tx *bolt.Tx, v int) error {
+	m, err := tx.CreateBucketIfNotExists([]byte(bucketMeta))
+	if err != nil {
+		return err
+	}
+	return m.Put([]byte("version"), []byte(strconv.Itoa(v)))
 }
 
 // Path returns the file the DB was opened from.
