@@ -152,7 +152,7 @@ func Open(o Options) (*App, error) {
 		return nil, err
 	}
 	if o.RefuseMassRemoval {
-		if err := checkUsers(a.db, cfg.UsersFile, list); err != nil {
+		if _, err := checkUsers(a.db, cfg.UsersFile, list); err != nil {
 			a.db.Close()
 			return nil, fmt.Errorf("%w: %w", ErrConfig, err)
 		}

@@ -140,15 +140,16 @@ func waitForChange(ctx context.Context, o ReloadOptions, running *App, sum *[32]
 		}
 		next, err := config.Load(cur.Path)
 		var list []users.User
+		var problems []users.Problem
 		if err == nil {
-			list, _, err = users.Load(next.UsersFile) // rows with problems are reported by the new App
+			list, problems, err = users.Load(next.UsersFile) // rows with problems are reported by the new App
 		}
 		switch {
 		case err != nil:
 		case ask != nil && ask.req.AllowMassRemoval:
-			_, err = confirmUsers(running.db, next, true)
+			_, err = confirmUsers(running.db, next.UsersFile, list, len(problems), true)
 		case o.RefuseMassRemoval:
-			err = checkUsers(running.db, next.UsersFile, list)
+			_, err = checkUsers(running.db, next.UsersFile, list)
 		}
 		if err != nil {
 			o.Logger.Error("Reload refused: the edited configuration has errors; the running configuration stays", "err", err.Error())

@@ -42,31 +42,33 @@ func compareShown(db *store.DB, list []users.User) (users.Removal, error) {
 
 // checkUsers refuses a users file that lists nobody, or that would take more than
 // half of the users the PBX shows off it (users.Removal.Check), unless this very
-// file was confirmed with `users apply --allow-mass-removal`.
-func checkUsers(db *store.DB, path string, list []users.User) error {
+// file was confirmed with `users apply --allow-mass-removal`. It returns the
+// comparison it made.
+func checkUsers(db *store.DB, path string, list []users.User) (users.Removal, error) {
 	r, err := compareShown(db, list)
 	if err != nil {
-		return err
+		return r, err
 	}
 	refused := r.Check(path)
 	if refused == nil {
-		return nil
+		return r, nil
 	}
 	var confirmed string
 	if _, err := db.Get(store.BucketConfirmed, confirmedUsersFile, &confirmed); err != nil {
-		return err
+		return r, err
 	}
 	if sum, err := usersFileSum(path); err == nil && sum == confirmed {
-		return nil
+		return r, nil
 	}
-	return refused
+	return r, refused
 }
 
 // CheckUsersFile is the service's check of a users file (list, read from path)
 // against the state file, for verify: a *users.MassRemovalError when it lists
 // nobody or would take more than half of the users off the PBX unconfirmed.
 func CheckUsersFile(db *store.DB, path string, list []users.User) error {
-	return checkUsers(db, path, list)
+	_, err := checkUsers(db, path, list)
+	return err
 }
 
 // UsersReport is what `users apply` did.
@@ -81,20 +83,13 @@ type UsersReport struct {
 	Result    string `json:"result"`
 }
 
-// confirmUsers checks the users file against what the PBX shows and, with allow,
-// records that this file is meant even though it takes most users off the PBX.
-func confirmUsers(db *store.DB, cfg *config.Config, allow bool) (UsersReport, error) {
-	rep := UsersReport{File: cfg.UsersFile}
-	list, problems, err := users.Load(cfg.UsersFile)
-	if err != nil {
-		return rep, fmt.Errorf("%w: %w", ErrConfig, err)
-	}
-	r, err := compareShown(db, list)
-	if err != nil {
-		return rep, err
-	}
-	rep.Users, rep.Skipped, rep.Shown, rep.Removed = len(list), len(problems), r.Shown, r.Removed
-	err = checkUsers(db, cfg.UsersFile, list)
+// confirmUsers checks the users file at path (list, with skipped rows left out)
+// against what the PBX shows and, with allow, records that this file is meant
+// even though it takes most users off the PBX.
+func confirmUsers(db *store.DB, path string, list []users.User, skipped int, allow bool) (UsersReport, error) {
+	rep := UsersReport{File: path, Users: len(list), Skipped: skipped}
+	r, err := checkUsers(db, path, list)
+	rep.Shown, rep.Removed = r.Shown, r.Removed
 	var mass *users.MassRemovalError
 	switch {
 	case err == nil:
@@ -102,7 +97,7 @@ func confirmUsers(db *store.DB, cfg *config.Config, allow bool) (UsersReport, er
 	case !errors.As(err, &mass) || !allow:
 		return rep, fmt.Errorf("%w: %w", ErrConfig, err)
 	}
-	sum, err := usersFileSum(cfg.UsersFile)
+	sum, err := usersFileSum(path)
 	if err != nil {
 		return rep, err
 	}
@@ -122,7 +117,11 @@ func ConfirmUsers(cfg *config.Config, allow bool) (UsersReport, error) {
 		return UsersReport{File: cfg.UsersFile}, err
 	}
 	defer db.Close()
-	rep, err := confirmUsers(db, cfg, allow)
+	list, problems, err := users.Load(cfg.UsersFile)
+	if err != nil {
+		return UsersReport{File: cfg.UsersFile}, fmt.Errorf("%w: %w", ErrConfig, err)
+	}
+	rep, err := confirmUsers(db, cfg.UsersFile, list, len(problems), allow)
 	if err == nil {
 		rep.Result = "the users file is accepted; the service uses it when it starts"
 	}
