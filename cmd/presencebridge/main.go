@@ -115,7 +115,6 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	name := fs.Arg(0)
 	if name == "help" {
-		fs.SetOutput(stdout)
 		fmt.Fprintf(stdout, usage, defaultConfigPath())
 		return exitOK
 	}

@@ -11,6 +11,7 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/presencebridge/presencebridge/internal/app"
 	"github.com/presencebridge/presencebridge/internal/app/control"
@@ -144,7 +145,25 @@ func viaAppOrService(g globals, cfg *config.Config, logger *slog.Logger, local f
 		err = remote(c)
 	}
 	if errors.Is(err, control.ErrNotRunning) {
-		err = fmt.Errorf("the state file %s is in use, but no service answers; stop the other presencebridge command and try again", cfg.StateFile)
+		err = errNoServiceAnswers(cfg.StateFile)
 	}
 	return exitOK, err
+}
+
+// errNoServiceAnswers is the error of a command that found the state file in use
+// but no service to ask instead.
+func errNoServiceAnswers(stateFile string) error {
+	return fmt.Errorf("the state file %s is in use, but no service answers; stop the other presencebridge command and try again", stateFile)
+}
+
+// askReload asks the running service to reload as req says, and returns the
+// result it reports.
+func askReload(c *control.Client, req control.ReloadRequest) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var res map[string]string
+	if err := c.Reload(ctx, req, &res); err != nil {
+		return "", err
+	}
+	return res["result"], nil
 }

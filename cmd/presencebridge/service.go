@@ -1,13 +1,11 @@
 package main
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"runtime"
-	"time"
 
 	"github.com/kardianos/service"
 
@@ -138,11 +136,9 @@ func serviceReload(g globals) int {
 	}
 	c, err := control.NewClient(app.KeyFile(cfg))
 	if err == nil {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		var res map[string]string
-		if err = c.Reload(ctx, control.ReloadRequest{}, &res); err == nil {
-			fmt.Fprintf(g.stdout, "presencebridge service reload: %s\n", res["result"])
+		var result string
+		if result, err = askReload(c, control.ReloadRequest{}); err == nil {
+			fmt.Fprintf(g.stdout, "presencebridge service reload: %s\n", result)
 			return exitOK
 		}
 	}

@@ -1,11 +1,9 @@
 package main
 
 import (
-	"context"
 	"errors"
 	"flag"
 	"fmt"
-	"time"
 
 	"github.com/presencebridge/presencebridge/internal/app"
 	"github.com/presencebridge/presencebridge/internal/app/control"
@@ -65,18 +63,16 @@ func cmdUsers(g globals, args []string) int {
 func usersApplyRemote(g globals, stateFile, keyFile string, allow bool) int {
 	c, err := control.NewClient(keyFile)
 	if err == nil {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		var res map[string]string
-		if err = c.Reload(ctx, control.ReloadRequest{AllowMassRemoval: allow}, &res); err == nil {
-			fmt.Fprintf(g.stdout, "presencebridge users apply: %s\n", res["result"])
+		result, err := askReload(c, control.ReloadRequest{AllowMassRemoval: allow})
+		if err == nil {
+			fmt.Fprintf(g.stdout, "presencebridge users apply: %s\n", result)
 			return exitOK
 		}
 		fmt.Fprintf(g.stderr, "presencebridge users apply: %v\n", err)
 		return exitConfig
 	}
 	if errors.Is(err, control.ErrNotRunning) {
-		err = fmt.Errorf("the state file %s is in use, but no service answers; stop the other presencebridge command and try again", stateFile)
+		err = errNoServiceAnswers(stateFile)
 	}
 	fmt.Fprintf(g.stderr, "presencebridge users apply: %v\n", err)
 	return exitFailure
