@@ -1,7 +1,6 @@
 package config
 
 import (
-	"strings"
 	"time"
 
 	"github.com/presencebridge/presencebridge/internal/delivery"
@@ -32,7 +31,7 @@ func (l *loader) delivery(cfg *Config, s *section) {
 	}
 	d.BatchSize = l.integer(s.get("BatchSize"), def.BatchSize, 1)
 	d.StaleAfter = l.durationOrOff(s.get("StaleAfter"), DefaultStaleAfter, 30*time.Second)
-	if e := s.get("ReassertRate"); e.value == "0" || strings.EqualFold(e.value, "off") {
+	if e := s.get("ReassertRate"); isOff(e) {
 		d.ReassertRate = 0
 	} else {
 		d.ReassertRate = l.rate(e, def.ReassertRate, "users per second")

@@ -202,3 +202,14 @@ func TestRedactedDropsTheCTIQuery(t *testing.T) {
 		t.Errorf("Redacted:\n%s", red)
 	}
 }
+
+func TestRedactedShowsReassertAndProbe(t *testing.T) {
+	for ini, want := range map[string]string{
+		minimal: "StaleAfter = 5m\nReassertRate = 200\nProbeInterval = 30s\n",
+		minimal + "[Delivery]\nReassertRate = off\nProbeInterval = 0\n": "ReassertRate = 0\nProbeInterval = off\n",
+	} {
+		if red := mustLoad(t, ini).Redacted(); !strings.Contains(red, want) {
+			t.Errorf("Redacted lacks %q:\n%s", want, red)
+		}
+	}
+}

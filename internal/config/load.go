@@ -82,7 +82,7 @@ func (e entry) label() string {
 // shown is the value as it may appear in an error: secrets are "***".
 func (e entry) shown() string {
 	switch {
-	case strings.EqualFold(e.key, "ClientSecret"):
+	case strings.EqualFold(e.key, "ClientSecret") || isSecretKey(e.section, e.key):
 		return redacted
 	case strings.EqualFold(e.section, "Proxy") && strings.EqualFold(e.key, "URL"):
 		return redactRawURL(e.value)

@@ -112,6 +112,12 @@ func (c *Config) Redacted() string {
 		stale = formatDuration(c.Delivery.StaleAfter)
 	}
 	kv("StaleAfter", stale)
+	kv("ReassertRate", strconv.FormatFloat(c.Delivery.ReassertRate, 'f', -1, 64))
+	probe := "off"
+	if c.Delivery.ProbeInterval > 0 {
+		probe = formatDuration(c.Delivery.ProbeInterval)
+	}
+	kv("ProbeInterval", probe)
 
 	b.WriteString("\n[Mapping]\n; only the rules that differ from the defaults\n")
 	if c.Mapping != nil {

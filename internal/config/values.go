@@ -53,9 +53,12 @@ func (l *loader) duration(e entry, def, least time.Duration) time.Duration {
 	return d
 }
 
+// isOff reports a value of 0 or off, which turns a feature off.
+func isOff(e entry) bool { return e.set && (e.value == "0" || strings.EqualFold(e.value, "off")) }
+
 // durationOrOff is a duration where 0 or off turns the feature off.
 func (l *loader) durationOrOff(e entry, def, least time.Duration) time.Duration {
-	if e.set && (e.value == "0" || strings.EqualFold(e.value, "off")) {
+	if isOff(e) {
 		return 0
 	}
 	return l.duration(e, def, least)
