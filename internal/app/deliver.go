@@ -101,9 +101,10 @@ func (a *App) staleLoop(ctx context.Context) error {
 		started = *p
 	}
 	watched := make([]compose.Watched, 0, len(a.accounts))
-	for _, acc := range a.accounts {
-		watched = append(watched, compose.Watched{Group: compose.Group{Account: acc.cfg.ID, Users: acc.users},
-			Reading: func() (time.Time, string) { st := acc.poller.Status(); return st.LastGoodCycle, st.LastError }})
+	for i, g := range a.groups() {
+		poller := a.accounts[i].poller
+		watched = append(watched, compose.Watched{Group: g,
+			Reading: func() (time.Time, string) { st := poller.Status(); return st.LastGoodCycle, st.LastError }})
 	}
 	return a.composer.RunStale(ctx, a.cfg.Delivery.StaleAfter, started, watched)
 }
