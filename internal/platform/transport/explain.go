@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"net/url"
 	"strings"
 )
@@ -68,6 +69,23 @@ type connectError struct {
 	setting         string   // where the proxy is configured
 	credSetting     string   // where the credentials are configured, "" none
 	native          bool     // presencebridge's own CONNECT ([Proxy] URL), not net/http's
+}
+
+// newConnectError is the *connectError for a non-200 CONNECT reply resp:
+// its status and the schemes it offers; callers add what they sent.
+func newConnectError(proxy, target, setting string, resp *http.Response) *connectError {
+	ce := &connectError{
+		proxy:   proxy,
+		target:  target,
+		status:  resp.StatusCode,
+		text:    strings.TrimSpace(strings.TrimPrefix(resp.Status, fmt.Sprint(resp.StatusCode))),
+		setting: setting,
+		schemes: parseChallenges(resp.Header.Values("Proxy-Authenticate")).schemes(),
+	}
+	if ce.text == "" {
+		ce.text = http.StatusText(resp.StatusCode)
+	}
+	return ce
 }
 
 func (e *connectError) Error() string {

@@ -415,23 +415,13 @@ func checkConnectResponse(setting string) func(context.Context, *url.URL, *http.
 		if resp.StatusCode == http.StatusOK {
 			return nil
 		}
-		ce := &connectError{
-			proxy:   canonicalAddr(proxyURL),
-			target:  req.Host,
-			status:  resp.StatusCode,
-			text:    strings.TrimSpace(strings.TrimPrefix(resp.Status, fmt.Sprint(resp.StatusCode))),
-			setting: setting,
-		}
-		if ce.text == "" {
-			ce.text = http.StatusText(resp.StatusCode)
-		}
+		ce := newConnectError(canonicalAddr(proxyURL), req.Host, setting, resp)
 		if proxyURL.User != nil {
 			ce.user = proxyURL.User.Username()
 			ce.sentCredentials = true
 			ce.scheme = schemeBasic
 			ce.credSetting = setting
 		}
-		ce.schemes = parseChallenges(resp.Header.Values("Proxy-Authenticate")).schemes()
 		return ce
 	}
 }
