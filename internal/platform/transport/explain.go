@@ -203,6 +203,7 @@ const (
 func explainAuthRequired(e *connectError) string {
 	const status = "(407 Proxy Authentication Required)"
 	connScheme := "" // the connection-based schemes offered: NTLM, Negotiate
+	basic := false   // Basic is offered
 	var unsupported []string
 	for _, s := range e.schemes {
 		switch {
@@ -212,11 +213,15 @@ func explainAuthRequired(e *connectError) string {
 			}
 			connScheme += s
 		case strings.EqualFold(s, schemeBasic):
+			basic = true
 		default:
 			unsupported = append(unsupported, s)
 		}
 	}
-	basic := offersBasic(e.schemes)
+	advice := adviceDomainAccount // for NTLM or Negotiate without credentials
+	if integratedAuth {
+		advice += ", " + adviceServiceAcct
+	}
 	credHint := func() string {
 		switch e.credSetting {
 		case settingProxyURL:
@@ -229,10 +234,6 @@ func explainAuthRequired(e *connectError) string {
 	switch {
 	case !e.native && connScheme != "" && !basic:
 		// net/http's CONNECT for HTTPS_PROXY sends only Basic.
-		advice := adviceDomainAccount
-		if integratedAuth {
-			advice += ", " + adviceServiceAcct
-		}
 		return fmt.Sprintf("Proxy: the HTTP proxy %s from %s asks for %s authentication %s, which presencebridge answers only for a proxy in [Proxy] URL; "+
 			"set [Proxy] URL = http://%s and %s", e.proxy, e.setting, connScheme, status, e.proxy, advice)
 	case e.integrated && e.handshake:
@@ -255,10 +256,6 @@ func explainAuthRequired(e *connectError) string {
 		return fmt.Sprintf("Proxy: the HTTP proxy %s refused the Basic credentials of user %q %s; %s",
 			e.proxy, e.user, status, credHint())
 	case connScheme != "":
-		advice := adviceDomainAccount
-		if integratedAuth {
-			advice += ", " + adviceServiceAcct
-		}
 		return fmt.Sprintf("Proxy: the HTTP proxy %s asks for %s authentication %s: %s", e.proxy, connScheme, status, advice)
 	case basic || len(e.schemes) == 0:
 		where := "[Proxy] URL as http://user:password@host:port, or in [Proxy] Username and Password"
@@ -273,15 +270,6 @@ func explainAuthRequired(e *connectError) string {
 	}
 	return fmt.Sprintf("Proxy: the HTTP proxy %s asks for %s authentication %s, which presencebridge does not speak (it answers Basic, NTLM and Negotiate); "+
 		"ask the proxy administrators to allow one of those for this machine or to exempt %s", e.proxy, strings.Join(unsupported, "/"), status, e.target)
-}
-
-func offersBasic(schemes []string) bool {
-	for _, s := range schemes {
-		if strings.EqualFold(s, schemeBasic) {
-			return true
-		}
-	}
-	return false
 }
 
 // explainProxyIO explains a broken CONNECT handshake.
