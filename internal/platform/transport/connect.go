@@ -333,6 +333,5 @@ func (e *proxyIOError) Unwrap() error { return e.err }
 
 // Timeout keeps net.Error semantics for url.Error.Timeout.
 func (e *proxyIOError) Timeout() bool {
-	var ne net.Error
-	return errors.As(e.err, &ne) && ne.Timeout()
+	return netTimeout(e.err)
 }

@@ -31,8 +31,7 @@ func (e *dialError) Unwrap() error { return e.err }
 // Timeout and Temporary keep net.Error semantics for url.Error.Timeout and
 // net.OpError.Timeout, which type-assert their direct Err.
 func (e *dialError) Timeout() bool {
-	var ne net.Error
-	return errors.As(e.err, &ne) && ne.Timeout()
+	return netTimeout(e.err)
 }
 
 func (e *dialError) Temporary() bool {
@@ -51,8 +50,7 @@ func (e *socksError) Error() string {
 }
 func (e *socksError) Unwrap() error { return e.err }
 func (e *socksError) Timeout() bool {
-	var ne net.Error
-	return errors.As(e.err, &ne) && ne.Timeout()
+	return netTimeout(e.err)
 }
 
 // connectError is a non-200 reply of an HTTP proxy to CONNECT.
@@ -171,8 +169,14 @@ func Explain(err error) string {
 }
 
 func isTimeout(err error) bool {
+	return errors.Is(err, context.DeadlineExceeded) || netTimeout(err)
+}
+
+// netTimeout says whether err wraps a net.Error that timed out: the Timeout
+// of the error types here, which wrap one.
+func netTimeout(err error) bool {
 	var ne net.Error
-	return errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout())
+	return errors.As(err, &ne) && ne.Timeout()
 }
 
 func explainConnect(e *connectError) string {
