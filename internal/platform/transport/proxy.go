@@ -298,6 +298,7 @@ func (rt route) configure(tr *http.Transport, base *net.Dialer, logger *slog.Log
 		d, _ := proxy.SOCKS5("tcp", addr, auth, hd)
 		sd := &socksDialer{
 			proxyAddr: addr,
+			setting:   settingProxyURL,
 			remoteDNS: rt.proxy.Scheme == "socks5h",
 			resolver:  base.Resolver,
 			dialer:    d.(proxy.ContextDialer),
@@ -366,7 +367,7 @@ func (d *hopDialer) DialContext(ctx context.Context, network, addr string) (net.
 type socksDialer struct {
 	proxyAddr string
 	user      string
-	setting   string // where user is configured
+	setting   string // where user is configured; [Proxy] URL without one
 	remoteDNS bool
 	resolver  *net.Resolver // nil: net.DefaultResolver
 	dialer    proxy.ContextDialer
@@ -386,11 +387,7 @@ func (s *socksDialer) DialContext(ctx context.Context, network, addr string) (ne
 	}
 	c, err := s.dialer.DialContext(ctx, network, target)
 	if err != nil {
-		setting := settingProxyURL
-		if s.setting != "" {
-			setting = s.setting
-		}
-		return nil, &socksError{proxy: s.proxyAddr, target: addr, user: s.user, setting: setting, err: err}
+		return nil, &socksError{proxy: s.proxyAddr, target: addr, user: s.user, setting: s.setting, err: err}
 	}
 	return c, nil
 }
