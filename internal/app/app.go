@@ -280,7 +280,6 @@ func (a *App) Run(ctx context.Context) error {
 
 	a.log.Info("Working with the configuration", "version", a.version, "config", a.cfg.Path,
 		"users", len(a.byUPN), "accounts", len(a.accounts),
-		"proxy", transport.Describe(a.cfg.Proxy.TransportOptions()),
 		"winningTechnology", a.cfg.WinningTechnology)
 	for _, w := range a.cfg.Warnings {
 		a.log.Warn(w)
