@@ -141,7 +141,9 @@ func Open(o Options) (*App, error) {
 	}
 
 	if a.hc == nil {
-		a.hc, err = transport.NewClient(transport.Options{ProxyURL: cfg.Proxy.URL, ProxyUser: cfg.Proxy.Username, ProxyPassword: cfg.Proxy.Password.Reveal(), CAFile: cfg.Proxy.CAFile, Logger: o.Logger})
+		to := cfg.Proxy.TransportOptions()
+		to.Logger = o.Logger
+		a.hc, err = transport.NewClient(to)
 		if err != nil {
 			return nil, fmt.Errorf("%w: %s: [Proxy]: %w", ErrConfig, cfg.Path, err)
 		}
@@ -278,7 +280,6 @@ func (a *App) Run(ctx context.Context) error {
 
 	a.log.Info("Working with the configuration", "version", a.version, "config", a.cfg.Path,
 		"users", len(a.byUPN), "accounts", len(a.accounts),
-		"proxy", transport.Describe(transport.Options{ProxyURL: a.cfg.Proxy.URL, ProxyUser: a.cfg.Proxy.Username, CAFile: a.cfg.Proxy.CAFile}),
 		"winningTechnology", a.cfg.WinningTechnology)
 	for _, w := range a.cfg.Warnings {
 		a.log.Warn(w)

@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"unicode/utf8"
+
+	"github.com/presencebridge/presencebridge/internal/platform/transport"
 )
 
 // Proxy is the [Proxy] section. Formatting a Proxy with fmt, slog or encoding/json
@@ -27,6 +29,12 @@ type Proxy struct {
 	Password Secret
 	// CAFile is an extra PEM bundle trusted in addition to the system roots.
 	CAFile string
+}
+
+// TransportOptions are the transport.Options of [Proxy]: the route, the
+// credentials and the CA file; callers add Timeout and Logger.
+func (p Proxy) TransportOptions() transport.Options {
+	return transport.Options{ProxyURL: p.URL, ProxyUser: p.Username, ProxyPassword: p.Password.Reveal(), CAFile: p.CAFile}
 }
 
 // String describes the proxy with the password replaced by "***".

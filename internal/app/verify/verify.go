@@ -132,8 +132,9 @@ func Run(ctx context.Context, o Options) []Result {
 		return r.out
 	}
 
-	hc, err := transport.NewClient(transport.Options{ProxyURL: cfg.Proxy.URL, ProxyUser: cfg.Proxy.Username, ProxyPassword: cfg.Proxy.Password.Reveal(),
-		CAFile: cfg.Proxy.CAFile, Timeout: cfg.Polling.RequestTimeout, Logger: o.Logger})
+	to := cfg.Proxy.TransportOptions()
+	to.Timeout, to.Logger = cfg.Polling.RequestTimeout, o.Logger
+	hc, err := transport.NewClient(to)
 	if err != nil {
 		r.add("proxy and CA", Fail, err.Error(), "correct [Proxy] URL, Username, Password and CAFile")
 		return r.out
@@ -214,7 +215,7 @@ func (r *run) account(ctx context.Context, cfg *config.Config, ac config.Account
 		r.add(name+": sign-in host", Fail, ac.LoginURL+": "+err.Error(), explain(err))
 		return
 	}
-	r.add(name+": sign-in host", Pass, ac.LoginURL+" reachable ("+transport.Describe(transport.Options{ProxyURL: cfg.Proxy.URL, ProxyUser: cfg.Proxy.Username, CAFile: cfg.Proxy.CAFile})+")", "")
+	r.add(name+": sign-in host", Pass, ac.LoginURL+" reachable ("+transport.Describe(cfg.Proxy.TransportOptions())+")", "")
 	if err := reach(ctx, hc, ac.GraphURL+"/organization"); err != nil {
 		r.add(name+": Graph host", Fail, ac.GraphURL+": "+err.Error(), explain(err))
 		return

@@ -264,23 +264,11 @@ func (h *handshake) ioError(err error) error {
 
 // refusal is the *connectError for a final non-200 reply.
 func (h *handshake) refusal(resp *http.Response) error {
-	ce := &connectError{
-		proxy:      h.d.proxyAddr,
-		target:     h.target,
-		status:     resp.StatusCode,
-		text:       strings.TrimSpace(strings.TrimPrefix(resp.Status, fmt.Sprint(resp.StatusCode))),
-		setting:    h.d.setting,
-		native:     true,
-		scheme:     h.sent,
-		handshake:  h.challenged,
-		integrated: h.integrated,
-	}
-	if ce.text == "" {
-		ce.text = http.StatusText(resp.StatusCode)
-	}
-	if resp.StatusCode == http.StatusProxyAuthRequired {
-		ce.schemes = parseChallenges(resp.Header.Values("Proxy-Authenticate")).schemes()
-	}
+	ce := newConnectError(h.d.proxyAddr, h.target, h.d.setting, resp)
+	ce.native = true
+	ce.scheme = h.sent
+	ce.handshake = h.challenged
+	ce.integrated = h.integrated
 	if h.d.creds != nil {
 		ce.credSetting = h.d.creds.setting
 	}
@@ -345,6 +333,5 @@ func (e *proxyIOError) Unwrap() error { return e.err }
 
 // Timeout keeps net.Error semantics for url.Error.Timeout.
 func (e *proxyIOError) Timeout() bool {
-	var ne net.Error
-	return errors.As(e.err, &ne) && ne.Timeout()
+	return netTimeout(e.err)
 }

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"net/url"
 	"strings"
 )
@@ -30,8 +31,7 @@ func (e *dialError) Unwrap() error { return e.err }
 // Timeout and Temporary keep net.Error semantics for url.Error.Timeout and
 // net.OpError.Timeout, which type-assert their direct Err.
 func (e *dialError) Timeout() bool {
-	var ne net.Error
-	return errors.As(e.err, &ne) && ne.Timeout()
+	return netTimeout(e.err)
 }
 
 func (e *dialError) Temporary() bool {
@@ -50,8 +50,7 @@ func (e *socksError) Error() string {
 }
 func (e *socksError) Unwrap() error { return e.err }
 func (e *socksError) Timeout() bool {
-	var ne net.Error
-	return errors.As(e.err, &ne) && ne.Timeout()
+	return netTimeout(e.err)
 }
 
 // connectError is a non-200 reply of an HTTP proxy to CONNECT.
@@ -68,6 +67,23 @@ type connectError struct {
 	setting         string   // where the proxy is configured
 	credSetting     string   // where the credentials are configured, "" none
 	native          bool     // presencebridge's own CONNECT ([Proxy] URL), not net/http's
+}
+
+// newConnectError is the *connectError for a non-200 CONNECT reply resp:
+// its status and the schemes it offers; callers add what they sent.
+func newConnectError(proxy, target, setting string, resp *http.Response) *connectError {
+	ce := &connectError{
+		proxy:   proxy,
+		target:  target,
+		status:  resp.StatusCode,
+		text:    strings.TrimSpace(strings.TrimPrefix(resp.Status, fmt.Sprint(resp.StatusCode))),
+		setting: setting,
+		schemes: parseChallenges(resp.Header.Values("Proxy-Authenticate")).schemes(),
+	}
+	if ce.text == "" {
+		ce.text = http.StatusText(resp.StatusCode)
+	}
+	return ce
 }
 
 func (e *connectError) Error() string {
@@ -153,8 +169,14 @@ func Explain(err error) string {
 }
 
 func isTimeout(err error) bool {
+	return errors.Is(err, context.DeadlineExceeded) || netTimeout(err)
+}
+
+// netTimeout says whether err wraps a net.Error that timed out: the Timeout
+// of the error types here, which wrap one.
+func netTimeout(err error) bool {
 	var ne net.Error
-	return errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout())
+	return errors.As(err, &ne) && ne.Timeout()
 }
 
 func explainConnect(e *connectError) string {
@@ -185,6 +207,7 @@ const (
 func explainAuthRequired(e *connectError) string {
 	const status = "(407 Proxy Authentication Required)"
 	connScheme := "" // the connection-based schemes offered: NTLM, Negotiate
+	basic := false   // Basic is offered
 	var unsupported []string
 	for _, s := range e.schemes {
 		switch {
@@ -194,11 +217,15 @@ func explainAuthRequired(e *connectError) string {
 			}
 			connScheme += s
 		case strings.EqualFold(s, schemeBasic):
+			basic = true
 		default:
 			unsupported = append(unsupported, s)
 		}
 	}
-	basic := offersBasic(e.schemes)
+	advice := adviceDomainAccount // for NTLM or Negotiate without credentials
+	if integratedAuth {
+		advice += ", " + adviceServiceAcct
+	}
 	credHint := func() string {
 		switch e.credSetting {
 		case settingProxyURL:
@@ -211,10 +238,6 @@ func explainAuthRequired(e *connectError) string {
 	switch {
 	case !e.native && connScheme != "" && !basic:
 		// net/http's CONNECT for HTTPS_PROXY sends only Basic.
-		advice := adviceDomainAccount
-		if integratedAuth {
-			advice += ", " + adviceServiceAcct
-		}
 		return fmt.Sprintf("Proxy: the HTTP proxy %s from %s asks for %s authentication %s, which presencebridge answers only for a proxy in [Proxy] URL; "+
 			"set [Proxy] URL = http://%s and %s", e.proxy, e.setting, connScheme, status, e.proxy, advice)
 	case e.integrated && e.handshake:
@@ -237,10 +260,6 @@ func explainAuthRequired(e *connectError) string {
 		return fmt.Sprintf("Proxy: the HTTP proxy %s refused the Basic credentials of user %q %s; %s",
 			e.proxy, e.user, status, credHint())
 	case connScheme != "":
-		advice := adviceDomainAccount
-		if integratedAuth {
-			advice += ", " + adviceServiceAcct
-		}
 		return fmt.Sprintf("Proxy: the HTTP proxy %s asks for %s authentication %s: %s", e.proxy, connScheme, status, advice)
 	case basic || len(e.schemes) == 0:
 		where := "[Proxy] URL as http://user:password@host:port, or in [Proxy] Username and Password"
@@ -255,15 +274,6 @@ func explainAuthRequired(e *connectError) string {
 	}
 	return fmt.Sprintf("Proxy: the HTTP proxy %s asks for %s authentication %s, which presencebridge does not speak (it answers Basic, NTLM and Negotiate); "+
 		"ask the proxy administrators to allow one of those for this machine or to exempt %s", e.proxy, strings.Join(unsupported, "/"), status, e.target)
-}
-
-func offersBasic(schemes []string) bool {
-	for _, s := range schemes {
-		if strings.EqualFold(s, schemeBasic) {
-			return true
-		}
-	}
-	return false
 }
 
 // explainProxyIO explains a broken CONNECT handshake.

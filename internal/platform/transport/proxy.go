@@ -298,6 +298,7 @@ func (rt route) configure(tr *http.Transport, base *net.Dialer, logger *slog.Log
 		d, _ := proxy.SOCKS5("tcp", addr, auth, hd)
 		sd := &socksDialer{
 			proxyAddr: addr,
+			setting:   settingProxyURL,
 			remoteDNS: rt.proxy.Scheme == "socks5h",
 			resolver:  base.Resolver,
 			dialer:    d.(proxy.ContextDialer),
@@ -366,7 +367,7 @@ func (d *hopDialer) DialContext(ctx context.Context, network, addr string) (net.
 type socksDialer struct {
 	proxyAddr string
 	user      string
-	setting   string // where user is configured
+	setting   string // where user is configured; [Proxy] URL without one
 	remoteDNS bool
 	resolver  *net.Resolver // nil: net.DefaultResolver
 	dialer    proxy.ContextDialer
@@ -386,11 +387,7 @@ func (s *socksDialer) DialContext(ctx context.Context, network, addr string) (ne
 	}
 	c, err := s.dialer.DialContext(ctx, network, target)
 	if err != nil {
-		setting := settingProxyURL
-		if s.setting != "" {
-			setting = s.setting
-		}
-		return nil, &socksError{proxy: s.proxyAddr, target: addr, user: s.user, setting: setting, err: err}
+		return nil, &socksError{proxy: s.proxyAddr, target: addr, user: s.user, setting: s.setting, err: err}
 	}
 	return c, nil
 }
@@ -415,23 +412,13 @@ func checkConnectResponse(setting string) func(context.Context, *url.URL, *http.
 		if resp.StatusCode == http.StatusOK {
 			return nil
 		}
-		ce := &connectError{
-			proxy:   canonicalAddr(proxyURL),
-			target:  req.Host,
-			status:  resp.StatusCode,
-			text:    strings.TrimSpace(strings.TrimPrefix(resp.Status, fmt.Sprint(resp.StatusCode))),
-			setting: setting,
-		}
-		if ce.text == "" {
-			ce.text = http.StatusText(resp.StatusCode)
-		}
+		ce := newConnectError(canonicalAddr(proxyURL), req.Host, setting, resp)
 		if proxyURL.User != nil {
 			ce.user = proxyURL.User.Username()
 			ce.sentCredentials = true
 			ce.scheme = schemeBasic
 			ce.credSetting = setting
 		}
-		ce.schemes = parseChallenges(resp.Header.Values("Proxy-Authenticate")).schemes()
 		return ce
 	}
 }

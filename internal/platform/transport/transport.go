@@ -122,7 +122,7 @@ func newClient(o Options, base *net.Dialer) (*http.Client, error) {
 		logger.Warn("HTTP_PROXY is set but HTTPS_PROXY is not; HTTPS to Microsoft goes direct",
 			"http_proxy", rt.envHTTP.Redacted())
 	}
-	logger.Info("HTTP client ready", "route", rt.describe(), "timeout", timeout)
+	logger.Info("HTTP client ready", "route", rt.describeWithCAs(o.CAFile), "timeout", timeout)
 	return &http.Client{Transport: tr, Timeout: timeout}, nil
 }
 
@@ -135,9 +135,15 @@ func Describe(o Options) string {
 	if err != nil {
 		return "invalid proxy setting: " + err.Error()
 	}
+	return rt.describeWithCAs(o.CAFile)
+}
+
+// describeWithCAs is describe plus the extra CA file, if any: Describe's line
+// and the route NewClient logs.
+func (rt route) describeWithCAs(caFile string) string {
 	s := rt.describe()
-	if o.CAFile != "" {
-		s += "; also trusting the CAs in " + o.CAFile
+	if caFile != "" {
+		s += "; also trusting the CAs in " + caFile
 	}
 	return s
 }

@@ -126,9 +126,7 @@ const helperDir = "/usr/lib/squid"
 // never skip them.
 func Require(t testing.TB) string {
 	t.Helper()
-	path, err := Find()
-	testkit.Tool(t, "the Squid integration test", err)
-	return path
+	return testkit.Need(t, "the Squid integration test", Find)
 }
 
 // Start writes a squid.conf into a fresh work folder, runs Squid in the
