@@ -142,10 +142,11 @@ type Server struct {
 	deviceCodes map[string]*deviceCode // by device_code
 	refresh     map[string]*refreshGrant
 	// Access tokens carry the session generation they were minted in; those of
-	// a generation before revokedGen are refused (RevokeSessions).
-	tokenGen, revokedGen int
-	claimsChallenge      bool // a refused token's 401 carries a claims challenge
-	claimsRequests       int  // token requests that carried claims
+	// a generation before the current one are refused (RevokeSessions starts a
+	// new one).
+	sessionGen      int
+	claimsChallenge bool // a refused token's 401 carries a claims challenge
+	claimsRequests  int  // token requests that carried claims
 
 	mu      sync.Mutex // guards the fields below
 	srv     *http.Server

@@ -303,8 +303,7 @@ type RevokeOptions struct {
 // revoked.
 func (s *Server) RevokeSessions(o RevokeOptions) int {
 	s.authMu.Lock()
-	s.tokenGen++
-	s.revokedGen = s.tokenGen
+	s.sessionGen++
 	s.claimsChallenge = o.ClaimsChallenge
 	s.authMu.Unlock()
 	if o.KeepRefreshTokens {
@@ -326,7 +325,7 @@ func (s *Server) ClaimsRequests() int {
 func (s *Server) tokenGeneration() int {
 	s.authMu.Lock()
 	defer s.authMu.Unlock()
-	return s.tokenGen
+	return s.sessionGen
 }
 
 // revoked reports whether an access token of generation gen was revoked, and the
@@ -334,7 +333,7 @@ func (s *Server) tokenGeneration() int {
 func (s *Server) revoked(gen int) (bool, string) {
 	s.authMu.Lock()
 	defer s.authMu.Unlock()
-	if gen >= s.revokedGen {
+	if gen >= s.sessionGen {
 		return false, ""
 	}
 	if !s.claimsChallenge {
