@@ -269,12 +269,12 @@ func (s *Server) identity(upn string) (oid, name string, ok bool) {
 	return "", "", false
 }
 
-// refreshGrant is what a refresh token stands for.
 // Grant is a refresh token issued to ClientID for UPN (Options.Grants).
 type Grant struct {
 	RefreshToken, ClientID, UPN, Scope string
 }
 
+// refreshGrant is what a refresh token stands for.
 type refreshGrant struct {
 	clientID string
 	upn      string
