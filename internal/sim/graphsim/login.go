@@ -340,7 +340,7 @@ func (s *Server) revoked(gen int) (bool, string) {
 		return true, ""
 	}
 	claims := fmt.Sprintf(`{"access_token":{"nbf":{"essential":true,"value":"%d"}}}`, s.clock.Now().Unix())
-	return true, `Bearer realm="", authorization_uri="https://login.microsoftonline.com/common/oauth2/authorize", client_id="00000003-0000-0000-c000-000000000000", error="insufficient_claims", claims="` +
+	return true, bearerChallenge + `, error="insufficient_claims", claims="` +
 		base64.StdEncoding.EncodeToString([]byte(claims)) + `"`
 }
 
