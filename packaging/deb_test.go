@@ -2,6 +2,7 @@ package packaging
 
 import (
 	"bytes"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,19 +13,17 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/presencebridge/presencebridge/internal/testkit"
 	"github.com/presencebridge/presencebridge/internal/testkit/wine"
 )
 
 // require skips the test when tool is missing, but fails it under CI (CI=true),
-// where .ci/run installs everything the tests need.
+// where .ci/run installs everything the tests need (testkit.Tool).
 func require(t *testing.T, tools ...string) {
 	t.Helper()
 	for _, tool := range tools {
 		if _, err := exec.LookPath(tool); err != nil {
-			if os.Getenv("CI") == "true" {
-				t.Fatalf("%s is not installed; CI=true, so the packaging tests must run", tool)
-			}
-			t.Skipf("%s is not installed; skipping", tool)
+			testkit.Tool(t, "the packaging tests", fmt.Errorf("%s is not installed", tool))
 		}
 	}
 }

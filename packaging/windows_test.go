@@ -17,9 +17,9 @@ import (
 	"sync"
 	"testing"
 	"time"
-	"unicode/utf16"
 
 	"github.com/presencebridge/presencebridge/internal/pbx/cti"
+	"github.com/presencebridge/presencebridge/internal/platform/textfile"
 	"github.com/presencebridge/presencebridge/internal/testkit/wine"
 )
 
@@ -351,14 +351,11 @@ func msiLog(t *testing.T, path string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(raw) >= 2 && raw[0] == 0xff && raw[1] == 0xfe {
-		u := make([]uint16, (len(raw)-2)/2)
-		for i := range u {
-			u[i] = uint16(raw[2+2*i]) | uint16(raw[3+2*i])<<8
-		}
-		return string(utf16.Decode(u))
+	log, _, err := textfile.Decode(raw)
+	if err != nil {
+		t.Fatalf("msiexec's log %s: %v", path, err)
 	}
-	return string(raw)
+	return log
 }
 
 func TestIntegrationWindows(t *testing.T) {

@@ -39,7 +39,7 @@ func runWindowsService(g globals, marked bool) (code int, ok bool) {
 		return exitFailure, true
 	}
 	defer elog.Close()
-	d.sys = eventLogSink(elog)
+	d.sys = svclog.EventLog(elog)
 	// The work ended by itself: end the process without reporting a stop, a
 	// failure for the service manager, whose recovery actions restart it.
 	d.onEnded = func(err error) {
@@ -58,22 +58,6 @@ func runWindowsService(g globals, marked bool) (code int, ok bool) {
 		return exitFailure, true
 	}
 	return h.code, true
-}
-
-// eventLogSink writes log records to the Application Event Log, with the event
-// type following the level (event ID 1: the EventCreate.exe message file that
-// the MSI and service install register shows the text as it is).
-func eventLogSink(elog *eventlog.Log) svclog.Sink {
-	return func(l slog.Level, line string) error {
-		switch {
-		case l >= slog.LevelError:
-			return elog.Error(1, line)
-		case l >= slog.LevelWarn:
-			return elog.Warning(1, line)
-		default:
-			return elog.Info(1, line)
-		}
-	}
 }
 
 // Wait hints given to the service manager while starting and stopping: Start
@@ -126,14 +110,18 @@ func (h *serviceHandler) Execute(_ []string, r <-chan svc.ChangeRequest, changes
 func platformServiceStart(cfg *config.Config, log *slog.Logger) {
 	for _, dir := range uniqueDirs(cfg.Dir, filepath.Dir(cfg.StateFile)) {
 		got, err := restrictDir(dir)
+		var broad string
+		if err == nil {
+			broad = broadAccess(got)
+		}
 		switch {
 		case err != nil:
 			log.Warn("Could not restrict the folder to SYSTEM and Administrators", "folder", dir, "err", err.Error())
-		case broadAccess(got) != "":
+		case broad != "":
 			// The call was taken but the ACL read back still lets others in (a
 			// file system that keeps no ACLs; Wine, which derives them from the
 			// Unix mode): say so rather than trust it.
-			log.Warn("The folder's ACL still lets "+broadAccess(got)+" in: the client secret and tokens in it may be readable by other accounts; keep Presence.ini and the state file on a local NTFS disk",
+			log.Warn("The folder's ACL still lets "+broad+" in: the client secret and tokens in it may be readable by other accounts; keep Presence.ini and the state file on a local NTFS disk",
 				"folder", dir, "acl", got, "want", tokenDirSDDL)
 		default:
 			log.Info("Folder restricted to SYSTEM and Administrators", "folder", dir, "acl", got)

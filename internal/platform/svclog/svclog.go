@@ -1,7 +1,8 @@
 // Package svclog sends the service's log to the system's log: the journal on
-// Linux (through stderr, each line with its syslog priority) and the Windows
-// Event Log (through kardianos/service's logger). Each record is rendered by
-// slog's text or JSON handler first, so the lines read as they do on a console.
+// Linux (Journal: through stderr, each line with its syslog priority) and the
+// Windows Event Log (EventLog: an entry per line, its type following the
+// level). Each record is rendered by slog's text or JSON handler first, so the
+// lines read as they do on a console.
 package svclog
 
 import (

@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"sync/atomic"
 	"time"
 
 	"github.com/presencebridge/presencebridge/internal/compose"
@@ -91,14 +90,12 @@ func Delivery(args []string, stdout, stderr io.Writer) error {
 			name = "HTTP POST batches ([HTTP] Batch = 1) to a CTI on loopback"
 		}
 		runs = append(runs, run{name, func() (delivery.Target, func(), error) {
-			var got atomic.Int64
 			ln, err := net.Listen("tcp", "127.0.0.1:0")
 			if err != nil {
 				return nil, nil, err
 			}
 			srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 				io.Copy(io.Discard, r.Body)
-				got.Add(1)
 				w.WriteHeader(http.StatusNoContent)
 			})}
 			go srv.Serve(ln)
@@ -113,29 +110,35 @@ func Delivery(args []string, stdout, stderr io.Writer) error {
 		}})
 	}
 
-	for i, r := range runs {
+	// measure puts two bursts through run i's target and prints what they took;
+	// its defers take the run down in the reverse order it was built.
+	measure := func(i int, r run) error {
 		target, stop, err := r.target()
 		if err != nil {
 			return fmt.Errorf("%s: %w", r.name, err)
 		}
+		defer stop()
 		db, err := store.Open(filepath.Join(dir, fmt.Sprintf("state-%d.db", i)))
 		if err != nil {
-			stop()
 			return err
 		}
+		defer db.Close()
 		d := delivery.NewDispatcher(delivery.Options{Settings: delivery.DefaultSettings(), Outbox: delivery.BoltOutbox(db), Targets: []delivery.Target{target}, Logger: quiet})
 		c, err := compose.New(compose.Options{Mapping: presence.DefaultMapping(), Queue: d, States: poll.Kept(db), Store: db,
 			Clock: clock.Real{}, Logger: quiet})
 		if err != nil {
-			db.Close()
-			stop()
 			return err
 		}
 		rctx, cancel := context.WithCancel(ctx)
 		done := make(chan error, 1)
 		go func() { done <- d.Run(rctx) }()
+		defer func() {
+			cancel()
+			<-done
+			d.Close()
+		}()
 		fmt.Fprintf(stdout, "\n%s\n", r.name)
-		for round, states := range [][2]presence.Activity{{presence.ActInACall, ""}, {presence.ActAvailable, ""}} {
+		for round, act := range []presence.Activity{presence.ActInACall, presence.ActAvailable} {
 			label := "new publications"
 			if round == 1 {
 				label = "changes to them"
@@ -144,40 +147,35 @@ func Delivery(args []string, stdout, stderr io.Writer) error {
 				label = []string{"first burst", "second burst"}[round]
 			}
 			cpu0 := rusage()
-			took, sent, err := burst(ctx, d, c, target.Name(), *n, states[0])
+			took, err := burst(ctx, d, c, target.Name(), *n, act)
 			cpu := rusage() - cpu0
 			if err != nil {
-				cancel()
-				<-done
-				d.Close()
-				db.Close()
-				stop()
 				return fmt.Errorf("%s: %w", r.name, err)
 			}
 			fmt.Fprintf(stdout, "  %-16s %6d accepted in %6.2f s  (%6.0f changes/s; presencebridge CPU %.0f%% of one core)\n",
-				label+":", sent, took.Seconds(), float64(sent)/took.Seconds(), 100*cpu.Seconds()/took.Seconds())
+				label+":", *n, took.Seconds(), float64(*n)/took.Seconds(), 100*cpu.Seconds()/took.Seconds())
 		}
 		st := d.Status()[0]
 		fmt.Fprintf(stdout, "  failed attempts: %d, dropped: %d\n", st.Failed, st.Dropped)
-		cancel()
-		<-done
-		d.Close()
-		db.Close()
-		stop()
+		return nil
+	}
+	for i, r := range runs {
+		if err := measure(i, r); err != nil {
+			return err
+		}
 	}
 	return nil
 }
 
-// burst queues n changes the way the pollers do (chunks of 650) and waits until
-// the target has accepted every one.
-func burst(ctx context.Context, d *delivery.Dispatcher, c *compose.Composer, target string, n int, act presence.Activity) (time.Duration, int, error) {
+// burst queues n changes the way the pollers do (chunks of 650), waits until
+// the target has accepted every one, and returns how long that took.
+func burst(ctx context.Context, d *delivery.Dispatcher, c *compose.Composer, target string, n int, act presence.Activity) (time.Duration, error) {
 	avail := presence.Busy
 	if act == presence.ActAvailable {
 		avail = presence.Available
 	}
 	start := time.Now()
 	now := start.UTC()
-	before := d.Status()[0].Sent
 	for lo := 0; lo < n; lo += 650 {
 		var changes []presence.Change
 		for i := lo; i < min(lo+650, n); i++ {
@@ -185,17 +183,15 @@ func burst(ctx context.Context, d *delivery.Dispatcher, c *compose.Composer, tar
 			changes = append(changes, presence.Change{User: u, Current: presence.State{UPN: u.UPN, Availability: avail, Activity: act, Seen: now, Changed: now}})
 		}
 		if err := c.Deliver(ctx, changes); err != nil {
-			return 0, 0, err
+			return 0, err
 		}
 	}
 	deadline := time.Now().Add(5 * time.Minute)
 	for d.Pending(target) > 0 {
 		if time.Now().After(deadline) {
-			return 0, 0, fmt.Errorf("%d changes still pending after 5 minutes", d.Pending(target))
+			return 0, fmt.Errorf("%d changes still pending after 5 minutes", d.Pending(target))
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	// Pending reaches 0 a moment before the counters move; all n were accepted.
-	_ = before
-	return time.Since(start), n, nil
+	return time.Since(start), nil
 }

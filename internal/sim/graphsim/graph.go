@@ -48,6 +48,10 @@ func writeGraphError(w http.ResponseWriter, status int, code, msg string) {
 	writeJSON(w, status, newGraphError(code, msg))
 }
 
+// bearerChallenge is Graph's WWW-Authenticate challenge for a request without a
+// token; a claims challenge (revoked) extends it.
+const bearerChallenge = `Bearer realm="", authorization_uri="https://login.microsoftonline.com/common/oauth2/authorize", client_id="00000003-0000-0000-c000-000000000000"`
+
 // authorize checks the bearer token and the throttle of its app. It answers the
 // request itself (401 or 429) and returns false when the request must stop.
 func (s *Server) authorize(w http.ResponseWriter, r *http.Request) (*tokenClaims, bool) {
@@ -55,7 +59,7 @@ func (s *Server) authorize(w http.ResponseWriter, r *http.Request) (*tokenClaims
 	tok, found := cutPrefixFold(h, "Bearer ")
 	tok = strings.TrimSpace(tok)
 	if !found || tok == "" {
-		w.Header().Set("WWW-Authenticate", `Bearer realm="", authorization_uri="https://login.microsoftonline.com/common/oauth2/authorize", client_id="00000003-0000-0000-c000-000000000000"`)
+		w.Header().Set("WWW-Authenticate", bearerChallenge)
 		writeGraphError(w, http.StatusUnauthorized, "InvalidAuthenticationToken", "Access token is empty.")
 		return nil, false
 	}

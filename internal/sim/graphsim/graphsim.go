@@ -42,6 +42,9 @@ const (
 	DefaultEngineTick     = 100 * time.Millisecond
 	DefaultDeviceCodeLife = 15 * time.Minute // Entra ID's device codes live 15 minutes
 	DefaultRefreshLife    = 90 * 24 * time.Hour
+	// DefaultDeviceCodeUser is the local part of DeviceCodeUPN's default: the
+	// service account is DefaultDeviceCodeUser + "@" + the first domain.
+	DefaultDeviceCodeUser = "presence.svc"
 )
 
 // App is an app registration in the simulated tenant.
@@ -93,7 +96,7 @@ type Options struct {
 	// once it is this old; 0 means only ApproveDeviceCodes approves.
 	DeviceCodeApproveAfter time.Duration
 	// DeviceCodeUPN is who auto-approved device codes sign in as; default
-	// "presence.svc@" + the first domain.
+	// DefaultDeviceCodeUser + "@" + the first domain.
 	DeviceCodeUPN string
 	// DeviceCodeLifetime is how long a device code can be redeemed; default 15m.
 	DeviceCodeLifetime time.Duration
@@ -142,10 +145,11 @@ type Server struct {
 	deviceCodes map[string]*deviceCode // by device_code
 	refresh     map[string]*refreshGrant
 	// Access tokens carry the session generation they were minted in; those of
-	// a generation before revokedGen are refused (RevokeSessions).
-	tokenGen, revokedGen int
-	claimsChallenge      bool // a refused token's 401 carries a claims challenge
-	claimsRequests       int  // token requests that carried claims
+	// a generation before the current one are refused (RevokeSessions starts a
+	// new one).
+	sessionGen      int
+	claimsChallenge bool // a refused token's 401 carries a claims challenge
+	claimsRequests  int  // token requests that carried claims
 
 	mu      sync.Mutex // guards the fields below
 	srv     *http.Server
@@ -208,7 +212,7 @@ func New(opts Options) (*Server, error) {
 		opts.EngineTick = DefaultEngineTick
 	}
 	if opts.DeviceCodeUPN == "" {
-		opts.DeviceCodeUPN = "presence.svc@" + opts.Domains[0]
+		opts.DeviceCodeUPN = DefaultDeviceCodeUser + "@" + opts.Domains[0]
 	}
 	if opts.DeviceCodeLifetime <= 0 {
 		opts.DeviceCodeLifetime = DefaultDeviceCodeLife

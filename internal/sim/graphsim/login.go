@@ -269,12 +269,12 @@ func (s *Server) identity(upn string) (oid, name string, ok bool) {
 	return "", "", false
 }
 
-// refreshGrant is what a refresh token stands for.
 // Grant is a refresh token issued to ClientID for UPN (Options.Grants).
 type Grant struct {
 	RefreshToken, ClientID, UPN, Scope string
 }
 
+// refreshGrant is what a refresh token stands for.
 type refreshGrant struct {
 	clientID string
 	upn      string
@@ -303,8 +303,7 @@ type RevokeOptions struct {
 // revoked.
 func (s *Server) RevokeSessions(o RevokeOptions) int {
 	s.authMu.Lock()
-	s.tokenGen++
-	s.revokedGen = s.tokenGen
+	s.sessionGen++
 	s.claimsChallenge = o.ClaimsChallenge
 	s.authMu.Unlock()
 	if o.KeepRefreshTokens {
@@ -326,7 +325,7 @@ func (s *Server) ClaimsRequests() int {
 func (s *Server) tokenGeneration() int {
 	s.authMu.Lock()
 	defer s.authMu.Unlock()
-	return s.tokenGen
+	return s.sessionGen
 }
 
 // revoked reports whether an access token of generation gen was revoked, and the
@@ -334,14 +333,14 @@ func (s *Server) tokenGeneration() int {
 func (s *Server) revoked(gen int) (bool, string) {
 	s.authMu.Lock()
 	defer s.authMu.Unlock()
-	if gen >= s.revokedGen {
+	if gen >= s.sessionGen {
 		return false, ""
 	}
 	if !s.claimsChallenge {
 		return true, ""
 	}
 	claims := fmt.Sprintf(`{"access_token":{"nbf":{"essential":true,"value":"%d"}}}`, s.clock.Now().Unix())
-	return true, `Bearer realm="", authorization_uri="https://login.microsoftonline.com/common/oauth2/authorize", client_id="00000003-0000-0000-c000-000000000000", error="insufficient_claims", claims="` +
+	return true, bearerChallenge + `, error="insufficient_claims", claims="` +
 		base64.StdEncoding.EncodeToString([]byte(claims)) + `"`
 }
 

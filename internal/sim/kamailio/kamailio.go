@@ -67,10 +67,8 @@ type Server struct {
 	CAFile        string // PEM CA of the TLS server certificate (empty without Options.TLS)
 	Domain        string // the presence domain (Options.Domain)
 
-	dir      string
-	log      *slog.Logger
 	bin      string
-	opts     Options
+	opts     Options // as filled in by Start, for Restart
 	ports    []int
 	cmd      *exec.Cmd
 	logFile  *os.File
@@ -110,11 +108,10 @@ func Start(ctx context.Context, o Options) (*Server, error) {
 	if err := o.fill(); err != nil {
 		return nil, err
 	}
-	dbDir := filepath.Join(o.Dir, "db")
-	if err := os.MkdirAll(dbDir, 0o700); err != nil {
+	if err := os.MkdirAll(o.dbDir(), 0o700); err != nil {
 		return nil, fmt.Errorf("kamailio work folder: %w", err)
 	}
-	if err := writeTables(dbDir, o.Users, o.Domain); err != nil {
+	if err := writeTables(o.dbDir(), o.Users, o.Domain); err != nil {
 		return nil, err
 	}
 	if o.TLS {
@@ -125,7 +122,7 @@ func Start(ctx context.Context, o Options) (*Server, error) {
 	// Another process may take a port between freePorts and Kamailio's bind:
 	// try again on fresh ports then.
 	for attempt := 1; ; attempt++ {
-		s, err := launch(ctx, bin, o, dbDir, nil)
+		s, err := launch(ctx, bin, o, nil)
 		if err == nil || attempt == 3 || !errors.Is(err, errPortTaken) {
 			return s, err
 		}
@@ -134,6 +131,9 @@ func Start(ctx context.Context, o Options) (*Server, error) {
 }
 
 var errPortTaken = errors.New("a listen port was taken")
+
+// dbDir is the folder of the db_text tables.
+func (o *Options) dbDir() string { return filepath.Join(o.Dir, "db") }
 
 // fill validates o and sets defaults.
 func (o *Options) fill() error {
@@ -182,17 +182,16 @@ func (o *Options) fill() error {
 // returned Server.
 func (s *Server) Restart(ctx context.Context, forget bool) (*Server, error) {
 	s.Stop()
-	dbDir := filepath.Join(s.dir, "db")
 	if forget {
-		if err := writeTables(dbDir, s.opts.Users, s.opts.Domain); err != nil {
+		if err := writeTables(s.opts.dbDir(), s.opts.Users, s.opts.Domain); err != nil {
 			return nil, err
 		}
 	}
-	return launch(ctx, s.bin, s.opts, dbDir, s.ports)
+	return launch(ctx, s.bin, s.opts, s.ports)
 }
 
 // launch starts one Kamailio on ports (nil: fresh ones) and waits for it.
-func launch(ctx context.Context, bin string, o Options, dbDir string, ports []int) (*Server, error) {
+func launch(ctx context.Context, bin string, o Options, ports []int) (*Server, error) {
 	if ports == nil {
 		var err error
 		if ports, err = freePorts(3); err != nil {
@@ -200,13 +199,13 @@ func launch(ctx context.Context, bin string, o Options, dbDir string, ports []in
 		}
 	}
 	s := &Server{UDP: fmt.Sprintf("127.0.0.1:%d", ports[0]), TCP: fmt.Sprintf("127.0.0.1:%d", ports[1]),
-		Domain: o.Domain, dir: o.Dir, log: o.Logger, bin: bin, opts: o, ports: ports, done: make(chan struct{})}
+		Domain: o.Domain, bin: bin, opts: o, ports: ports, done: make(chan struct{})}
 	if o.TLS {
 		s.TLS = fmt.Sprintf("127.0.0.1:%d", ports[2])
 		s.CAFile = filepath.Join(o.Dir, "ca.pem")
 	}
 	data := map[string]any{"Debug": o.Debug, "Children": o.Children, "UDP": ports[0], "TCP": ports[1],
-		"TLS": o.TLS, "TLSPort": ports[2], "Domain": o.Domain, "DB": dbDir, "Auth": len(o.Users) > 0,
+		"TLS": o.TLS, "TLSPort": ports[2], "Domain": o.Domain, "DB": o.dbDir(), "Auth": len(o.Users) > 0,
 		"Challenge": o.Challenge, "Forward": o.Forward, "TLSConfig": filepath.Join(o.Dir, "tls.cfg")}
 	var cfg bytes.Buffer
 	if err := template.Must(template.New("cfg").Parse(cfgTemplate)).Execute(&cfg, data); err != nil {
@@ -281,21 +280,21 @@ func (s *Server) Stop() error {
 		select {
 		case <-s.done:
 		case <-time.After(5 * time.Second):
-			s.log.Warn("Kamailio ignored SIGTERM for 5 s, killing it", "pid", pid)
+			s.opts.Logger.Warn("Kamailio ignored SIGTERM for 5 s, killing it", "pid", pid)
 			procgroup.Kill(pid)
 			<-s.done
 		}
 		// Workers left behind in its group (there should be none) go too.
 		procgroup.Kill(pid)
 		s.logFile.Close()
-		s.log.Info("Kamailio stopped", "udp", s.UDP)
+		s.opts.Logger.Info("Kamailio stopped", "udp", s.UDP)
 	})
 	return nil
 }
 
 // LogTail returns the last n lines of Dir/kamailio.log, for test failure messages.
 func (s *Server) LogTail(n int) string {
-	raw, _ := os.ReadFile(filepath.Join(s.dir, "kamailio.log"))
+	raw, _ := os.ReadFile(filepath.Join(s.opts.Dir, "kamailio.log"))
 	lines := strings.Split(strings.TrimRight(string(raw), "\n"), "\n")
 	if len(lines) > n {
 		lines = lines[len(lines)-n:]

@@ -133,8 +133,10 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err := os.MkdirAll(caDir, 0o755); err != nil {
 		return err
 	}
-	if err := os.WriteFile(ready.CAFile, sim.CAPEM(), 0o644); err != nil {
-		return err
+	if *writeConfig == "" { // otherwise simconfig.Write writes it with Presence.ini, below
+		if err := os.WriteFile(ready.CAFile, sim.CAPEM(), 0o644); err != nil {
+			return err
+		}
 	}
 	pbx := &pbxSide{sim: sim, out: stderr}
 	defer pbx.close()

@@ -22,21 +22,14 @@ var t0 = time.Date(2026, 3, 2, 9, 0, 0, 0, time.UTC)
 
 const tokenPath = "POST /{tenant}/oauth2/v2.0/token"
 
-// startSim runs a simulated tenant (real TLS on loopback) for the test.
+// startSim runs a simulated tenant (real TLS on loopback) for the test, with 5
+// users unless opts say otherwise.
 func startSim(t *testing.T, opts graphsim.Options) *graphsim.Server {
 	t.Helper()
 	if opts.Users == 0 {
 		opts.Users = 5
 	}
-	s, err := graphsim.New(opts)
-	if err != nil {
-		t.Fatalf("graphsim.New: %v", err)
-	}
-	if err := s.Start(); err != nil {
-		t.Fatalf("graphsim Start: %v", err)
-	}
-	t.Cleanup(func() { s.Close() })
-	return s
+	return testkit.StartSim(t, opts)
 }
 
 // openStore opens the state file at path and closes it after the test (a second

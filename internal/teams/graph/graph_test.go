@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/presencebridge/presencebridge/internal/sim/graphsim"
+	"github.com/presencebridge/presencebridge/internal/testkit"
 )
 
 type staticToken string
@@ -18,14 +19,7 @@ func (s staticToken) Token(context.Context) (string, error) { return string(s), 
 
 func newSim(t *testing.T, users int) (*graphsim.Server, *Client) {
 	t.Helper()
-	sim, err := graphsim.New(graphsim.Options{Users: users})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := sim.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { sim.Close() })
+	sim := testkit.StartSim(t, graphsim.Options{Users: users})
 	tok, err := sim.AppToken("presencebridge-daemon")
 	if err != nil {
 		t.Fatal(err)

@@ -338,11 +338,6 @@ func (p *Prefix) Run(ctx context.Context, prog string, args ...string) (Result, 
 
 func crlf(s string) string { return strings.ReplaceAll(s, "\r\n", "\n") }
 
-// SC runs Wine's sc (create, delete, start, stop, query; no qc or config).
-func (p *Prefix) SC(ctx context.Context, args ...string) (Result, error) {
-	return p.Run(ctx, "sc", args...)
-}
-
 // Service states as sc query prints them (SERVICE_STOPPED ... SERVICE_PAUSED).
 const (
 	Stopped         = 1
@@ -367,9 +362,10 @@ var ErrNoService = errors.New("no such service")
 
 var scField = regexp.MustCompile(`(?m)^\s*(STATE|WIN32_EXIT_CODE|SERVICE_EXIT_CODE)\s*:\s*(\d+)\s*(\S*)`)
 
-// ServiceStatus queries a service with sc query.
+// ServiceStatus queries a service with sc query (Wine's sc knows create, delete,
+// start, stop and query; no qc or config).
 func (p *Prefix) ServiceStatus(ctx context.Context, name string) (ServiceStatus, error) {
-	r, err := p.SC(ctx, "query", name)
+	r, err := p.Run(ctx, "sc", "query", name)
 	if err != nil {
 		return ServiceStatus{}, err
 	}

@@ -31,8 +31,9 @@ const (
 	AuthDeviceCode = "devicecode" // a service account through the tenant's public app
 )
 
-// deviceCodeUsername is the service account a device-code account signs in as.
-const deviceCodeUsername = "presence.svc@contoso.example"
+// deviceCodeUsername is the service account a device-code account signs in as:
+// the one the tenant approves device codes for by default (its DeviceCodeUPN).
+const deviceCodeUsername = graphsim.DefaultDeviceCodeUser + "@" + graphsim.DefaultDomain
 
 // Options is what Write writes besides what the tenant itself gives
 // (its URLs, its tenant id, its CA and its users). Empty fields are left out, so
