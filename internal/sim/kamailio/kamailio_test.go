@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -350,4 +351,22 @@ func TestRequireFailsUnderCI(t *testing.T) {
 func needKamailio(t testing.TB) string {
 	t.Helper()
 	return testkit.Need(t, "the Kamailio integration test", Find)
+}
+
+func TestParseNotifyDialogInfo(t *testing.T) {
+	raw := "NOTIFY sip:watcher@127.0.0.1 SIP/2.0\r\nEvent: dialog\r\nSubscription-State: active;expires=600\r\n\r\n" +
+		`<?xml version="1.0"?><dialog-info xmlns="urn:ietf:params:xml:ns:dialog-info" version="3" state="full" entity="sip:bob@pbx.test">` +
+		`<dialog id="a" direction="recipient"><state>terminated</state></dialog>` +
+		`<dialog id="b"><state event="remote">confirmed</state><local><identity>sip:bob@pbx.test</identity></local></dialog></dialog-info>`
+	n := parseNotify(raw)
+	if want := []string{"terminated", "confirmed"}; !slices.Equal(n.DialogStates, want) {
+		t.Fatalf("DialogStates = %q; want %q", n.DialogStates, want)
+	}
+	if !n.Confirmed() {
+		t.Error("Confirmed() = false with a confirmed dialog")
+	}
+	n.DialogStates = n.DialogStates[:1]
+	if n.Confirmed() {
+		t.Error("Confirmed() = true with only a terminated dialog")
+	}
 }

@@ -14,14 +14,29 @@ import (
 	"time"
 )
 
-// Notify is one NOTIFY a Watcher received, with its PIDF read loosely.
+// Notify is one NOTIFY a Watcher received, with its PIDF or dialog-info read
+// loosely.
 type Notify struct {
-	Raw               string    // the body (PIDF XML), as received
-	SubscriptionState string    // Subscription-State header
-	Basic             string    // "open", "closed" or "" (no tuple)
-	Activities        []string  // RPID activity element names, e.g. "on-the-phone"
-	Note              string    // first note found (tuple or person)
-	At                time.Time // when it arrived
+	Raw               string   // the body (PIDF or dialog-info XML), as received
+	SubscriptionState string   // Subscription-State header
+	Basic             string   // "open", "closed" or "" (no tuple)
+	Activities        []string // RPID activity element names, e.g. "on-the-phone"
+	Note              string   // first note found (tuple or person)
+	// DialogStates are the <state> of each <dialog> of a dialog-info body
+	// (RFC 4235: "trying", "early", "confirmed", "terminated"), in order.
+	DialogStates []string
+	At           time.Time // when it arrived
+}
+
+// Confirmed reports whether a dialog-info NOTIFY shows a confirmed dialog (a
+// call in progress: a BLF key lit busy).
+func (n Notify) Confirmed() bool {
+	for _, s := range n.DialogStates {
+		if s == "confirmed" {
+			return true
+		}
+	}
+	return false
 }
 
 // Watcher subscribes to one presentity over UDP with plain sockets: a SIP user
@@ -32,6 +47,7 @@ type Watcher struct {
 	conn    net.PacketConn
 	server  *net.UDPAddr
 	uri     string
+	event   string // "presence" or "dialog"
 	callID  string
 	fromTag string
 	notes   chan Notify
@@ -50,6 +66,12 @@ type Watcher struct {
 // a UDP host:port, and returns once the subscription is accepted. SUBSCRIBE is
 // sent again after 500 ms without an answer, six times in all. Close it when done.
 func Watch(ctx context.Context, server, uri string) (*Watcher, error) {
+	return WatchEvent(ctx, server, uri, "presence")
+}
+
+// WatchEvent is Watch for an event package: "presence" (PIDF) or "dialog"
+// (RFC 4235 dialog-info, what BLF keys subscribe to).
+func WatchEvent(ctx context.Context, server, uri, event string) (*Watcher, error) {
 	addr, err := net.ResolveUDPAddr("udp", server)
 	if err != nil {
 		return nil, fmt.Errorf("watch %s: server %q: %w", uri, server, err)
@@ -58,7 +80,7 @@ func Watch(ctx context.Context, server, uri string) (*Watcher, error) {
 	if err != nil {
 		return nil, fmt.Errorf("watch %s: %w", uri, err)
 	}
-	w := &Watcher{conn: conn, server: addr, uri: uri, callID: token() + "@watcher", fromTag: token(),
+	w := &Watcher{conn: conn, server: addr, uri: uri, event: event, callID: token() + "@watcher", fromTag: token(),
 		notes: make(chan Notify, 256), answers: make(chan string, 16), done: make(chan struct{}),
 		stop: make(chan struct{})}
 	go w.read()
@@ -88,8 +110,8 @@ func (w *Watcher) subscribe(ctx context.Context, expires int) error {
 	local := w.conn.LocalAddr().String()
 	msg := fmt.Sprintf("SUBSCRIBE %s SIP/2.0\r\nVia: SIP/2.0/UDP %s;branch=z9hG4bK%s;rport\r\nMax-Forwards: 70\r\n"+
 		"From: <sip:watcher@%s>;tag=%s\r\nTo: %s\r\nCall-ID: %s\r\nCSeq: %d SUBSCRIBE\r\nContact: <sip:watcher@%s>\r\n"+
-		"Event: presence\r\nAccept: application/pidf+xml\r\nExpires: %d\r\nContent-Length: 0\r\n\r\n",
-		w.uri, local, token(), local, w.fromTag, to, w.callID, w.cseq, local, expires)
+		"Event: %s\r\nAccept: %s\r\nExpires: %d\r\nContent-Length: 0\r\n\r\n",
+		w.uri, local, token(), local, w.fromTag, to, w.callID, w.cseq, local, w.event, accept[w.event], expires)
 	for try := 0; try < 6; try++ {
 		if _, err := w.conn.WriteTo([]byte(msg), w.server); err != nil {
 			return fmt.Errorf("SUBSCRIBE %s to %s: %w", w.uri, w.server, err)
@@ -236,6 +258,9 @@ func (w *Watcher) Close() {
 	})
 }
 
+// accept is the body type asked for each event package.
+var accept = map[string]string{"presence": "application/pidf+xml", "dialog": "application/dialog-info+xml"}
+
 func parseNotify(raw string) Notify {
 	n := Notify{SubscriptionState: header(raw, "Subscription-State"), At: time.Now()}
 	if i := strings.Index(raw, "\r\n\r\n"); i >= 0 {
@@ -268,6 +293,10 @@ func parseNotify(raw string) Notify {
 			case "note":
 				if n.Note == "" {
 					n.Note = text
+				}
+			case "state":
+				if len(path) > 1 && path[len(path)-2] == "dialog" {
+					n.DialogStates = append(n.DialogStates, text)
 				}
 			}
 		}
