@@ -34,7 +34,8 @@ const maxDeltaSeconds = 1<<32 - 1
 
 // fuzzPublisher is a Publisher that only reads answers: no user agent, no network.
 func fuzzPublisher() *Publisher {
-	return &Publisher{o: Options{Settings: Settings{Transport: "udp", Server: "pbx.example:5060", Expires: time.Hour, Username: fuzzUser, Password: fuzzPassword}, Clock: clock.Real{}},
+	s := Settings{Transport: "udp", Server: "pbx.example:5060", Expires: time.Hour, Username: fuzzUser, Password: fuzzPassword}
+	return &Publisher{o: Options{Settings: s, Clock: clock.Real{}}, conn: &Conn{o: s, Dest: s.Server},
 		log: slog.New(slog.DiscardHandler), dest: "pbx.example:5060",
 		pubs: map[string]*Publication{}, dirty: map[string]*Publication{}, wake: make(chan struct{}, 1)}
 }
@@ -173,7 +174,7 @@ func checkPublished(t *testing.T, p *Publisher, res *sip.Response, target sip.Ur
 // answered with credentials that read back.
 func checkChallenge(t *testing.T, p *Publisher, res *sip.Response, target sip.Uri, raw []byte) {
 	t.Helper()
-	chal, err := p.auth.learn(res)
+	chal, err := p.conn.auth.learn(res)
 	if err != nil {
 		if !strings.Contains(err.Error(), strconv.Itoa(res.StatusCode)) || strings.Contains(err.Error(), fuzzPassword) {
 			t.Fatalf("challenge refused with %q: does not name the answer, or holds the password", err)
@@ -181,7 +182,7 @@ func checkChallenge(t *testing.T, p *Publisher, res *sip.Response, target sip.Ur
 		return
 	}
 	req := p.build(publishReq{uri: fuzzURI, target: target, expires: time.Hour})
-	if err := p.auth.answer(req, res.StatusCode, fuzzUser, fuzzPassword); err != nil {
+	if err := p.conn.auth.answer(req, res.StatusCode, fuzzUser, fuzzPassword); err != nil {
 		if strings.Contains(err.Error(), fuzzPassword) {
 			t.Fatalf("the password is in %q", err)
 		}

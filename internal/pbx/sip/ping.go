@@ -3,7 +3,6 @@ package sip
 import (
 	"context"
 	"fmt"
-	"strings"
 
 	"github.com/emiago/sipgo"
 	"github.com/emiago/sipgo/sip"
@@ -17,24 +16,15 @@ func (p *Publisher) Ping(ctx context.Context) (int, error) {
 	if err := sip.ParseUri("sip:"+p.o.Server, &u); err != nil {
 		return 0, fmt.Errorf("[SIP] Server %q: %w", p.o.Server, err)
 	}
-	build := func() *sip.Request {
-		req := sip.NewRequest(sip.OPTIONS, u)
-		req.SetTransport(strings.ToUpper(p.o.Transport))
-		req.SetDestination(p.dest)
-		if p.route != "" {
-			req.AppendHeader(sip.NewHeader("Route", p.route))
-		}
-		return req
-	}
-	req := build()
-	res, err := p.do(ctx, req)
+	req := p.conn.Request(sip.OPTIONS, u)
+	res, err := p.conn.Do(ctx, req)
 	if err != nil {
 		return 0, err
 	}
 	for try := 0; try < 2 && p.o.Username != "" && (res.StatusCode == 401 || res.StatusCode == 407); try++ {
-		res, err = p.client.DoDigestAuth(ctx, req, res, sipgoDigest(p.o.Username, p.o.Password.Reveal()))
+		res, err = p.conn.client.DoDigestAuth(ctx, req, res, sipgoDigest(p.o.Username, p.o.Password.Reveal()))
 		if err != nil {
-			return 0, p.unreachable(err)
+			return 0, p.conn.unreachable(req.Method, err)
 		}
 	}
 	return res.StatusCode, nil

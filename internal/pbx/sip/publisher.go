@@ -13,23 +13,18 @@ package sip
 import (
 	"bytes"
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"strings"
 	"sync"
 	"time"
 
-	"github.com/emiago/sipgo"
 	"github.com/emiago/sipgo/sip"
-	"golang.org/x/time/rate"
 
 	"github.com/presencebridge/presencebridge/internal/delivery"
 	"github.com/presencebridge/presencebridge/internal/platform/clock"
 	"github.com/presencebridge/presencebridge/internal/platform/secret"
-	"github.com/presencebridge/presencebridge/internal/platform/transport"
 	"github.com/presencebridge/presencebridge/internal/presence"
 	"github.com/presencebridge/presencebridge/internal/users"
 )
@@ -119,17 +114,13 @@ type ETagStore interface {
 
 // Publisher is a delivery.Target speaking SIP.
 type Publisher struct {
-	o      Options
-	ua     *sipgo.UserAgent
-	client *sipgo.Client
-	lim    *rate.Limiter
-	sem    chan struct{} // transactions in flight, shared by Send and refreshes
-	dest   string
-	route  string
-	from   *sip.Uri
-	log    *slog.Logger
-	auth   digestCache
-	wake   chan struct{} // a publication due before nextLook
+	o    Options
+	conn *Conn
+	sem  chan struct{} // transactions in flight, shared by Send and refreshes
+	dest string        // conn.Dest
+	from *sip.Uri
+	log  *slog.Logger
+	wake chan struct{} // a publication due before nextLook
 
 	mu    sync.Mutex
 	pubs  map[string]*Publication // by SIP URI as written in the users file
@@ -164,17 +155,7 @@ func New(o Options) (*Publisher, error) {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
 	p := &Publisher{o: o, log: o.Logger, pubs: map[string]*Publication{}, dirty: map[string]*Publication{},
-		users: map[string]*userLock{}, sem: make(chan struct{}, o.Concurrency), wake: make(chan struct{}, 1),
-		lim: rate.NewLimiter(rate.Limit(o.Rate), max(1, int(o.Rate/10)))}
-	p.dest = o.Server
-	if o.OutboundProxy != "" {
-		p.dest = o.OutboundProxy
-		p.route = "<sip:" + o.OutboundProxy + ";lr"
-		if o.Transport != "udp" {
-			p.route += ";transport=" + o.Transport
-		}
-		p.route += ">"
-	}
+		users: map[string]*userLock{}, sem: make(chan struct{}, o.Concurrency), wake: make(chan struct{}, 1)}
 	if o.From != "" {
 		var u sip.Uri
 		if err := sip.ParseUri(o.From, &u); err != nil || u.Host == "" {
@@ -182,51 +163,17 @@ func New(o Options) (*Publisher, error) {
 		}
 		p.from = &u
 	}
-
-	// sipgo logs through the loggers given here; its warnings are about its own
-	// connection bookkeeping, so only errors reach ours.
-	quiet := slog.New(minLevel{o.Logger.Handler(), slog.LevelError}).With("component", "sipgo")
-	uaOpts := []sipgo.UserAgentOption{
-		sipgo.WithUserAgent("presencebridge"),
-		sipgo.WithUserAgentTransportLayerOptions(sip.WithTransportLayerLogger(quiet)),
-		sipgo.WithUserAgentTransactionLayerOptions(sip.WithTransactionLayerLogger(quiet),
-			sip.WithTransactionLayerUnhandledResponseHandler(func(r *sip.Response) {
-				o.Logger.Debug("Late or repeated SIP response ignored", "response", r.Short())
-			})),
-	}
-	if o.Transport == "tls" {
-		tc, err := tlsConfig(o)
-		if err != nil {
-			return nil, err
-		}
-		uaOpts = append(uaOpts, sipgo.WithUserAgenTLSConfig(tc))
-	}
-	ua, err := sipgo.NewUA(uaOpts...)
-	if err != nil {
-		return nil, fmt.Errorf("start SIP user agent: %w", err)
-	}
 	// Requests to us (a PBX's OPTIONS keepalive on our TCP connection) are not
 	// served: a publisher has no dialogs.
-	ua.TransactionLayer().OnRequest(func(req *sip.Request, tx *sip.ServerTx) {
-		if !req.IsAck() {
-			_ = tx.Respond(sip.NewResponseFromRequest(req, sip.StatusMethodNotAllowed, "Method Not Allowed", nil))
-		}
-		tx.TerminateGracefully()
-	})
-	clientOpts := []sipgo.ClientOption{sipgo.WithClientLogger(quiet)}
-	if ip := localIPToward(p.dest); ip != "" {
-		clientOpts = append(clientOpts, sipgo.WithClientHostname(ip)) // Via names a reachable address, not 0.0.0.0
-	}
-	client, err := sipgo.NewClient(ua, clientOpts...)
+	conn, err := NewConn(o.Settings, ConnOptions{Logger: o.Logger})
 	if err != nil {
-		ua.Close()
-		return nil, fmt.Errorf("start SIP client: %w", err)
+		return nil, err
 	}
-	p.ua, p.client = ua, client
+	p.conn, p.dest = conn, conn.Dest
 	if o.ETags != nil {
 		stored, err := o.ETags.LoadPublications()
 		if err != nil {
-			ua.Close()
+			conn.Close()
 			return nil, fmt.Errorf("read kept SIP publications: %w", err)
 		}
 		for uri, pub := range stored {
@@ -238,58 +185,6 @@ func New(o Options) (*Publisher, error) {
 	return p, nil
 }
 
-// localIPToward is the local address the system would use to reach dest (no
-// packet is sent).
-func localIPToward(dest string) string {
-	c, err := net.Dial("udp", dest)
-	if err != nil {
-		return ""
-	}
-	defer c.Close()
-	if a, ok := c.LocalAddr().(*net.UDPAddr); ok {
-		return a.IP.String()
-	}
-	return ""
-}
-
-// tlsConfig trusts the system roots plus [SIP] CAFile and always verifies.
-func tlsConfig(o Options) (*tls.Config, error) {
-	tc := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: o.ServerName}
-	if tc.ServerName == "" {
-		host := o.Server
-		if o.OutboundProxy != "" {
-			host = o.OutboundProxy
-		}
-		if h, _, err := net.SplitHostPort(host); err == nil {
-			host = h
-		}
-		tc.ServerName = host
-	}
-	if o.CAFile != "" {
-		pool, err := transport.CAPool(o.CAFile)
-		if err != nil {
-			return nil, fmt.Errorf("[SIP] CAFile: %w", err)
-		}
-		tc.RootCAs = pool
-	}
-	return tc, nil
-}
-
-// minLevel drops records below level.
-type minLevel struct {
-	slog.Handler
-	level slog.Level
-}
-
-func (h minLevel) Enabled(ctx context.Context, l slog.Level) bool {
-	return l >= h.level && h.Handler.Enabled(ctx, l)
-}
-
-func (h minLevel) WithAttrs(a []slog.Attr) slog.Handler {
-	return minLevel{h.Handler.WithAttrs(a), h.level}
-}
-func (h minLevel) WithGroup(n string) slog.Handler { return minLevel{h.Handler.WithGroup(n), h.level} }
-
 // Accepts reports whether u has a SIP URI to publish to (delivery.Accepter), so the
 // dispatcher does not queue SIP states for users the PBX knows by extension only.
 func (p *Publisher) Accepts(u users.User) bool { return u.SIPURI != "" }
@@ -299,8 +194,7 @@ func (p *Publisher) Name() string { return "sip" }
 
 // Close stops the user agent (its connections and transactions).
 func (p *Publisher) Close() error {
-	p.client.Close()
-	return p.ua.Close()
+	return p.conn.Close()
 }
 
 // Published counts the live publications (those with an entity tag).

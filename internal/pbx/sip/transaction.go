@@ -2,8 +2,6 @@ package sip
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"strconv"
@@ -13,7 +11,6 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/emiago/sipgo"
 	"github.com/emiago/sipgo/sip"
 	"github.com/icholy/digest"
 
@@ -35,12 +32,7 @@ type publishReq struct {
 // URI; From is [SIP] From or the user; an outbound proxy gets a preloaded Route
 // (RFC 3261 section 8.1.2) while the Request-URI stays the user's.
 func (p *Publisher) build(r publishReq) *sip.Request {
-	req := sip.NewRequest(sip.PUBLISH, r.target)
-	req.SetTransport(strings.ToUpper(p.o.Transport))
-	req.SetDestination(p.dest)
-	if p.route != "" {
-		req.AppendHeader(sip.NewHeader("Route", p.route))
-	}
+	req := p.conn.Request(sip.PUBLISH, r.target)
 	fromAddr := r.target
 	if p.from != nil {
 		fromAddr = *p.from
@@ -61,63 +53,11 @@ func (p *Publisher) build(r publishReq) *sip.Request {
 	return req
 }
 
-// transact sends one PUBLISH and follows it up to its final answer: digest
-// credentials for a 401 or 407 (an outbound proxy and the server behind it may
-// each ask), and a longer Expires after 423 Interval Too Brief (RFC 3903 section
-// 6, step 4). Each follow-up keeps the Call-ID and takes the next CSeq (RFC 3261
-// section 22.2). It returns the final response, or an error wrapping
-// delivery.ErrTargetDown when no answer came.
+// transact sends one PUBLISH and follows it up to its final answer
+// (Conn.Transact: digest challenges, and a longer Expires after 423 Interval Too
+// Brief, RFC 3903 section 6, step 4).
 func (p *Publisher) transact(ctx context.Context, r publishReq) (*sip.Response, error) {
-	req := p.build(r)
-	p.auth.preempt(req, p.o.Username, p.o.Password.Reveal())
-	answered := map[int]bool{} // challenges answered in this exchange, by status
-	longer := false
-	for tries := 0; ; tries++ {
-		if err := p.lim.Wait(ctx); err != nil {
-			return nil, err
-		}
-		var opts []sipgo.ClientRequestOption
-		if tries > 0 {
-			req.CSeq().SeqNo++
-			req.RemoveHeader("Via")
-			opts = append(opts, sipgo.ClientRequestAddVia)
-		}
-		res, err := p.do(ctx, req, opts...)
-		if err != nil {
-			return nil, err
-		}
-		if tries == 4 {
-			return res, nil // a server that keeps asking gets its last answer reported
-		}
-		switch code := res.StatusCode; {
-		case code == sip.StatusIntervalToBrief && !longer && r.expires > 0:
-			s, ok := minExpires(res)
-			if !ok {
-				return res, nil
-			}
-			longer = true
-			req.ReplaceHeader(sip.NewHeader("Expires", strconv.Itoa(s)))
-		case code == sip.StatusUnauthorized || code == sip.StatusProxyAuthRequired:
-			if p.o.Username == "" {
-				return res, nil
-			}
-			chal, err := p.auth.learn(res)
-			if err != nil {
-				return nil, fmt.Errorf("PUBLISH %s: %w", r.uri, err)
-			}
-			// The same kind of challenge after our answer means the credentials
-			// are wrong, unless the server only says our nonce went stale.
-			if answered[code] && !chal.Stale {
-				return res, nil
-			}
-			answered[code] = true
-			if err := p.auth.answer(req, code, p.o.Username, p.o.Password.Reveal()); err != nil {
-				return nil, fmt.Errorf("PUBLISH %s: %w", r.uri, err)
-			}
-		default:
-			return res, nil
-		}
-	}
+	return p.conn.Transact(ctx, p.build(r), r.expires > 0, nil)
 }
 
 // minExpires reads the Min-Expires of a 423 Interval Too Brief (RFC 3261
@@ -139,47 +79,6 @@ func deltaSeconds(h sip.Header) (int, bool) {
 		return 0, false
 	}
 	return int(s), true
-}
-
-// do runs one client transaction, bounded by [SIP] Timeout only: a transaction
-// under way when ctx ends (a shutdown) still takes its answer, so the entity tag
-// of a publication the server made is not lost. Otherwise the next start would
-// publish afresh and leave the server a second, stale publication until it
-// expires (RFC 3903 has no way to find it again).
-func (p *Publisher) do(ctx context.Context, req *sip.Request, opts ...sipgo.ClientRequestOption) (*sip.Response, error) {
-	tctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.o.Timeout)
-	defer cancel()
-	res, err := p.client.Do(tctx, req, opts...)
-	if err != nil {
-		return nil, p.unreachable(err)
-	}
-	return res, nil
-}
-
-// unreachable explains a PUBLISH that got no answer.
-func (p *Publisher) unreachable(err error) error {
-	// sipgo's own prefix says nothing a field engineer can use.
-	cause := strings.TrimPrefix(err.Error(), "client transcation failed to request connection: ")
-	if errors.Is(err, context.DeadlineExceeded) {
-		cause = fmt.Sprintf("no answer within %s ([SIP] Timeout)", p.o.Timeout)
-	}
-	var (
-		unknownCA *x509.UnknownAuthorityError
-		badName   x509.HostnameError
-		badCert   x509.CertificateInvalidError
-		verify    *tls.CertificateVerificationError
-	)
-	if errors.As(err, &unknownCA) || errors.As(err, &badName) || errors.As(err, &badCert) || errors.As(err, &verify) {
-		cause += "; check [SIP] CAFile (the CA that signed the server's certificate) and [SIP] ServerName"
-	}
-	return fmt.Errorf("PUBLISH over %s to %s (%s): %s: %w", p.o.Transport, p.dest, p.destSetting(), cause, delivery.ErrTargetDown)
-}
-
-func (p *Publisher) destSetting() string {
-	if p.o.OutboundProxy != "" {
-		return "[SIP] OutboundProxy"
-	}
-	return "[SIP] Server"
 }
 
 // refused turns a final non-2xx answer into the error the dispatcher acts on:
@@ -208,7 +107,7 @@ func (p *Publisher) refused(uri string, res *sip.Response) error {
 	case sip.StatusRequestTimeout, sip.StatusServiceUnavailable:
 		// 503: the server is overloaded or down (RFC 3261 section 21.5.4); 408
 		// from a proxy: the server behind it did not answer.
-		return fmt.Errorf("%s (via %s, %s): %w", what, p.dest, p.destSetting(), delivery.ErrTargetDown)
+		return fmt.Errorf("%s (via %s, %s): %w", what, p.dest, p.conn.DestSetting(), delivery.ErrTargetDown)
 	}
 	return errors.New(what)
 }
