@@ -26,6 +26,7 @@ type Budget struct {
 	mu    sync.Mutex
 	lim   *rate.Limiter
 	pause time.Time
+	first int // WaitFirst callers waiting: Wait lets them go ahead
 	sent  []time.Time // send times within the last window, oldest first
 }
 
@@ -46,10 +47,36 @@ func (b *Budget) Rate() float64 {
 }
 
 // Wait blocks until the next request may be sent (or ctx ends), then counts it.
-func (b *Budget) Wait(ctx context.Context) error {
+func (b *Budget) Wait(ctx context.Context) error { return b.wait(ctx, false) }
+
+// WaitFirst is Wait for a request that goes before every Wait (a write to Teams
+// before the next poll): while one waits, Wait callers hold back, so polling
+// stretches its cycle instead of the write waiting for it.
+func (b *Budget) WaitFirst(ctx context.Context) error {
+	b.mu.Lock()
+	b.first++
+	b.mu.Unlock()
+	defer func() {
+		b.mu.Lock()
+		b.first--
+		b.mu.Unlock()
+	}()
+	return b.wait(ctx, true)
+}
+
+func (b *Budget) wait(ctx context.Context, first bool) error {
 	for {
 		b.mu.Lock()
 		now := b.clk.Now()
+		if !first && b.first > 0 {
+			// Give way for one request's time, then look again.
+			d := time.Duration(float64(time.Second) / b.Rate())
+			b.mu.Unlock()
+			if err := b.clk.Sleep(ctx, max(d, time.Millisecond)); err != nil {
+				return err
+			}
+			continue
+		}
 		if now.Before(b.pause) {
 			d := b.pause.Sub(now)
 			b.mu.Unlock()

@@ -2,6 +2,7 @@ package budget
 
 import (
 	"context"
+	"errors"
 	"testing"
 	"time"
 
@@ -77,5 +78,30 @@ func TestWaitEndsWithContext(t *testing.T) {
 	cancel()
 	if err := b.Wait(ctx); err == nil {
 		t.Fatal("Wait after cancel returned nil")
+	}
+}
+
+// While a write waits (WaitFirst), polls (Wait) give way and send nothing.
+func TestWaitFirstGoesAhead(t *testing.T) {
+	clk := clock.NewFake(t0)
+	b := New(1500, 30*time.Second, 0.6, clk)
+	b.first = 1 // a write is waiting
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if err := b.Wait(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Wait while a write waits = %v; want it to give way until its context ends", err)
+	}
+	if n, _ := b.Used(); n != 0 {
+		t.Fatalf("%d requests counted while giving way", n)
+	}
+	b.first = 0
+	if err := b.WaitFirst(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Wait(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := b.Used(); n != 2 || b.first != 0 {
+		t.Fatalf("Used() = %d and %d writers waiting after one write and one poll", n, b.first)
 	}
 }

@@ -130,3 +130,16 @@ func (k KeptStates) Last(upn string) (presence.State, bool, error) {
 	}
 	return s, true, nil
 }
+
+// ID is upn's Graph object id, if the poller resolved it.
+func (k KeptStates) ID(upn string) (string, bool, error) {
+	raw, err := k.db.GetRaw(store.BucketUserIDs, upn)
+	if err != nil || raw == nil {
+		return "", false, err
+	}
+	r, err := decodeResolved(upn, raw)
+	if err != nil {
+		return "", false, fmt.Errorf("kept object id of %s: %w", upn, err)
+	}
+	return r.ID, r.ID != "" && !r.NotFound, nil
+}
