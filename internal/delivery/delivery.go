@@ -21,6 +21,7 @@ const (
 	ReasonSync   = "sync"   // sync-all, or a first sighting
 	ReasonStale  = "stale"  // the account could not read presence for too long
 	ReasonRemove = "remove" // the user left the users file
+	ReasonPBX    = "pbx"    // the PBX's own state of the user changed what is shown (WinningTechnology)
 )
 
 // Item is one user's state for one target: the newest not yet accepted.
@@ -28,12 +29,24 @@ type Item struct {
 	User   users.User      `json:"user"`
 	State  presence.State  `json:"state"`  // the Teams state (zero for a removal)
 	Mapped presence.Mapped `json:"mapped"` // what the PBX should show
-	Reason string          `json:"reason"`
+	// PBX is the PBX's own state of the user (zero where it is not watched), and
+	// Source which of the two Mapped shows: SourceTeams or SourcePBX
+	// (RichPresence.WinningTechnology decides); empty is Teams (version 1
+	// records, items made before the PBX was an input).
+	PBX    presence.PBXState `json:"pbx"`
+	Source string            `json:"source"`
+	Reason string            `json:"reason"`
 	// Seq orders the items of one target; a later Seq is always a newer state.
 	Seq uint64 `json:"seq"`
 	// Queued is when the state was queued (the change's time, for latency figures).
 	Queued time.Time `json:"queued"`
 }
+
+// Sources of what an item shows.
+const (
+	SourceTeams = "teams"
+	SourcePBX   = "pbx"
+)
 
 // Remove reports whether the item withdraws the user's state from the PBX.
 func (it Item) Remove() bool { return it.Reason == ReasonRemove }
@@ -98,13 +111,15 @@ func Permanent(format string, args ...any) error {
 
 // Delivered is what a target last accepted for a user.
 type Delivered struct {
-	Target string          `json:"target"`
-	UPN    string          `json:"upn"`
-	User   users.User      `json:"user"`
-	Mapped presence.Mapped `json:"mapped"`
-	State  presence.State  `json:"state"`
-	Reason string          `json:"reason"`
-	Seq    uint64          `json:"seq"`
-	Queued time.Time       `json:"queued"`
-	At     time.Time       `json:"at"` // when the target accepted it
+	Target string            `json:"target"`
+	UPN    string            `json:"upn"`
+	User   users.User        `json:"user"`
+	Mapped presence.Mapped   `json:"mapped"`
+	State  presence.State    `json:"state"`
+	PBX    presence.PBXState `json:"pbx"`
+	Source string            `json:"source"`
+	Reason string            `json:"reason"`
+	Seq    uint64            `json:"seq"`
+	Queued time.Time         `json:"queued"`
+	At     time.Time         `json:"at"` // when the target accepted it
 }

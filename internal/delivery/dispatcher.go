@@ -442,7 +442,7 @@ func (w *worker) send(ctx context.Context, items []Item) {
 	errs := w.t.Send(ctx, items)
 	now := w.d.o.Clock.Now().UTC()
 	delivered := func(it Item) Delivered {
-		return Delivered{Target: w.t.Name(), UPN: it.User.UPN, User: it.User, Mapped: it.Mapped, State: it.State,
+		return Delivered{Target: w.t.Name(), UPN: it.User.UPN, User: it.User, Mapped: it.Mapped, State: it.State, PBX: it.PBX, Source: it.Source,
 			Reason: it.Reason, Seq: it.Seq, Queued: it.Queued, At: now}
 	}
 	if ctx.Err() != nil {

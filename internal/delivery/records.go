@@ -14,9 +14,15 @@ import (
 //	version 1, pending item: seq, reason, queued, user, state, mapped
 //	version 1, delivered:    the same, then at
 //
+//	version 2: version 1's fields, then pbx and source (before a delivered at)
+//
 // user: SIP URI, extension, name, account, line; state: has-state, availability,
-// activity, out of office, seen, changed; mapped: state, basic, activity, note.
-const recordV1 = 1
+// activity, out of office, seen, changed; mapped: state, basic, activity, note;
+// pbx: line, dnd, away, calls, changed.
+const (
+	recordV1 = 1
+	recordV2 = 2
+)
 
 func appendItem(r *store.Record, it Item) *store.Record {
 	r.Uint(it.Seq).Str(it.Reason).Time(it.Queued)
@@ -25,7 +31,9 @@ func appendItem(r *store.Record, it Item) *store.Record {
 	s := it.State
 	r.Bool(s.UPN != "").Str(string(s.Availability)).Str(string(s.Activity)).Bool(s.OutOfOffice).Time(s.Seen).Time(s.Changed)
 	m := it.Mapped
-	return r.Str(m.State).Str(m.Basic).Str(m.Activity).Str(m.Note)
+	r.Str(m.State).Str(m.Basic).Str(m.Activity).Str(m.Note)
+	p := it.PBX
+	return r.Str(string(p.Line)).Bool(p.DND).Bool(p.Away).Uint(uint64(max(p.Calls, 0))).Time(p.Changed).Str(it.Source)
 }
 
 func readItem(r *store.Reader, upn string) Item {
@@ -37,11 +45,18 @@ func readItem(r *store.Reader, upn string) Item {
 	it.State.Availability, it.State.Activity = presence.Availability(r.Str()), presence.Activity(r.Str())
 	it.State.OutOfOffice, it.State.Seen, it.State.Changed = r.Bool(), r.Time(), r.Time()
 	it.Mapped = presence.Mapped{State: r.Str(), Basic: r.Str(), Activity: r.Str(), Note: r.Str()}
+	if r.Version() >= recordV2 {
+		it.PBX = presence.PBXState{Line: presence.Line(r.Str()), DND: r.Bool(), Away: r.Bool(), Calls: int(r.Uint()), Changed: r.Time()}
+		if it.PBX.Known() {
+			it.PBX.UPN = upn
+		}
+		it.Source = r.Str()
+	}
 	return it
 }
 
 func encodeItem(it Item) []byte {
-	return appendItem(store.NewRecord(recordV1, 96), it).Bytes()
+	return appendItem(store.NewRecord(recordV2, 104), it).Bytes()
 }
 
 // decodeItem reads a pending item of upn, compact or (from an older release) JSON.
@@ -71,8 +86,8 @@ func pendingSeq(raw []byte) (uint64, error) {
 }
 
 func encodeDelivered(d Delivered) []byte {
-	it := Item{User: d.User, State: d.State, Mapped: d.Mapped, Reason: d.Reason, Seq: d.Seq, Queued: d.Queued}
-	return appendItem(store.NewRecord(recordV1, 104), it).Time(d.At).Bytes()
+	it := Item{User: d.User, State: d.State, Mapped: d.Mapped, PBX: d.PBX, Source: d.Source, Reason: d.Reason, Seq: d.Seq, Queued: d.Queued}
+	return appendItem(store.NewRecord(recordV2, 112), it).Time(d.At).Bytes()
 }
 
 // decodeDelivered reads what target last accepted for upn, compact or JSON.
@@ -84,7 +99,7 @@ func decodeDelivered(target, upn string, raw []byte) (Delivered, error) {
 	}
 	r := store.ReadRecord(raw)
 	it := readItem(r, upn)
-	d := Delivered{Target: target, UPN: upn, User: it.User, Mapped: it.Mapped, State: it.State, Reason: it.Reason,
+	d := Delivered{Target: target, UPN: upn, User: it.User, Mapped: it.Mapped, State: it.State, PBX: it.PBX, Source: it.Source, Reason: it.Reason,
 		Seq: it.Seq, Queued: it.Queued, At: r.Time()}
 	return d, r.Err()
 }

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/presencebridge/presencebridge/internal/presence"
+	"github.com/presencebridge/presencebridge/internal/store"
 	"github.com/presencebridge/presencebridge/internal/users"
 )
 
@@ -19,6 +20,8 @@ func TestRecords(t *testing.T) {
 	items := []Item{
 		{User: u, State: st, Mapped: presence.DefaultMapping().Map(st), Reason: ReasonChange, Seq: 42, Queued: at},
 		{User: users.User{UPN: u.UPN, Extension: "1"}, Mapped: presence.DefaultMapping().Stale(), Reason: ReasonStale, Seq: 1 << 40},
+		{User: u, State: st, Mapped: presence.DefaultMapping().Map(st), Reason: ReasonPBX, Seq: 43, Queued: at, Source: SourcePBX,
+			PBX: presence.PBXState{UPN: u.UPN, Line: presence.LineInCall, DND: true, Calls: 2, Changed: at}},
 	}
 	for _, it := range items {
 		raw := encodeItem(it)
@@ -36,12 +39,26 @@ func TestRecords(t *testing.T) {
 		if len(raw)*3 > len(js) {
 			t.Errorf("record %d bytes, JSON %d: want under a third", len(raw), len(js))
 		}
-		d := Delivered{Target: "http", UPN: u.UPN, User: it.User, Mapped: it.Mapped, State: it.State, Reason: it.Reason, Seq: it.Seq, Queued: it.Queued, At: at}
+		d := Delivered{Target: "http", UPN: u.UPN, User: it.User, Mapped: it.Mapped, State: it.State, PBX: it.PBX, Source: it.Source,
+			Reason: it.Reason, Seq: it.Seq, Queued: it.Queued, At: at}
 		if got, err := decodeDelivered("http", u.UPN, encodeDelivered(d)); err != nil || !reflect.DeepEqual(got, d) {
 			t.Fatalf("delivered read back as %+v, %v\nwant %+v", got, err, d)
 		}
 	}
 	if _, err := decodeItem(u.UPN, encodeItem(items[0])[:20]); err == nil {
 		t.Error("a record cut short reads without an error")
+	}
+	// A version 1 record (before the PBX was an input) reads with no PBX state.
+	v1 := store.NewRecord(recordV1, 96).Uint(7).Str(ReasonChange).Time(at)
+	v1.Str(u.SIPURI).Str(u.Extension).Str(u.Name).Str(u.Account).Uint(7)
+	v1.Bool(true).Str("Busy").Str("InACall").Bool(false).Time(at).Time(at)
+	v1.Str("oncall").Str("open").Str("on-the-phone").Str("In a call")
+	got, err := decodeItem(u.UPN, v1.Bytes())
+	if err != nil || got.Seq != 7 || got.Mapped.State != "oncall" || got.PBX.Known() || got.Source != "" {
+		t.Errorf("a version 1 record read as %+v, %v", got, err)
+	}
+	dv1 := append(v1.Bytes(), store.NewRecord(0, 8).Time(at).Bytes()[1:]...)
+	if d, err := decodeDelivered("http", u.UPN, dv1); err != nil || !d.At.Equal(at) {
+		t.Errorf("a version 1 delivered record read as %+v, %v", d, err)
 	}
 }

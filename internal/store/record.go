@@ -81,6 +81,10 @@ func ReadRecord(raw []byte) *Reader {
 	return &Reader{b: raw[1:], version: raw[0]}
 }
 
+// Version is the record's version byte, for decoders reading fields a later
+// version added.
+func (r *Reader) Version() byte { return r.version }
+
 // Err is the first problem met, with the record's version.
 func (r *Reader) Err() error {
 	if r.err == nil {

@@ -91,15 +91,20 @@ type Target struct {
 
 // Document is the JSON of one change.
 type Document struct {
-	UPN       string    `json:"upn"`
-	SIPURI    string    `json:"sipUri"`
-	Extension string    `json:"extension"`
-	Name      string    `json:"name"`
-	State     string    `json:"state"`
-	Basic     string    `json:"basic"`
-	Activity  string    `json:"activity"`
-	Note      string    `json:"note"`
-	Teams     Teams     `json:"teams"`
+	UPN       string `json:"upn"`
+	SIPURI    string `json:"sipUri"`
+	Extension string `json:"extension"`
+	Name      string `json:"name"`
+	State     string `json:"state"`
+	Basic     string `json:"basic"`
+	Activity  string `json:"activity"`
+	Note      string `json:"note"`
+	Teams     Teams  `json:"teams"`
+	// PBX is the PBX's own state of the user (omitted where it is not watched),
+	// Source whose state State shows: "teams" or "pbx"
+	// (RichPresence.WinningTechnology decides).
+	PBX       *PBX      `json:"pbx,omitempty"`
+	Source    string    `json:"source"`
 	Reason    string    `json:"reason"`
 	ChangedAt time.Time `json:"changedAt"`
 	Seq       uint64    `json:"seq"`
@@ -110,6 +115,14 @@ type Teams struct {
 	Availability string `json:"availability"`
 	Activity     string `json:"activity"`
 	OutOfOffice  bool   `json:"outOfOffice"`
+}
+
+// PBX is the PBX's state a Document was composed with.
+type PBX struct {
+	Line  string `json:"line"` // idle, ringing or incall
+	DND   bool   `json:"dnd"`
+	Away  bool   `json:"away"`
+	Calls int    `json:"calls"`
 }
 
 // Batch is the body in batch mode.
@@ -166,10 +179,17 @@ func (t *Target) Close() error {
 
 // DocumentOf renders an item.
 func DocumentOf(it delivery.Item) Document {
-	return Document{UPN: it.User.UPN, SIPURI: it.User.SIPURI, Extension: it.User.Extension, Name: it.User.Name,
+	d := Document{UPN: it.User.UPN, SIPURI: it.User.SIPURI, Extension: it.User.Extension, Name: it.User.Name,
 		State: it.Mapped.State, Basic: it.Mapped.Basic, Activity: it.Mapped.Activity, Note: it.Mapped.Note,
 		Teams:  Teams{Availability: string(it.State.Availability), Activity: string(it.State.Activity), OutOfOffice: it.State.OutOfOffice},
-		Reason: it.Reason, ChangedAt: it.Queued.UTC(), Seq: it.Seq}
+		Source: it.Source, Reason: it.Reason, ChangedAt: it.Queued.UTC(), Seq: it.Seq}
+	if d.Source == "" {
+		d.Source = delivery.SourceTeams
+	}
+	if it.PBX.Known() {
+		d.PBX = &PBX{Line: string(it.PBX.Line), DND: it.PBX.DND, Away: it.PBX.Away, Calls: it.PBX.Calls}
+	}
+	return d
 }
 
 // Send POSTs the items, one request each or one for all (Batch).

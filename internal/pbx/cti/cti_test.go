@@ -113,7 +113,7 @@ func TestDocumentHeadersAndCAFile(t *testing.T) {
 	}
 	want := Document{UPN: "alice@contoso.example", SIPURI: "sip:1001@pbx.example", Extension: "1001", Name: "Alice",
 		State: "oncall", Basic: "open", Activity: "on-the-phone", Note: "In a call",
-		Teams: Teams{Availability: "Busy", Activity: "InACall"}, Reason: "change",
+		Teams: Teams{Availability: "Busy", Activity: "InACall"}, Source: "teams", Reason: "change",
 		ChangedAt: time.Date(2026, 11, 23, 8, 0, 0, 0, time.UTC), Seq: 7}
 	found := false
 	for _, d := range docs {
