@@ -90,7 +90,7 @@ func (c *Composer) queueAccount(ctx context.Context, g Group, reason string) {
 		case !found && reason != delivery.ReasonStale:
 			continue
 		}
-		items = append(items, c.item(u, st, reason, now))
+		items = append(items, c.item(u, st, reason, now, reason == delivery.ReasonStale))
 	}
 	if err := c.o.Queue.Enqueue(ctx, items); err != nil {
 		c.o.Logger.Error("Queueing states failed", "account", g.Account, "err", err)
