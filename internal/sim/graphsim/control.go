@@ -24,11 +24,15 @@ func (s *Server) routes() {
 	m.HandleFunc("POST /v1.0/$batch", s.handleBatch)
 	m.HandleFunc("POST /v1.0/communications/getPresencesByUserId", s.handlePresences)
 	m.HandleFunc("GET /v1.0/users/{id}/presence", s.handleUserPresence)
+	m.HandleFunc("POST /v1.0/users/{id}/presence/setPresence", s.handleSetPresence)
+	m.HandleFunc("POST /v1.0/users/{id}/presence/clearPresence", s.handleClearPresence)
 	m.HandleFunc("GET /v1.0/users/{id}", s.handleUser)
 	m.HandleFunc("GET /v1.0/{object}", s.handleApplication) // applications(appId='...')
 	// Control API.
 	m.HandleFunc("POST /_sim/presence", s.ctlPresence)
 	m.HandleFunc("GET /_sim/changes", s.ctlChanges)
+	m.HandleFunc("GET /_sim/sessions", s.ctlSessions)
+	m.HandleFunc("POST /_sim/approle", s.ctlAppRole)
 	m.HandleFunc("POST /_sim/devicecode/approve", s.ctlApprove)
 	m.HandleFunc("POST /_sim/revoke", s.ctlRevoke)
 	m.HandleFunc("GET /_sim/stats", s.ctlStats)
@@ -93,6 +97,48 @@ func (s *Server) ctlChanges(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]any{"changes": s.Changes(since), "now": now})
 }
 
+// ctlSessions: GET /_sim/sessions?upn=UPN-or-id -> {"availability","activity",
+// "sessions":[...]}: what Graph shows for the user and the applications' live
+// presence sessions.
+func (s *Server) ctlSessions(w http.ResponseWriter, r *http.Request) {
+	key := r.URL.Query().Get("upn")
+	sessions, ok := s.Sessions(key)
+	if !ok {
+		writeJSON(w, http.StatusNotFound, ctlError{fmt.Sprintf("%q: %v", key, ErrUnknownUser)})
+		return
+	}
+	av, ac, _ := s.Presence(key)
+	writeJSON(w, http.StatusOK, map[string]any{"availability": av, "activity": ac, "sessions": sessions})
+}
+
+// ctlAppRole: POST /_sim/approle {"app","role","granted"} grants or withdraws an
+// application permission of an app registration (SetAppRole), e.g.
+// {"app":"presencebridge-daemon","role":"Presence.ReadWrite.All","granted":false}.
+func (s *Server) ctlAppRole(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		App     string `json:"app"`
+		Role    string `json:"role"`
+		Granted *bool  `json:"granted"`
+	}
+	if err := readJSON(w, r, &req); err != nil {
+		writeJSON(w, http.StatusBadRequest, ctlError{err.Error()})
+		return
+	}
+	if req.Granted == nil {
+		writeJSON(w, http.StatusBadRequest, ctlError{`"granted" is missing: true grants the role, false withdraws it`})
+		return
+	}
+	err := s.SetAppRole(req.App, req.Role, *req.Granted)
+	switch {
+	case errors.Is(err, ErrUnknownApp):
+		writeJSON(w, http.StatusNotFound, ctlError{err.Error()})
+	case err != nil:
+		writeJSON(w, http.StatusBadRequest, ctlError{err.Error()})
+	default:
+		w.WriteHeader(http.StatusNoContent)
+	}
+}
+
 // ctlApprove: POST /_sim/devicecode/approve {"upn"} -> {"approved": n}.
 func (s *Server) ctlApprove(w http.ResponseWriter, r *http.Request) {
 	var req struct {
@@ -125,11 +171,14 @@ func (s *Server) ctlRevoke(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]int{"revoked": n})
 }
 
-// ctlStats: GET /_sim/stats[?requests=false] -> Stats.
+// ctlStats: GET /_sim/stats[?requests=false][&writes=false] -> Stats.
 func (s *Server) ctlStats(w http.ResponseWriter, r *http.Request) {
 	st := s.Stats()
 	if r.URL.Query().Get("requests") == "false" {
 		st.Requests = nil
+	}
+	if r.URL.Query().Get("writes") == "false" {
+		st.Writes = nil
 	}
 	writeJSON(w, http.StatusOK, st)
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"sort"
 	"strings"
 	"sync"
@@ -43,6 +44,9 @@ type pair struct {
 	availability string
 	activity     string
 	outOfOffice  bool
+	// rank orders pairs for aggregation (rankOf): DoNotDisturb > Busy >
+	// Available > Away > anything else.
+	rank int
 	// tail is everything of a presence object after the id value:
 	// `","availability":"Busy",...}}`.
 	tail []byte
@@ -63,7 +67,7 @@ func newPair(availability, activity string) *pair {
 	} else {
 		tail = append(tail, "false}}"...)
 	}
-	return &pair{availability: availability, activity: activity, outOfOffice: ooo, tail: tail}
+	return &pair{availability: availability, activity: activity, outOfOffice: ooo, rank: rankOf(availability), tail: tail}
 }
 
 // pairTable interns pairs. Readers load the list without a lock; the rare writer
@@ -104,19 +108,26 @@ func (t *pairTable) intern(availability, activity string) uint32 {
 }
 
 // directory is the users and their presence. The user tables never change after
-// New, so lookups take no lock; each user's presence is one atomic word, so Graph
-// reads never wait for the pattern engine or SetPresence.
+// New, so lookups take no lock; each user's shown presence is one atomic word, so
+// Graph reads never wait for the pattern engine, SetPresence or a presence write.
+//
+// A user's shown presence (state) is the aggregate of their Teams client state
+// (client: what the engine and SetPresence set) and the live presence sessions
+// applications hold through setPresence (sessions); see aggregate.
 type directory struct {
 	users []User
 	byID  map[string]int32
 	byUPN map[string]int32 // lower case
 
 	pairs     *pairTable
-	state     []atomic.Uint32 // pair index per user
+	state     []atomic.Uint32 // shown pair index per user: what Graph answers
 	changedAt []atomic.Int64  // UnixNano of the last change per user; 0 = never
 
 	changeMu     sync.Mutex
-	changes      []changeRec // chronological
+	client       []uint32 // the user's own (Teams client) pair index; changeMu
+	sessions     map[int32][]*appSession
+	nextExpiry   atomic.Int64 // UnixNano of the earliest session expiry; MaxInt64 = none
+	changes      []changeRec  // chronological
 	totalChanges atomic.Int64
 }
 
@@ -143,7 +154,10 @@ func newDirectory(tenant string, domains []string, n int, pairs *pairTable) *dir
 		pairs:     pairs,
 		state:     make([]atomic.Uint32, n),
 		changedAt: make([]atomic.Int64, n),
+		client:    make([]uint32, n),
+		sessions:  map[int32][]*appSession{},
 	}
+	d.nextExpiry.Store(math.MaxInt64)
 	for i := range n {
 		upn := fmt.Sprintf("user%05d@%s", i+1, domains[i%len(domains)])
 		id := userID(tenant, upn)
@@ -185,9 +199,26 @@ func (d *directory) lookupIDBytes(id []byte) (int32, bool) {
 	return i, ok
 }
 
-// apply sets user u to pair p at time at and records the change; the caller holds
-// changeMu. It reports false (and records nothing) when the presence is unchanged.
-func (d *directory) apply(u int32, p uint32, at int64) bool {
+// init sets user u's client state and shown presence to p before the tenant
+// serves (no change is recorded).
+func (d *directory) init(u int32, p uint32) {
+	d.client[u] = p
+	d.state[u].Store(p)
+}
+
+// setClient sets user u's own (Teams client) state to p at time at and shows the
+// aggregate with u's sessions; the caller holds changeMu. It reports whether
+// what Graph shows changed.
+func (d *directory) setClient(u int32, p uint32, at int64) bool {
+	d.client[u] = p
+	return d.show(u, d.aggregate(u), at)
+}
+
+// show makes user u show pair p from time at and records the change; the caller
+// holds changeMu. It reports false (and records nothing) when the presence is
+// unchanged. Every change Graph shows goes through here, so the change record,
+// changedAt and Stats.Changes see sessions come and go as well.
+func (d *directory) show(u int32, p uint32, at int64) bool {
 	if d.state[u].Load() == p {
 		return false
 	}

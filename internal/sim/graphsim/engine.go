@@ -82,16 +82,19 @@ func pick(r *rand.Rand, ws []weighted) uint32 {
 }
 
 // engine is the background presence pattern: every step it moves, on average,
-// ChangesPerUserPerHour × users × step-length changes over random users. One
-// goroutine and a few words of state, whatever the number of users. The caller
-// (Server) holds the directory's changeMu while it runs.
+// ChangesPerUserPerHour × users × step-length changes of the users' own (Teams
+// client) state over random users. One goroutine and a few words of state,
+// whatever the number of users. The caller (Server) holds the directory's
+// changeMu while it runs.
 type engine struct {
 	rate  float64 // changes per user per hour
 	rng   *rand.Rand
 	carry float64 // fractional changes owed from earlier steps
 }
 
-// step applies the changes due for a step of length d, stamped with at.
+// step applies the changes due for a step of length d, stamped with at, and
+// returns how many of them Graph shows (an application's session can outrank a
+// user's new client state; see aggregate).
 func (e *engine) step(d *directory, dur time.Duration, at int64) int {
 	n := len(d.users)
 	if e.rate <= 0 || n == 0 || dur <= 0 {
@@ -107,12 +110,12 @@ func (e *engine) step(d *directory, dur time.Duration, at int64) int {
 	changed := 0
 	for range due {
 		u := int32(e.rng.IntN(n))
-		cur := d.state[u].Load()
+		cur := d.client[u]
 		row := transitions[stAvailable]
 		if cur < numEngineStates {
 			row = transitions[cur]
 		}
-		if d.apply(u, pick(e.rng, row), at) {
+		if d.setClient(u, pick(e.rng, row), at) {
 			changed++
 		}
 	}
@@ -120,13 +123,15 @@ func (e *engine) step(d *directory, dur time.Duration, at int64) int {
 }
 
 // Step advances the presence pattern engine by d of simulated time and returns how
-// many presence changes it made. The engine goroutine calls it every EngineTick
-// with the time elapsed on Options.Clock; tests call it directly (with
-// ManualEngine) so they never sleep. Changes are stamped with Options.Clock.Now().
+// many presence changes it made that Graph shows. The engine goroutine calls it
+// every EngineTick with the time elapsed on Options.Clock; tests call it directly
+// (with ManualEngine) so they never sleep. Changes are stamped with
+// Options.Clock.Now(); sessions that expired by then are ended first.
 func (s *Server) Step(d time.Duration) int {
-	at := s.clock.Now().UnixNano()
 	s.dir.changeMu.Lock()
 	defer s.dir.changeMu.Unlock()
+	at := s.clock.Now().UnixNano()
+	s.dir.expireLocked(at)
 	return s.engine.step(s.dir, d, at)
 }
 

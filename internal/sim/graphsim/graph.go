@@ -171,6 +171,7 @@ func (s *Server) handlePresences(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ri.presenceIDs = asked
+	s.expireSessions()
 
 	out := getBuf()
 	defer putBuf(out)
@@ -279,6 +280,7 @@ func (s *Server) userPresence(key string) (int, []byte) {
 		b, _ := json.Marshal(newGraphError("Request_ResourceNotFound", fmt.Sprintf("Resource '%s' does not exist or one of its queried reference-property objects are not present.", key)))
 		return http.StatusNotFound, b
 	}
+	s.expireSessions()
 	id := s.dir.users[u].ID
 	b := make([]byte, 0, 256)
 	b = append(b, `{"@odata.context":"https://graph.microsoft.com/v1.0/$metadata#users('`...)

@@ -1,8 +1,9 @@
 // Package graphsim is a simulated Microsoft tenant: login (OpenID discovery, device
 // code, refresh tokens, client credentials) and the Graph calls presencebridge makes
-// ($batch user lookup, getPresencesByUserId, /users/{id}/presence), with Graph's
-// throttle, scripted faults and a presence pattern engine that scales to 50,000
-// users. It serves HTTPS on loopback with a CA generated in memory, so MSAL for Go
+// ($batch user lookup, getPresencesByUserId, /users/{id}/presence, and writing
+// presence with setPresence and clearPresence: application sessions aggregated
+// with each user's own state, see sessions.go), with Graph's throttle, scripted
+// faults and a presence pattern engine that scales to 50,000 users. It serves HTTPS on loopback with a CA generated in memory, so MSAL for Go
 // runs against it unchanged (with instance discovery off). It backs the demo
 // (`presencebridge simulate`), the tests and the benchmarks.
 package graphsim
@@ -21,6 +22,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -57,7 +59,10 @@ type App struct {
 	// Public allows public client flows (device code) for this app.
 	Public bool `json:"public"`
 	// Roles are the application permissions its tokens carry; nil means
-	// Presence.Read.All and User.ReadBasic.All (admin consent given).
+	// Presence.Read.All, Presence.ReadWrite.All and User.ReadBasic.All (admin
+	// consent given). Server.SetAppRole and POST /_sim/approle change them while
+	// the tenant runs (e.g. withdraw RolePresenceWrite to have setPresence
+	// answer 403).
 	Roles []string `json:"roles,omitempty"`
 	// SecretExpires is the endDateTime of the client secret, shown to a caller
 	// with Application.Read.All; zero means two years after the tenant started.
@@ -163,6 +168,7 @@ type Server struct {
 type appReg struct {
 	App
 	certs []*x509.Certificate
+	roles []string // the roles its tokens carry now; Server.authMu (SetAppRole)
 }
 
 // New builds a simulated tenant from opts (defaults filled in); Start serves it.
@@ -249,7 +255,10 @@ func New(opts Options) (*Server, error) {
 		if _, dup := s.apps[a.ClientID]; dup {
 			return nil, fmt.Errorf("graphsim: app %q is listed twice", a.ClientID)
 		}
-		reg := &appReg{App: a}
+		reg := &appReg{App: a, roles: slices.Clone(a.Roles)}
+		if a.Roles == nil {
+			reg.roles = slices.Clone(appRoles)
+		}
 		if len(a.CertPEM) > 0 {
 			certs, err := parseCerts(a.CertPEM)
 			if err != nil {
@@ -280,7 +289,7 @@ func New(opts Options) (*Server, error) {
 	seed := uint64(opts.Seed)
 	initRng := rand.New(rand.NewPCG(seed, 0x6772617068))
 	for i := range s.dir.state {
-		s.dir.state[i].Store(pick(initRng, initialWeights))
+		s.dir.init(int32(i), pick(initRng, initialWeights))
 	}
 	s.engine = &engine{rate: opts.ChangesPerUserPerHour, rng: rand.New(rand.NewPCG(seed, 0x656e67696e65))}
 	s.throttle.init(opts.ThrottleLimit, opts.ThrottleWindow)
@@ -425,10 +434,13 @@ func (s *Server) Handler() http.Handler { return s }
 // Users lists the simulated directory.
 func (s *Server) Users() []User { return append([]User(nil), s.dir.users...) }
 
-// SetPresence sets a user's presence as if the user changed it in Teams and returns
-// when the change became visible. Any non-empty strings are accepted (so tests can
-// send camelCase or unknown values); a pair equal to the current one records no
-// change and returns the time of the last change (zero if it never changed).
+// SetPresence sets a user's own presence, as if the user's Teams client changed it
+// (the client state the aggregation starts from; not a user-preferred override),
+// and returns when the change became visible. Any non-empty strings are accepted
+// (so tests can send camelCase or unknown values). When what Graph shows does not
+// change (the same pair again, or an application's session outranks it; see
+// aggregate) no change is recorded and it returns the time of the user's last
+// visible change (zero if it never changed).
 func (s *Server) SetPresence(upn, availability, activity string) (time.Time, error) {
 	if availability == "" || activity == "" {
 		return time.Time{}, errors.New("graphsim: availability and activity must not be empty")
@@ -440,7 +452,8 @@ func (s *Server) SetPresence(upn, availability, activity string) (time.Time, err
 	p := s.dir.pairs.intern(availability, activity)
 	s.dir.changeMu.Lock()
 	at := s.clock.Now().UnixNano()
-	if !s.dir.apply(u, p, at) {
+	s.dir.expireLocked(at)
+	if !s.dir.setClient(u, p, at) {
 		at = s.dir.changedAt[u].Load()
 	}
 	s.dir.changeMu.Unlock()
@@ -450,19 +463,26 @@ func (s *Server) SetPresence(upn, availability, activity string) (time.Time, err
 	return time.Unix(0, at).UTC(), nil
 }
 
-// Presence reports a user's current presence (UPN or object id).
+// Presence reports a user's current presence (UPN or object id) as Graph shows
+// it: the aggregate of the user's own state and the applications' sessions.
 func (s *Server) Presence(upn string) (availability, activity string, ok bool) {
 	u, ok := s.dir.lookup(upn)
 	if !ok {
 		return "", "", false
 	}
+	s.expireSessions()
 	p := s.dir.pairs.get(s.dir.state[u].Load())
 	return p.availability, p.activity, true
 }
 
-// Changes lists the presence changes made after since (all when since is zero),
-// oldest first. The record keeps the most recent changes (at least 500,000).
-func (s *Server) Changes(since time.Time) []Change { return s.dir.changesSince(since) }
+// Changes lists the presence changes Graph showed after since (all when since is
+// zero), oldest first: the users' own changes and those the applications'
+// sessions made (set, cleared, expired). The record keeps the most recent
+// changes (at least 500,000).
+func (s *Server) Changes(since time.Time) []Change {
+	s.expireSessions()
+	return s.dir.changesSince(since)
+}
 
 // tokenMAC signs data with the server's access token key.
 func (s *Server) tokenMAC(data string) []byte {

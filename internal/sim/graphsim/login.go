@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -28,10 +29,14 @@ const (
 	assertionTypeJWT       = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 )
 
-// Permissions every token of the simulator carries (SPEC: delegated scp, app roles).
+// Permissions of the simulator's tokens: every delegated token carries
+// delegatedScp (Presence.ReadWrite lets the signed-in user write their own
+// presence only); an application token carries its app's roles, by default
+// appRoles (admin consent given to what presencebridge asks for, writing
+// included; SetAppRole withdraws one).
 var (
-	delegatedScp = "Presence.Read.All User.ReadBasic.All"
-	appRoles     = []string{"Presence.Read.All", "User.ReadBasic.All"}
+	delegatedScp = "Presence.Read.All Presence.ReadWrite User.ReadBasic.All"
+	appRoles     = []string{"Presence.Read.All", "Presence.ReadWrite.All", "User.ReadBasic.All"}
 )
 
 // graphAudience is the aud of access tokens, as Entra ID issues them for Graph.
@@ -582,7 +587,7 @@ func (s *Server) tokenFromClientCredentials(w http.ResponseWriter, r *http.Reque
 	at := s.mintAccessToken(tokenClaims{
 		Aud: graphAudience, Iss: base(r) + "/" + s.opts.TenantID + "/v2.0", Iat: now.Unix(), Nbf: now.Unix(),
 		Exp: now.Add(life).Unix(), AppID: app.ClientID, Tid: s.opts.TenantID, Oid: userID(s.opts.TenantID, "sp:"+app.ClientID),
-		Roles: rolesOf(app.App), Idtyp: "app", Uti: randomToken(12),
+		Roles: s.rolesOf(app), Idtyp: "app", Uti: randomToken(12),
 	})
 	s.log.Info("Token issued", "grant", grantClientCredentials, "client_id", app.ClientID)
 	writeJSON(w, http.StatusOK, map[string]any{
@@ -593,24 +598,56 @@ func (s *Server) tokenFromClientCredentials(w http.ResponseWriter, r *http.Reque
 	})
 }
 
-func rolesOf(app App) []string {
-	if app.Roles != nil {
-		return app.Roles
-	}
-	return appRoles
+// rolesOf is a copy of the application permissions app's tokens carry now.
+func (s *Server) rolesOf(app *appReg) []string {
+	s.authMu.Lock()
+	defer s.authMu.Unlock()
+	return slices.Clone(app.roles)
 }
 
+// SetAppRole grants (granted) or withdraws the application permission role (an
+// app role such as RolePresenceWrite, Presence.Read.All or Application.Read.All)
+// of the app registration clientID, as an admin granting or revoking consent.
+// As in Entra ID, a token carries the roles of the moment it was issued: tokens
+// issued before keep theirs until they expire, unless RevokeSessions makes the
+// client fetch new ones.
+func (s *Server) SetAppRole(clientID, role string, granted bool) error {
+	app, ok := s.apps[clientID]
+	if !ok {
+		return fmt.Errorf("graphsim: no app %q registered: %w", clientID, ErrUnknownApp)
+	}
+	if role == "" {
+		return errors.New("graphsim: the role is empty; name an application permission such as " + RolePresenceWrite)
+	}
+	s.authMu.Lock()
+	defer s.authMu.Unlock()
+	i := slices.Index(app.roles, role)
+	switch {
+	case granted && i < 0:
+		app.roles = append(app.roles, role)
+	case !granted && i >= 0:
+		app.roles = slices.Delete(app.roles, i, i+1)
+	}
+	s.log.Info("App role changed", "client_id", clientID, "role", role, "granted", granted)
+	return nil
+}
+
+// ErrUnknownApp means the client id is not an app registration of the tenant.
+var ErrUnknownApp = errors.New("app not registered in the simulated tenant")
+
 // AppToken issues an application access token for a registered app without the
-// token endpoint, for tests of Graph clients that do not exercise sign-in.
+// token endpoint, for tests of Graph clients that do not exercise sign-in. It
+// carries the app's roles, as a client-credentials token would.
 func (s *Server) AppToken(clientID string) (string, error) {
-	if _, ok := s.apps[clientID]; !ok {
+	app, ok := s.apps[clientID]
+	if !ok {
 		return "", fmt.Errorf("graphsim: no app %q registered", clientID)
 	}
 	now := s.clock.Now()
 	return s.mintAccessToken(tokenClaims{
 		Aud: graphAudience, Iss: s.URL() + "/" + s.opts.TenantID + "/v2.0", Iat: now.Unix(), Nbf: now.Unix(),
 		Exp: now.Add(s.opts.AccessTokenLifetime).Unix(), AppID: clientID, Tid: s.opts.TenantID,
-		Oid: userID(s.opts.TenantID, "sp:"+clientID), Roles: appRoles, Idtyp: "app", Uti: randomToken(12),
+		Oid: userID(s.opts.TenantID, "sp:"+clientID), Roles: s.rolesOf(app), Idtyp: "app", Uti: randomToken(12),
 	}), nil
 }
 

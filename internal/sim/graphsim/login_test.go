@@ -115,7 +115,7 @@ func TestDeviceCodeFlow(t *testing.T) {
 		t.Errorf("id_token claims %v", idc)
 	}
 	atc := jwtClaims(t, o.AccessToken)
-	if atc["scp"] != "Presence.Read.All User.ReadBasic.All" || atc["appid"] != graphsim.DefaultPublicApp || atc["oid"] != s.Users()[1].ID {
+	if atc["scp"] != "Presence.Read.All Presence.ReadWrite User.ReadBasic.All" || atc["appid"] != graphsim.DefaultPublicApp || atc["oid"] != s.Users()[1].ID {
 		t.Errorf("access token claims %v", atc)
 	}
 	if exp, _ := atc["exp"].(float64); int64(exp) != t0.Add(time.Hour).Unix() {
@@ -293,8 +293,8 @@ func TestClientCredentialsErrors(t *testing.T) {
 			if st == http.StatusOK {
 				c := jwtClaims(t, o.AccessToken)
 				roles, _ := c["roles"].([]any)
-				if len(roles) != 2 || roles[0] != "Presence.Read.All" || roles[1] != "User.ReadBasic.All" || c["scp"] != nil {
-					t.Errorf("app token claims %v, want roles [Presence.Read.All User.ReadBasic.All] and no scp", c)
+				if len(roles) != 3 || roles[0] != "Presence.Read.All" || roles[1] != "Presence.ReadWrite.All" || roles[2] != "User.ReadBasic.All" || c["scp"] != nil {
+					t.Errorf("app token claims %v, want roles [Presence.Read.All Presence.ReadWrite.All User.ReadBasic.All] and no scp", c)
 				}
 				if o.RefreshToken != "" {
 					t.Error("client credentials returned a refresh token")

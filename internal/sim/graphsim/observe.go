@@ -110,6 +110,41 @@ type RequestRecord struct {
 	Status int       `json:"status"`
 }
 
+// WriteRecord is one setPresence or clearPresence the simulator answered,
+// accepted or not (a scripted fault's answer included).
+type WriteRecord struct {
+	// At is when it was answered on the tenant's clock; for an accepted write,
+	// when Graph began to show it.
+	At time.Time `json:"at"`
+	// Op is OpSetPresence or OpClearPresence.
+	Op string `json:"op"`
+	// User is the user's object id (the path's id as sent when it is not a
+	// user of the directory); UPN is set when it is.
+	User string `json:"user"`
+	UPN  string `json:"upn,omitempty"`
+	// App is the application (client) id of the token; empty when the token
+	// was not accepted.
+	App       string `json:"app,omitempty"`
+	SessionID string `json:"sessionId,omitempty"`
+	// Availability and Activity are as sent, or canonical once accepted.
+	Availability string `json:"availability,omitempty"`
+	Activity     string `json:"activity,omitempty"`
+	// ExpirationDuration is as sent ("" = the default PT5M); Expiration is the
+	// duration it gave (set once the body passed its checks) and Expires when
+	// an accepted setPresence's session ends unless renewed.
+	ExpirationDuration string        `json:"expirationDuration,omitempty"`
+	Expiration         time.Duration `json:"-"`
+	Expires            time.Time     `json:"expires,omitzero"`
+	// Status is the HTTP status answered; Error Graph's error code, if any;
+	// RetryAfter the Retry-After header of a 429.
+	Status     int    `json:"status"`
+	Error      string `json:"error,omitempty"`
+	RetryAfter string `json:"retryAfter,omitempty"`
+}
+
+// Accepted reports whether Graph took the write (200).
+func (w WriteRecord) Accepted() bool { return w.Status == http.StatusOK }
+
 // Stats is what the simulator saw since start or the last ResetStats.
 type Stats struct {
 	// Endpoints counts requests per route, e.g.
@@ -128,9 +163,16 @@ type Stats struct {
 	// kept, DroppedRequests counts the others.
 	Requests        []RequestRecord `json:"requests,omitempty"`
 	DroppedRequests int             `json:"droppedRequests,omitempty"`
+	// Writes lists setPresence and clearPresence calls, oldest first; only the
+	// most recent maxWriteRecords are kept, DroppedWrites counts the others.
+	Writes        []WriteRecord `json:"writes,omitempty"`
+	DroppedWrites int           `json:"droppedWrites,omitempty"`
 }
 
-const maxRecords = 200_000
+const (
+	maxRecords      = 200_000
+	maxWriteRecords = 100_000
+)
 
 type statsRecorder struct {
 	mu          sync.Mutex
@@ -139,13 +181,27 @@ type statsRecorder struct {
 	presenceIDs int
 	records     []RequestRecord
 	dropped     int
+	writes      []WriteRecord
+	droppedW    int
 	changesBase int
 }
 
 func (r *statsRecorder) init() {
 	r.endpoints = map[string]int{}
-	r.records = nil
-	r.throttled, r.presenceIDs, r.dropped = 0, 0, 0
+	r.records, r.writes = nil, nil
+	r.throttled, r.presenceIDs, r.dropped, r.droppedW = 0, 0, 0, 0
+}
+
+func (r *statsRecorder) addWrite(rec WriteRecord) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.writes) >= maxWriteRecords {
+		keep := maxWriteRecords / 2
+		n := copy(r.writes, r.writes[len(r.writes)-keep:])
+		r.droppedW += len(r.writes) - n
+		r.writes = r.writes[:n]
+	}
+	r.writes = append(r.writes, rec)
 }
 
 func (r *statsRecorder) add(endpoint string, rec RequestRecord, presenceIDs int) {
@@ -177,10 +233,20 @@ func (s *Server) Stats() Stats {
 	st.PresenceIDs = s.stats.presenceIDs
 	st.Requests = append([]RequestRecord(nil), s.stats.records...)
 	st.DroppedRequests = s.stats.dropped
+	st.Writes = append([]WriteRecord(nil), s.stats.writes...)
+	st.DroppedWrites = s.stats.droppedW
 	base := s.stats.changesBase
 	s.stats.mu.Unlock()
 	st.Changes = int(s.dir.totalChanges.Load()) - base
 	return st
+}
+
+// Writes lists the setPresence and clearPresence calls answered since start or
+// the last ResetStats, oldest first (at most the most recent 100,000).
+func (s *Server) Writes() []WriteRecord {
+	s.stats.mu.Lock()
+	defer s.stats.mu.Unlock()
+	return append([]WriteRecord(nil), s.stats.writes...)
 }
 
 // ResetStats zeroes the statistics (and the throttle's MaxInWindow), not the
@@ -252,7 +318,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		if f.Status != 0 {
 			_, endpoint = s.mux.Handler(r)
-			s.writeFault(sw, r, f)
+			code := s.writeFault(sw, r, f)
+			if op, user, ok := writeOp(r); ok {
+				s.stats.addWrite(WriteRecord{At: s.clock.Now(), Op: op, User: user, Status: f.Status, Error: code, RetryAfter: f.RetryAfter})
+			}
 		}
 	}
 	if sw.status == 0 {
@@ -268,13 +337,32 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.stats.add(endpoint, RequestRecord{At: s.clock.Now(), App: ri.app, Path: r.URL.Path, IDs: ri.ids, Status: sw.status}, ri.presenceIDs)
 }
 
-func (s *Server) writeFault(w http.ResponseWriter, r *http.Request, f Fault) {
+// writeOp tells a presence write (POST /v1.0/users/{id}/presence/setPresence or
+// clearPresence) by its path, for recording a scripted fault's answer to it.
+func writeOp(r *http.Request) (op, user string, ok bool) {
+	if r.Method != http.MethodPost {
+		return "", "", false
+	}
+	seg := strings.Split(strings.Trim(r.URL.Path, "/"), "/")
+	if len(seg) != 5 || seg[0] != "v1.0" || seg[1] != "users" || seg[3] != "presence" {
+		return "", "", false
+	}
+	switch seg[4] {
+	case OpSetPresence, OpClearPresence:
+		return seg[4], seg[2], true
+	}
+	return "", "", false
+}
+
+// writeFault answers with the scripted fault f and returns the error code it
+// put in the body.
+func (s *Server) writeFault(w http.ResponseWriter, r *http.Request, f Fault) string {
 	if f.RetryAfter != "" {
 		w.Header().Set("Retry-After", f.RetryAfter)
 	}
 	if isLoginPath(r.URL.Path) {
 		writeOAuthError(w, f.Status, "temporarily_unavailable", 0, fmt.Sprintf("Scripted fault: HTTP %d.", f.Status))
-		return
+		return "temporarily_unavailable"
 	}
 	code := "ServiceNotAvailable"
 	switch {
@@ -292,4 +380,5 @@ func (s *Server) writeFault(w http.ResponseWriter, r *http.Request, f Fault) {
 		code = "GatewayTimeout"
 	}
 	writeGraphError(w, f.Status, code, fmt.Sprintf("Scripted fault: HTTP %d.", f.Status))
+	return code
 }

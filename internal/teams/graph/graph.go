@@ -1,5 +1,6 @@
 // Package graph is presencebridge's Microsoft Graph client: resolve UPNs to object
-// ids with JSON batching and read presence in batches of up to 650 ids.
+// ids with JSON batching, read presence in batches of up to 650 ids, and write
+// presence with an application's session (setPresence, clearPresence).
 package graph
 
 import (
@@ -292,8 +293,8 @@ func (c *Client) send(ctx context.Context, method, path string, body []byte, tok
 const maxReply = 64 << 20
 
 // readReply turns Graph's answer to method path into out (JSON, at most maxReply
-// bytes of it), a *ThrottledError for a 429, or an error naming the request that
-// wraps a *StatusError for any other non-2xx answer.
+// bytes of it; a nil out discards the body), a *ThrottledError for a 429, or an
+// error naming the request that wraps a *StatusError for any other non-2xx answer.
 func readReply(method, path string, resp *http.Response, out any) error {
 	if resp.StatusCode == http.StatusTooManyRequests {
 		io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
@@ -306,6 +307,10 @@ func readReply(method, path string, resp *http.Response, out any) error {
 			se.Claims = claimsChallenge(resp.Header.Values("WWW-Authenticate"))
 		}
 		return fmt.Errorf("%s %s: %w", method, path, se)
+	}
+	if out == nil { // a call answered with 200 and no body (setPresence)
+		io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+		return nil
 	}
 	if err := json.NewDecoder(io.LimitReader(resp.Body, maxReply)).Decode(out); err != nil {
 		return fmt.Errorf("%s %s: decode reply: %w", method, path, err)
