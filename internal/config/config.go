@@ -33,7 +33,10 @@ type Config struct {
 	// TeamsEnabled is legacy key MSTeamsPresence.Enable; false makes the service
 	// idle (and say so) instead of polling Teams.
 	TeamsEnabled bool
-	// WinningTechnology is WinningMSTeams or WinningSipSimple.
+	// WinningTechnology is WinningMSTeams or WinningSipSimple: which of a user's
+	// two inputs, the Teams state and the PBX's own state ([PBX] Watch), the
+	// targets receive (compose applies it). With Watch = off there is one input
+	// and both values send the Teams state.
 	WinningTechnology string
 
 	// StateFile is the bbolt database (tokens, resolved ids, last states).
