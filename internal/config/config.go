@@ -13,8 +13,8 @@
 // Where things are: load.go is the loader (Load, the walk over the sections, unknown
 // keys and sections); scan.go reads the INI syntax; one file per section reads its
 // keys into Config (legacy.go for the keys above the first section, general.go,
-// microsoft.go, proxy.go, polling.go, account.go, sip.go, http.go, delivery.go and
-// mapping.go); values.go holds the value parsers the sections share (switches,
+// microsoft.go, proxy.go, polling.go, account.go, sip.go, http.go, delivery.go,
+// mapping.go and pbx.go); values.go holds the value parsers the sections share (switches,
 // numbers, durations, paths, URLs, secrets); schema.go the known sections, keys and
 // defaults; errors.go the problems; edit.go `config set`; redacted.go the effective
 // configuration that verify prints.
@@ -33,7 +33,10 @@ type Config struct {
 	// TeamsEnabled is legacy key MSTeamsPresence.Enable; false makes the service
 	// idle (and say so) instead of polling Teams.
 	TeamsEnabled bool
-	// WinningTechnology is WinningMSTeams or WinningSipSimple.
+	// WinningTechnology is WinningMSTeams or WinningSipSimple: which of a user's
+	// two inputs, the Teams state and the PBX's own state ([PBX] Watch), the
+	// targets receive (compose applies it). With Watch = off there is one input
+	// and both values send the Teams state.
 	WinningTechnology string
 
 	// StateFile is the bbolt database (tokens, resolved ids, last states).
@@ -71,6 +74,10 @@ type Config struct {
 	Delivery Delivery
 	// Mapping is the default table with [Mapping] overrides applied.
 	Mapping *presence.Mapping
+
+	// PBX is the other direction: the PBX's calls watched (PBX.Watch) and shown
+	// in Teams (PBX.Write).
+	PBX PBX
 
 	// Warnings are problems that do not stop the service (a plain-text secret),
 	// as "file:line: sentence"; the service logs them at start and verify shows them.

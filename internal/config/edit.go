@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"unicode/utf8"
 
@@ -108,9 +109,17 @@ func splitSettingKey(k string) (section, key string, err error) {
 	lower := strings.ToLower(section)
 	if strings.HasPrefix(lower, "account.") {
 		lower = "account"
+		section = "Account" + section[len("account"):]
 	}
 	if _, ok := knownKeys[lower]; !ok {
 		return "", "", fmt.Errorf("%q: there is no [%s] section; the sections are %s and Account.<name>", k, section, strings.Join(knownSections, ", "))
+	}
+	// A section or key that is added is written as the documentation spells it.
+	if j := slices.IndexFunc(knownSections, func(n string) bool { return strings.EqualFold(n, section) }); j >= 0 {
+		section = knownSections[j]
+	}
+	if name, ok := knownKeyIDs[lower][strings.ToLower(key)]; ok {
+		key = name
 	}
 	return section, key, nil
 }

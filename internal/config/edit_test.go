@@ -158,3 +158,18 @@ func TestSetRewritesARefusedValue(t *testing.T) {
 		t.Fatalf("got\n%s\nwant\n%s", raw, want)
 	}
 }
+
+// A section or key that Set adds is written as the documentation spells it,
+// however the command line spelled it.
+func TestSetAddsInTheDocumentedSpelling(t *testing.T) {
+	path := writeINI(t, t.TempDir(), []byte(minimal))
+	if err := Set(path, []Setting{{"http.url", "https://cti.example/presence"}, {"account.EU.tenantid", "contoso.onmicrosoft.com"},
+		{"ACCOUNT.eu.CLIENTID", "22222222-2222-3333-4444-555555555555"}, {"account.eu.domains", "contoso.de"}}); err != nil {
+		t.Fatal(err)
+	}
+	raw, _ := os.ReadFile(path)
+	want := minimal + "\n[HTTP]\nURL = https://cti.example/presence\n\n[Account.EU]\nTenantID = contoso.onmicrosoft.com\nClientID = 22222222-2222-3333-4444-555555555555\nDomains = contoso.de\n"
+	if string(raw) != want {
+		t.Fatalf("got\n%s\nwant\n%s", raw, want)
+	}
+}

@@ -6,12 +6,15 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
 	"github.com/presencebridge/presencebridge/internal/platform/textfile"
+	"github.com/presencebridge/presencebridge/internal/teams/write"
 )
 
 // The fuzz targets load Presence.ini texts as a field engineer's editor leaves
@@ -55,6 +58,10 @@ func fuzzINIs(f *testing.F) [][]byte {
 		"[Polling]\nBudgetShare = NaN\nResolveRate = NaN\n[SIP]\nRate = +Inf\n" + minimal,
 		"[Polling]\nBudgetShare = -Inf%\nResolveRate = 1e309\nInterval = NaNs\n[SIP]\nRate = nan\n" + minimal,
 		"[Polling]\nBudgetRequests = 99999999999999999999\nInterval = 9999999999h\n[Delivery]\nRetryMax = -1s\n" + minimal,
+		// [PBX]: rates and durations at and past their bounds, pairs setPresence refuses.
+		"[SIP]\nServer = pbx.example\n[PBX]\nWatch = both\nSubscribeRate = NaN\nSubscribeExpires = 24h0m1s\nTeamsExpiration = PT5M\nInCall = Busy/InAMeeting\nListen = [::]:0\n" + minimal,
+		"[SIP]\nServer = pbx.example\n[PBX]\nWatch = dialog\nSubscribeRate = 1e-300\nSubscribeExpires = 1m\nTeamsExpiration = 4h\nRinging = available, available\nListen = [fe80::1%eth0]:5070\n" + minimal,
+		"[PBX]\nWatch = presence\nSubscribeRate = 1e309\nDND = off\nAway = Away,Away\n" + minimal,
 		// 1 MB and 64 KB values, a 16 KB unknown key and section (a pasted log,
 		// a broken copy). Bigger ones cost seconds: a refused value is quoted
 		// whole in its error, and an unknown name is compared with every known one.
@@ -215,6 +222,30 @@ func outOfRange(c *Config) string {
 	case c.SecretWarnDays < 1:
 		return bad("[General] SecretWarnDays", c.SecretWarnDays)
 	}
+	w, wr := c.PBX.Watch, c.PBX.Write
+	switch {
+	case !slices.Contains(watchModes, w.Watch):
+		return bad("[PBX] Watch", w.Watch)
+	case w.Watch != "off" && c.SIP.Server == "" && c.SIP.OutboundProxy == "":
+		return bad("[PBX] Watch without [SIP] Server", w.Watch)
+	case w.Expires < minSubscribeExpires || w.Expires > maxSubscribeExpires:
+		return bad("[PBX] SubscribeExpires", w.Expires)
+	case !(w.Rate > 0) || math.IsInf(w.Rate, 0):
+		return bad("[PBX] SubscribeRate", w.Rate)
+	case wr.Expiration < minTeamsExpiration || wr.Expiration > maxTeamsExpiration:
+		return bad("[PBX] TeamsExpiration", wr.Expiration)
+	}
+	if w.Listen != "" {
+		host, port, err := net.SplitHostPort(w.Listen)
+		if n, ok := portNumber(port); err != nil || host == "" || !ok || n < 1 {
+			return bad("[PBX] Listen", w.Listen)
+		}
+	}
+	for _, p := range []*write.Pair{wr.InCall, wr.Ringing, wr.DND, wr.Away} {
+		if p != nil && !slices.Contains(write.Allowed, *p) {
+			return bad("a [PBX] pair setPresence refuses", *p)
+		}
+	}
 	ids := map[string]bool{}
 	for _, a := range c.Accounts {
 		switch {
@@ -261,6 +292,9 @@ var setKeys = []struct {
 	{"General.LogFile", false,
 		func(c *Config) string { return c.LogFile },
 		func(c *Config, v string) { c.LogFile = resolvePath(c.Dir, v) }},
+	{"PBX.Listen", false,
+		func(c *Config) string { return c.PBX.Watch.Listen },
+		func(c *Config, v string) { c.PBX.Watch.Listen = v }},
 }
 
 // setBase is the Presence.ini `config set` edits in FuzzConfigSet: each key of
@@ -296,6 +330,7 @@ Header.X-Api-Key = first-key
 func FuzzConfigSet(f *testing.F) {
 	for i, v := range []string{"plain", "anna@contoso.com", `C:\ProgramData\presencebridge\log.txt`, " spaced ", `"quoted"`, "'single",
 		"a ;b", "a #b", "a\t;b", ";starts", "#starts", "x=y=z", "Jürgen Müller", "\u00a0nbsp\u00a0", "tab\tinside", "`tick",
+		"10.0.0.5:5070", "[2001:db8::5]:5070", "bridge.contoso.local:05070",
 		"two\nlines", "cr\rreturn", "nul\x00", "\xff\xfe", strings.Repeat("long", 4096), "enc:v1:notreally", ""} {
 		f.Add(v, uint8(i), uint8(i))
 	}

@@ -2,11 +2,19 @@ package config
 
 import "strings"
 
-// WinningTechnology values (legacy key RichPresence.WinningTechnology).
+// WinningTechnology values (legacy key RichPresence.WinningTechnology). They
+// decide, per user, which of two inputs every target (SIP PUBLISH, HTTP)
+// receives: the Teams state, and the PBX's own state that [PBX] Watch reads
+// (presence.PBXState). compose applies the rule; config only reads it. With
+// [PBX] Watch = off the PBX's state is never known, so both values send the
+// Teams state (or the [Mapping] Stale rule) as before.
 const (
-	// WinningMSTeams: Teams presence wins over the PBX's own SIP presence.
+	// WinningMSTeams: the Teams state wins; the PBX's state is sent only where
+	// Teams has none (unknown, or stale: the account cannot read Teams).
 	WinningMSTeams = "MSTeams"
-	// WinningSipSimple: the PBX's SIP presence wins; Teams presence fills in.
+	// WinningSipSimple, the legacy default: the PBX's own state wins where it
+	// says something (a call, a ringing line, DND or away set on the phone:
+	// presence.PBXState.Says); the Teams state otherwise, an idle phone included.
 	WinningSipSimple = "SipSimple"
 )
 
@@ -22,7 +30,7 @@ func (l *loader) legacy(cfg *Config, s *section) {
 		case strings.EqualFold(e.value, WinningSipSimple):
 			cfg.WinningTechnology = WinningSipSimple
 		default:
-			l.bad(e, "unknown technology%s; use MSTeams (Teams presence wins) or SipSimple (the PBX's SIP presence wins)",
+			l.bad(e, "unknown technology%s; use MSTeams (the Teams state wins) or SipSimple (the PBX's own state wins where it says something)",
 				didYouMean(e.value, []string{WinningMSTeams, WinningSipSimple}))
 		}
 	}

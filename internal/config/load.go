@@ -151,6 +151,7 @@ func (l *loader) build(f *iniFile) *Config {
 	l.http(cfg, empty("HTTP"))
 	l.delivery(cfg, empty("Delivery"))
 	l.mapping(cfg, empty("Mapping"))
+	l.pbx(cfg, empty("PBX"))
 	var accountSecs []*section
 	for _, id := range accountOrder {
 		if a, ok := l.account(cfg, secs[id]); ok {
@@ -159,6 +160,7 @@ func (l *loader) build(f *iniFile) *Config {
 		}
 	}
 	l.crossAccounts(cfg.Accounts, accountSecs)
+	l.crossPBX(cfg, empty("PBX"), empty("SIP"))
 	if cfg.TeamsEnabled && len(accountOrder) == 0 {
 		l.add(0, "no [Account.<id>] section, but %s = 1; add one with TenantID and ClientID (Presence.ini.example shows how), or set %s = 0 to run without Teams",
 			keyTeamsEnable, keyTeamsEnable)
@@ -245,7 +247,7 @@ func (l *loader) unknownSection(name string, line int) {
 		l.add(line, "unknown section [%s]; did you mean [%s]?", name, s)
 		return
 	}
-	l.add(line, "unknown section [%s]; the sections are [General], [Microsoft], [Proxy], [Polling], [Account.<id>], [SIP], [HTTP], [Delivery] and [Mapping]", name)
+	l.add(line, "unknown section [%s]; the sections are [General], [Microsoft], [Proxy], [Polling], [Account.<id>], [SIP], [HTTP], [Delivery], [Mapping] and [PBX]", name)
 }
 
 func (l *loader) unknownKey(sec *section, kind, written string, line int) {
@@ -253,18 +255,22 @@ func (l *loader) unknownKey(sec *section, kind, written string, line int) {
 	if sec.name != "" {
 		where = "in [" + sec.name + "]"
 	}
-	// A known key in the wrong place: say where it belongs.
-	for _, other := range []string{"", "general", "microsoft", "proxy", "polling", "account", "sip", "http", "delivery"} {
-		if other == kind || !slices.ContainsFunc(knownKeys[other], func(n string) bool { return strings.EqualFold(n, written) }) {
-			continue
+	// A known key of this section that ends with what was written (Expires in
+	// [PBX] is SubscribeExpires; [SIP] has an Expires of its own).
+	if s := bySuffix(written, knownKeys[kind]); s != "" {
+		also := ""
+		if o := sectionOf(written, kind); o != "" {
+			also = fmt.Sprintf(" (%s is a key of %s)", written, o)
 		}
-		switch other {
-		case "":
+		l.add(line, "unknown key %q %s; did you mean %q?%s", written, where, s, also)
+		return
+	}
+	// A known key in the wrong place: say where it belongs.
+	if o := sectionOf(written, kind); o != "" {
+		if o == "the top of the file" {
 			l.add(line, "%s does not belong %s; it is a legacy key and goes at the top of the file, before the first [section]", written, where)
-		case "account":
-			l.add(line, "%s does not belong %s; it goes in an [Account.<id>] section", written, where)
-		default:
-			l.add(line, "%s does not belong %s; it goes in [%s]", written, where, knownSections[slices.IndexFunc(knownSections, func(n string) bool { return strings.EqualFold(n, other) })])
+		} else {
+			l.add(line, "%s does not belong %s; it goes in %s", written, where, o)
 		}
 		return
 	}
@@ -273,6 +279,48 @@ func (l *loader) unknownKey(sec *section, kind, written string, line int) {
 		return
 	}
 	l.add(line, "unknown key %q %s; the keys there are %s", written, where, strings.Join(knownKeys[kind], ", "))
+}
+
+// sectionOf names the section other than kind that has the key written, as a
+// message says it ("[SIP]", "an [Account.<id>] section", "the top of the
+// file"), or "". [PBX] looks in [SIP] first: the watch uses its connection.
+func sectionOf(written, kind string) string {
+	order := []string{"", "general", "microsoft", "proxy", "polling", "account", "sip", "http", "delivery", "pbx"}
+	if kind == "pbx" {
+		order = append([]string{"sip"}, order...)
+	}
+	for _, other := range order {
+		if other == kind || !slices.ContainsFunc(knownKeys[other], func(n string) bool { return strings.EqualFold(n, written) }) {
+			continue
+		}
+		switch other {
+		case "":
+			return "the top of the file"
+		case "account":
+			return "an [Account.<id>] section"
+		default:
+			return "[" + knownSections[slices.IndexFunc(knownSections, func(n string) bool { return strings.EqualFold(n, other) })] + "]"
+		}
+	}
+	return ""
+}
+
+// bySuffix returns the one key of keys that ends with written (at least four
+// letters, case-insensitive), or "".
+func bySuffix(written string, keys []string) string {
+	if len(written) < 4 {
+		return ""
+	}
+	found := ""
+	for _, k := range keys {
+		if len(k) > len(written) && strings.EqualFold(k[len(k)-len(written):], written) {
+			if found != "" {
+				return ""
+			}
+			found = k
+		}
+	}
+	return found
 }
 
 // freeKey files a key of a section whose keys are open ([Mapping], and [HTTP]'s

@@ -123,6 +123,18 @@ func (c *Config) Redacted() string {
 	if c.Mapping != nil {
 		c.mappingRedacted(kv)
 	}
+
+	w, wr := c.PBX.Watch, c.PBX.Write
+	b.WriteString("\n[PBX]\n")
+	kv("Watch", w.Watch)
+	kv("SubscribeExpires", formatDuration(w.Expires))
+	kv("SubscribeRate", strconv.FormatFloat(w.Rate, 'f', -1, 64))
+	kv("Listen", w.Listen)
+	kv("InCall", pairString(wr.InCall))
+	kv("Ringing", pairString(wr.Ringing))
+	kv("DND", pairString(wr.DND))
+	kv("Away", pairString(wr.Away))
+	kv("TeamsExpiration", formatDuration(wr.Expiration))
 	return b.String()
 }
 

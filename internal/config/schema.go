@@ -29,7 +29,7 @@ const (
 
 // knownSections are the section names, canonical spelling, in file order;
 // "Account" stands for [Account.<id>].
-var knownSections = []string{"General", "Microsoft", "Proxy", "Polling", "Account", "SIP", "HTTP", "Delivery", "Mapping"}
+var knownSections = []string{"General", "Microsoft", "Proxy", "Polling", "Account", "SIP", "HTTP", "Delivery", "Mapping", "PBX"}
 
 // knownKeys lists every key by lower-case section name ("" for the top of the file,
 // "account" for every [Account.<id>]), canonical spelling, in documentation order.
@@ -48,6 +48,7 @@ var knownKeys = map[string][]string{
 	"delivery": {"RetryMin", "RetryMax", "BatchSize", "StaleAfter", "ReassertRate", "ProbeInterval"},
 	// Every [Mapping] key is a rule (see freeKey).
 	"mapping": {},
+	"pbx":     {"Watch", "SubscribeExpires", "SubscribeRate", "Listen", "InCall", "Ringing", "DND", "Away", "TeamsExpiration"},
 }
 
 // knownKeyIDs maps the lower-case name of every key in knownKeys to its

@@ -37,13 +37,8 @@ func (l *loader) duration(e entry, def, least time.Duration) time.Duration {
 	if !e.set {
 		return def
 	}
-	d, err := time.ParseDuration(e.value)
-	if err != nil {
-		if _, numErr := parseFinite(e.value); numErr == nil {
-			l.bad(e, "a duration needs a unit; write e.g. %ss for seconds or %sm for minutes", e.value, e.value)
-		} else {
-			l.bad(e, "not a duration; use a number with a unit, e.g. 10s or 2m")
-		}
+	d, ok := l.parseDuration(e)
+	if !ok {
 		return def
 	}
 	if d < least {
@@ -51,6 +46,46 @@ func (l *loader) duration(e entry, def, least time.Duration) time.Duration {
 		return def
 	}
 	return d
+}
+
+// durationIn reads a Go duration from least to most.
+func (l *loader) durationIn(e entry, def, least, most time.Duration) time.Duration {
+	if !e.set {
+		return def
+	}
+	d, ok := l.parseDuration(e)
+	switch {
+	case !ok:
+		return def
+	case d < least:
+		l.bad(e, "too short; use %s to %s", formatDuration(least), formatDuration(most))
+		return def
+	case d > most:
+		l.bad(e, "too long; use %s to %s", formatDuration(least), formatDuration(most))
+		return def
+	}
+	return d
+}
+
+// parseDuration reads a set value as a Go duration, or reports why it is none.
+func (l *loader) parseDuration(e entry) (time.Duration, bool) {
+	d, err := time.ParseDuration(e.value)
+	if err == nil {
+		return d, true
+	}
+	if _, numErr := parseFinite(e.value); numErr == nil {
+		l.bad(e, "a duration needs a unit; write e.g. %ss for seconds or %sm for minutes", e.value, e.value)
+		return 0, false
+	}
+	// Microsoft's pages write durations in ISO 8601 (setPresence's PT5M).
+	if upper := strings.ToUpper(e.value); len(upper) > 2 && strings.HasPrefix(upper, "PT") {
+		if _, err := time.ParseDuration(strings.ToLower(upper[2:])); err == nil {
+			l.bad(e, "an ISO 8601 duration; write it as %s (durations here are a number with a unit: 30s, 15m, 1h30m)", strings.ToLower(upper[2:]))
+			return 0, false
+		}
+	}
+	l.bad(e, "not a duration; use a number with a unit, e.g. 10s or 2m")
+	return 0, false
 }
 
 // isOff reports a value of 0 or off, which turns a feature off.
