@@ -35,11 +35,13 @@ const (
 	BucketStale     = "stale"     // compose: account ID -> start of its stale episode (JSON time)
 	BucketStatus    = "status"    // app: "report" -> the last status report (JSON), for status while stopped
 	BucketConfirmed = "confirmed" // app: "usersfile" -> SHA-256 (hex) of a users file accepted with users apply --allow-mass-removal
-	bucketMeta      = "meta"      // store: "version" -> the file's format (Version)
+	// BucketTeamSessions: teams/write: UPN -> the presence session presencebridge holds in Teams (see teams/write/sessions_bolt.go).
+	BucketTeamSessions = "teamsessions"
+	bucketMeta         = "meta" // store: "version" -> the file's format (Version)
 )
 
 var allBuckets = []string{BucketTokens, BucketUserIDs, BucketPresence, BucketOutbox, BucketDelivered,
-	BucketOutboxSeq, BucketSIPPubs, BucketStale, BucketStatus, BucketConfirmed, bucketMeta}
+	BucketOutboxSeq, BucketSIPPubs, BucketStale, BucketStatus, BucketConfirmed, BucketTeamSessions, bucketMeta}
 
 // Version is the format of the state file this release writes: 2, compact
 // records (store.Record) and one owner per bucket. Version 1, the releases
