@@ -200,10 +200,10 @@ func (c *Conn) Request(method sip.RequestMethod, target sip.Uri) *sip.Request {
 // credentials for a 401 or 407 (an outbound proxy and the server behind it may
 // each ask), and, where longer is set, a longer Expires after 423 Interval Too
 // Brief (RFC 3903 section 6, RFC 6665 section 4.1.2.1). Each follow-up keeps the
-// Call-ID and takes the next CSeq (RFC 3261 section 22.2); next, when set, is
-// called with each follow-up (a dialog keeps its CSeq). It returns the final
-// response, or an error wrapping delivery.ErrTargetDown when no answer came.
-func (c *Conn) Transact(ctx context.Context, req *sip.Request, longer bool, next func(*sip.Request)) (*sip.Response, error) {
+// Call-ID and takes the next CSeq (RFC 3261 section 22.2; a dialog's user reads
+// the CSeq back from req). It returns the final response, or an error wrapping
+// delivery.ErrTargetDown when no answer came.
+func (c *Conn) Transact(ctx context.Context, req *sip.Request, longer bool) (*sip.Response, error) {
 	c.auth.preempt(req, c.o.Username, c.o.Password.Reveal())
 	answered := map[int]bool{} // challenges answered in this exchange, by status
 	for tries := 0; ; tries++ {
@@ -215,9 +215,6 @@ func (c *Conn) Transact(ctx context.Context, req *sip.Request, longer bool, next
 			req.CSeq().SeqNo++
 			req.RemoveHeader("Via")
 			opts = append(opts, sipgo.ClientRequestAddVia)
-			if next != nil {
-				next(req)
-			}
 		}
 		res, err := c.Do(ctx, req, opts...)
 		if err != nil {

@@ -57,7 +57,7 @@ func (p *Publisher) build(r publishReq) *sip.Request {
 // (Conn.Transact: digest challenges, and a longer Expires after 423 Interval Too
 // Brief, RFC 3903 section 6, step 4).
 func (p *Publisher) transact(ctx context.Context, r publishReq) (*sip.Response, error) {
-	return p.conn.Transact(ctx, p.build(r), r.expires > 0, nil)
+	return p.conn.Transact(ctx, p.build(r), r.expires > 0)
 }
 
 // minExpires reads the Min-Expires of a 423 Interval Too Brief (RFC 3261

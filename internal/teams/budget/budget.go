@@ -26,7 +26,7 @@ type Budget struct {
 	mu    sync.Mutex
 	lim   *rate.Limiter
 	pause time.Time
-	first int // WaitFirst callers waiting: Wait lets them go ahead
+	first int         // WaitFirst callers waiting: Wait lets them go ahead
 	sent  []time.Time // send times within the last window, oldest first
 }
 
