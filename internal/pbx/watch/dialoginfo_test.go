@@ -52,7 +52,7 @@ func renderDialogInfo(info DialogInfo) []byte {
 	return b.Bytes()
 }
 
-func dialogs(n int, state string) []DialogElement {
+func manyDialogs(n int, state string) []DialogElement {
 	out := make([]DialogElement, n)
 	for i := range out {
 		out[i] = DialogElement{ID: fmt.Sprintf("d%d", i), State: state}
@@ -158,12 +158,12 @@ func TestParseDialogInfoTolerates(t *testing.T) {
 
 // TestParseDialogInfoLimits: the bounds themselves are allowed, one more is not.
 func TestParseDialogInfoLimits(t *testing.T) {
-	most := renderDialogInfo(DialogInfo{Version: 1, Full: true, Dialogs: dialogs(MaxDialogs, "early")})
+	most := renderDialogInfo(DialogInfo{Version: 1, Full: true, Dialogs: manyDialogs(MaxDialogs, "early")})
 	info, err := ParseDialogInfo(most)
 	if err != nil || len(info.Dialogs) != MaxDialogs {
 		t.Fatalf("%d dialogs: %d read, %v", MaxDialogs, len(info.Dialogs), err)
 	}
-	one := renderDialogInfo(DialogInfo{Version: 1, Full: true, Dialogs: dialogs(1, "early")})
+	one := renderDialogInfo(DialogInfo{Version: 1, Full: true, Dialogs: manyDialogs(1, "early")})
 	padded := append(bytes.Repeat([]byte(" "), MaxBodySize-len(one)), one...)
 	if _, err := ParseDialogInfo(padded); err != nil {
 		t.Fatalf("a body of exactly %d bytes: %v", len(padded), err)
@@ -172,7 +172,7 @@ func TestParseDialogInfoLimits(t *testing.T) {
 		body []byte
 		msg  string
 	}{
-		{renderDialogInfo(DialogInfo{Version: 1, Full: true, Dialogs: dialogs(MaxDialogs+1, "early")}), "dialog-info: more than 256 dialogs"},
+		{renderDialogInfo(DialogInfo{Version: 1, Full: true, Dialogs: manyDialogs(MaxDialogs+1, "early")}), "dialog-info: more than 256 dialogs"},
 		{append([]byte(" "), padded...), "dialog-info body of 65537 bytes: over the 65536-byte limit"},
 	} {
 		if _, err := ParseDialogInfo(bad.body); err == nil || err.Error() != bad.msg {
@@ -223,8 +223,8 @@ func TestParseDialogInfoRefuses(t *testing.T) {
 	}
 }
 
-// step is one NOTIFY of a tracker test and what follows from it.
-type step struct {
+// trackerStep is one NOTIFY of a tracker test and what follows from it.
+type trackerStep struct {
 	name    string
 	info    DialogInfo
 	applied bool
@@ -233,7 +233,7 @@ type step struct {
 	calls   int
 }
 
-func runSteps(t *testing.T, tr *DialogTracker, steps []step) {
+func runTrackerSteps(t *testing.T, tr *DialogTracker, steps []trackerStep) {
 	t.Helper()
 	for _, s := range steps {
 		ok, err := tr.Apply(s.info)
@@ -246,7 +246,7 @@ func runSteps(t *testing.T, tr *DialogTracker, steps []step) {
 	}
 }
 
-func parsed(t *testing.T, file string) DialogInfo {
+func parsedTestdata(t *testing.T, file string) DialogInfo {
 	t.Helper()
 	info, err := ParseDialogInfo(readTestdata(t, "dialog", file))
 	if err != nil {
@@ -262,15 +262,15 @@ func TestDialogTrackerCaptured(t *testing.T) {
 		if tr.Line() != presence.LineUnknown {
 			t.Fatalf("line %q before any NOTIFY", tr.Line())
 		}
-		terminated := parsed(t, "asterisk22-idle.xml")
+		terminated := parsedTestdata(t, "asterisk22-idle.xml")
 		terminated.Version = 3 // Asterisk's fourth NOTIFY is the first one with version 3
-		runSteps(t, &tr, []step{
-			{"idle, version 0", parsed(t, "asterisk22-idle.xml"), true, false, presence.LineIdle, 0},
-			{"early", parsed(t, "asterisk22-early.xml"), true, false, presence.LineRinging, 1},
-			{"early again (a retransmission)", parsed(t, "asterisk22-early.xml"), false, false, presence.LineRinging, 1},
-			{"confirmed", parsed(t, "asterisk22-confirmed.xml"), true, false, presence.LineInCall, 1},
+		runTrackerSteps(t, &tr, []trackerStep{
+			{"idle, version 0", parsedTestdata(t, "asterisk22-idle.xml"), true, false, presence.LineIdle, 0},
+			{"early", parsedTestdata(t, "asterisk22-early.xml"), true, false, presence.LineRinging, 1},
+			{"early again (a retransmission)", parsedTestdata(t, "asterisk22-early.xml"), false, false, presence.LineRinging, 1},
+			{"confirmed", parsedTestdata(t, "asterisk22-confirmed.xml"), true, false, presence.LineInCall, 1},
 			{"terminated", terminated, true, false, presence.LineIdle, 0},
-			{"confirmed late (UDP reordering)", parsed(t, "asterisk22-confirmed.xml"), false, false, presence.LineIdle, 0},
+			{"confirmed late (UDP reordering)", parsedTestdata(t, "asterisk22-confirmed.xml"), false, false, presence.LineIdle, 0},
 		})
 	})
 	t.Run("Kamailio 5.6 pua_dialoginfo, the callee", func(t *testing.T) {
@@ -279,21 +279,21 @@ func TestDialogTrackerCaptured(t *testing.T) {
 		if tr.Line() != presence.LineIdle {
 			t.Fatalf("line %q after an empty NOTIFY", tr.Line())
 		}
-		confirmed := parsed(t, "kamailio56-early.xml")
+		confirmed := parsedTestdata(t, "kamailio56-early.xml")
 		confirmed.Version, confirmed.Dialogs[0].State = 3, DialogConfirmed
-		runSteps(t, &tr, []step{
-			{"early", parsed(t, "kamailio56-early.xml"), true, false, presence.LineRinging, 1},
+		runTrackerSteps(t, &tr, []trackerStep{
+			{"early", parsedTestdata(t, "kamailio56-early.xml"), true, false, presence.LineRinging, 1},
 			{"confirmed", confirmed, true, false, presence.LineInCall, 1},
-			{"terminated", parsed(t, "kamailio56-terminated.xml"), true, false, presence.LineIdle, 0},
+			{"terminated", parsedTestdata(t, "kamailio56-terminated.xml"), true, false, presence.LineIdle, 0},
 		})
 	})
 	t.Run("Kamailio 5.6 presence_dialoginfo merging presencebridge's own dialog", func(t *testing.T) {
 		var tr DialogTracker
-		own := parsed(t, "kamailio56-merged-own.xml")
+		own := parsedTestdata(t, "kamailio56-merged-own.xml")
 		own.Version, own.Dialogs = 2, own.Dialogs[:1] // what Kamailio sent before the phone published
-		runSteps(t, &tr, []step{
+		runTrackerSteps(t, &tr, []trackerStep{
 			{"only ours", own, true, false, presence.LineIdle, 0},
-			{"ours and the phone's", parsed(t, "kamailio56-merged-own.xml"), true, false, presence.LineRinging, 1},
+			{"ours and the phone's", parsedTestdata(t, "kamailio56-merged-own.xml"), true, false, presence.LineRinging, 1},
 		})
 		if d := tr.Dialogs(); len(d) != 1 || d[0].ID != "4c3a9f2e" {
 			t.Fatalf("dialogs kept: %+v", d)
@@ -301,12 +301,12 @@ func TestDialogTrackerCaptured(t *testing.T) {
 	})
 	t.Run("partial state (Cisco style), then a gap", func(t *testing.T) {
 		var tr DialogTracker
-		gap := parsed(t, "cisco-sca-partial.xml")
+		gap := parsedTestdata(t, "cisco-sca-partial.xml")
 		gap.Version = 44
-		runSteps(t, &tr, []step{
-			{"partial first", parsed(t, "cisco-sca-partial.xml"), false, true, presence.LineUnknown, 0},
-			{"full", parsed(t, "cisco-sca-full.xml"), true, false, presence.LineInCall, 2},
-			{"partial next: one ends, one is answered", parsed(t, "cisco-sca-partial.xml"), true, false, presence.LineInCall, 1},
+		runTrackerSteps(t, &tr, []trackerStep{
+			{"partial first", parsedTestdata(t, "cisco-sca-partial.xml"), false, true, presence.LineUnknown, 0},
+			{"full", parsedTestdata(t, "cisco-sca-full.xml"), true, false, presence.LineInCall, 2},
+			{"partial next: one ends, one is answered", parsedTestdata(t, "cisco-sca-partial.xml"), true, false, presence.LineInCall, 1},
 			{"partial with version 43 missing", gap, false, true, presence.LineInCall, 1},
 		})
 		if v, ok := tr.Version(); v != 42 || !ok {
@@ -326,13 +326,13 @@ func TestDialogTrackerVersions(t *testing.T) {
 	idle, ringing, incall := presence.LineIdle, presence.LineRinging, presence.LineInCall
 	for _, tc := range []struct {
 		name  string
-		steps []step
+		steps []trackerStep
 	}{
-		{"the first document may carry any version", []step{
+		{"the first document may carry any version", []trackerStep{
 			{"full 900", full(900, d("a", "confirmed")), true, false, incall, 1},
 			{"partial 901", partial(901, d("a", "terminated")), true, false, idle, 0},
 		}},
-		{"full replaces, partial updates", []step{
+		{"full replaces, partial updates", []trackerStep{
 			{"full a b", full(1, d("a", "early"), d("b", "confirmed")), true, false, incall, 2},
 			{"full c", full(2, d("c", "trying")), true, false, ringing, 1},
 			{"partial adds d", partial(3, d("d", "confirmed")), true, false, incall, 2},
@@ -341,28 +341,28 @@ func TestDialogTrackerVersions(t *testing.T) {
 			{"partial: c proceeding", partial(6, d("c", "proceeding")), true, false, ringing, 1},
 			{"full with nothing", full(7), true, false, idle, 0},
 		}},
-		{"old and duplicate documents change nothing", []step{
+		{"old and duplicate documents change nothing", []trackerStep{
 			{"full 5", full(5, d("a", "confirmed")), true, false, incall, 1},
 			{"full 5 again", full(5), false, false, incall, 1},
 			{"full 4", full(4), false, false, incall, 1},
 			{"partial 5", partial(5, d("a", "terminated")), false, false, incall, 1},
 			{"partial 0", partial(0, d("a", "terminated")), false, false, incall, 1},
 		}},
-		{"a gap in partial state asks for a refresh; full state after a gap is fine", []step{
+		{"a gap in partial state asks for a refresh; full state after a gap is fine", []trackerStep{
 			{"full 1", full(1, d("a", "early")), true, false, ringing, 1},
 			{"partial 3", partial(3, d("a", "confirmed")), false, true, ringing, 1},
 			{"partial 2", partial(2, d("b", "confirmed")), true, false, incall, 2},
 			{"full 10", full(10, d("b", "terminated")), true, false, idle, 0},
 		}},
-		{"presencebridge's own dialogs never count", []step{
+		{"presencebridge's own dialogs never count", []trackerStep{
 			{"full: ours confirmed", full(1, d("presencebridge", "confirmed"), d("presencebridge-1", "early")), true, false, idle, 0},
 			{"partial: ours again, and the phone's", partial(2, d("presencebridge-x", "confirmed"), d("phone", "early")), true, false, ringing, 1},
 			{"partial: ours terminated", partial(3, d("presencebridge-x", "terminated")), true, false, ringing, 1},
 		}},
-		{"confirmed wins over early", []step{
+		{"confirmed wins over early", []trackerStep{
 			{"full", full(1, d("a", "early"), d("b", "confirmed"), d("c", "trying")), true, false, incall, 3},
 		}},
-		{"the largest version", []step{
+		{"the largest version", []trackerStep{
 			{"full max-1", full(^uint64(0)-1, d("a", "early")), true, false, ringing, 1},
 			{"partial max", partial(^uint64(0), d("a", "confirmed")), true, false, incall, 1},
 			{"full max", full(^uint64(0)), false, false, incall, 1},
@@ -370,14 +370,14 @@ func TestDialogTrackerVersions(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var tr DialogTracker
-			runSteps(t, &tr, tc.steps)
+			runTrackerSteps(t, &tr, tc.steps)
 		})
 	}
 }
 
 func TestDialogTrackerBounds(t *testing.T) {
 	var tr DialogTracker
-	if ok, err := tr.Apply(DialogInfo{Version: 1, Full: true, Dialogs: dialogs(MaxDialogs, "early")}); !ok || err != nil {
+	if ok, err := tr.Apply(DialogInfo{Version: 1, Full: true, Dialogs: manyDialogs(MaxDialogs, "early")}); !ok || err != nil {
 		t.Fatalf("full with %d dialogs: %v, %v", MaxDialogs, ok, err)
 	}
 	more := DialogInfo{Version: 2, Dialogs: []DialogElement{{ID: "one-more", State: DialogConfirmed}}}
@@ -431,7 +431,7 @@ func BenchmarkParseDialogInfo(b *testing.B) {
 // BenchmarkParseDialogInfoLargest parses the largest body allowed: MaxDialogs
 // dialogs, padded to MaxBodySize.
 func BenchmarkParseDialogInfoLargest(b *testing.B) {
-	body := renderDialogInfo(DialogInfo{Version: 1, Full: true, Dialogs: dialogs(MaxDialogs, "confirmed")})
+	body := renderDialogInfo(DialogInfo{Version: 1, Full: true, Dialogs: manyDialogs(MaxDialogs, "confirmed")})
 	body = append(body, bytes.Repeat([]byte("\n"), MaxBodySize-len(body))...)
 	b.SetBytes(int64(len(body)))
 	b.ReportAllocs()

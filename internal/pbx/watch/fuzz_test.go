@@ -23,8 +23,8 @@ import (
 // maxErrorLen bounds an error message: a garbled body gives one short log line.
 const maxErrorLen = 512
 
-// seeds adds every testdata/<dir>/*.xml file to f.
-func seeds(f *testing.F, dir string) [][]byte {
+// testdataSeeds adds every testdata/<dir>/*.xml file to f.
+func testdataSeeds(f *testing.F, dir string) [][]byte {
 	files, err := filepath.Glob(filepath.Join("testdata", dir, "*.xml"))
 	if err != nil || len(files) == 0 {
 		f.Fatalf("no seeds in testdata/%s: %v", dir, err)
@@ -40,7 +40,7 @@ func seeds(f *testing.F, dir string) [][]byte {
 	return out
 }
 
-func checkError(t *testing.T, err error) {
+func checkErrorMessage(t *testing.T, err error) {
 	t.Helper()
 	msg := err.Error()
 	if len(msg) > maxErrorLen || !utf8.ValidString(msg) || strings.ContainsFunc(msg, unicode.IsControl) {
@@ -48,8 +48,8 @@ func checkError(t *testing.T, err error) {
 	}
 }
 
-// wantLine is the line dialogs give (the tracker's rule, restated).
-func wantLine(dialogs []DialogElement) presence.Line {
+// lineOfDialogs is the line dialogs give (the tracker's rule, restated).
+func lineOfDialogs(dialogs []DialogElement) presence.Line {
 	line := presence.LineIdle
 	for _, d := range dialogs {
 		switch d.State {
@@ -62,8 +62,8 @@ func wantLine(dialogs []DialogElement) presence.Line {
 	return line
 }
 
-// kept is what a tracker keeps of dialogs: not terminated, not presencebridge's.
-func kept(dialogs []DialogElement) []DialogElement {
+// keptDialogs is what a tracker keeps of dialogs: not terminated, not presencebridge's.
+func keptDialogs(dialogs []DialogElement) []DialogElement {
 	var out []DialogElement
 	for _, d := range dialogs {
 		if !d.Own() && d.State != DialogTerminated {
@@ -81,7 +81,7 @@ func kept(dialogs []DialogElement) []DialogElement {
 // subscription's first document, a full one is applied and gives the line its
 // dialogs say, a partial one asks for full state.
 func FuzzParseDialogInfo(f *testing.F) {
-	for _, b := range seeds(f, "dialog") {
+	for _, b := range testdataSeeds(f, "dialog") {
 		f.Add(b)
 	}
 	for _, s := range []string{
@@ -97,7 +97,7 @@ func FuzzParseDialogInfo(f *testing.F) {
 	f.Fuzz(func(t *testing.T, body []byte) {
 		info, err := ParseDialogInfo(body)
 		if err != nil {
-			checkError(t, err)
+			checkErrorMessage(t, err)
 			return
 		}
 		if len(body) > MaxBodySize {
@@ -131,10 +131,10 @@ func FuzzParseDialogInfo(f *testing.F) {
 		if !ok || err != nil {
 			t.Fatalf("full state first: %v, %v", ok, err)
 		}
-		if got, want := tr.Dialogs(), kept(info.Dialogs); len(got) != len(want) || len(got) > 0 && !reflect.DeepEqual(got, want) {
+		if got, want := tr.Dialogs(), keptDialogs(info.Dialogs); len(got) != len(want) || len(got) > 0 && !reflect.DeepEqual(got, want) {
 			t.Fatalf("dialogs kept %+v, want %+v", got, want)
 		}
-		if tr.Line() != wantLine(kept(info.Dialogs)) || tr.Calls() != len(kept(info.Dialogs)) {
+		if tr.Line() != lineOfDialogs(keptDialogs(info.Dialogs)) || tr.Calls() != len(keptDialogs(info.Dialogs)) {
 			t.Fatalf("line %q with %d calls for %+v", tr.Line(), tr.Calls(), info.Dialogs)
 		}
 	})
@@ -208,7 +208,7 @@ func FuzzDialogTracker(f *testing.F) {
 					t.Fatalf("NOTIFY %d: kept %+v", i+1, d)
 				}
 			}
-			if line := tr.Line(); line != presence.LineUnknown && line != wantLine(all) {
+			if line := tr.Line(); line != presence.LineUnknown && line != lineOfDialogs(all) {
 				t.Fatalf("NOTIFY %d: line %q for %+v", i+1, line, all)
 			}
 		}
@@ -253,7 +253,7 @@ func checkApplied(t *testing.T, info DialogInfo, before, after []DialogElement) 
 // phone without Asterisk's "Ringing", DND exactly for busy/dnd, away only when
 // idle.
 func FuzzParsePIDF(f *testing.F) {
-	for _, b := range seeds(f, "pidf") {
+	for _, b := range testdataSeeds(f, "pidf") {
 		f.Add(b)
 	}
 	for _, m := range []presence.Mapped{
@@ -275,7 +275,7 @@ func FuzzParsePIDF(f *testing.F) {
 	f.Fuzz(func(t *testing.T, body []byte) {
 		s, err := ParsePIDF(body)
 		if err != nil {
-			checkError(t, err)
+			checkErrorMessage(t, err)
 			return
 		}
 		if len(body) > MaxBodySize {
