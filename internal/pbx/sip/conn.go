@@ -10,6 +10,7 @@ import (
 	"net"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/emiago/sipgo"
 	"github.com/emiago/sipgo/sip"
@@ -109,7 +110,11 @@ func NewConn(s Settings, o ConnOptions) (*Conn, error) {
 			ua.Close()
 			return nil, err
 		}
-		clientOpts = append(clientOpts, sipgo.WithClientConnectionAddr(addr))
+		if s.Transport == "udp" {
+			// Requests leave from the socket that takes the answers and the
+			// requests to us (over TCP each request has its own connection).
+			clientOpts = append(clientOpts, sipgo.WithClientConnectionAddr(addr))
+		}
 	}
 	client, err := sipgo.NewClient(ua, clientOpts...)
 	if err != nil {
@@ -152,6 +157,13 @@ func (c *Conn) listen(o ConnOptions, ip string, quiet *slog.Logger) (string, err
 		}
 		bound = pc.LocalAddr().String()
 		go func() { _ = srv.ServeUDP(pc) }()
+		// The client sends from this socket only once the transport knows it.
+		for i := 0; i < 200; i++ {
+			if conn, _ := c.ua.TransportLayer().GetConnection("udp", bound); conn != nil {
+				break
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
 	default:
 		l, err := net.Listen("tcp", net.JoinHostPort(host, port))
 		if err != nil {
