@@ -443,3 +443,22 @@ func (c *amiConn) action(t *testing.T, name string, lines ...string) string {
 		}
 	}
 }
+
+// BenchmarkStartStop measures how long a test waits for Asterisk: Start until
+// ready, and a clean Stop (astdb's sync thread sleeps up to 1 s between commits).
+func BenchmarkStartStop(b *testing.B) {
+	needAsterisk(b)
+	var starting, stopping time.Duration
+	for b.Loop() {
+		t0 := time.Now()
+		s, err := Start(context.Background(), Options{Dir: b.TempDir()})
+		if err != nil {
+			b.Fatal(err)
+		}
+		t1 := time.Now()
+		s.Stop()
+		starting, stopping = starting+t1.Sub(t0), stopping+time.Since(t1)
+	}
+	b.ReportMetric(float64(starting.Milliseconds())/float64(b.N), "ms-start/op")
+	b.ReportMetric(float64(stopping.Milliseconds())/float64(b.N), "ms-stop/op")
+}
