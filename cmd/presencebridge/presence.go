@@ -10,7 +10,7 @@ import (
 
 func cmdPresence(g globals, args []string) int {
 	if len(args) != 2 || args[0] != "get" {
-		fmt.Fprintln(g.stderr, "Usage: presencebridge presence get UPN\n\nPrints one user's live Teams presence, the last state kept and what each target last accepted, as JSON.\nWhen Teams cannot be read (e.g. the sign-in is dead) it prints the rest with liveError and fix, and exits 4.")
+		fmt.Fprintln(g.stderr, "Usage: presencebridge presence get UPN\n\nPrints one user's live Teams presence, the last state kept, what each target last accepted,\nand, where the PBX is watched, the PBX's own state and the session presencebridge holds in Teams, as JSON.\nWhen Teams cannot be read (e.g. the sign-in is dead) it prints the rest with liveError and fix, and exits 4.")
 		return exitUsage
 	}
 	upn := args[1]

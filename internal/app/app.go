@@ -20,6 +20,7 @@ import (
 	"github.com/presencebridge/presencebridge/internal/compose"
 	"github.com/presencebridge/presencebridge/internal/config"
 	"github.com/presencebridge/presencebridge/internal/delivery"
+	"github.com/presencebridge/presencebridge/internal/pbx/watch"
 	"github.com/presencebridge/presencebridge/internal/platform/clock"
 	"github.com/presencebridge/presencebridge/internal/platform/transport"
 	"github.com/presencebridge/presencebridge/internal/presence"
@@ -28,6 +29,7 @@ import (
 	"github.com/presencebridge/presencebridge/internal/teams/budget"
 	"github.com/presencebridge/presencebridge/internal/teams/graph"
 	"github.com/presencebridge/presencebridge/internal/teams/poll"
+	"github.com/presencebridge/presencebridge/internal/teams/write"
 	"github.com/presencebridge/presencebridge/internal/users"
 )
 
@@ -75,6 +77,7 @@ type App struct {
 	sink        poll.Sink
 	composer    *compose.Composer
 	dispatcher  *delivery.Dispatcher
+	watcher     *watch.Watcher // nil unless [PBX] Watch is on
 	targets     []delivery.Target
 	version     string
 	reload      func(ctx context.Context, r control.ReloadRequest) error
@@ -98,6 +101,7 @@ type account struct {
 	graph  *graph.Client
 	budget *budget.Budget
 	poller *poll.Poller
+	writer *write.Writer // nil unless the PBX is watched and the account may write
 	users  []users.User
 
 	mu     sync.Mutex
@@ -169,20 +173,6 @@ func Open(o Options) (*App, error) {
 	a.targets = targets
 	a.dispatcher = delivery.NewDispatcher(delivery.Options{Settings: cfg.Delivery.Settings, Outbox: delivery.BoltOutbox(a.db), Targets: targets,
 		Clock: o.Clock, Logger: o.Logger, NoReassertAtStart: o.Reloaded})
-	a.composer, err = compose.New(compose.Options{Mapping: cfg.Mapping, Queue: a.dispatcher, States: poll.Kept(a.db),
-		Store: a.db, Clock: o.Clock, Logger: o.Logger})
-	if err != nil {
-		a.db.Close()
-		return nil, err
-	}
-	switch {
-	case o.Sink != nil:
-		a.sink = o.Sink
-	case len(targets) > 0:
-		a.sink = a.composer
-	default:
-		a.sink = poll.LogSink{Logger: o.Logger}
-	}
 
 	for _, ac := range cfg.Accounts {
 		ac := ac
@@ -221,6 +211,49 @@ func Open(o Options) (*App, error) {
 			a.byUPN[acc.users[i].UPN] = userRef{user: &acc.users[i], account: acc}
 		}
 	}
+	writers := map[string]compose.Writer{}
+	if cfg.PBX.Watching() && cfg.TeamsEnabled {
+		for _, acc := range a.accounts {
+			if acc.cfg.Auth == config.AuthDeviceCode || len(acc.users) == 0 {
+				continue // a device-code account cannot write others' presence (config warns)
+			}
+			acc.writer, err = write.New(write.Options{Settings: cfg.PBX.Write, Account: acc.cfg.ID, AppID: acc.cfg.ClientID,
+				Graph: acc.graph, IDs: poll.Kept(a.db), Budget: acc.budget, Sessions: write.BoltSessions{DB: a.db},
+				Clock: o.Clock, Logger: o.Logger.With("component", "teams writes")})
+			if err != nil {
+				a.db.Close()
+				return nil, fmt.Errorf("account %s: %w", acc.cfg.ID, err)
+			}
+			writers[acc.cfg.ID] = acc.writer
+		}
+	}
+	a.composer, err = compose.New(compose.Options{Mapping: cfg.Mapping, Queue: a.dispatcher, States: poll.Kept(a.db),
+		Winning: cfg.WinningTechnology, Writers: writers, Store: a.db, Clock: o.Clock, Logger: o.Logger})
+	if err != nil {
+		a.db.Close()
+		return nil, err
+	}
+	switch {
+	case o.Sink != nil:
+		a.sink = o.Sink
+	case len(targets) > 0:
+		a.sink = a.composer
+	default:
+		a.sink = poll.LogSink{Logger: o.Logger}
+	}
+	if cfg.PBX.Watching() && cfg.TeamsEnabled {
+		a.watcher, err = watch.New(watch.Options{Settings: cfg.PBX.Watch, SIP: cfg.SIP, Changes: a.pbxChanges,
+			Clock: o.Clock, Logger: o.Logger.With("component", "pbx watch")})
+		if err != nil {
+			a.db.Close()
+			return nil, fmt.Errorf("%w: %s: [PBX]: %w", ErrConfig, cfg.Path, err)
+		}
+		var watched []users.User
+		for _, acc := range a.accounts {
+			watched = append(watched, acc.users...)
+		}
+		a.watcher.SetUsers(watched)
+	}
 	for _, acc := range a.accounts {
 		acc.poller, err = poll.New(poll.Options{
 			Account:        acc.cfg.ID,
@@ -242,10 +275,20 @@ func Open(o Options) (*App, error) {
 	return a, nil
 }
 
-// Close closes the state file.
+// Close ends the PBX subscriptions and closes the state file.
 func (a *App) Close() error {
+	if a.watcher != nil {
+		a.watcher.Close()
+	}
 	a.dispatcher.Close()
 	return a.db.Close()
+}
+
+// pbxChanges takes the PBX watch's changes (watch.Options.Changes).
+func (a *App) pbxChanges(ctx context.Context, changes []presence.PBXChange) {
+	if err := a.composer.DeliverPBX(ctx, changes); err != nil {
+		a.log.Error("Queueing the PBX's states failed", "users", len(changes), "err", err)
+	}
 }
 
 // DB is the open state file (for commands that read it directly).
@@ -293,11 +336,19 @@ func (a *App) Run(ctx context.Context) error {
 				continue
 			}
 			start("account "+acc.cfg.ID, acc.poller.Run)
+			if acc.writer != nil {
+				start("teams writes "+acc.cfg.ID, acc.writer.Run)
+			}
 			if acc.cfg.Auth == config.AuthSecret {
 				acc := acc
 				start("secret check "+acc.cfg.ID, func(ctx context.Context) error { return a.secretLoop(ctx, acc) })
 			}
 		}
+	}
+	if a.watcher != nil {
+		start("pbx watch", a.watcher.Run)
+		a.log.Info("Watching the PBX's calls", "events", a.cfg.PBX.Watch.Events(), "contact", a.watcher.Contact(),
+			"winningTechnology", a.cfg.WinningTechnology)
 	}
 	start("status writer", a.writeStatusLoop)
 	if a.cfg.MetricsAddr != "" {
@@ -395,6 +446,11 @@ type PresenceReport struct {
 	Delivered []delivery.Delivered `json:"delivered,omitempty"`
 	// Pending names the targets that still have a newer state to send for the user.
 	Pending []string `json:"pending,omitempty"`
+	// PBX is the PBX's own state of the user and its subscriptions, where the
+	// PBX is watched; Session is the presence session presencebridge holds for
+	// the user in Teams (a call shown there).
+	PBX     *watch.UserStatus `json:"pbx,omitempty"`
+	Session *write.UserStatus `json:"teamsSession,omitempty"`
 	// LiveError says why Live could not be read (a dead sign-in, Graph down);
 	// the rest of the report is what presencebridge kept. Fix is what to do, when known.
 	LiveError string `json:"liveError,omitempty"`
@@ -441,6 +497,16 @@ func (a *App) presence(ctx context.Context, upn string) (PresenceReport, error) 
 	}
 	rep.Delivered = a.dispatcher.Delivered(upn)
 	rep.Pending = a.dispatcher.PendingFor(upn)
+	if a.watcher != nil {
+		if us, ok := a.watcher.User(upn); ok {
+			rep.PBX = &us
+		}
+	}
+	if w := ref.account.writer; w != nil {
+		if us, ok := w.User(upn); ok {
+			rep.Session = &us
+		}
+	}
 	ctx, cancel := context.WithTimeout(ctx, a.cfg.Polling.RequestTimeout)
 	defer cancel()
 	found, notFound, err := ref.account.graph.ResolveUsers(ctx, []string{upn})
@@ -479,6 +545,8 @@ type StatusReport struct {
 	UserProblems []string                `json:"userProblems,omitempty"`
 	Accounts     []AccountReport         `json:"accounts"`
 	Targets      []delivery.TargetStatus `json:"targets,omitempty"`
+	// PBXWatch is the PBX watch's subscriptions and calls, where it is on.
+	PBXWatch *watch.Status `json:"pbxWatch,omitempty"`
 }
 
 // AccountReport is one account's part of the status.
@@ -492,6 +560,8 @@ type AccountReport struct {
 	StaleSince time.Time `json:"staleSince,omitzero"`
 	// Secret is the client secret's expiry (Auth = secret), once checked.
 	Secret *SecretStatus `json:"secret,omitempty"`
+	// Writes are the PBX's calls shown in Teams, where the PBX is watched.
+	Writes *write.Status `json:"teamsWrites,omitempty"`
 }
 
 const statusKey = "report"
@@ -507,8 +577,17 @@ func (a *App) report() StatusReport {
 	r := StatusReport{Version: a.version, Config: a.cfg.Path, Running: true, Started: started,
 		ReportedAt: a.clk.Now().UTC(), TeamsEnabled: a.cfg.TeamsEnabled, Users: len(a.byUPN), UserProblems: a.problems}
 	for _, acc := range a.accounts {
-		r.Accounts = append(r.Accounts, AccountReport{ID: acc.cfg.ID, Auth: string(acc.cfg.Auth), Tenant: acc.cfg.TenantID,
-			Sign: acc.auth.Status(), Polling: acc.poller.Status(), StaleSince: a.composer.StaleSince(acc.cfg.ID), Secret: acc.secretStatus()})
+		ar := AccountReport{ID: acc.cfg.ID, Auth: string(acc.cfg.Auth), Tenant: acc.cfg.TenantID,
+			Sign: acc.auth.Status(), Polling: acc.poller.Status(), StaleSince: a.composer.StaleSince(acc.cfg.ID), Secret: acc.secretStatus()}
+		if acc.writer != nil {
+			ws := acc.writer.Status(false)
+			ar.Writes = &ws
+		}
+		r.Accounts = append(r.Accounts, ar)
+	}
+	if a.watcher != nil {
+		ws := a.watcher.Status(false)
+		r.PBXWatch = &ws
 	}
 	sort.Slice(r.Accounts, func(i, j int) bool { return r.Accounts[i].ID < r.Accounts[j].ID })
 	r.Targets = a.dispatcher.Status()

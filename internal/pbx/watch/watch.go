@@ -714,8 +714,14 @@ type Status struct {
 	Failed     int          `json:"failed"`     // users with a subscription refused or failing
 	InCall     int          `json:"inCall"`
 	Counts     Counts       `json:"counts"`
-	Each       []UserStatus `json:"each,omitempty"`
+	// Problems are the users with a subscription refused or failing, the first
+	// maxProblems by UPN.
+	Problems []UserStatus `json:"problems,omitempty"`
+	Each     []UserStatus `json:"each,omitempty"`
 }
+
+// maxProblems is how many users with a failing subscription Status lists.
+const maxProblems = 50
 
 // Status reports the totals and, with each, every user.
 func (w *Watcher) Status(each bool) Status {
@@ -723,31 +729,51 @@ func (w *Watcher) Status(each bool) Status {
 	defer w.mu.Unlock()
 	st := Status{Users: len(w.users), Counts: w.counts}
 	for _, wu := range w.users {
-		us := UserStatus{UPN: wu.user.UPN, SIPURI: wu.user.SIPURI, State: wu.state, Subscriptions: map[string]string{}}
 		all, bad := true, false
 		for _, s := range wu.subs {
-			us.Subscriptions[s.event] = s.phase
 			all = all && s.phase == phaseActive
-			if s.phase == phaseRefused || s.phase == phaseFailed {
-				bad = true
-				if us.Error == "" {
-					us.Error = s.lastErr
-				}
-			}
+			bad = bad || s.phase == phaseRefused || s.phase == phaseFailed
 		}
 		if all {
 			st.Subscribed++
 		}
 		if bad {
 			st.Failed++
+			st.Problems = append(st.Problems, wu.status())
 		}
 		if wu.state.Line == presence.LineInCall {
 			st.InCall++
 		}
 		if each {
-			st.Each = append(st.Each, us)
+			st.Each = append(st.Each, wu.status())
 		}
 	}
-	slices.SortFunc(st.Each, func(a, b UserStatus) int { return strings.Compare(a.UPN, b.UPN) })
+	byUPN := func(a, b UserStatus) int { return strings.Compare(a.UPN, b.UPN) }
+	slices.SortFunc(st.Each, byUPN)
+	slices.SortFunc(st.Problems, byUPN)
+	st.Problems = st.Problems[:min(len(st.Problems), maxProblems)]
 	return st
+}
+
+// User is upn's subscriptions and state, and false for a user not watched.
+func (w *Watcher) User(upn string) (UserStatus, bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	wu, ok := w.users[upn]
+	if !ok {
+		return UserStatus{}, false
+	}
+	return wu.status(), true
+}
+
+// status is wu's report (the watcher's lock held).
+func (wu *watched) status() UserStatus {
+	us := UserStatus{UPN: wu.user.UPN, SIPURI: wu.user.SIPURI, State: wu.state, Subscriptions: map[string]string{}}
+	for _, s := range wu.subs {
+		us.Subscriptions[s.event] = s.phase
+		if us.Error == "" {
+			us.Error = s.lastErr
+		}
+	}
+	return us
 }

@@ -404,11 +404,11 @@ type Status struct {
 
 // UserStatus is one user's write state.
 type UserStatus struct {
-	UPN     string `json:"upn"`
-	Want    string `json:"want"` // "Busy/InACall", or "" for none
-	Holds   string `json:"holds"`
-	Expires time.Time
-	Error   string `json:"error,omitempty"`
+	UPN     string    `json:"upn"`
+	Want    string    `json:"want"` // "Busy/InACall", or "" for none
+	Holds   string    `json:"holds"`
+	Expires time.Time `json:"expires,omitzero"`
+	Error   string    `json:"error,omitempty"`
 }
 
 // Status reports the writer.
@@ -426,15 +426,31 @@ func (w *Writer) Status(each bool) Status {
 			st.Pending++
 		}
 		if each && (u.held != nil || u.want != nil) {
-			us := UserStatus{UPN: upn, Want: u.want.String(), Error: u.lastErr}
-			if u.held != nil {
-				us.Holds, us.Expires = u.held.Pair.String(), u.held.Expires
-			}
-			st.Each = append(st.Each, us)
+			st.Each = append(st.Each, u.status(upn))
 		}
 	}
 	slices.SortFunc(st.Each, func(a, b UserStatus) int { return strings.Compare(a.UPN, b.UPN) })
 	return st
+}
+
+// User is upn's write state, and false when presencebridge holds no session
+// for upn and has none to write.
+func (w *Writer) User(upn string) (UserStatus, bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	u := w.users[upn]
+	if u == nil || u.held == nil && u.want == nil {
+		return UserStatus{}, false
+	}
+	return u.status(upn), true
+}
+
+func (u *user) status(upn string) UserStatus {
+	us := UserStatus{UPN: upn, Want: u.want.String(), Error: u.lastErr}
+	if u.held != nil {
+		us.Holds, us.Expires = u.held.Pair.String(), u.held.Expires
+	}
+	return us
 }
 
 // String is "Busy/InACall"; "" for nil.
