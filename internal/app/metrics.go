@@ -46,11 +46,18 @@ var (
 	descFailed       = prometheus.NewDesc("presencebridge_target_failed_total", "Failed delivery attempts.", []string{"target"}, nil)
 	descDropped      = prometheus.NewDesc("presencebridge_target_dropped_total", "States the target refused for good.", []string{"target"}, nil)
 	descUp           = prometheus.NewDesc("presencebridge_target_up", "0 while the target is down (backing off).", []string{"target"}, nil)
+	descSubs         = prometheus.NewDesc("presencebridge_pbx_watched_users", "Users whose calls the PBX watch follows, by state of their subscriptions.", []string{"state"}, nil)
+	descInCall       = prometheus.NewDesc("presencebridge_pbx_calls_in_progress", "Users the PBX reports in a call.", nil, nil)
+	descNotifies     = prometheus.NewDesc("presencebridge_pbx_notifies_total", "NOTIFYs received from the PBX, by outcome.", []string{"outcome"}, nil)
+	descWrites       = prometheus.NewDesc("presencebridge_teams_writes_total", "setPresence and clearPresence calls, by outcome.", []string{"account", "outcome"}, nil)
+	descSessions     = prometheus.NewDesc("presencebridge_teams_sessions", "Presence sessions presencebridge holds in Teams (calls shown there).", []string{"account"}, nil)
+	descWriteLatency = prometheus.NewDesc("presencebridge_teams_write_latency_seconds", "Time from the PBX's state to Graph accepting its setPresence, over the last writes.", []string{"account", "quantile"}, nil)
 )
 
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descUsers, descCycles, descCycleSeconds, descInterval, descLastGood, descBudget,
-		descThrottled, descThrottled1h, descChanges, descSignIn, descTokenExpiry, descSecretExpiry, descStale, descPending, descSent, descFailed, descDropped, descUp} {
+		descThrottled, descThrottled1h, descChanges, descSignIn, descTokenExpiry, descSecretExpiry, descStale, descPending, descSent, descFailed, descDropped, descUp,
+		descSubs, descInCall, descNotifies, descWrites, descSessions, descWriteLatency} {
 		ch <- d
 	}
 }
@@ -94,6 +101,27 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 			stale = 1
 		}
 		g(descStale, stale, ac.ID)
+		if w := ac.Writes; w != nil {
+			for outcome, n := range map[string]int{"set": w.Counts.Set, "renewed": w.Counts.Renewed, "cleared": w.Counts.Cleared,
+				"failed": w.Counts.Failed, "throttled": w.Counts.Throttled} {
+				ctr(descWrites, float64(n), ac.ID, outcome)
+			}
+			g(descSessions, float64(w.Held), ac.ID)
+			if w.Latency.Samples > 0 {
+				g(descWriteLatency, w.Latency.P50.Seconds(), ac.ID, "0.5")
+				g(descWriteLatency, w.Latency.P95.Seconds(), ac.ID, "0.95")
+				g(descWriteLatency, w.Latency.P99.Seconds(), ac.ID, "0.99")
+			}
+		}
+	}
+	if w := r.PBXWatch; w != nil {
+		g(descSubs, float64(w.Subscribed), "subscribed")
+		g(descSubs, float64(w.Failed), "failed")
+		g(descSubs, float64(w.Users-w.Subscribed-w.Failed), "pending")
+		g(descInCall, float64(w.InCall))
+		ctr(descNotifies, float64(w.Counts.Notifies-w.Counts.Ignored-w.Counts.Unknown), "read")
+		ctr(descNotifies, float64(w.Counts.Ignored), "unreadable")
+		ctr(descNotifies, float64(w.Counts.Unknown), "unknown_subscription")
 	}
 	for _, t := range r.Targets {
 		g(descPending, float64(t.Pending), t.Name)
