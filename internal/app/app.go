@@ -250,7 +250,10 @@ func Open(o Options) (*App, error) {
 		}
 		var watched []users.User
 		for _, acc := range a.accounts {
-			watched = append(watched, acc.users...)
+			for _, u := range acc.users {
+				u.Account = acc.cfg.ID // the users file may leave it to the one account
+				watched = append(watched, u)
+			}
 		}
 		a.watcher.SetUsers(watched)
 	}
