@@ -107,6 +107,7 @@ func cmdStatus(g globals, args []string) int {
 		}
 	}
 	tw.Flush()
+	printPBXWatch(g, rep)
 	if len(rep.Targets) == 0 {
 		fmt.Fprintln(g.stdout, "\nNo delivery target: set [SIP] Server or [HTTP] URL to send presence to the PBX.")
 		return exitOK
@@ -128,4 +129,38 @@ func cmdStatus(g globals, args []string) int {
 	}
 	tw.Flush()
 	return exitOK
+}
+
+// printPBXWatch shows the PBX watch's subscriptions and each account's writes
+// to Teams, where [PBX] Watch is on.
+func printPBXWatch(g globals, rep app.StatusReport) {
+	w := rep.PBXWatch
+	if w == nil {
+		return
+	}
+	tw := tabwriter.NewWriter(g.stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "\nPBX WATCH\tUSERS\tSUBSCRIBED\tFAILED\tIN A CALL\tNOTIFYS\tUNREADABLE")
+	fmt.Fprintf(tw, "calls\t%d\t%d\t%d\t%d\t%d\t%d\n", w.Users, w.Subscribed, w.Failed, w.InCall, w.Counts.Notifies, w.Counts.Ignored)
+	for _, p := range w.Problems {
+		fmt.Fprintf(tw, "\t  %s (%s): %s\n", p.SIPURI, p.UPN, p.Error)
+	}
+	if w.Failed > len(w.Problems) {
+		fmt.Fprintf(tw, "\t  and %d more\n", w.Failed-len(w.Problems))
+	}
+	tw.Flush()
+	for _, ac := range rep.Accounts {
+		wr := ac.Writes
+		if wr == nil {
+			continue
+		}
+		fmt.Fprintf(g.stdout, "Teams writes (account %s): %d calls shown now; set %d, renewed %d, cleared %d, failed %d, throttled %d",
+			ac.ID, wr.Held, wr.Counts.Set, wr.Counts.Renewed, wr.Counts.Cleared, wr.Counts.Failed, wr.Counts.Throttled)
+		if wr.Latency.Samples > 0 {
+			fmt.Fprintf(g.stdout, "; PBX to Teams p50 %.0f ms, p95 %.0f ms", wr.Latency.P50Ms, wr.Latency.P95Ms)
+		}
+		fmt.Fprintln(g.stdout)
+		if wr.LastError != "" {
+			fmt.Fprintf(g.stdout, "  last error: %s\n", wr.LastError)
+		}
+	}
 }
