@@ -13,3 +13,6 @@ func Attr(death syscall.Signal) *syscall.SysProcAttr {
 
 // Kill kills every process left in the group the child with this PID leads.
 func Kill(pid int) { _ = syscall.Kill(-pid, syscall.SIGKILL) }
+
+// Signal sends sig to every process in the group the child with this PID leads.
+func Signal(pid int, sig syscall.Signal) { _ = syscall.Kill(-pid, sig) }

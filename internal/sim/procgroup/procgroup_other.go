@@ -14,3 +14,6 @@ func Attr(death syscall.Signal) *syscall.SysProcAttr { return nil }
 
 // Kill does nothing here.
 func Kill(pid int) {}
+
+// Signal does nothing here.
+func Signal(pid int, sig syscall.Signal) {}
