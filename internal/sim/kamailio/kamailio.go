@@ -341,6 +341,12 @@ func writeTables(dir string, users map[string]string, domain string) error {
 			}
 			raw = b.Bytes()
 		}
+		if name == "active_watchers" {
+			// presence writes its subscriptions at shutdown without flags;
+			// db_text refused every row ("null value not allowed - field 25"),
+			// so a Restart without forget lost them all.
+			raw = bytes.Replace(raw, []byte(" flags(int) "), []byte(" flags(int,null) "), 1)
+		}
 		if err := os.WriteFile(filepath.Join(dir, name), raw, 0o600); err != nil {
 			return err
 		}
