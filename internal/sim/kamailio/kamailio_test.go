@@ -320,6 +320,7 @@ func TestOptionsRefused(t *testing.T) {
 		{"no dir", Options{}, "Options.Dir is required"},
 		{"challenge", Options{Dir: "x", Challenge: "basic"}, `Challenge "basic"`},
 		{"forward", Options{Dir: "x", Forward: "127.0.0.1"}, "must be host:port"},
+		{"pbx and forward", Options{Dir: "x", Forward: "127.0.0.1:5060", PBX: true}, "PBX and Forward"},
 		{"domain", Options{Dir: "x", Domain: `a"b`}, "not a host name"},
 		{"user", Options{Dir: "x", Users: map[string]string{"a:b": "pw"}}, "user name"},
 	} {
