@@ -195,6 +195,30 @@ func TestPBXCalls(t *testing.T) {
 		}
 	})
 
+	t.Run("caller gives up while ringing", func(t *testing.T) {
+		ctx := deadline(t, 10*time.Second)
+		w := watchDialogs(t, ctx, s, carol.URI())
+		ring, stop := context.WithTimeout(ctx, 500*time.Millisecond)
+		defer stop()
+		if _, err := alice.Call(ring, carol.URI()); err == nil {
+			t.Fatal("call answered before carol's 1.5 s of ringing")
+		}
+		if _, err := w.WaitFor(ctx, early); err != nil {
+			t.Fatalf("while ringing: %v", err)
+		}
+		// The CANCEL passed through Kamailio: the dialog ends, carol stops ringing.
+		if _, err := w.WaitFor(ctx, idle); err != nil {
+			t.Fatalf("after the CANCEL: %v\n%s", err, s.LogTail(20))
+		}
+		for carol.Calls() != 0 {
+			select {
+			case <-ctx.Done():
+				t.Fatalf("carol still has %d calls after the CANCEL", carol.Calls())
+			case <-time.After(10 * time.Millisecond):
+			}
+		}
+	})
+
 	// Calls set up and ended together leave every user's dialog state right
 	// (a bench makes 100 calls in a second). With four UDP workers this failed
 	// in its first round every time here: a stale early or confirmed dialog

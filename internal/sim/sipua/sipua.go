@@ -1,6 +1,6 @@
 // Package sipua is a minimal SIP phone for presencebridge's tests, demo and
-// benchmark: it registers with a registrar (the PBX-mode Kamailio of package
-// kamailio, or Asterisk), calls another phone through it (INVITE with an SDP
+// benchmark: it registers with a registrar (such as the PBX-mode Kamailio of
+// package kamailio), calls another phone through it (INVITE with an SDP
 // offer, 200, ACK, BYE; no media flows) and answers calls made to it by itself.
 // It is built on sipgo's dialog helpers and speaks UDP on loopback only. It
 // imports nothing of testing, so the presencebridge binary can link it.
