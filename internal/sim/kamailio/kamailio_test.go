@@ -275,6 +275,29 @@ func TestForwardingProxy(t *testing.T) {
 	}
 }
 
+// Restart without forget keeps the subscriptions: a watcher subscribed before
+// gets the NOTIFY of a PUBLISH made after.
+func TestRestartKeepsSubscriptions(t *testing.T) {
+	s := start(t, Options{})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	w := watch(t, ctx, s.UDP, "sip:dora@pbx.example")
+	if _, err := w.Next(ctx); err != nil {
+		t.Fatal(err)
+	}
+	s2, err := s.Restart(ctx, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s2.Stop() })
+	if res := (publish{uri: "sip:dora@pbx.example", body: true}).send(t, s2.UDP); !strings.HasPrefix(res, "SIP/2.0 200") {
+		t.Fatalf("PUBLISH after the restart answered %q", firstLine(res))
+	}
+	if _, err := w.WaitFor(ctx, inACall); err != nil {
+		t.Fatalf("watcher subscribed before the restart: %v\n%s", err, s2.LogTail(20))
+	}
+}
+
 func TestStop(t *testing.T) {
 	s := start(t, Options{})
 	if err := s.Stop(); err != nil {
@@ -297,6 +320,7 @@ func TestOptionsRefused(t *testing.T) {
 		{"no dir", Options{}, "Options.Dir is required"},
 		{"challenge", Options{Dir: "x", Challenge: "basic"}, `Challenge "basic"`},
 		{"forward", Options{Dir: "x", Forward: "127.0.0.1"}, "must be host:port"},
+		{"pbx and forward", Options{Dir: "x", Forward: "127.0.0.1:5060", PBX: true}, "PBX and Forward"},
 		{"domain", Options{Dir: "x", Domain: `a"b`}, "not a host name"},
 		{"user", Options{Dir: "x", Users: map[string]string{"a:b": "pw"}}, "user name"},
 	} {

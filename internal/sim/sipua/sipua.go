@@ -1,6 +1,6 @@
 // Package sipua is a minimal SIP phone for presencebridge's tests, demo and
-// benchmark: it registers with a registrar (the PBX-mode Kamailio of package
-// kamailio, or Asterisk), calls another phone through it (INVITE with an SDP
+// benchmark: it registers with a registrar (such as the PBX-mode Kamailio of
+// package kamailio), calls another phone through it (INVITE with an SDP
 // offer, 200, ACK, BYE; no media flows) and answers calls made to it by itself.
 // It is built on sipgo's dialog helpers and speaks UDP on loopback only. It
 // imports nothing of testing, so the presencebridge binary can link it.
@@ -50,7 +50,6 @@ type Phone struct {
 	aor    sip.Uri
 	route  sip.Uri // <sip:Server;lr>, the outbound proxy of calls
 	conn   net.PacketConn
-	port   int
 	ua     *sipgo.UserAgent
 	client *sipgo.Client
 	dialog *sipgo.DialogUA
@@ -134,7 +133,7 @@ func New(ctx context.Context, o Options) (*Phone, error) {
 	}
 	p := &Phone{
 		opts: o, aor: sip.Uri{Scheme: "sip", User: o.User, Host: o.Domain}, route: route,
-		conn: conn, port: port, ua: ua, client: client, log: log,
+		conn: conn, ua: ua, client: client, log: log,
 		incoming: make(chan *Call, incomingQueue), closing: make(chan struct{}),
 		calls: make(map[string]*Call), regCallID: sip.GenerateTagN(24) + "@" + local,
 	}
