@@ -10,6 +10,7 @@ import (
 	"github.com/presencebridge/presencebridge/internal/delivery"
 	"github.com/presencebridge/presencebridge/internal/sim/asterisk"
 	"github.com/presencebridge/presencebridge/internal/sim/graphsim"
+	"github.com/presencebridge/presencebridge/internal/sim/kamailio"
 	"github.com/presencebridge/presencebridge/internal/sim/sipua"
 	"github.com/presencebridge/presencebridge/internal/testkit"
 )
@@ -115,5 +116,96 @@ func TestIntegrationCallsIntoTeamsAsterisk(t *testing.T) {
 	}
 	if n := r.logs.Count("refuses to let presencebridge watch"); n != 1 {
 		t.Errorf("the refused user was logged %d times; want once", n)
+	}
+}
+
+// Both directions at once against the same Kamailio, a small PBX that is also
+// the SIP presence server presencebridge publishes to: a real call turns the
+// caller and callee Busy/InACall in Teams and the hang-up restores what each
+// showed before (Away, Available), while a Teams change of a third user still
+// reaches the PBX's presence watchers during the call. With Watch = both the
+// watch also reads the PBX's presence documents, which carry presencebridge's
+// own publications: those are not taken for the PBX's state (no loop).
+func TestIntegrationCallsIntoTeamsKamailio(t *testing.T) {
+	testkit.Need(t, "the Kamailio integration test", kamailio.Find)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	pbx, err := kamailio.Start(ctx, kamailio.Options{Dir: t.TempDir(), PBX: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pbx.Stop() })
+	sim := testkit.StartSim(t, graphsim.Options{Users: 3})
+	us := sim.Users()
+	anna, bob, carl := us[0].UPN, us[1].UPN, us[2].UPN
+	for upn, st := range map[string]string{anna: "Away", bob: "Available", carl: "Available"} {
+		if _, err := sim.SetPresence(upn, st, st); err != nil {
+			t.Fatal(err)
+		}
+	}
+	path := testkit.WriteSimConfig(t, sim, testkit.SimConfig{Interval: time.Second, ResolveRate: 100,
+		Extra: fmt.Sprintf("[SIP]\nServer = %s\n[PBX]\nWatch = both\n", pbx.UDP)})
+	r := startWith(t, path, nil)
+	shows := func(upn string) string { a, act, _ := sim.Presence(upn); return a + "/" + act }
+	waitFor(t, "every user watched", func() bool {
+		st := r.app.report().PBXWatch
+		return st != nil && st.Subscribed == 3
+	}, r)
+	carlWatch, err := kamailio.Watch(ctx, pbx.UDP, "sip:1002@"+pbx.Domain)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer carlWatch.Close()
+	if _, err := carlWatch.WaitFor(ctx, func(n kamailio.Notify) bool { return n.Note == "Available" }); err != nil {
+		t.Fatalf("carl's Teams state never reached the PBX: %v", err)
+	}
+
+	ph := map[string]*sipua.Phone{}
+	for _, ext := range []string{"1000", "1001"} {
+		p, err := sipua.New(ctx, sipua.Options{Server: pbx.UDP, User: ext, Domain: pbx.Domain})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { p.Close() })
+		if err := p.Register(ctx); err != nil {
+			t.Fatal(err)
+		}
+		ph[ext] = p
+	}
+	call, err := ph["1000"].Call(ctx, "sip:1001@"+pbx.Domain)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "both in a call in Teams", func() bool {
+		return shows(anna) == "Busy/InACall" && shows(bob) == "Busy/InACall"
+	}, r)
+	// Meanwhile the other direction: carl's Teams change reaches the PBX.
+	if _, err := sim.SetPresence(carl, "DoNotDisturb", "DoNotDisturb"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := carlWatch.WaitFor(ctx, func(n kamailio.Notify) bool { return n.Note == "Do not disturb" }); err != nil {
+		t.Fatalf("carl's change during the call never reached the PBX: %v", err)
+	}
+	if err := call.Hangup(ctx); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "each back to what they showed before the call", func() bool {
+		return shows(anna) == "Away/Away" && shows(bob) == "Available/Available"
+	}, r)
+	time.Sleep(3500 * time.Millisecond) // three poll cycles: nothing more may happen
+	var sets, clears int
+	for _, w := range sim.Writes() {
+		switch w.Op {
+		case graphsim.OpSetPresence:
+			sets++
+		case graphsim.OpClearPresence:
+			clears++
+		}
+	}
+	if sets != 2 || clears != 2 || shows(carl) != "DoNotDisturb/DoNotDisturb" {
+		t.Errorf("%d setPresence and %d clearPresence (want 2 and 2); carl shows %s", sets, clears, shows(carl))
+	}
+	if st := r.app.report().PBXWatch; st.InCall != 0 || st.Failed != 0 {
+		t.Errorf("watch status %+v", st)
 	}
 }
