@@ -709,11 +709,11 @@ type UserStatus struct {
 
 // Status is the watch's report.
 type Status struct {
-	Users      int          `json:"users"`
-	Subscribed int          `json:"subscribed"` // users with every subscription active
-	Failed     int          `json:"failed"`     // users with a subscription refused or failing
-	InCall     int          `json:"inCall"`
-	Counts     Counts       `json:"counts"`
+	Users      int    `json:"users"`
+	Subscribed int    `json:"subscribed"` // users with every subscription active
+	Failed     int    `json:"failed"`     // users with a subscription refused or failing
+	InCall     int    `json:"inCall"`
+	Counts     Counts `json:"counts"`
 	// Problems are the users with a subscription refused or failing, the first
 	// maxProblems by UPN.
 	Problems []UserStatus `json:"problems,omitempty"`
