@@ -1,7 +1,9 @@
 // Package verify runs the checks a field engineer would otherwise debug by hand:
 // the INI and users file, the budget, the network path to sign-in and Graph,
 // each account's token and its permissions, a sample of users, and the PBX
-// targets. Each check gives PASS, WARN or FAIL, and every FAIL its remedy.
+// targets; with [PBX] Watch on, each account's permission to write presence.
+// Each check gives PASS, WARN or FAIL, and every
+// FAIL its remedy.
 package verify
 
 import (
@@ -156,9 +158,26 @@ func Run(ctx context.Context, o Options) []Result {
 	}
 	for _, ac := range cfg.Accounts {
 		r.account(ctx, cfg, ac, hc, db, byAccount[ac.ID])
+		if writesTeams(cfg) && ac.Auth == config.AuthDeviceCode {
+			r.add("account "+ac.ID+": write permission", Warn, fmt.Sprintf("[PBX] Watch = %s, but this account signs in with the device code: it can read other users' presence "+
+				"but not write it (the delegated Presence.ReadWrite covers only the signed-in user), so calls on the PBX do not show in Teams for its %d users",
+				cfg.PBX.Watch.Watch, len(byAccount[ac.ID])),
+				"use an app registration with a client secret or certificate ([Account."+ac.ID+"] Auth = secret or certificate) and the Microsoft Graph application permission Presence.ReadWrite.All with admin consent")
+		}
 	}
 	r.targets(ctx, cfg)
 	return r.out
+}
+
+// watches reports whether the service watches the PBX ([PBX] Watch on, and
+// Teams read at all), as app.Open decides.
+func watches(cfg *config.Config) bool { return cfg.PBX.Watching() && cfg.TeamsEnabled }
+
+// writesTeams reports whether the service writes the PBX's states to Teams: it
+// watches, and [PBX] maps some state to a Teams pair.
+func writesTeams(cfg *config.Config) bool {
+	w := cfg.PBX.Write
+	return watches(cfg) && (w.InCall != nil || w.Ringing != nil || w.DND != nil || w.Away != nil)
 }
 
 // massRemovalFix is the fix for a users file the service refuses as a mass removal.
@@ -252,6 +271,9 @@ func (r *run) account(ctx context.Context, cfg *config.Config, ac config.Account
 	}
 	r.add(name+": token", Pass, fmt.Sprintf("token for %s, expires %s", who, st.ExpiresOn.Local().Format(time.DateTime)), "")
 	r.permissions(name, ac, tok)
+	if writesTeams(cfg) && ac.Auth != config.AuthDeviceCode {
+		r.writePermission(name, cfg, ac, tok)
+	}
 	if ac.Auth == config.AuthSecret {
 		sec := app.CheckSecret(ctx, graph.New(ac.GraphURL, hc, au), ac, cfg.SecretWarnDays, time.Now())
 		fix := fmt.Sprintf("create a new secret in App registrations > %s > Certificates & secrets and put its Value in [Account.%s] ClientSecret", ac.ClientID, ac.ID)
@@ -300,25 +322,10 @@ func (r *run) account(ctx context.Context, cfg *config.Config, ac config.Account
 
 // permissions reads the token's claims: delegated scp or application roles.
 func (r *run) permissions(name string, ac config.Account, tok string) {
-	claims := struct {
-		Scp   string   `json:"scp"`
-		Roles []string `json:"roles"`
-	}{}
-	parts := strings.Split(tok, ".")
-	if len(parts) == 3 {
-		if raw, err := base64.RawURLEncoding.DecodeString(parts[1]); err == nil {
-			_ = json.Unmarshal(raw, &claims)
-		}
-	}
-	have := claims.Roles
-	kind := "Application"
-	if claims.Scp != "" {
-		have, kind = strings.Fields(claims.Scp), "Delegated"
-	}
+	have, kind := tokenPermissions(tok)
 	var missing []string
 	for _, p := range []string{"Presence.Read.All", "User.ReadBasic.All"} {
-		if !slices.ContainsFunc(have, func(h string) bool { return strings.EqualFold(h, p) }) &&
-			!(p == "User.ReadBasic.All" && slices.ContainsFunc(have, func(h string) bool { return strings.EqualFold(h, "User.Read.All") })) {
+		if !holds(have, p) && !(p == "User.ReadBasic.All" && holds(have, "User.Read.All")) {
 			missing = append(missing, p)
 		}
 	}
@@ -329,6 +336,45 @@ func (r *run) permissions(name string, ac config.Account, tok string) {
 		return
 	}
 	r.add(name+": permissions", Pass, kind+" "+strings.Join(have, " "), "")
+}
+
+// writePermission checks an app-token account's token for the application
+// permission setPresence and clearPresence need to show the PBX's calls in
+// Teams (Microsoft Graph, "presence: setPresence": Presence.ReadWrite.All).
+func (r *run) writePermission(name string, cfg *config.Config, ac config.Account, tok string) {
+	const role = "Presence.ReadWrite.All"
+	have, kind := tokenPermissions(tok)
+	if kind == "Application" && holds(have, role) {
+		r.add(name+": write permission", Pass, fmt.Sprintf("Application %s: calls on the PBX can show in Teams ([PBX] Watch = %s)", role, cfg.PBX.Watch.Watch), "")
+		return
+	}
+	r.add(name+": write permission", Fail, fmt.Sprintf("[PBX] Watch = %s shows calls on the PBX in Teams, which needs the application permission %s; the token lacks it (it has: %s)",
+		cfg.PBX.Watch.Watch, role, strings.Join(have, " ")),
+		fmt.Sprintf("in the Entra admin center, App registrations > %s > API permissions: add Microsoft Graph Application permission %s and grant admin consent "+
+			"(a token issued before keeps its roles for up to an hour); without it calls on the PBX do not show in Teams", ac.ClientID, role))
+}
+
+// tokenPermissions reads an access token's permissions: the delegated scp, else
+// the application roles.
+func tokenPermissions(tok string) (have []string, kind string) {
+	claims := struct {
+		Scp   string   `json:"scp"`
+		Roles []string `json:"roles"`
+	}{}
+	parts := strings.Split(tok, ".")
+	if len(parts) == 3 {
+		if raw, err := base64.RawURLEncoding.DecodeString(parts[1]); err == nil {
+			_ = json.Unmarshal(raw, &claims)
+		}
+	}
+	if claims.Scp != "" {
+		return strings.Fields(claims.Scp), "Delegated"
+	}
+	return claims.Roles, "Application"
+}
+
+func holds(have []string, p string) bool {
+	return slices.ContainsFunc(have, func(h string) bool { return strings.EqualFold(h, p) })
 }
 
 // targets checks the PBX side: SIP OPTIONS and an HTTP request to the CTI.
