@@ -1,8 +1,8 @@
 // Package verify runs the checks a field engineer would otherwise debug by hand:
 // the INI and users file, the budget, the network path to sign-in and Graph,
 // each account's token and its permissions, a sample of users, and the PBX
-// targets; with [PBX] Watch on, each account's permission to write presence.
-// Each check gives PASS, WARN or FAIL, and every
+// targets; with [PBX] Watch on, each account's permission to write presence
+// and a SUBSCRIBE for one user. Each check gives PASS, WARN or FAIL, and every
 // FAIL its remedy.
 package verify
 
@@ -15,6 +15,7 @@ import (
 	"io"
 	"log/slog"
 	"math"
+	"net"
 	"net/http"
 	"slices"
 	"strings"
@@ -24,7 +25,9 @@ import (
 	"github.com/presencebridge/presencebridge/internal/config"
 	"github.com/presencebridge/presencebridge/internal/pbx/cti"
 	"github.com/presencebridge/presencebridge/internal/pbx/sip"
+	"github.com/presencebridge/presencebridge/internal/pbx/watch"
 	"github.com/presencebridge/presencebridge/internal/platform/transport"
+	"github.com/presencebridge/presencebridge/internal/presence"
 	"github.com/presencebridge/presencebridge/internal/store"
 	"github.com/presencebridge/presencebridge/internal/teams/auth"
 	"github.com/presencebridge/presencebridge/internal/teams/graph"
@@ -166,6 +169,9 @@ func Run(ctx context.Context, o Options) []Result {
 		}
 	}
 	r.targets(ctx, cfg)
+	if watches(cfg) {
+		r.pbxWatch(ctx, cfg, list, unserved)
+	}
 	return r.out
 }
 
@@ -403,6 +409,120 @@ func (r *run) targets(ctx context.Context, cfg *config.Config) {
 	if cfg.HTTP.URL != "" {
 		r.httpTarget(ctx, cfg)
 	}
+}
+
+// pbxWatch SUBSCRIBEs for the first watched user of the users file, for each
+// event of [PBX] Watch, as the service does (watch.Probe: a fetch, which leaves
+// no subscription behind), and reports what the PBX answered and says.
+func (r *run) pbxWatch(ctx context.Context, cfg *config.Config, list []users.User, unserved []config.Unserved) {
+	skip := map[string]bool{}
+	for _, un := range unserved {
+		skip[un.User.UPN] = true
+	}
+	var u users.User
+	for _, x := range list {
+		if x.SIPURI != "" && !skip[x.UPN] {
+			u = x
+			break
+		}
+	}
+	if u.UPN == "" {
+		r.add("PBX watch", Warn, fmt.Sprintf("[PBX] Watch = %s, but no user of %s has a SIP URI: nobody is watched", cfg.PBX.Watch.Watch, cfg.UsersFile),
+			"add a SIP URI column to the users file (e.g. sip:1001@pbx.example.com)")
+		return
+	}
+	s := cfg.PBX.Watch
+	rs, err := watch.Probe(ctx, s, cfg.SIP, u)
+	note := ""
+	if host, _, herr := net.SplitHostPort(s.Listen); addrInUse(err) && herr == nil {
+		// The running service holds [PBX] Listen: the probe listens beside it.
+		s.Listen = net.JoinHostPort(host, "0")
+		rs, err = watch.Probe(ctx, s, cfg.SIP, u)
+		note = fmt.Sprintf(" (NOTIFYs to a free port: [PBX] Listen %s is in use, by the running service?)", cfg.PBX.Watch.Listen)
+	}
+	if err != nil {
+		r.add("PBX watch", Fail, err.Error(), "correct the value named: [PBX] Listen (an address of this host the PBX can reach, and a free port), "+
+			"[SIP] Transport (udp or tcp), or the SIP URI of "+u.UPN+" in "+cfg.UsersFile)
+		return
+	}
+	dest := "[SIP] Server (" + cfg.SIP.Server + ")"
+	if cfg.SIP.OutboundProxy != "" {
+		dest = "[SIP] OutboundProxy (" + cfg.SIP.OutboundProxy + "), and that it forwards to [SIP] Server (" + cfg.SIP.Server + "),"
+	}
+	for _, p := range rs {
+		note := note
+		switch {
+		case p.Err != nil:
+			r.add("PBX watch", Fail, p.Request+" "+strings.TrimPrefix(p.Err.Error(), "SUBSCRIBE "),
+				fmt.Sprintf("check that the PBX listens on %s with [SIP] Transport (%s) and takes SUBSCRIBE, and that no firewall drops SIP between this host and it", dest, cfg.SIP.Transport))
+		case p.Accepted() && !p.Notified:
+			r.add("PBX watch", Warn, fmt.Sprintf("%s accepted (%d), but no NOTIFY came within %s to %s%s", p.Request, p.Code, watch.ProbeNotifyWait, p.Contact, note),
+				"let the PBX reach this host at the SUBSCRIBE's Contact: set [PBX] Listen to this host's address toward the PBX and a fixed port, and open that port (SIP over "+cfg.SIP.Transport+") in the firewall")
+		case p.Accepted() && p.BodyErr != nil:
+			r.add("PBX watch", Warn, fmt.Sprintf("%s accepted, but its NOTIFY could not be read: %v%s", p.Request, p.BodyErr, note),
+				"the service ignores such NOTIFYs, so this event says nothing; set [PBX] Watch to the other event (dialog or presence) if the PBX serves it")
+		case p.Accepted():
+			if p.Short {
+				note += " (it takes no fetch, SUBSCRIBE with Expires: 0: a one-minute subscription was made and ended)"
+			}
+			r.add("PBX watch", Pass, fmt.Sprintf("%s accepted; the PBX says: %s%s", p.Request, says(p.State), note), "")
+		default:
+			detail := p.Refusal // the watch's own words, as the service logs them
+			if detail == "" {
+				detail = fmt.Sprintf("%s: %d %s", p.Request, p.Code, p.Reason)
+			}
+			r.add("PBX watch", Fail, detail, watchFix(cfg, u, p))
+		}
+	}
+}
+
+// watchFix is the remedy for a PBX that refused the watch's SUBSCRIBE.
+func watchFix(cfg *config.Config, u users.User, p watch.ProbeResult) string {
+	switch p.Code {
+	case 401, 407:
+		if cfg.SIP.Username == "" {
+			return "set [SIP] Username and Password to the PBX account presencebridge subscribes as"
+		}
+		return fmt.Sprintf("check [SIP] Username (%q) and Password: the PBX account presencebridge subscribes as", cfg.SIP.Username)
+	case 403:
+		return "let the PBX take subscriptions from [SIP] Username (or [SIP] From) to its users' state (Asterisk: allow_subscribe = yes on that endpoint)"
+	case 404:
+		ext := strings.TrimPrefix(strings.TrimPrefix(u.SIPURI, "sips:"), "sip:")
+		ext, _, _ = strings.Cut(ext, "@")
+		return fmt.Sprintf("check the SIP URI of %s in %s; on Asterisk the extension needs a hint (extensions.conf: exten => %s,hint,PJSIP/%s)", u.UPN, cfg.UsersFile, ext, ext)
+	case 489:
+		return fmt.Sprintf("set [PBX] Watch to an event the PBX serves (Watch = %s names Event: %s; most PBXs serve dialog)", cfg.PBX.Watch.Watch, p.Event)
+	case 405, 501:
+		return "point [SIP] Server at the PBX's SIP address: this server does not take SUBSCRIBE"
+	}
+	return "see the PBX's log for why it refuses SUBSCRIBE from this host"
+}
+
+// says describes what the PBX reports of a user.
+func says(st presence.PBXState) string {
+	var parts []string
+	switch st.Line {
+	case presence.LineIdle:
+		parts = append(parts, "idle")
+	case presence.LineRinging:
+		parts = append(parts, "ringing")
+	case presence.LineInCall:
+		if st.Calls > 1 {
+			parts = append(parts, fmt.Sprintf("in a call (%d calls)", st.Calls))
+		} else {
+			parts = append(parts, "in a call")
+		}
+	}
+	if st.DND {
+		parts = append(parts, "do not disturb")
+	}
+	if st.Away {
+		parts = append(parts, "away")
+	}
+	if len(parts) == 0 {
+		return "nothing of this user yet (no state published)"
+	}
+	return strings.Join(parts, ", ")
 }
 
 func (r *run) httpTarget(ctx context.Context, cfg *config.Config) {
