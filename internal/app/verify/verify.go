@@ -1,7 +1,9 @@
 // Package verify runs the checks a field engineer would otherwise debug by hand:
 // the INI and users file, the budget, the network path to sign-in and Graph,
 // each account's token and its permissions, a sample of users, and the PBX
-// targets. Each check gives PASS, WARN or FAIL, and every FAIL its remedy.
+// targets; with [PBX] Watch on, each account's permission to write presence
+// and a SUBSCRIBE for one user. Each check gives PASS, WARN or FAIL, and every
+// FAIL its remedy.
 package verify
 
 import (
@@ -13,6 +15,7 @@ import (
 	"io"
 	"log/slog"
 	"math"
+	"net"
 	"net/http"
 	"slices"
 	"strings"
@@ -22,7 +25,9 @@ import (
 	"github.com/presencebridge/presencebridge/internal/config"
 	"github.com/presencebridge/presencebridge/internal/pbx/cti"
 	"github.com/presencebridge/presencebridge/internal/pbx/sip"
+	"github.com/presencebridge/presencebridge/internal/pbx/watch"
 	"github.com/presencebridge/presencebridge/internal/platform/transport"
+	"github.com/presencebridge/presencebridge/internal/presence"
 	"github.com/presencebridge/presencebridge/internal/store"
 	"github.com/presencebridge/presencebridge/internal/teams/auth"
 	"github.com/presencebridge/presencebridge/internal/teams/graph"
@@ -156,9 +161,29 @@ func Run(ctx context.Context, o Options) []Result {
 	}
 	for _, ac := range cfg.Accounts {
 		r.account(ctx, cfg, ac, hc, db, byAccount[ac.ID])
+		if writesTeams(cfg) && ac.Auth == config.AuthDeviceCode {
+			r.add("account "+ac.ID+": write permission", Warn, fmt.Sprintf("[PBX] Watch = %s, but this account signs in with the device code: it can read other users' presence "+
+				"but not write it (the delegated Presence.ReadWrite covers only the signed-in user), so calls on the PBX do not show in Teams for its %d users",
+				cfg.PBX.Watch.Watch, len(byAccount[ac.ID])),
+				"use an app registration with a client secret or certificate ([Account."+ac.ID+"] Auth = secret or certificate) and the Microsoft Graph application permission Presence.ReadWrite.All with admin consent")
+		}
 	}
 	r.targets(ctx, cfg)
+	if watches(cfg) {
+		r.pbxWatch(ctx, cfg, list, unserved)
+	}
 	return r.out
+}
+
+// watches reports whether the service watches the PBX ([PBX] Watch on, and
+// Teams read at all), as app.Open decides.
+func watches(cfg *config.Config) bool { return cfg.PBX.Watching() && cfg.TeamsEnabled }
+
+// writesTeams reports whether the service writes the PBX's states to Teams: it
+// watches, and [PBX] maps some state to a Teams pair.
+func writesTeams(cfg *config.Config) bool {
+	w := cfg.PBX.Write
+	return watches(cfg) && (w.InCall != nil || w.Ringing != nil || w.DND != nil || w.Away != nil)
 }
 
 // massRemovalFix is the fix for a users file the service refuses as a mass removal.
@@ -252,6 +277,9 @@ func (r *run) account(ctx context.Context, cfg *config.Config, ac config.Account
 	}
 	r.add(name+": token", Pass, fmt.Sprintf("token for %s, expires %s", who, st.ExpiresOn.Local().Format(time.DateTime)), "")
 	r.permissions(name, ac, tok)
+	if writesTeams(cfg) && ac.Auth != config.AuthDeviceCode {
+		r.writePermission(name, cfg, ac, tok)
+	}
 	if ac.Auth == config.AuthSecret {
 		sec := app.CheckSecret(ctx, graph.New(ac.GraphURL, hc, au), ac, cfg.SecretWarnDays, time.Now())
 		fix := fmt.Sprintf("create a new secret in App registrations > %s > Certificates & secrets and put its Value in [Account.%s] ClientSecret", ac.ClientID, ac.ID)
@@ -300,25 +328,10 @@ func (r *run) account(ctx context.Context, cfg *config.Config, ac config.Account
 
 // permissions reads the token's claims: delegated scp or application roles.
 func (r *run) permissions(name string, ac config.Account, tok string) {
-	claims := struct {
-		Scp   string   `json:"scp"`
-		Roles []string `json:"roles"`
-	}{}
-	parts := strings.Split(tok, ".")
-	if len(parts) == 3 {
-		if raw, err := base64.RawURLEncoding.DecodeString(parts[1]); err == nil {
-			_ = json.Unmarshal(raw, &claims)
-		}
-	}
-	have := claims.Roles
-	kind := "Application"
-	if claims.Scp != "" {
-		have, kind = strings.Fields(claims.Scp), "Delegated"
-	}
+	have, kind := tokenPermissions(tok)
 	var missing []string
 	for _, p := range []string{"Presence.Read.All", "User.ReadBasic.All"} {
-		if !slices.ContainsFunc(have, func(h string) bool { return strings.EqualFold(h, p) }) &&
-			!(p == "User.ReadBasic.All" && slices.ContainsFunc(have, func(h string) bool { return strings.EqualFold(h, "User.Read.All") })) {
+		if !holds(have, p) && !(p == "User.ReadBasic.All" && holds(have, "User.Read.All")) {
 			missing = append(missing, p)
 		}
 	}
@@ -329,6 +342,45 @@ func (r *run) permissions(name string, ac config.Account, tok string) {
 		return
 	}
 	r.add(name+": permissions", Pass, kind+" "+strings.Join(have, " "), "")
+}
+
+// writePermission checks an app-token account's token for the application
+// permission setPresence and clearPresence need to show the PBX's calls in
+// Teams (Microsoft Graph, "presence: setPresence": Presence.ReadWrite.All).
+func (r *run) writePermission(name string, cfg *config.Config, ac config.Account, tok string) {
+	const role = "Presence.ReadWrite.All"
+	have, kind := tokenPermissions(tok)
+	if kind == "Application" && holds(have, role) {
+		r.add(name+": write permission", Pass, fmt.Sprintf("Application %s: calls on the PBX can show in Teams ([PBX] Watch = %s)", role, cfg.PBX.Watch.Watch), "")
+		return
+	}
+	r.add(name+": write permission", Fail, fmt.Sprintf("[PBX] Watch = %s shows calls on the PBX in Teams, which needs the application permission %s; the token lacks it (it has: %s)",
+		cfg.PBX.Watch.Watch, role, strings.Join(have, " ")),
+		fmt.Sprintf("in the Entra admin center, App registrations > %s > API permissions: add Microsoft Graph Application permission %s and grant admin consent "+
+			"(a token issued before keeps its roles for up to an hour); without it calls on the PBX do not show in Teams", ac.ClientID, role))
+}
+
+// tokenPermissions reads an access token's permissions: the delegated scp, else
+// the application roles.
+func tokenPermissions(tok string) (have []string, kind string) {
+	claims := struct {
+		Scp   string   `json:"scp"`
+		Roles []string `json:"roles"`
+	}{}
+	parts := strings.Split(tok, ".")
+	if len(parts) == 3 {
+		if raw, err := base64.RawURLEncoding.DecodeString(parts[1]); err == nil {
+			_ = json.Unmarshal(raw, &claims)
+		}
+	}
+	if claims.Scp != "" {
+		return strings.Fields(claims.Scp), "Delegated"
+	}
+	return claims.Roles, "Application"
+}
+
+func holds(have []string, p string) bool {
+	return slices.ContainsFunc(have, func(h string) bool { return strings.EqualFold(h, p) })
 }
 
 // targets checks the PBX side: SIP OPTIONS and an HTTP request to the CTI.
@@ -357,6 +409,120 @@ func (r *run) targets(ctx context.Context, cfg *config.Config) {
 	if cfg.HTTP.URL != "" {
 		r.httpTarget(ctx, cfg)
 	}
+}
+
+// pbxWatch SUBSCRIBEs for the first watched user of the users file, for each
+// event of [PBX] Watch, as the service does (watch.Probe: a fetch, which leaves
+// no subscription behind), and reports what the PBX answered and says.
+func (r *run) pbxWatch(ctx context.Context, cfg *config.Config, list []users.User, unserved []config.Unserved) {
+	skip := map[string]bool{}
+	for _, un := range unserved {
+		skip[un.User.UPN] = true
+	}
+	var u users.User
+	for _, x := range list {
+		if x.SIPURI != "" && !skip[x.UPN] {
+			u = x
+			break
+		}
+	}
+	if u.UPN == "" {
+		r.add("PBX watch", Warn, fmt.Sprintf("[PBX] Watch = %s, but no user of %s has a SIP URI: nobody is watched", cfg.PBX.Watch.Watch, cfg.UsersFile),
+			"add a SIP URI column to the users file (e.g. sip:1001@pbx.example.com)")
+		return
+	}
+	s := cfg.PBX.Watch
+	rs, err := watch.Probe(ctx, s, cfg.SIP, u)
+	note := ""
+	if host, _, herr := net.SplitHostPort(s.Listen); addrInUse(err) && herr == nil {
+		// The running service holds [PBX] Listen: the probe listens beside it.
+		s.Listen = net.JoinHostPort(host, "0")
+		rs, err = watch.Probe(ctx, s, cfg.SIP, u)
+		note = fmt.Sprintf(" (NOTIFYs to a free port: [PBX] Listen %s is in use, by the running service?)", cfg.PBX.Watch.Listen)
+	}
+	if err != nil {
+		r.add("PBX watch", Fail, err.Error(), "correct the value named: [PBX] Listen (an address of this host the PBX can reach, and a free port), "+
+			"[SIP] Transport (udp or tcp), or the SIP URI of "+u.UPN+" in "+cfg.UsersFile)
+		return
+	}
+	dest := "[SIP] Server (" + cfg.SIP.Server + ")"
+	if cfg.SIP.OutboundProxy != "" {
+		dest = "[SIP] OutboundProxy (" + cfg.SIP.OutboundProxy + "), and that it forwards to [SIP] Server (" + cfg.SIP.Server + "),"
+	}
+	for _, p := range rs {
+		note := note
+		switch {
+		case p.Err != nil:
+			r.add("PBX watch", Fail, p.Request+" "+strings.TrimPrefix(p.Err.Error(), "SUBSCRIBE "),
+				fmt.Sprintf("check that the PBX listens on %s with [SIP] Transport (%s) and takes SUBSCRIBE, and that no firewall drops SIP between this host and it", dest, cfg.SIP.Transport))
+		case p.Accepted() && !p.Notified:
+			r.add("PBX watch", Warn, fmt.Sprintf("%s accepted (%d), but no NOTIFY came within %s to %s%s", p.Request, p.Code, watch.ProbeNotifyWait, p.Contact, note),
+				"let the PBX reach this host at the SUBSCRIBE's Contact: set [PBX] Listen to this host's address toward the PBX and a fixed port, and open that port (SIP over "+cfg.SIP.Transport+") in the firewall")
+		case p.Accepted() && p.BodyErr != nil:
+			r.add("PBX watch", Warn, fmt.Sprintf("%s accepted, but its NOTIFY could not be read: %v%s", p.Request, p.BodyErr, note),
+				"the service ignores such NOTIFYs, so this event says nothing; set [PBX] Watch to the other event (dialog or presence) if the PBX serves it")
+		case p.Accepted():
+			if p.Short {
+				note += " (it takes no fetch, SUBSCRIBE with Expires: 0: a one-minute subscription was made and ended)"
+			}
+			r.add("PBX watch", Pass, fmt.Sprintf("%s accepted; the PBX says: %s%s", p.Request, says(p.State), note), "")
+		default:
+			detail := p.Refusal // the watch's own words, as the service logs them
+			if detail == "" {
+				detail = fmt.Sprintf("%s: %d %s", p.Request, p.Code, p.Reason)
+			}
+			r.add("PBX watch", Fail, detail, watchFix(cfg, u, p))
+		}
+	}
+}
+
+// watchFix is the remedy for a PBX that refused the watch's SUBSCRIBE.
+func watchFix(cfg *config.Config, u users.User, p watch.ProbeResult) string {
+	switch p.Code {
+	case 401, 407:
+		if cfg.SIP.Username == "" {
+			return "set [SIP] Username and Password to the PBX account presencebridge subscribes as"
+		}
+		return fmt.Sprintf("check [SIP] Username (%q) and Password: the PBX account presencebridge subscribes as", cfg.SIP.Username)
+	case 403:
+		return "let the PBX take subscriptions from [SIP] Username (or [SIP] From) to its users' state (Asterisk: allow_subscribe = yes on that endpoint)"
+	case 404:
+		ext := strings.TrimPrefix(strings.TrimPrefix(u.SIPURI, "sips:"), "sip:")
+		ext, _, _ = strings.Cut(ext, "@")
+		return fmt.Sprintf("check the SIP URI of %s in %s; on Asterisk the extension needs a hint (extensions.conf: exten => %s,hint,PJSIP/%s)", u.UPN, cfg.UsersFile, ext, ext)
+	case 489:
+		return fmt.Sprintf("set [PBX] Watch to an event the PBX serves (Watch = %s names Event: %s; most PBXs serve dialog)", cfg.PBX.Watch.Watch, p.Event)
+	case 405, 501:
+		return "point [SIP] Server at the PBX's SIP address: this server does not take SUBSCRIBE"
+	}
+	return "see the PBX's log for why it refuses SUBSCRIBE from this host"
+}
+
+// says describes what the PBX reports of a user.
+func says(st presence.PBXState) string {
+	var parts []string
+	switch st.Line {
+	case presence.LineIdle:
+		parts = append(parts, "idle")
+	case presence.LineRinging:
+		parts = append(parts, "ringing")
+	case presence.LineInCall:
+		if st.Calls > 1 {
+			parts = append(parts, fmt.Sprintf("in a call (%d calls)", st.Calls))
+		} else {
+			parts = append(parts, "in a call")
+		}
+	}
+	if st.DND {
+		parts = append(parts, "do not disturb")
+	}
+	if st.Away {
+		parts = append(parts, "away")
+	}
+	if len(parts) == 0 {
+		return "nothing of this user yet (no state published)"
+	}
+	return strings.Join(parts, ", ")
 }
 
 func (r *run) httpTarget(ctx context.Context, cfg *config.Config) {
