@@ -334,3 +334,51 @@ func waitStatus(t *testing.T, w *Watcher, ok func(Status) bool) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// nextFresh is the next request that is not a retransmission of one seen.
+func (f *fakePBX) nextFresh(seen map[string]bool) *sip.Request {
+	f.t.Helper()
+	for {
+		r := f.next()
+		key := r.CallID().Value() + " " + strconv.Itoa(int(r.CSeq().SeqNo))
+		if !seen[key] {
+			seen[key] = true
+			return r
+		}
+	}
+}
+
+// After a network break (the probe's refresh unanswered), the first answer
+// again makes every other subscription refresh, for the NOTIFYs missed.
+func TestNetworkBreakRefreshesAll(t *testing.T) {
+	f := startFake(t)
+	bob := users.User{UPN: "bob@contoso.test", SIPURI: "sip:1001@pbx.test", Account: "main"}
+	w, _, logs := startWatcher(t, f.addr(), Dialog, anna, bob)
+	seen := map[string]bool{}
+	for i := 0; i < 2; i++ {
+		f.answer(f.nextFresh(seen), 200, "OK", "Expires", "3600")
+	}
+	waitStatus(t, w, func(s Status) bool { return s.Subscribed == 2 })
+	ctx := context.Background()
+	done := make(chan struct{})
+	go func() { defer close(done); w.probe(ctx) }()
+	f.nextFresh(seen) // unanswered: the network is down
+	<-done
+	if !strings.Contains(logs.String(), "The PBX does not answer") {
+		t.Fatalf("no line for the PBX not answering:\n%s", logs)
+	}
+	go w.probe(ctx)
+	probed := f.nextFresh(seen)
+	f.answer(probed, 200, "OK", "Expires", "3600")
+	other := f.nextFresh(seen)
+	if other.CallID().Value() == probed.CallID().Value() || other.Method != sip.SUBSCRIBE {
+		t.Fatalf("after the break, the next request is\n%s", other)
+	}
+	if tag, _ := other.To().Params.Get("tag"); tag == "" {
+		t.Errorf("the catch-up is not a refresh in the dialog:\n%s", other)
+	}
+	f.answer(other, 200, "OK", "Expires", "3600")
+	if !strings.Contains(logs.String(), "The PBX answers again") {
+		t.Errorf("no line for the PBX answering again:\n%s", logs)
+	}
+}

@@ -62,7 +62,9 @@ type Watcher struct {
 	pending  map[string]presence.PBXChange
 	emit     chan struct{}
 	probeAt  int // round robin over active subscriptions
-	counts   Counts
+	// unreachable: the last probe got no answer.
+	unreachable bool
+	counts      Counts
 }
 
 // Counts are totals since start, for metrics and tests.
@@ -500,9 +502,22 @@ func (w *Watcher) probe(ctx context.Context) {
 	s.busy = false
 	now := w.o.Clock.Now()
 	forgot := err == nil && res.StatusCode == sip.StatusCallTransactionDoesNotExists
+	back := err == nil && w.unreachable // the PBX answers again after a network break
+	w.unreachable = err != nil
 	w.settleLocked(s, res, err, now)
-	if forgot {
+	switch {
+	case err != nil:
+		w.log.Warn("The PBX does not answer; the users' PBX states are kept until their subscriptions run out", "err", err.Error())
+	case forgot:
 		w.log.Info("The PBX forgot its subscriptions (it restarted?); subscribing again", "subscriptions", len(active))
+	case back:
+		// NOTIFYs sent during the break are lost: a refresh of each brings
+		// its current state (RFC 6665 section 4.2.2), a 481 a new subscription.
+		w.log.Info("The PBX answers again; refreshing every subscription for the states missed", "subscriptions", len(active))
+	default:
+		return
+	}
+	if err == nil {
 		for _, o := range active {
 			if o != s && o.phase == phaseActive {
 				o.due = now
