@@ -16,7 +16,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -250,7 +249,7 @@ type user struct{ Ext, Password, Hint string }
 func launch(ctx context.Context, home string, o Options, ports []int) (*Server, error) {
 	if ports == nil {
 		var err error
-		if ports, err = freePorts(3); err != nil {
+		if ports, err = procgroup.FreePorts(3); err != nil {
 			return nil, err
 		}
 	}
@@ -512,33 +511,4 @@ func (s *Server) LogTail(n int) string {
 		lines = lines[len(lines)-n:]
 	}
 	return strings.Join(lines, "\n")
-}
-
-// freePorts finds n distinct loopback ports free for both UDP and TCP.
-func freePorts(n int) ([]int, error) {
-	var ports []int
-	var holds []io.Closer
-	defer func() {
-		for _, h := range holds {
-			h.Close()
-		}
-	}()
-	for tries := 0; len(ports) < n && tries < 100; tries++ {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, err
-		}
-		port := l.Addr().(*net.TCPAddr).Port
-		u, err := net.ListenPacket("udp", fmt.Sprintf("127.0.0.1:%d", port))
-		if err != nil {
-			l.Close()
-			continue
-		}
-		holds = append(holds, l, u)
-		ports = append(ports, port)
-	}
-	if len(ports) < n {
-		return nil, errors.New("no free loopback ports")
-	}
-	return ports, nil
 }

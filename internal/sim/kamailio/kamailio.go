@@ -14,7 +14,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -224,7 +223,7 @@ func (s *Server) Restart(ctx context.Context, forget bool) (*Server, error) {
 func launch(ctx context.Context, bin string, o Options, ports []int) (*Server, error) {
 	if ports == nil {
 		var err error
-		if ports, err = freePorts(3); err != nil {
+		if ports, err = procgroup.FreePorts(3); err != nil {
 			return nil, err
 		}
 	}
@@ -398,35 +397,6 @@ func writeTables(dir string, users map[string]string, domain string) error {
 func md5hex(s string) string {
 	h := md5.Sum([]byte(s))
 	return hex.EncodeToString(h[:])
-}
-
-// freePorts finds n distinct loopback ports free for both UDP and TCP.
-func freePorts(n int) ([]int, error) {
-	var ports []int
-	var holds []io.Closer
-	defer func() {
-		for _, h := range holds {
-			h.Close()
-		}
-	}()
-	for tries := 0; len(ports) < n && tries < 100; tries++ {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, err
-		}
-		port := l.Addr().(*net.TCPAddr).Port
-		u, err := net.ListenPacket("udp", fmt.Sprintf("127.0.0.1:%d", port))
-		if err != nil {
-			l.Close()
-			continue
-		}
-		holds = append(holds, l, u)
-		ports = append(ports, port)
-	}
-	if len(ports) < n {
-		return nil, errors.New("no free loopback ports")
-	}
-	return ports, nil
 }
 
 // writeTLS makes a CA (ca.pem) and a server certificate for 127.0.0.1/localhost
