@@ -11,7 +11,6 @@ import (
 	"github.com/presencebridge/presencebridge/internal/sim/asterisk"
 	"github.com/presencebridge/presencebridge/internal/sim/graphsim"
 	"github.com/presencebridge/presencebridge/internal/sim/kamailio"
-	"github.com/presencebridge/presencebridge/internal/sim/sipua"
 	"github.com/presencebridge/presencebridge/internal/testkit"
 )
 
@@ -55,18 +54,7 @@ func TestIntegrationCallsIntoTeamsAsterisk(t *testing.T) {
 		return last[anna].State == "available" && last[bob].State == "available"
 	}, r)
 
-	ph := map[string]*sipua.Phone{}
-	for _, ext := range []string{"1000", "1001"} {
-		p, err := sipua.New(ctx, sipua.Options{Server: pbx.SIPAddr, User: ext, Domain: pbx.Domain, Password: pbx.Users[ext]})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { p.Close() })
-		if err := p.Register(ctx); err != nil {
-			t.Fatal(err)
-		}
-		ph[ext] = p
-	}
+	ph := testkit.Phones(t, pbx.SIPAddr, pbx.Domain, pbx.Users, "1000", "1001")
 	call, err := ph["1000"].Call(ctx, pbx.URI("1001"))
 	if err != nil {
 		t.Fatal(err)
@@ -160,18 +148,7 @@ func TestIntegrationCallsIntoTeamsKamailio(t *testing.T) {
 		t.Fatalf("carl's Teams state never reached the PBX: %v", err)
 	}
 
-	ph := map[string]*sipua.Phone{}
-	for _, ext := range []string{"1000", "1001"} {
-		p, err := sipua.New(ctx, sipua.Options{Server: pbx.UDP, User: ext, Domain: pbx.Domain})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { p.Close() })
-		if err := p.Register(ctx); err != nil {
-			t.Fatal(err)
-		}
-		ph[ext] = p
-	}
+	ph := testkit.Phones(t, pbx.UDP, pbx.Domain, nil, "1000", "1001")
 	call, err := ph["1000"].Call(ctx, "sip:1001@"+pbx.Domain)
 	if err != nil {
 		t.Fatal(err)

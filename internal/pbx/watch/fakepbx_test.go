@@ -187,12 +187,20 @@ func (c *changes) waitFor(t *testing.T, upn string, match func(presence.PBXState
 
 func startWatcher(t *testing.T, server, watch string, list ...users.User) (*Watcher, *changes, *testkit.Buffer) {
 	t.Helper()
-	logs := &testkit.Buffer{}
-	got := &changes{ch: make(chan struct{}, 1)}
 	s := DefaultSettings()
-	s.Watch, s.Listen, s.Rate = watch, "127.0.0.1:0", 200
+	s.Watch, s.Rate = watch, 200
 	sipS := pbxsip.DefaultSettings()
 	sipS.Server, sipS.Timeout = server, 2*time.Second
+	return runWatcher(t, s, sipS, list...)
+}
+
+// runWatcher starts a watcher of list on loopback with s and sipS, run until
+// the test ends; its changes and its log are returned.
+func runWatcher(t *testing.T, s Settings, sipS pbxsip.Settings, list ...users.User) (*Watcher, *changes, *testkit.Buffer) {
+	t.Helper()
+	logs := &testkit.Buffer{}
+	got := &changes{ch: make(chan struct{}, 1)}
+	s.Listen = "127.0.0.1:0"
 	w, err := New(Options{Settings: s, SIP: sipS, Changes: got.take,
 		Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
 	if err != nil {

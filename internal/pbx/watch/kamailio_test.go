@@ -25,24 +25,15 @@ func TestIntegrationKamailioCallAndRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { srv.Stop() })
-	ph := phones(t, srv.UDP, srv.Domain, nil, "1000", "1001")
+	ph := testkit.Phones(t, srv.UDP, srv.Domain, nil, "1000", "1001")
 	caller := users.User{UPN: "anna@contoso.test", SIPURI: "sip:1000@" + srv.Domain, Account: "main"}
 	callee := users.User{UPN: "bob@contoso.test", SIPURI: "sip:1001@" + srv.Domain, Account: "main"}
 
 	s := DefaultSettings()
-	s.Watch, s.Listen = Dialog, "127.0.0.1:0"
+	s.Watch = Dialog
 	sipS := pbxsip.DefaultSettings()
 	sipS.Server, sipS.Timeout = srv.UDP, 2*time.Second
-	got := &changes{ch: make(chan struct{}, 1)}
-	w, err := New(Options{Settings: s, SIP: sipS, Changes: got.take})
-	if err != nil {
-		t.Fatal(err)
-	}
-	runCtx, stop := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); _ = w.Run(runCtx) }()
-	t.Cleanup(func() { stop(); <-done; w.Close() })
-	w.SetUsers([]users.User{caller, callee})
+	w, got, _ := runWatcher(t, s, sipS, caller, callee)
 
 	idle := func(s presence.PBXState) bool { return s.Line == presence.LineIdle }
 	inCall := func(s presence.PBXState) bool { return s.Line == presence.LineInCall }
@@ -74,7 +65,7 @@ func TestIntegrationKamailioCallAndRestart(t *testing.T) {
 		}
 	}
 	before := w.Status(false).Counts.Reestablished
-	w.probe(runCtx) // what the 30 s ticker does
+	w.probe(ctx) // what the 30 s ticker does
 	waitStatus(t, w, func(st Status) bool { return st.Subscribed == 2 && st.Counts.Reestablished >= before+2 })
 	call()
 }

@@ -152,7 +152,7 @@ func TestIntegrationProbeAsteriskCall(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { srv.Stop() })
-	ph := phones(t, srv.SIPAddr, srv.Domain, srv.Users, "1000", "1001")
+	ph := testkit.Phones(t, srv.SIPAddr, srv.Domain, srv.Users, "1000", "1001")
 	s := DefaultSettings()
 	s.Watch, s.Listen = Dialog, "127.0.0.1:0"
 	sipS := pbxsip.DefaultSettings()
