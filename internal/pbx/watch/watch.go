@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/emiago/sipgo/sip"
@@ -64,6 +65,7 @@ type Watcher struct {
 	probeAt  int // round robin over active subscriptions
 	// unreachable: the last probe got no answer.
 	unreachable bool
+	probing     atomic.Bool // a probe is under way
 	counts      Counts
 }
 
@@ -244,7 +246,9 @@ func (w *Watcher) Run(ctx context.Context) error {
 		case <-w.wake:
 		case <-t.C():
 		case <-probe.C():
-			w.probe(ctx)
+			if w.probing.CompareAndSwap(false, true) {
+				go func() { defer w.probing.Store(false); w.probe(ctx) }() // up to [SIP] Timeout: not in the way of the schedule
+			}
 		}
 		t.Stop()
 	}
