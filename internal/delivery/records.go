@@ -14,7 +14,7 @@ import (
 //	version 1, pending item: seq, reason, queued, user, state, mapped
 //	version 1, delivered:    the same, then at
 //
-//	version 2: version 1's fields, then pbx and source (before a delivered at)
+//	version 2: version 1's fields, then mapped's dialog and device state, pbx and source (before a delivered at)
 //
 // user: SIP URI, extension, name, account, line; state: has-state, availability,
 // activity, out of office, seen, changed; mapped: state, basic, activity, note;
@@ -32,6 +32,7 @@ func appendItem(r *store.Record, it Item) *store.Record {
 	r.Bool(s.UPN != "").Str(string(s.Availability)).Str(string(s.Activity)).Bool(s.OutOfOffice).Time(s.Seen).Time(s.Changed)
 	m := it.Mapped
 	r.Str(m.State).Str(m.Basic).Str(m.Activity).Str(m.Note)
+	r.Str(m.Dialog).Str(m.DeviceState)
 	p := it.PBX
 	return r.Str(string(p.Line)).Bool(p.DND).Bool(p.Away).Uint(uint64(max(p.Calls, 0))).Time(p.Changed).Str(it.Source)
 }
@@ -46,6 +47,7 @@ func readItem(r *store.Reader, upn string) Item {
 	it.State.OutOfOffice, it.State.Seen, it.State.Changed = r.Bool(), r.Time(), r.Time()
 	it.Mapped = presence.Mapped{State: r.Str(), Basic: r.Str(), Activity: r.Str(), Note: r.Str()}
 	if r.Version() >= recordV2 {
+		it.Mapped.Dialog, it.Mapped.DeviceState = r.Str(), r.Str()
 		it.PBX = presence.PBXState{Line: presence.Line(r.Str()), DND: r.Bool(), Away: r.Bool(), Calls: int(r.Uint()), Changed: r.Time()}
 		if it.PBX.Known() {
 			it.PBX.UPN = upn

@@ -20,7 +20,7 @@ func TestRecords(t *testing.T) {
 	items := []Item{
 		{User: u, State: st, Mapped: presence.DefaultMapping().Map(st), Reason: ReasonChange, Seq: 42, Queued: at},
 		{User: users.User{UPN: u.UPN, Extension: "1"}, Mapped: presence.DefaultMapping().Stale(), Reason: ReasonStale, Seq: 1 << 40},
-		{User: u, State: st, Mapped: presence.DefaultMapping().Map(st), Reason: ReasonPBX, Seq: 43, Queued: at, Source: SourcePBX,
+		{User: u, State: st, Mapped: presence.Mapped{State: "oncall", Basic: "open", Dialog: "early", DeviceState: "RINGING"}, Reason: ReasonPBX, Seq: 43, Queued: at, Source: SourcePBX,
 			PBX: presence.PBXState{UPN: u.UPN, Line: presence.LineInCall, DND: true, Calls: 2, Changed: at}},
 	}
 	for _, it := range items {

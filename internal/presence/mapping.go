@@ -19,15 +19,78 @@ type Mapped struct {
 	Activity string `json:"activity,omitempty"`
 	// Note is the human wording, as Teams shows it ("In a call").
 	Note string `json:"note,omitempty"`
+	// Dialog is the RFC 4235 dialog state published with Event: dialog, what a
+	// BLF key shows: "confirmed" (lit, busy), "early" (blinking) or
+	// "terminated" (idle); empty: DialogState derives it from State.
+	Dialog string `json:"dialog,omitempty"`
+	// DeviceState is the Asterisk device state (NOT_INUSE, INUSE, BUSY,
+	// UNAVAILABLE, RINGING, ONHOLD) a dialplan hint shows; empty: Device
+	// derives it from State.
+	DeviceState string `json:"deviceState,omitempty"`
 }
 
-// String renders m in the Presence.ini syntax: "state | basic | activity | note".
+// mapped is a rule with the first four columns; the dialog state and the
+// device state follow from its state word.
+func mapped(state, basic, activity, note string) Mapped {
+	return Mapped{State: state, Basic: basic, Activity: activity, Note: note}
+}
+
+// Dialog states (RFC 4235) a rule may give.
+var DialogStates = []string{"confirmed", "early", "terminated"}
+
+// DeviceStates are the Asterisk device states a rule may give (those ARI's
+// deviceStates resource and DEVICE_STATE() accept).
+var DeviceStates = []string{"NOT_INUSE", "INUSE", "BUSY", "UNAVAILABLE", "RINGING", "RINGINUSE", "ONHOLD"}
+
+// byState is what each state word of the defaults shows on a BLF key and as a
+// device state: a call, a meeting or busy lights the key (INUSE), DND too
+// (BUSY, so busy-on-busy dialplans hold), offline is UNAVAILABLE, the rest idle.
+var byState = map[string][2]string{
+	"available": {"terminated", "NOT_INUSE"},
+	"away":      {"terminated", "NOT_INUSE"},
+	"busy":      {"confirmed", "INUSE"},
+	"oncall":    {"confirmed", "INUSE"},
+	"dnd":       {"confirmed", "BUSY"},
+	"offline":   {"terminated", "UNAVAILABLE"},
+	"unknown":   {"terminated", "NOT_INUSE"},
+}
+
+// DialogState is the dialog state m shows: its Dialog column, else what its
+// state word shows (a custom word: terminated).
+func (m Mapped) DialogState() string {
+	if m.Dialog != "" {
+		return m.Dialog
+	}
+	if d, ok := byState[strings.ToLower(m.State)]; ok {
+		return d[0]
+	}
+	return "terminated"
+}
+
+// Device is the Asterisk device state m shows: its DeviceState column, else
+// what its state word shows (a custom word: NOT_INUSE).
+func (m Mapped) Device() string {
+	if m.DeviceState != "" {
+		return m.DeviceState
+	}
+	if d, ok := byState[strings.ToLower(m.State)]; ok {
+		return d[1]
+	}
+	return "NOT_INUSE"
+}
+
+// String renders m in the Presence.ini syntax: "state | basic | activity |
+// note", with "| dialog | device state" where m sets them.
 func (m Mapped) String() string {
 	act := m.Activity
 	if act == "" {
 		act = "-"
 	}
-	return m.State + " | " + m.Basic + " | " + act + " | " + m.Note
+	s := m.State + " | " + m.Basic + " | " + act + " | " + m.Note
+	if m.Dialog != "" || m.DeviceState != "" {
+		s += " | " + m.DialogState() + " | " + m.Device()
+	}
+	return s
 }
 
 // RPIDActivities are the activity elements of RFC 4480 section 3.2.
@@ -74,25 +137,25 @@ type rule struct {
 
 // defaultRules in documentation order (Presence.ini.example lists the same).
 var defaultRules = []rule{
-	{"*/*", Mapped{"unknown", "closed", "unknown", "Presence unknown"}},
-	{"Available/*", Mapped{"available", "open", "", "Available"}},
-	{"AvailableIdle/*", Mapped{"away", "open", "away", "Away"}},
-	{"Busy/*", Mapped{"busy", "open", "busy", "Busy"}},
-	{"Busy/InACall", Mapped{"oncall", "open", "on-the-phone", "In a call"}},
-	{"Busy/InAConferenceCall", Mapped{"oncall", "open", "on-the-phone", "In a conference call"}},
-	{"Busy/InAMeeting", Mapped{"busy", "open", "meeting", "In a meeting"}},
-	{"BusyIdle/*", Mapped{"busy", "open", "busy", "Busy"}},
-	{"DoNotDisturb/*", Mapped{"dnd", "open", "busy", "Do not disturb"}},
-	{"DoNotDisturb/Presenting", Mapped{"dnd", "open", "presentation", "Presenting"}},
-	{"DoNotDisturb/Focusing", Mapped{"dnd", "open", "busy", "Focusing"}},
-	{"DoNotDisturb/UrgentInterruptionsOnly", Mapped{"dnd", "open", "busy", "Urgent interruptions only"}},
-	{"Away/*", Mapped{"away", "open", "away", "Away"}},
-	{"BeRightBack/*", Mapped{"away", "open", "away", "Be right back"}},
-	{"Offline/*", Mapped{"offline", "closed", "", "Offline"}},
-	{"Offline/OffWork", Mapped{"offline", "closed", "", "Off work"}},
-	{"PresenceUnknown/*", Mapped{"unknown", "closed", "unknown", "Presence unknown"}},
-	{KeyOutOfOffice, Mapped{"away", "open", "vacation", "Out of office"}},
-	{KeyStale, Mapped{"unknown", "closed", "unknown", "Teams presence not available"}},
+	{"*/*", mapped("unknown", "closed", "unknown", "Presence unknown")},
+	{"Available/*", mapped("available", "open", "", "Available")},
+	{"AvailableIdle/*", mapped("away", "open", "away", "Away")},
+	{"Busy/*", mapped("busy", "open", "busy", "Busy")},
+	{"Busy/InACall", mapped("oncall", "open", "on-the-phone", "In a call")},
+	{"Busy/InAConferenceCall", mapped("oncall", "open", "on-the-phone", "In a conference call")},
+	{"Busy/InAMeeting", mapped("busy", "open", "meeting", "In a meeting")},
+	{"BusyIdle/*", mapped("busy", "open", "busy", "Busy")},
+	{"DoNotDisturb/*", mapped("dnd", "open", "busy", "Do not disturb")},
+	{"DoNotDisturb/Presenting", mapped("dnd", "open", "presentation", "Presenting")},
+	{"DoNotDisturb/Focusing", mapped("dnd", "open", "busy", "Focusing")},
+	{"DoNotDisturb/UrgentInterruptionsOnly", mapped("dnd", "open", "busy", "Urgent interruptions only")},
+	{"Away/*", mapped("away", "open", "away", "Away")},
+	{"BeRightBack/*", mapped("away", "open", "away", "Be right back")},
+	{"Offline/*", mapped("offline", "closed", "", "Offline")},
+	{"Offline/OffWork", mapped("offline", "closed", "", "Off work")},
+	{"PresenceUnknown/*", mapped("unknown", "closed", "unknown", "Presence unknown")},
+	{KeyOutOfOffice, mapped("away", "open", "vacation", "Out of office")},
+	{KeyStale, mapped("unknown", "closed", "unknown", "Teams presence not available")},
 }
 
 // DefaultMappingKeys lists the default rules' keys in documentation order.
@@ -193,18 +256,31 @@ func canonicalKey(key string) (string, error) {
 	return a + "/" + act, nil
 }
 
-// ParseMapped reads "state | basic | activity | note".
+// ParseMapped reads "state | basic | activity | note", optionally followed by
+// "| dialog | device state" (either may be "-": follow the state word).
 func ParseMapped(value string) (Mapped, error) {
 	parts := strings.Split(value, "|")
-	if len(parts) < 3 || len(parts) > 4 {
-		return Mapped{}, fmt.Errorf("the value must be \"state | basic | activity | note\", e.g. \"oncall | open | on-the-phone | In a call\"")
+	if len(parts) < 3 || len(parts) > 6 {
+		return Mapped{}, fmt.Errorf("the value must be \"state | basic | activity | note\", e.g. \"oncall | open | on-the-phone | In a call\", optionally followed by \"| dialog | device state\", e.g. \"| confirmed | INUSE\"")
 	}
 	for i := range parts {
 		parts[i] = strings.TrimSpace(parts[i])
 	}
 	r := Mapped{State: parts[0], Basic: strings.ToLower(parts[1]), Activity: strings.ToLower(parts[2])}
-	if len(parts) == 4 {
+	if len(parts) >= 4 {
 		r.Note = parts[3]
+	}
+	if len(parts) >= 5 && parts[4] != "-" && parts[4] != "" {
+		r.Dialog = strings.ToLower(parts[4])
+		if !slices.Contains(DialogStates, r.Dialog) {
+			return Mapped{}, fmt.Errorf("the dialog state %q must be %s, or - to follow the state word", parts[4], strings.Join(DialogStates, ", "))
+		}
+	}
+	if len(parts) == 6 && parts[5] != "-" && parts[5] != "" {
+		r.DeviceState = strings.ToUpper(parts[5])
+		if !slices.Contains(DeviceStates, r.DeviceState) {
+			return Mapped{}, fmt.Errorf("the device state %q must be one of %s, or - to follow the state word", parts[5], strings.Join(DeviceStates, ", "))
+		}
 	}
 	if r.State == "" || strings.ContainsAny(r.State, " \t\"<>&") {
 		return Mapped{}, fmt.Errorf("the state %q must be one word (e.g. available, busy, oncall, dnd, away, offline, unknown)", r.State)

@@ -13,21 +13,21 @@ func TestDefaultMapping(t *testing.T) {
 		ooo  bool
 		want Mapped
 	}{
-		{Available, ActAvailable, false, Mapped{"available", "open", "", "Available"}},
-		{Busy, ActInACall, false, Mapped{"oncall", "open", "on-the-phone", "In a call"}},
-		{Busy, ActInAConferenceCall, false, Mapped{"oncall", "open", "on-the-phone", "In a conference call"}},
-		{Busy, ActInAMeeting, false, Mapped{"busy", "open", "meeting", "In a meeting"}},
-		{Busy, ActBusy, false, Mapped{"busy", "open", "busy", "Busy"}},
-		{DoNotDisturb, ActPresenting, false, Mapped{"dnd", "open", "presentation", "Presenting"}},
-		{BeRightBack, ActBeRightBack, false, Mapped{"away", "open", "away", "Be right back"}},
-		{Offline, ActOffWork, false, Mapped{"offline", "closed", "", "Off work"}},
-		{Offline, ActOffline, false, Mapped{"offline", "closed", "", "Offline"}},
-		{PresenceUnknown, ActPresenceUnknown, false, Mapped{"unknown", "closed", "unknown", "Presence unknown"}},
+		{Available, ActAvailable, false, mapped("available", "open", "", "Available")},
+		{Busy, ActInACall, false, mapped("oncall", "open", "on-the-phone", "In a call")},
+		{Busy, ActInAConferenceCall, false, mapped("oncall", "open", "on-the-phone", "In a conference call")},
+		{Busy, ActInAMeeting, false, mapped("busy", "open", "meeting", "In a meeting")},
+		{Busy, ActBusy, false, mapped("busy", "open", "busy", "Busy")},
+		{DoNotDisturb, ActPresenting, false, mapped("dnd", "open", "presentation", "Presenting")},
+		{BeRightBack, ActBeRightBack, false, mapped("away", "open", "away", "Be right back")},
+		{Offline, ActOffWork, false, mapped("offline", "closed", "", "Off work")},
+		{Offline, ActOffline, false, mapped("offline", "closed", "", "Offline")},
+		{PresenceUnknown, ActPresenceUnknown, false, mapped("unknown", "closed", "unknown", "Presence unknown")},
 		// Out of office wins unless the user is busy.
-		{Offline, ActOffWork, true, Mapped{"away", "open", "vacation", "Out of office"}},
-		{Busy, ActInACall, true, Mapped{"oncall", "open", "on-the-phone", "In a call"}},
+		{Offline, ActOffWork, true, mapped("away", "open", "vacation", "Out of office")},
+		{Busy, ActInACall, true, mapped("oncall", "open", "on-the-phone", "In a call")},
 		// An availability the table does not know falls to */*.
-		{Availability("Focusing"), ActFocusing, false, Mapped{"unknown", "closed", "unknown", "Presence unknown"}},
+		{Availability("Focusing"), ActFocusing, false, mapped("unknown", "closed", "unknown", "Presence unknown")},
 	}
 	for _, c := range cases {
 		got := m.Map(State{Availability: c.a, Activity: c.act, OutOfOffice: c.ooo})
@@ -55,7 +55,7 @@ func TestMappingOverride(t *testing.T) {
 	if got := m.Map(State{Availability: DoNotDisturb, Activity: ActInACall}); got.State != "talking" {
 		t.Errorf("DoNotDisturb/InACall: got %q, want the */InACall override", got)
 	}
-	if got := m.Map(State{Availability: Away, Activity: ActAway}); got != (Mapped{"away", "closed", "", ""}) {
+	if got := m.Map(State{Availability: Away, Activity: ActAway}); got != (mapped("away", "closed", "", "")) {
 		t.Errorf("Away/Away: got %q", got)
 	}
 	if r, ok := m.Rule("*/InACall"); !ok || r.State != "talking" {
@@ -86,5 +86,51 @@ func TestMappingErrors(t *testing.T) {
 	}
 	if got := m.Map(State{Availability: Busy, Activity: ActBusy}); got.State != "busy" {
 		t.Errorf("a refused override changed the table: %q", got)
+	}
+}
+
+// A rule's dialog state and device state follow its state word unless its fifth
+// and sixth columns set them; overrides with four columns keep working.
+func TestMappingDialogAndDeviceState(t *testing.T) {
+	m := DefaultMapping()
+	cases := []struct {
+		a          Availability
+		act        Activity
+		dialog, ds string
+	}{
+		{Busy, ActInACall, "confirmed", "INUSE"},
+		{Busy, ActInAMeeting, "confirmed", "INUSE"},
+		{DoNotDisturb, ActPresenting, "confirmed", "BUSY"},
+		{Available, ActAvailable, "terminated", "NOT_INUSE"},
+		{Away, ActAway, "terminated", "NOT_INUSE"},
+		{Offline, ActOffline, "terminated", "UNAVAILABLE"},
+		{PresenceUnknown, ActPresenceUnknown, "terminated", "NOT_INUSE"},
+	}
+	for _, c := range cases {
+		got := m.Map(State{Availability: c.a, Activity: c.act})
+		if got.DialogState() != c.dialog || got.Device() != c.ds {
+			t.Errorf("%s/%s shows %s, %s; want %s, %s", c.a, c.act, got.DialogState(), got.Device(), c.dialog, c.ds)
+		}
+	}
+	if err := m.Set("Busy/InAMeeting", "busy | open | meeting | In a meeting | terminated | busy"); err != nil {
+		t.Fatal(err)
+	}
+	got := m.Map(State{Availability: Busy, Activity: ActInAMeeting})
+	if got.DialogState() != "terminated" || got.Device() != "BUSY" {
+		t.Errorf("override read as %+v", got)
+	}
+	if s := got.String(); s != "busy | open | meeting | In a meeting | terminated | BUSY" {
+		t.Errorf("String() = %q", s)
+	}
+	if err := m.Set("Away/*", "ringing | open | away | Custom | - | RINGING"); err != nil {
+		t.Fatal(err)
+	}
+	if got := m.Map(State{Availability: Away, Activity: ActAway}); got.DialogState() != "terminated" || got.Device() != "RINGING" {
+		t.Errorf("a custom word with a device state only: %+v", got)
+	}
+	for _, bad := range []string{"busy | open | busy | Busy | lit", "busy | open | busy | Busy | confirmed | DND", "a | open | - | n | confirmed | INUSE | x"} {
+		if err := m.Set("Busy/*", bad); err == nil {
+			t.Errorf("%q accepted", bad)
+		}
 	}
 }
