@@ -13,6 +13,7 @@ import (
 	"github.com/presencebridge/presencebridge/internal/pbx/watch"
 	"github.com/presencebridge/presencebridge/internal/presence"
 	"github.com/presencebridge/presencebridge/internal/teams/write"
+	"github.com/presencebridge/presencebridge/internal/users"
 )
 
 // PBX is the [PBX] section: the other direction, calls on the PBX shown in Teams.
@@ -73,6 +74,7 @@ func (l *loader) pbx(cfg *Config, s *section) {
 		w.Rate = l.rate(e, wdef.Rate, "SUBSCRIBE requests per second")
 	}
 	w.Listen = l.notifyAddr(s.get("Listen"))
+	w.URI = l.watchURI(s.get("WatchURI"))
 
 	wr, wrdef := &p.Write, p.Write
 	wr.InCall = l.teamsPair(s.get("InCall"), wrdef.InCall)
@@ -172,6 +174,30 @@ func (l *loader) teamsPair(e entry, def *write.Pair) *write.Pair {
 	written := strings.Join(strings.Fields(strings.ReplaceAll(e.value, ",", "/")), "")
 	l.bad(e, "not a Teams pair%s; write Availability/Activity, one of %s, or off to write nothing", didYouMean(written, allowedPairNames()), allowed)
 	return def
+}
+
+// placeholderPattern finds {name} in a template.
+var placeholderPattern = regexp.MustCompile(`\{[^{}]*\}`)
+
+// watchURI reads [PBX] WatchURI: a SIP URI template naming {user}, {domain}
+// and {extension}; empty watches each user's SIP URI.
+func (l *loader) watchURI(e entry) string {
+	if !e.set || e.value == "" {
+		return ""
+	}
+	for _, ph := range placeholderPattern.FindAllString(e.value, -1) {
+		if !slices.Contains(watch.URIPlaceholders, ph) {
+			l.bad(e, "%s is not a placeholder; use %s, e.g. sip:watch-{extension}@{domain}", ph, strings.Join(watch.URIPlaceholders, ", "))
+			return ""
+		}
+	}
+	sample := watch.Settings{URI: e.value}
+	if _, err := sample.Target(users.User{UPN: "a@b", SIPURI: "sip:1000@pbx.example", Extension: "1000"}); err != nil ||
+		!(strings.HasPrefix(strings.ToLower(e.value), "sip:") || strings.HasPrefix(strings.ToLower(e.value), "sips:")) {
+		l.bad(e, "not a SIP URI template; write e.g. sip:watch-{extension}@{domain} (the user's SIP URI gives {user} and {domain}, the users file {extension})")
+		return ""
+	}
+	return e.value
 }
 
 // hostnamePattern is a DNS host name (RFC 1123 labels); the last label is

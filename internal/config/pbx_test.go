@@ -113,6 +113,8 @@ func TestPBXErrors(t *testing.T) {
 		{"Listen = [::]:5070", `[PBX] Listen = "[::]:5070": :: is not an address the PBX can send NOTIFYs to (it is the Contact of every subscription); use this host's address toward the PBX, e.g. 10.0.0.5:5070, or leave Listen empty`},
 		{"Listen = bad_host:5070", `[PBX] Listen = "bad_host:5070": "bad_host" is not a host name or IP address; use this host's address toward the PBX, e.g. 10.0.0.5:5070, or leave Listen empty`},
 		{"Listen = 10.0.0.256:5070", `[PBX] Listen = "10.0.0.256:5070": "10.0.0.256" is not a host name or IP address; use this host's address toward the PBX, e.g. 10.0.0.5:5070, or leave Listen empty`},
+		{"WatchURI = sip:watch-{ext}@{domain}", `[PBX] WatchURI = "sip:watch-{ext}@{domain}": {ext} is not a placeholder; use {user}, {domain}, {extension}, e.g. sip:watch-{extension}@{domain}`},
+		{"WatchURI = watch-{extension}", `[PBX] WatchURI = "watch-{extension}": not a SIP URI template; write e.g. sip:watch-{extension}@{domain} (the user's SIP URI gives {user} and {domain}, the users file {extension})`},
 		{"InCall = Busy/InAMeeting", `[PBX] InCall = "Busy/InAMeeting": setPresence cannot set Busy/InAMeeting (Microsoft Graph refuses it); use one of ` + pairs + `, or off to write nothing`},
 		{"Ringing = Busy/Busy", `[PBX] Ringing = "Busy/Busy": setPresence cannot set Busy/Busy (Microsoft Graph refuses it); use one of ` + pairs + `, or off to write nothing`},
 		{"DND = DoNotDisturb/DoNotDisturb", `[PBX] DND = "DoNotDisturb/DoNotDisturb": setPresence cannot set DoNotDisturb/DoNotDisturb (Microsoft Graph refuses it); use one of ` + pairs + `, or off to write nothing`},
@@ -202,13 +204,13 @@ func TestPBXDeviceCodeWarning(t *testing.T) {
 }
 
 func TestPBXRedacted(t *testing.T) {
-	if red := mustLoad(t, minimal).Redacted(); !strings.HasSuffix(red, "\n[PBX]\nWatch = off\nSubscribeExpires = 1h\nSubscribeRate = 50\nListen =\n"+
+	if red := mustLoad(t, minimal).Redacted(); !strings.HasSuffix(red, "\n[PBX]\nWatch = off\nSubscribeExpires = 1h\nSubscribeRate = 50\nListen =\nWatchURI =\n"+
 		"InCall = Busy/InACall\nRinging = off\nDND = off\nAway = off\nTeamsExpiration = 5m\n") {
 		t.Errorf("Redacted does not end with the default [PBX]:\n%s", red)
 	}
-	c := mustLoad(t, withSIP+"[PBX]\nWatch = both\nSubscribeExpires = 90m\nSubscribeRate = 2.5\nListen = 10.0.0.5:5070\n"+
+	c := mustLoad(t, withSIP+"[PBX]\nWatch = both\nSubscribeExpires = 90m\nSubscribeRate = 2.5\nListen = 10.0.0.5:5070\nWatchURI = sip:watch-{extension}@{domain}\n"+
 		"InCall = busy, inaconferencecall\nRinging = Available/Available\nDND = DoNotDisturb/Presenting\nAway = away/away\nTeamsExpiration = 15m\n"+minimal)
-	want := "\n[PBX]\nWatch = both\nSubscribeExpires = 1h30m\nSubscribeRate = 2.5\nListen = 10.0.0.5:5070\n" +
+	want := "\n[PBX]\nWatch = both\nSubscribeExpires = 1h30m\nSubscribeRate = 2.5\nListen = 10.0.0.5:5070\nWatchURI = sip:watch-{extension}@{domain}\n" +
 		"InCall = Busy/InAConferenceCall\nRinging = Available/Available\nDND = DoNotDisturb/Presenting\nAway = Away/Away\nTeamsExpiration = 15m\n"
 	red := c.Redacted()
 	if !strings.HasSuffix(red, want) {

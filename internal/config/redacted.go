@@ -130,6 +130,7 @@ func (c *Config) Redacted() string {
 	kv("SubscribeExpires", formatDuration(w.Expires))
 	kv("SubscribeRate", strconv.FormatFloat(w.Rate, 'f', -1, 64))
 	kv("Listen", w.Listen)
+	kv("WatchURI", w.URI)
 	kv("InCall", pairString(wr.InCall))
 	kv("Ringing", pairString(wr.Ringing))
 	kv("DND", pairString(wr.DND))

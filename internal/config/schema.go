@@ -48,7 +48,7 @@ var knownKeys = map[string][]string{
 	"delivery": {"RetryMin", "RetryMax", "BatchSize", "StaleAfter", "ReassertRate", "ProbeInterval"},
 	// Every [Mapping] key is a rule (see freeKey).
 	"mapping": {},
-	"pbx":     {"Watch", "SubscribeExpires", "SubscribeRate", "Listen", "InCall", "Ringing", "DND", "Away", "TeamsExpiration"},
+	"pbx":     {"Watch", "SubscribeExpires", "SubscribeRate", "Listen", "WatchURI", "InCall", "Ringing", "DND", "Away", "TeamsExpiration"},
 }
 
 // knownKeyIDs maps the lower-case name of every key in knownKeys to its

@@ -189,9 +189,14 @@ func startWatcher(t *testing.T, server, watch string, list ...users.User) (*Watc
 	t.Helper()
 	s := DefaultSettings()
 	s.Watch, s.Rate = watch, 200
+	return runWatcher(t, s, startSIPSettings(server), list...)
+}
+
+// startSIPSettings are [SIP]'s defaults toward server, with a short Timeout.
+func startSIPSettings(server string) pbxsip.Settings {
 	sipS := pbxsip.DefaultSettings()
 	sipS.Server, sipS.Timeout = server, 2*time.Second
-	return runWatcher(t, s, sipS, list...)
+	return sipS
 }
 
 // runWatcher starts a watcher of list on loopback with s and sipS, run until

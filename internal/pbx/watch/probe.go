@@ -67,9 +67,13 @@ func Probe(ctx context.Context, s Settings, sipS pbxsip.Settings, u users.User) 
 	if len(events) == 0 {
 		return nil, fmt.Errorf("[PBX] Watch = %q watches nothing; set it to dialog, presence or both", s.Watch)
 	}
+	target, err := s.Target(u)
+	if err != nil {
+		return nil, err
+	}
 	var uri sip.Uri
-	if err := sip.ParseUri(u.SIPURI, &uri); err != nil {
-		return nil, fmt.Errorf("the SIP URI %q of %s cannot be read: %w", u.SIPURI, u.UPN, err)
+	if err := sip.ParseUri(target, &uri); err != nil {
+		return nil, fmt.Errorf("the SIP URI %q watched for %s cannot be read: %w", target, u.UPN, err)
 	}
 	// A Watcher that is never Run: its transact builds and sends the SUBSCRIBE,
 	// and byCallID finds the subscription a NOTIFY belongs to.
@@ -109,7 +113,7 @@ const probeExpires = time.Minute
 // fetch makes one fetch and waits for its NOTIFY.
 func (p *prober) fetch(ctx context.Context, sub *subscription) ProbeResult {
 	w := p.w
-	r := ProbeResult{Event: sub.event, Request: fmt.Sprintf("SUBSCRIBE %s (Event: %s)", sub.w.user.SIPURI, sub.event),
+	r := ProbeResult{Event: sub.event, Request: fmt.Sprintf("SUBSCRIBE %s (Event: %s)", sub.w.uri.String(), sub.event),
 		Contact: w.conn.Contact.String()}
 	res, err := w.transact(ctx, sub, 0)
 	if err == nil && (res.StatusCode == sip.StatusBadRequest || res.StatusCode == sip.StatusIntervalToBrief) {

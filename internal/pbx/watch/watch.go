@@ -167,13 +167,17 @@ func (w *Watcher) SetUsers(list []users.User) {
 		if u.SIPURI == "" {
 			continue
 		}
+		target, err := w.o.Target(u)
 		var uri sip.Uri
-		if err := sip.ParseUri(u.SIPURI, &uri); err != nil {
-			w.log.Warn("Not watching a user whose SIP URI cannot be read", "upn", u.UPN, "sipUri", u.SIPURI, "err", err.Error())
+		if err == nil {
+			err = sip.ParseUri(target, &uri)
+		}
+		if err != nil {
+			w.log.Warn("Not watching a user", "upn", u.UPN, "sipUri", u.SIPURI, "err", err.Error())
 			continue
 		}
 		keep[u.UPN] = true
-		if old, ok := w.users[u.UPN]; ok && old.user.SIPURI == u.SIPURI {
+		if old, ok := w.users[u.UPN]; ok && old.uri.String() == uri.String() {
 			old.user = u
 			continue
 		} else if ok {
@@ -353,18 +357,18 @@ func (w *Watcher) settleLocked(s *subscription, res *sip.Response, err error, no
 		if !s.told {
 			s.told = true
 			w.log.Warn("The PBX refuses to let presencebridge watch this user; the others carry on",
-				"upn", name, "sipUri", s.w.user.SIPURI, "event", s.event, "err", s.lastErr)
+				"upn", name, "watched", s.w.uri.String(), "event", s.event, "err", s.lastErr)
 		}
 		w.setLineLocked(s, presence.PBXState{}, now)
 	default:
-		s.lastErr = fmt.Sprintf("SUBSCRIBE %s: %d %s", s.w.user.SIPURI, res.StatusCode, res.Reason)
+		s.lastErr = fmt.Sprintf("SUBSCRIBE %s: %d %s", s.w.uri.String(), res.StatusCode, res.Reason)
 		w.failLocked(s, now)
 	}
 }
 
 // refusal explains a final answer refusing the subscription, with the fix.
 func refusal(res *sip.Response, s *subscription, user string) string {
-	what := fmt.Sprintf("SUBSCRIBE %s (Event: %s): %d %s", s.w.user.SIPURI, s.event, res.StatusCode, res.Reason)
+	what := fmt.Sprintf("SUBSCRIBE %s (Event: %s): %d %s", s.w.uri.String(), s.event, res.StatusCode, res.Reason)
 	switch res.StatusCode {
 	case sip.StatusNotFound:
 		return what + ": the PBX has no such user; check the SIP URI in the users file (Asterisk: the extension needs a hint)"
