@@ -210,15 +210,38 @@ func (w *Writer) Run(ctx context.Context) error {
 	}
 }
 
-// drain makes every write due now and returns when the next one falls due
-// (zero: none waits).
+// inFlight is how many writes an account has under way at once: Graph's round
+// trip (100 ms and more) would otherwise pace a burst of calls more than the
+// budget does. Each still takes its slot in the budget.
+const inFlight = 8
+
+// drain makes every write due now, inFlight at a time, and returns when the
+// next one falls due (zero: none waits).
 func (w *Writer) drain(ctx context.Context) time.Time {
+	sem := make(chan struct{}, inFlight)
+	done := make(chan struct{}, inFlight)
+	var wg sync.WaitGroup
+	defer wg.Wait()
 	for ctx.Err() == nil {
 		upn, u, next := w.nextWork()
 		if u == nil {
-			return next
+			if len(sem) == 0 {
+				return next
+			}
+			select { // a write that ends may make another due (a retry, a renewal)
+			case <-done:
+			case <-ctx.Done():
+			}
+			continue
 		}
-		w.write(ctx, upn, u)
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			w.write(ctx, upn, u)
+			<-sem
+			done <- struct{}{}
+		}()
 	}
 	return time.Time{}
 }
