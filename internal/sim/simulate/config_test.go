@@ -38,9 +38,12 @@ func TestWriteCommandConfig(t *testing.T) {
 		t.Fatal(err)
 	}
 	if !cfg.TeamsEnabled || cfg.WinningTechnology != config.WinningMSTeams || cfg.StateFile != filepath.Join(dir, "presencebridge.db") ||
-		cfg.UsersFile != filepath.Join(dir, "users.csv") || cfg.ControlAddr != "127.0.0.1:0" {
-		t.Errorf("TeamsEnabled %v, WinningTechnology %q, StateFile %s, UsersFile %s, ControlAddr %q; want the legacy keys, the files in %s and a free loopback port",
-			cfg.TeamsEnabled, cfg.WinningTechnology, cfg.StateFile, cfg.UsersFile, cfg.ControlAddr, dir)
+		cfg.UsersFile != filepath.Join(dir, "users.csv") || cfg.ControlAddr != "127.0.0.1:0" || cfg.MetricsAddr != "127.0.0.1:0" {
+		t.Errorf("TeamsEnabled %v, WinningTechnology %q, StateFile %s, UsersFile %s, ControlAddr %q, MetricsAddr %q; want the legacy keys, the files in %s and free loopback ports",
+			cfg.TeamsEnabled, cfg.WinningTechnology, cfg.StateFile, cfg.UsersFile, cfg.ControlAddr, cfg.MetricsAddr, dir)
+	}
+	if cfg.PBX.Watching() {
+		t.Errorf("[PBX] Watch %q without PBXWatch; want off", cfg.PBX.Watch.Watch)
 	}
 	if cfg.Microsoft.LoginURL != sim.URL() || cfg.Proxy.URL != "direct" || cfg.Proxy.CAFile != filepath.Join(dir, "sim-ca.pem") {
 		t.Errorf("[Microsoft] %+v, [Proxy] %+v; want the tenant, direct, its CA", cfg.Microsoft, cfg.Proxy)

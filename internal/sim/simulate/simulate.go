@@ -48,7 +48,8 @@ func (e *UsageError) Error() string { return e.Err.Error() }
 func (e *UsageError) Unwrap() error { return e.Err }
 
 // CommandConfig is what `presencebridge simulate --write-config dir` writes with its
-// default flags: the legacy keys, the control endpoint on a free loopback port, a
+// default flags: the legacy keys, the control and metrics endpoints on free
+// loopback ports (so a demo never fails on a port another program holds), a
 // device-code account "demo", a 5 s poll interval and 10 resolves per second.
 func CommandConfig(dir string) simconfig.Options {
 	return simconfig.Options{
@@ -56,6 +57,7 @@ func CommandConfig(dir string) simconfig.Options {
 		Comment:           `Written by "presencebridge simulate" for its simulated tenant.`,
 		WinningTechnology: "MSTeams",
 		ControlAddr:       "127.0.0.1:0",
+		MetricsAddr:       "127.0.0.1:0",
 		NameFiles:         true,
 		Interval:          5 * time.Second,
 		ResolveRate:       10,
