@@ -64,7 +64,8 @@ type callUser struct {
 // callTimes are a user's last call events, for the latency of what follows.
 type callTimes struct {
 	ringing, answered, ended time.Time
-	active                   int // calls answered and not hung up
+	active                   int    // calls answered and not hung up
+	before                   string // what Teams showed when the last call began
 }
 
 // setMark is an accepted setPresence that changed what Teams shows.
@@ -291,6 +292,9 @@ func (p *pbxSide) callEvent(at time.Time, event int, upns ...string) {
 		switch event {
 		case callRinging:
 			ct.ringing = at
+			if ct.active == 0 {
+				ct.before = p.shows(upn)
+			}
 		case callAnswered:
 			ct.answered = at
 			ct.active++
@@ -320,6 +324,17 @@ func (p *pbxSide) lastCall(upn string, at time.Time) (when time.Time, what strin
 		}
 	}
 	return when, what, ct.active > 0
+}
+
+// shownBefore is what Teams showed for upn when its last call began ("" when
+// it had none).
+func (p *pbxSide) shownBefore(upn string) string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if ct := p.callTimes[upn]; ct != nil {
+		return ct.before
+	}
+	return ""
 }
 
 // shows is what Teams shows for upn now, "Availability/Activity".
@@ -442,6 +457,9 @@ func (p *pbxSide) printWrite(w graphsim.WriteRecord) {
 	}
 	switch {
 	case w.Op == graphsim.OpClearPresence && shown != "":
+		if before := p.shownBefore(w.UPN); before != "" && before != shown {
+			since += "; the user's own state changed during the call, from " + before
+		}
 		p.print("TEAMS %-28s back to %s (clearPresence by %s%s)", who, shown, by, since)
 	case w.Op == graphsim.OpClearPresence:
 		p.print("TEAMS %-28s still %s (clearPresence by %s%s)", who, p.shows(w.UPN), by, since)

@@ -353,7 +353,11 @@ func TestIntegrationSimulateCalls(t *testing.T) {
 	}
 
 	// anna calls bob for 2 s; meanwhile an app with the secret (as presencebridge
-	// would) shows the call in Teams, and clears it after the hang-up.
+	// would) shows the call in Teams, and clears it after the hang-up. bob, who
+	// was Available, went Away in Teams himself during the call.
+	if _, err := postControl(client, r.URL, bob.UPN, "Available", "Available"); err != nil {
+		t.Fatal(err)
+	}
 	code, body := post(r.CallURL, "application/json", `{"from":"user00001","to":"user00002","duration":"2s"}`)
 	var info struct {
 		From, FromURI, To, ToURI, CallID string
@@ -375,14 +379,10 @@ func TestIntegrationSimulateCalls(t *testing.T) {
 	if err := json.Unmarshal([]byte(body), &tok); code != http.StatusOK || err != nil || tok.AccessToken == "" {
 		t.Fatalf("client-credentials token: %d (%v)", code, err)
 	}
-	before := "Available/Available"
 	write := func(op, body string) int {
 		t.Helper()
 		code, _ := post(r.GraphURL+"/users/"+bob.UPN+"/presence/"+op, "application/json", body, "Authorization", "Bearer "+tok.AccessToken)
 		return code
-	}
-	if _, err := postControl(client, r.URL, bob.UPN, "Available", "Available"); err != nil {
-		t.Fatal(err)
 	}
 	app := s.cfg.Accounts[1].ClientID
 	if code := write("setPresence", `{"sessionId":"`+app+`","availability":"Busy","activity":"InAMeeting"}`); code != http.StatusBadRequest {
@@ -396,6 +396,9 @@ func TestIntegrationSimulateCalls(t *testing.T) {
 	if !strings.HasSuffix(line, " s after the call was answered)") {
 		t.Errorf("printed %q; want how long after the call's answer it came", line)
 	}
+	if _, err := postControl(client, r.URL, bob.UPN, "Away", "Away"); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := watcher.WaitFor(ctx, func(n kamailio.Notify) bool { return !n.Confirmed() }); err != nil {
 		t.Fatalf("the PBX never showed %s's call ended: %v", bob.SIPURI, err)
 	}
@@ -403,9 +406,9 @@ func TestIntegrationSimulateCalls(t *testing.T) {
 	if code := write("clearPresence", `{"sessionId":"`+app+`"}`); code != http.StatusOK {
 		t.Fatalf("clearPresence: %d", code)
 	}
-	line = s.waitLines(t, 1, "TEAMS "+bob.UPN+" ", " back to "+before+" (clearPresence by "+app+"; ")
-	if !strings.HasSuffix(line, " s after the hang-up)") {
-		t.Errorf("printed %q; want how long after the hang-up it came", line)
+	line = s.waitLines(t, 1, "TEAMS "+bob.UPN+" ", " back to Away/Away (clearPresence by "+app+"; ")
+	if !strings.HasSuffix(line, " s after the hang-up; the user's own state changed during the call, from Available/Available)") {
+		t.Errorf("printed %q; want how long after the hang-up it came, and that bob's own state changed during the call", line)
 	}
 	// A second clear finds no session: Graph answers 404, shown as refused.
 	if code := write("clearPresence", `{"sessionId":"`+app+`"}`); code != http.StatusNotFound {
