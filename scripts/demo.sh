@@ -59,7 +59,7 @@ A_SIP=$(sed -n 2p "$DIR/users.csv" | cut -d';' -f2)
 B_SIP=$(sed -n 3p "$DIR/users.csv" | cut -d';' -f2)
 if [ -n "$CALLS" ]; then
 	echo "Two accounts: [Account.demo] signs in with the device code (next) and reads the presence of"
-	echo "$((USERS - 2)) users; [Account.calls] signs in with a client secret and serves $A and $B"
+	echo "$((USERS - 2)) users; [Account.app] signs in with a client secret and serves $A and $B"
 	echo "(users.csv's Account column). [PBX] Watch = dialog has presencebridge watch every user's calls on"
 	echo "the PBX and show them in Teams, which means writing other users' presence (setPresence): only an"
 	echo "app registration with Presence.ReadWrite.All (client secret or certificate) may, a device-code"
@@ -104,7 +104,7 @@ if [ -n "$CALLS" ]; then
 	say "Calls into Teams: $A calls $B through the PBX, and presencebridge shows it in Teams"
 	echo "Kamailio is the PBX: the simulator registers a phone for each ($A_SIP, $B_SIP), calls, and hangs"
 	echo "up after 5 s. presencebridge watches every user's calls (SUBSCRIBE, Event: dialog), sets a user in a call"
-	echo "Busy/InACall in Teams (setPresence, with account calls' app id as the session) and clears that session when"
+	echo "Busy/InACall in Teams (setPresence, with account app's client id as the session) and clears that session when"
 	echo "the call ends (clearPresence), so Teams shows again what the user had before. For this part"
 	echo "RichPresence.WinningTechnology = SipSimple: the PBX's own state wins on the CTI (HTTP) and SIP side while the"
 	echo "phones ring and talk (with MSTeams they would show the call only once Teams says so)."

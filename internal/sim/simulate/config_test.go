@@ -101,7 +101,7 @@ func TestWriteSecretUsersAndWatch(t *testing.T) {
 	a := cfg.Accounts
 	if len(a) != 2 || a[0].ID != "demo" || a[0].Auth != config.AuthDeviceCode ||
 		a[1].ID != simconfig.SecretAccountID || a[1].Auth != config.AuthSecret || a[1].ClientID != graphsim.DefaultDaemonApp || a[1].TenantID != sim.TenantID() {
-		t.Fatalf("accounts %+v; want demo (device code) and calls (the daemon app's secret)", a)
+		t.Fatalf("accounts %+v; want demo (device code) and app (the daemon app's secret)", a)
 	}
 	// The device-code account cannot write: the loader warns about its users' calls.
 	if w := strings.Join(cfg.Warnings, "\n"); !strings.Contains(w, "[Account.demo] signs in with the device code") {
@@ -111,7 +111,7 @@ func TestWriteSecretUsersAndWatch(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []string{"calls", "calls", "demo", "demo"}
+	want := []string{"app", "app", "demo", "demo"}
 	for i, u := range list {
 		acc, err := cfg.AccountFor(u)
 		if err != nil || acc.ID != want[i] || u.SIPURI != simconfig.SIPURI(i) {

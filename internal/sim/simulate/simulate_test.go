@@ -27,6 +27,7 @@ import (
 	"github.com/presencebridge/presencebridge/internal/sim/graphsim"
 	"github.com/presencebridge/presencebridge/internal/sim/kamailio"
 	"github.com/presencebridge/presencebridge/internal/sim/simulate"
+	"github.com/presencebridge/presencebridge/internal/sim/simulate/simconfig"
 	"github.com/presencebridge/presencebridge/internal/testkit"
 	"github.com/presencebridge/presencebridge/internal/users"
 )
@@ -295,8 +296,8 @@ func TestIntegrationSimulateCalls(t *testing.T) {
 		t.Fatalf("ready line %+v, [SIP] Server %q, [PBX] Watch %q; want Kamailio in both, Watch = dialog and the call endpoint beside the receiver",
 			r, s.cfg.SIP.Server, s.cfg.PBX.Watch.Watch)
 	}
-	if a := s.cfg.Accounts; len(a) != 2 || a[0].Auth != config.AuthDeviceCode || a[1].ID != "calls" || a[1].Auth != config.AuthSecret {
-		t.Errorf("accounts %+v; want the device-code account and calls with the client secret", a)
+	if a := s.cfg.Accounts; len(a) != 2 || a[0].Auth != config.AuthDeviceCode || a[1].ID != simconfig.SecretAccountID || a[1].Auth != config.AuthSecret {
+		t.Errorf("accounts %+v; want the device-code account and app with the client secret", a)
 	}
 	list, _, err := users.Load(s.cfg.UsersFile)
 	if err != nil || len(list) != 3 {

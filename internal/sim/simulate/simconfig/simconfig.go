@@ -33,7 +33,7 @@ const (
 )
 
 // SecretAccountID is the second account Write writes for Options.SecretUsers.
-const SecretAccountID = "calls"
+const SecretAccountID = "app"
 
 // deviceCodeUsername is the service account a device-code account signs in as:
 // the one the tenant approves device codes for by default (its DeviceCodeUPN).
@@ -69,7 +69,7 @@ type Options struct {
 	Auth         string
 	ClientSecret string
 	// SecretUsers, with Auth = AuthDeviceCode and Accounts empty, has the first
-	// SecretUsers users served by a second account, [Account.calls]
+	// SecretUsers users served by a second account, [Account.app]
 	// (SecretAccountID), that signs in as the daemon app with its client secret,
 	// and the others by the device-code account; users.csv then names each
 	// user's account. A device-code account can read presence but cannot write
