@@ -57,16 +57,7 @@ func simTenant(t *testing.T) string {
 		fi, err := os.Stat(ready.Name())
 		return err == nil && fi.Size() > 0
 	})
-	path := filepath.Join(dir, "Presence.ini")
-	raw, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ini := strings.Replace(string(raw), "ControlAddr = 127.0.0.1:0", "ControlAddr = 127.0.0.1:0\nMetricsAddr = 127.0.0.1:0", 1)
-	if err := os.WriteFile(path, []byte(ini), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return path
+	return filepath.Join(dir, "Presence.ini") // with MetricsAddr = 127.0.0.1:0, as simulate writes it
 }
 
 func waitUntil(t *testing.T, d time.Duration, what string, ok func() bool) {

@@ -11,6 +11,7 @@ package simulate
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -18,6 +19,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
@@ -34,6 +36,12 @@ type Ready struct {
 	TenantID  string `json:"tenantID"`
 	CAFile    string `json:"caFile"`
 	Users     int    `json:"users"`
+	// HTTPURL is the PBX side's CTI receiver (--pbx), SIPServer its Kamailio
+	// (--kamailio, --kamailio-pbx) and CallURL the endpoint that places calls
+	// (--pbx with --kamailio-pbx): POST {"from","to","duration"}.
+	HTTPURL   string `json:"httpURL,omitempty"`
+	SIPServer string `json:"sipServer,omitempty"`
+	CallURL   string `json:"callURL,omitempty"`
 }
 
 // UsageError is a bad command line; the caller exits with its usage code.
@@ -48,7 +56,8 @@ func (e *UsageError) Error() string { return e.Err.Error() }
 func (e *UsageError) Unwrap() error { return e.Err }
 
 // CommandConfig is what `presencebridge simulate --write-config dir` writes with its
-// default flags: the legacy keys, the control endpoint on a free loopback port, a
+// default flags: the legacy keys, the control and metrics endpoints on free
+// loopback ports (so a demo never fails on a port another program holds), a
 // device-code account "demo", a 5 s poll interval and 10 resolves per second.
 func CommandConfig(dir string) simconfig.Options {
 	return simconfig.Options{
@@ -56,6 +65,7 @@ func CommandConfig(dir string) simconfig.Options {
 		Comment:           `Written by "presencebridge simulate" for its simulated tenant.`,
 		WinningTechnology: "MSTeams",
 		ControlAddr:       "127.0.0.1:0",
+		MetricsAddr:       "127.0.0.1:0",
 		NameFiles:         true,
 		Interval:          5 * time.Second,
 		ResolveRate:       10,
@@ -91,6 +101,16 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.Float64Var(&written.ResolveRate, "resolve-rate", written.ResolveRate, "[Polling] ResolveRate written by --write-config")
 	pbxAddr := fs.String("pbx", "", "also run a PBX-side HTTP receiver on this loopback address (e.g. 127.0.0.1:0), print what arrives, and point the written config's [HTTP] at it")
 	kamWatch := fs.Int("kamailio", 0, "also run Kamailio as the PBX's SIP presence server, point the written config's [SIP] at it, and watch this many users (needs the kamailio package)")
+	kamPBX := fs.Bool("kamailio-pbx", false, "run Kamailio as a small PBX too (even with --kamailio 0): the simulated users' phones register and call each other through it (--call, POST "+CallPath+" on the --pbx address), each step is printed as a CALL line and each setPresence/clearPresence the tenant answers as a TEAMS line; the written config gets [PBX] Watch = dialog")
+	var calls []scriptedCall
+	fs.Func("call", "a scripted call on the PBX (needs --kamailio-pbx): `FROM:TO:AFTER:DURATION`, FROM's phone calls TO's AFTER after simulate is ready and hangs up DURATION after the answer, e.g. user00001:user00002:20s:8s (users by UPN or the name before the @); repeatable", func(v string) error {
+		c, err := parseCall(v)
+		if err == nil {
+			calls = append(calls, c)
+		}
+		return err
+	})
+	fs.IntVar(&written.SecretUsers, "secret-users", 0, "with --auth devicecode, the written config has the first `N` users served by a second account, [Account."+simconfig.SecretAccountID+"], that signs in with the client secret of an app allowed to write presence, so their calls on the PBX show in Teams (a device-code account cannot write other users' presence)")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "Usage: presencebridge simulate [flags]\n\nRuns the simulated Microsoft tenant (login and Graph over HTTPS) until interrupted.")
 		fs.PrintDefaults()
@@ -100,6 +120,15 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	if written.Auth != simconfig.AuthDeviceCode && written.Auth != simconfig.AuthSecret {
 		return &UsageError{Err: fmt.Errorf("--auth %q: use %s or %s", written.Auth, simconfig.AuthDeviceCode, simconfig.AuthSecret)}
+	}
+	if len(calls) > 0 && !*kamPBX {
+		return &UsageError{Err: errors.New("--call needs --kamailio-pbx: the calls go through Kamailio as a small PBX")}
+	}
+	switch {
+	case written.SecretUsers < 0 || written.SecretUsers > *nUsers:
+		return &UsageError{Err: fmt.Errorf("--secret-users %d: use 0 to --users (%d)", written.SecretUsers, *nUsers)}
+	case written.SecretUsers > 0 && written.Auth != simconfig.AuthDeviceCode:
+		return &UsageError{Err: fmt.Errorf("--secret-users %d needs --auth %s: with --auth %s the one account signs in with the client secret already", written.SecretUsers, simconfig.AuthDeviceCode, written.Auth)}
 	}
 	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	sim, err := graphsim.New(graphsim.Options{
@@ -138,24 +167,47 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return err
 		}
 	}
+	if len(calls) > 0 {
+		index := indexUsers(sim.Users())
+		for _, c := range calls {
+			for _, name := range []string{c.from, c.to} {
+				if _, ok := index[strings.ToLower(name)]; !ok {
+					return &UsageError{Err: fmt.Errorf("--call %s:%s: %q is not a simulated user (use a UPN or the name before the @, e.g. user00001)", c.from, c.to, name)}
+				}
+			}
+		}
+	}
 	pbx := &pbxSide{sim: sim, out: stderr}
 	defer pbx.close()
+	if *kamWatch > 0 || *kamPBX {
+		if err := pbx.startKamailio(context.Background(), caDir, *kamWatch, *kamPBX); err != nil {
+			return fmt.Errorf("Kamailio: %w", err)
+		}
+		ready.SIPServer = pbx.kam.UDP
+		if *kamPBX {
+			pbx.startCalls()
+			logger.Info("Kamailio ready as the PBX (calls between the simulated users' phones) and its SIP presence server", "udp", pbx.kam.UDP, "watching", *kamWatch)
+		} else {
+			logger.Info("Kamailio ready as the PBX's SIP presence server", "udp", pbx.kam.UDP, "watching", *kamWatch)
+		}
+	}
 	if *pbxAddr != "" {
 		if err := pbx.startHTTP(*pbxAddr); err != nil {
 			return err
 		}
-		logger.Info("PBX-side HTTP receiver ready", "url", pbx.httpURL)
-	}
-	if *kamWatch > 0 {
-		if err := pbx.startKamailio(context.Background(), caDir, *kamWatch); err != nil {
-			return fmt.Errorf("Kamailio: %w", err)
+		ready.HTTPURL = pbx.httpURL
+		if *kamPBX {
+			ready.CallURL = strings.TrimSuffix(pbx.httpURL, "/presence") + CallPath
 		}
-		logger.Info("Kamailio ready as the PBX's SIP presence server", "udp", pbx.kam.UDP, "watching", *kamWatch)
+		logger.Info("PBX-side HTTP receiver ready", "url", pbx.httpURL, "calls", ready.CallURL)
 	}
 	if *writeConfig != "" {
-		written.Dir, written.HTTPURL = *writeConfig, pbx.httpURL
-		if pbx.kam != nil {
-			written.SIPServer = pbx.kam.UDP
+		written.Dir, written.HTTPURL, written.SIPServer = *writeConfig, pbx.httpURL, ready.SIPServer
+		if *kamPBX {
+			written.PBXWatch = "dialog"
+			if written.Auth == simconfig.AuthDeviceCode && written.SecretUsers == 0 {
+				logger.Warn("The written account signs in with the device code, which cannot write other users' presence: calls on the PBX will not show in Teams; add --secret-users N or use --auth secret")
+			}
 		}
 		path, err := simconfig.Write(sim, written)
 		if err != nil {
@@ -167,6 +219,10 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fmt.Fprintln(stdout, string(line))
 	logger.Info("Simulated tenant ready", "url", ready.URL, "authority", ready.Authority, "users", *nUsers,
 		"changesPerUserPerHour", *rate, "control", ready.URL+"/_sim/")
+
+	if len(calls) > 0 {
+		pbx.script(calls)
+	}
 
 	<-ctx.Done()
 	logger.Info("Simulated tenant stopping")

@@ -6,6 +6,7 @@
 package simconfig
 
 import (
+	"cmp"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -30,6 +31,9 @@ const (
 	AuthSecret     = "secret"     // client credentials: the tenant's daemon app and its secret
 	AuthDeviceCode = "devicecode" // a service account through the tenant's public app
 )
+
+// SecretAccountID is the second account Write writes for Options.SecretUsers.
+const SecretAccountID = "app"
 
 // deviceCodeUsername is the service account a device-code account signs in as:
 // the one the tenant approves device codes for by default (its DeviceCodeUPN).
@@ -64,8 +68,19 @@ type Options struct {
 	AccountID    string
 	Auth         string
 	ClientSecret string
+	// SecretUsers, with Auth = AuthDeviceCode and Accounts empty, has the first
+	// SecretUsers users served by a second account, [Account.app]
+	// (SecretAccountID), that signs in as the daemon app with its client secret,
+	// and the others by the device-code account; users.csv then names each
+	// user's account. A device-code account can read presence but cannot write
+	// it for other users (setPresence needs the application permission
+	// Presence.ReadWrite.All), so only the calls of these users can show in Teams.
+	SecretUsers int
 	// HTTPURL is the [HTTP] target's URL and SIPServer the [SIP] target's server.
 	HTTPURL, SIPServer string
+	// PBXWatch, when set, is [PBX] Watch (e.g. "dialog": the PBX's calls shown
+	// in Teams); it needs SIPServer.
+	PBXWatch string
 	// Extra goes last, as given: more sections ([Delivery], [Mapping], ...).
 	Extra string
 }
@@ -82,10 +97,28 @@ func Write(sim *graphsim.Server, o Options) (string, error) {
 	if o.Auth != AuthSecret && o.Auth != AuthDeviceCode {
 		return "", fmt.Errorf("simulated tenant's Presence.ini: Auth %q: use %s or %s", o.Auth, AuthSecret, AuthDeviceCode)
 	}
+	if o.SecretUsers < 0 || o.SecretUsers > 0 && (o.Auth != AuthDeviceCode || o.Accounts != "") {
+		return "", fmt.Errorf("simulated tenant's Presence.ini: SecretUsers %d: a number of users, 0 or more, for a second account beside a device-code account (Auth %s, no Accounts)", o.SecretUsers, AuthDeviceCode)
+	}
+	if o.PBXWatch != "" && o.SIPServer == "" {
+		return "", fmt.Errorf("simulated tenant's Presence.ini: PBXWatch %q needs SIPServer (the PBX to watch)", o.PBXWatch)
+	}
 	if err := os.WriteFile(filepath.Join(o.Dir, CAFileName), sim.CAPEM(), 0o644); err != nil {
 		return "", err
 	}
-	if err := WriteUsers(o.Dir, sim.Users()); err != nil {
+	var accountOf []string // each user's account, when the users file names it
+	if o.SecretUsers > 0 {
+		if o.AccountID == "" {
+			o.AccountID = "main"
+		}
+		for i := range sim.Users() {
+			accountOf = append(accountOf, o.AccountID)
+			if i < o.SecretUsers {
+				accountOf[i] = SecretAccountID
+			}
+		}
+	}
+	if err := writeUsers(o.Dir, sim.Users(), accountOf); err != nil {
 		return "", err
 	}
 	var ini strings.Builder
@@ -147,6 +180,11 @@ func Write(sim *graphsim.Server, o Options) (string, error) {
 			}
 			o.Accounts += fmt.Sprintf("ClientID = %s\nAuth = secret\nClientSecret = %s\n", graphsim.DefaultDaemonApp, o.ClientSecret)
 		}
+		if o.SecretUsers > 0 {
+			section(o.Accounts)
+			o.Accounts = fmt.Sprintf("[Account.%s]\nTenantID = %s\nClientID = %s\nAuth = secret\nClientSecret = %s\n",
+				SecretAccountID, sim.TenantID(), graphsim.DefaultDaemonApp, cmp.Or(o.ClientSecret, graphsim.DefaultDaemonSecret))
+		}
 	}
 	section(o.Accounts)
 	if o.HTTPURL != "" {
@@ -154,6 +192,9 @@ func Write(sim *graphsim.Server, o Options) (string, error) {
 	}
 	if o.SIPServer != "" {
 		section("[SIP]\nServer = " + o.SIPServer + "\n")
+	}
+	if o.PBXWatch != "" {
+		section("[PBX]\nWatch = " + o.PBXWatch + "\n")
 	}
 	section(o.Extra)
 	path := filepath.Join(o.Dir, configFileName)
@@ -167,10 +208,31 @@ func Write(sim *graphsim.Server, o Options) (string, error) {
 // CRLF): UPN, SIP URI sip:<1000+i>@pbx.example, extension 1000+i and the display
 // name of the i-th user.
 func WriteUsers(dir string, us []graphsim.User) error {
+	return writeUsers(dir, us, nil)
+}
+
+// writeUsers is WriteUsers with an Account column when accountOf (the i-th
+// user's account) is given.
+func writeUsers(dir string, us []graphsim.User, accountOf []string) error {
 	var csv strings.Builder
-	csv.WriteString("UPN;SIP URI;Extension;Name\r\n")
+	csv.WriteString("UPN;SIP URI;Extension;Name")
+	if accountOf != nil {
+		csv.WriteString(";Account")
+	}
+	csv.WriteString("\r\n")
 	for i, u := range us {
-		fmt.Fprintf(&csv, "%s;sip:%d@pbx.example;%d;%s\r\n", u.UPN, 1000+i, 1000+i, u.DisplayName)
+		fmt.Fprintf(&csv, "%s;%s;%d;%s", u.UPN, SIPURI(i), 1000+i, u.DisplayName)
+		if accountOf != nil {
+			csv.WriteString(";" + accountOf[i])
+		}
+		csv.WriteString("\r\n")
 	}
 	return os.WriteFile(filepath.Join(dir, usersFileName), []byte(csv.String()), 0o644)
 }
+
+// SIPURI is the SIP URI users.csv gives the i-th simulated user (from 0):
+// sip:<1000+i>@pbx.example, the PBX's domain in package kamailio too.
+func SIPURI(i int) string { return fmt.Sprintf("sip:%d@%s", 1000+i, PBXDomain) }
+
+// PBXDomain is the domain of the users' SIP URIs.
+const PBXDomain = "pbx.example"
