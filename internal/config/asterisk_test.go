@@ -49,15 +49,15 @@ func TestAsteriskSection(t *testing.T) {
 
 func TestAsteriskErrors(t *testing.T) {
 	for ini, want := range map[string]string{
-		"URL = http://pb:pw@pbx.example.com:8088/ari":    "do not put user:password@ in the URL; set [Asterisk] Username and Password",
-		"URL = http://pbx.example.com:8088":              `no path: ARI is at /ari below http.conf's address, e.g. http://pbx.example.com:8088/ari`,
+		"URL = http://pb:pw@pbx.example.com:8088/ari":     "do not put user:password@ in the URL; set [Asterisk] Username and Password",
+		"URL = http://pbx.example.com:8088":               `no path: ARI is at /ari below http.conf's address, e.g. http://pbx.example.com:8088/ari`,
 		"URL = http://pbx.example.com:8088/ari?api_key=x": "ARI's base takes no ?query",
-		"URL = http://pbx.example.com:8088/ari":          "[Asterisk] Username is empty; set it to the ari.conf user presencebridge signs in as",
-		"Username = pb\nPassword = pw":                   "[Asterisk] Username is set but URL is not, so nothing is sent to Asterisk; set URL = <ARI's base URL",
-		"Mode = ami\nSecret = s":                         "[Asterisk] Secret is set but Address is not, so nothing is sent to Asterisk; set Address = <the manager interface's host:port",
-		"Mode = ami\nAddress = pbx example":              "not a host name or address",
-		"Device = teams-{extension":                      "a { without its }",
-		"Device = teams":                                 "no field, so every user would get the same device",
+		"URL = http://pbx.example.com:8088/ari":           "[Asterisk] Username is empty; set it to the ari.conf user presencebridge signs in as",
+		"Username = pb\nPassword = pw":                    "[Asterisk] Username is set but URL is not, so nothing is sent to Asterisk; set URL = <ARI's base URL",
+		"Mode = ami\nSecret = s":                          "[Asterisk] Secret is set but Address is not, so nothing is sent to Asterisk; set Address = <the manager interface's host:port",
+		"Mode = ami\nAddress = pbx example":               "not a host name or address",
+		"Device = teams-{extension":                       "a { without its }",
+		"Device = teams":                                  "no field, so every user would get the same device",
 	} {
 		_, err := Load(writeINI(t, t.TempDir(), []byte(minimal+"[Asterisk]\n"+ini+"\n")))
 		if err == nil || !strings.Contains(err.Error(), want) {
