@@ -12,7 +12,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/presencebridge/presencebridge/internal/delivery"
 	"github.com/presencebridge/presencebridge/internal/platform/backoff"
 )
 
@@ -116,14 +115,15 @@ func (c *amiClient) login(ctx context.Context) (*amiSession, error) {
 	ctx, cancel := c.o.timeout(ctx)
 	defer cancel()
 	addr := c.o.Address
+	op := "AMI " + addr
 	var d net.Dialer
 	conn, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
-		fix := "check [Asterisk] Address, and that manager.conf has enabled = yes and binds a port and address this host can reach"
+		fix := "check [Asterisk] Address, and that manager.conf has enabled = yes and binds a port and address this host can reach (and no firewall drops it)"
 		if errors.Is(err, context.DeadlineExceeded) {
-			return nil, fmt.Errorf("AMI %s: no connection within %s ([Asterisk] Timeout); %s: %w", addr, c.o.Timeout, fix, delivery.ErrTargetDown)
+			return nil, down(op, fmt.Sprintf("no connection within %s ([Asterisk] Timeout)", c.o.Timeout), fix)
 		}
-		return nil, fmt.Errorf("AMI %s: %v; %s: %w", addr, err, fix, delivery.ErrTargetDown)
+		return nil, down(op, err.Error(), fix)
 	}
 	ok := false
 	defer func() {
@@ -143,29 +143,29 @@ func (c *amiClient) login(ctx context.Context) (*amiSession, error) {
 		if line != "" {
 			got = fmt.Sprintf(" (it sent %q and stopped)", line)
 		}
-		return nil, fmt.Errorf("AMI %s: no greeting from Asterisk's manager interface within %s%s: %v; check that [Asterisk] Address is manager.conf's port (5038): %w",
-			addr, c.o.Timeout, got, err, delivery.ErrTargetDown)
+		return nil, down(op, fmt.Sprintf("no greeting from Asterisk's manager interface within %s%s: %v", c.o.Timeout, got, err),
+			"check that [Asterisk] Address is manager.conf's port (5038 unless changed)")
 	}
 	banner := strings.TrimSpace(line)
 	if !strings.HasPrefix(banner, amiBanner) {
-		return nil, fmt.Errorf("AMI %s: not Asterisk's manager interface (it greets with %q); [Asterisk] Address is manager.conf's port, 5038 unless changed: %w",
-			addr, clip(banner), delivery.ErrTargetDown)
+		return nil, down(op, fmt.Sprintf("not Asterisk's manager interface (it greets with %q)", clip(banner)),
+			"set [Asterisk] Address to manager.conf's port (5038 unless changed)")
 	}
 	login := "Action: Login\r\nActionID: pb-login\r\nUsername: " + c.o.Username + "\r\nSecret: " + c.o.Secret.Reveal() + "\r\nEvents: off\r\n\r\n"
 	if _, err := conn.Write([]byte(login)); err != nil {
-		return nil, fmt.Errorf("AMI %s: login: %v: %w", addr, err, delivery.ErrTargetDown)
+		return nil, down(op+": Login", err.Error(), "")
 	}
 	for {
 		m, err := readMessage(r)
 		if err != nil {
-			return nil, fmt.Errorf("AMI %s: no answer to the login within %s: %v: %w", addr, c.o.Timeout, err, delivery.ErrTargetDown)
+			return nil, down(op+": Login", fmt.Sprintf("no answer within %s: %v", c.o.Timeout, err), "")
 		}
 		if m["actionid"] != "pb-login" {
 			continue // an event sent before the login took effect
 		}
 		if !strings.EqualFold(m["response"], "Success") {
-			return nil, fmt.Errorf("AMI %s: Asterisk refused the login as %q (%s); check [Asterisk] Username and Secret against manager.conf, "+
-				"and that the user's permit = lets this host in (Asterisk says the same for both): %w", addr, c.o.Username, m["message"], delivery.ErrTargetDown)
+			return nil, down(op+": Login", fmt.Sprintf("Asterisk refused the login as %q (%s)", c.o.Username, m["message"]),
+				"check [Asterisk] Username and Secret against manager.conf, and that the user's permit = lets this host in (Asterisk says the same for both)")
 		}
 		break
 	}
@@ -291,20 +291,20 @@ func (c *amiClient) action(ctx context.Context, name string, fields ...string) (
 	if err != nil {
 		forget()
 		s.fail(err)
-		return nil, fmt.Errorf("AMI %s: %s: the connection broke: %v: %w", c.o.Address, name, err, delivery.ErrTargetDown)
+		return nil, down("AMI "+c.o.Address+": "+name, "the connection broke: "+err.Error(), "")
 	}
 	select {
 	case m := <-ch:
 		return m, nil
 	case <-s.done:
 		forget()
-		return nil, fmt.Errorf("AMI %s: %s: the connection broke: %v: %w", c.o.Address, name, s.err, delivery.ErrTargetDown)
+		return nil, down("AMI "+c.o.Address+": "+name, fmt.Sprintf("the connection broke: %v", s.err), "")
 	case <-ctx.Done():
 		forget()
 		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
 			s.fail(errors.New("an action got no answer"))
-			return nil, fmt.Errorf("AMI %s: %s: no answer within %s ([Asterisk] Timeout); the session is ended and made again: %w",
-				c.o.Address, name, c.o.Timeout, delivery.ErrTargetDown)
+			return nil, down("AMI "+c.o.Address+": "+name, fmt.Sprintf("no answer within %s ([Asterisk] Timeout); the session is ended and made again", c.o.Timeout),
+				"check that Asterisk is up and not overloaded, or raise [Asterisk] Timeout")
 		}
 		return nil, ctx.Err()
 	}
@@ -352,17 +352,17 @@ func (c *amiClient) ping(ctx context.Context) error {
 // refusal turns an error response into an error with its fix.
 func (c *amiClient) refusal(what string, m amiMessage, state string) error {
 	msg := m["message"]
+	op := "AMI " + c.o.Address + ": " + what
 	switch lower := strings.ToLower(msg); {
 	case strings.Contains(lower, "permission denied"):
-		return fmt.Errorf("AMI %s: %s: %s: manager user %q may not do this; add call to its write = line in manager.conf: %w",
-			c.o.Address, what, msg, c.o.Username, delivery.ErrTargetDown)
+		return down(op, fmt.Sprintf("%s: manager user %q may not do this", msg, c.o.Username), "add call to the user's write = line in manager.conf, then manager reload")
 	case state != "" && strings.Contains(lower, "variable not set"):
 		// Seen while Asterisk boots (the manager answers before func_devstate
 		// is loaded); the states themselves are checked with [Mapping].
-		return fmt.Errorf("AMI %s: %s = %s: %s: Asterisk cannot set Custom: device states now; it is still starting, "+
-			"or func_devstate is not loaded (module load func_devstate.so): %w", c.o.Address, what, state, msg, delivery.ErrTargetDown)
+		return down(op+" = "+state, msg+": Asterisk cannot set Custom: device states now; it is still starting, or func_devstate is not loaded",
+			"if it lasts: module load func_devstate.so on the Asterisk console")
 	}
-	return fmt.Errorf("AMI %s: %s: %s %s", c.o.Address, what, m["response"], msg)
+	return failed(op, m["response"]+" "+msg, "")
 }
 
 // check logs in and asks which actions the manager user may run
@@ -378,8 +378,8 @@ func (c *amiClient) check(ctx context.Context) (string, error) {
 		banner = s.banner
 	}
 	if _, ok := m["setvar"]; !ok {
-		return "", fmt.Errorf("AMI %s: logged in as %q, but that manager user may not run Setvar; add call to its write = line in manager.conf, then manager reload",
-			c.o.Address, c.o.Username)
+		return "", failed("AMI "+c.o.Address+": ListCommands", fmt.Sprintf("logged in as %q, but that manager user may not run Setvar", c.o.Username),
+			"add call to the user's write = line in manager.conf, then manager reload")
 	}
 	return fmt.Sprintf("%s at %s; logged in as %s, who may run Setvar", banner, c.o.Address, c.o.Username), nil
 }

@@ -12,7 +12,6 @@ import (
 	"net/url"
 	"strings"
 
-	"github.com/presencebridge/presencebridge/internal/delivery"
 	"github.com/presencebridge/presencebridge/internal/platform/redact"
 	"github.com/presencebridge/presencebridge/internal/platform/transport"
 )
@@ -69,7 +68,7 @@ func (c *ariClient) get(ctx context.Context, name string) (string, error) {
 	}
 	var ds struct{ State string }
 	if err := json.Unmarshal(body, &ds); err != nil || ds.State == "" {
-		return "", fmt.Errorf("GET %s%s: not ARI's answer (%s)", c.where(), devicePath(name), oneLine(body))
+		return "", failed("GET "+c.where()+devicePath(name), "not ARI's answer ("+oneLine(body)+")", "")
 	}
 	return ds.State, nil
 }
@@ -89,8 +88,7 @@ func (c *ariClient) info(ctx context.Context) (string, error) {
 		System struct{ Version string }
 	}
 	if err := json.Unmarshal(body, &info); err != nil || info.System.Version == "" {
-		return "", fmt.Errorf("GET %s/asterisk/info: not ARI's answer (%s); [Asterisk] URL is ARI's base, e.g. http://pbx.example.com:8088/ari: %w",
-			c.where(), oneLine(body), delivery.ErrTargetDown)
+		return "", down("GET "+c.where()+"/asterisk/info", "not ARI's answer ("+oneLine(body)+")", "set [Asterisk] URL to ARI's base, e.g. http://pbx.example.com:8088/ari")
 	}
 	return info.System.Version, nil
 }
@@ -129,13 +127,14 @@ func (c *ariClient) do(ctx context.Context, method, path, state string) ([]byte,
 	what := method + " " + c.where() + strings.SplitN(path, "?", 2)[0]
 	req, err := http.NewRequestWithContext(ctx, method, c.base+path, nil)
 	if err != nil {
-		return nil, delivery.Permanent("%s: %v", what, err)
+		return nil, refused(what, err.Error(), "")
 	}
 	req.SetBasicAuth(c.s.Username, c.s.Password.Reveal())
 	req.Header.Set("User-Agent", "presencebridge")
 	resp, err := c.hc.Do(req)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %s: %w", what, c.explain(err), delivery.ErrTargetDown)
+		cause, fix := c.explain(err)
+		return nil, down(what, cause, fix)
 	}
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
@@ -155,30 +154,30 @@ func ariRefusal(what, status string, code int, body []byte, s Settings, state st
 	if json.Unmarshal(body, &ari) == nil && ari.Message != "" {
 		msg = ari.Message
 	}
+	said := status + " (" + msg + ")"
 	switch {
 	case code == http.StatusUnauthorized:
-		return fmt.Errorf("%s: %s (%s): ARI refused user %q; check [Asterisk] Username and Password against the user in ari.conf: %w",
-			what, status, msg, s.Username, delivery.ErrTargetDown)
+		return down(what, fmt.Sprintf("%s: ARI refused user %q", said, s.Username),
+			"check [Asterisk] Username and Password against the user in ari.conf (a section with type = user)")
 	case code == http.StatusForbidden:
-		return fmt.Errorf("%s: %s (%s): ARI user %q may only read; set read_only = no for it in ari.conf: %w",
-			what, status, msg, s.Username, delivery.ErrTargetDown)
+		return down(what, fmt.Sprintf("%s: ARI user %q may only read", said, s.Username), "set read_only = no for that user in ari.conf, then module reload res_ari.so")
 	case code == http.StatusNotFound:
-		return fmt.Errorf("%s: %s (%s): no ARI deviceStates resource there; [Asterisk] URL is ARI's base, e.g. http://pbx.example.com:8088/ari, "+
-			"and Asterisk needs res_ari_device_states and res_stasis_device_state loaded: %w", what, status, msg, delivery.ErrTargetDown)
+		return down(what, said+": no ARI deviceStates resource there",
+			"set [Asterisk] URL to ARI's base, e.g. http://pbx.example.com:8088/ari, and load res_ari_device_states and res_stasis_device_state in Asterisk")
 	case code == http.StatusConflict:
-		return delivery.Permanent("%s: %s (%s): Asterisk does not let ARI control this device; device states set over ARI are named Stasis:<name> "+
-			"(presencebridge adds the prefix; [Asterisk] Device is the part after it), and the hints must name the same Stasis: device", what, status, msg)
+		return refused(what, said+": Asterisk does not let ARI control this device",
+			"device states set over ARI are named Stasis:<name> (presencebridge adds the prefix; [Asterisk] Device is the part after it), and the hints must name the same Stasis: device")
 	case code == http.StatusInternalServerError && strings.Contains(strings.ToLower(msg), "unknown device"):
-		return delivery.Permanent("%s: %s (%s): Asterisk does not take the device state %q; use NOT_INUSE, INUSE, BUSY, UNAVAILABLE, RINGING, RINGINUSE or ONHOLD "+
-			"in the [Mapping] rule's device state column", what, status, msg, state)
+		return refused(what, fmt.Sprintf("%s: Asterisk does not take the device state %q", said, state),
+			"use NOT_INUSE, INUSE, BUSY, UNAVAILABLE, RINGING, RINGINUSE or ONHOLD in the [Mapping] rule's device state column")
 	case code >= 500:
-		return fmt.Errorf("%s: %s (%s): %w", what, status, msg, delivery.ErrTargetDown)
+		return down(what, said, "")
 	}
-	return delivery.Permanent("%s: %s (%s)", what, status, msg)
+	return refused(what, said, "")
 }
 
-// explain turns a transport error into a short cause.
-func (c *ariClient) explain(err error) string {
+// explain turns a transport error into a short cause and its fix.
+func (c *ariClient) explain(err error) (cause, fix string) {
 	var ue *url.Error
 	if errors.As(err, &ue) {
 		err = ue.Err
@@ -188,15 +187,13 @@ func (c *ariClient) explain(err error) string {
 	var ce *tls.CertificateVerificationError
 	switch {
 	case errors.Is(err, context.DeadlineExceeded):
-		return fmt.Sprintf("no answer within %s ([Asterisk] Timeout)", c.s.Timeout)
+		return fmt.Sprintf("no answer within %s ([Asterisk] Timeout)", c.s.Timeout), "check that Asterisk is up and not overloaded, or raise [Asterisk] Timeout"
 	case errors.As(err, &he):
-		return "Asterisk's TLS certificate is not for this host name (" + err.Error() + "); use a name the certificate lists in [Asterisk] URL"
+		return "Asterisk's TLS certificate is not for this host name (" + err.Error() + ")", "use a name the certificate lists in [Asterisk] URL"
 	case errors.As(err, &ua) || errors.As(err, &ce):
-		return "Asterisk's TLS certificate is not trusted (" + err.Error() + "); put the CA that signed it in [Asterisk] CAFile"
-	case strings.Contains(err.Error(), "connection refused"):
-		return err.Error() + "; check [Asterisk] URL, and that http.conf has enabled = yes and binds that address and port"
+		return "Asterisk's TLS certificate is not trusted (" + err.Error() + ")", "put the CA that signed it in [Asterisk] CAFile"
 	}
-	return err.Error()
+	return err.Error(), "check [Asterisk] URL, and that Asterisk's http.conf has enabled = yes and binds that address and port (and no firewall drops it)"
 }
 
 // oneLine shortens a response to one line for an error message.

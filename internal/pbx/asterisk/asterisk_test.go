@@ -239,6 +239,9 @@ func TestIntegrationWrongCredentials(t *testing.T) {
 				if strings.Contains(err.Error(), c.password) {
 					t.Errorf("error shows the password: %v", err)
 				}
+				if ae := (*Error)(nil); !errors.As(err, &ae) || ae.Fix == "" {
+					t.Errorf("error %v has no fix of its own (verify shows it apart)", err)
+				}
 			}
 		})
 	}

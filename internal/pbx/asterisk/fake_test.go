@@ -396,7 +396,7 @@ func TestARIRefusals(t *testing.T) {
 	}{
 		{"wrong password", 401, `{"message":"Authentication required"}`, true, false, "check [Asterisk] Username and Password against the user in ari.conf"},
 		{"read only", 403, `{"message":"Forbidden"}`, true, false, "read_only = no"},
-		{"not ARI", 404, "<html><title>404 Not Found</title></html>", true, false, "[Asterisk] URL is ARI's base, e.g. http://pbx.example.com:8088/ari"},
+		{"not ARI", 404, "<html><title>404 Not Found</title></html>", true, false, "set [Asterisk] URL to ARI's base, e.g. http://pbx.example.com:8088/ari"},
 		{"uncontrolled", 409, `{"message":"Uncontrolled device specified"}`, false, true, "named Stasis:<name>"},
 		{"unknown state", 500, `{"message":"Unknown device"}`, false, true, "device state column"},
 		{"shutting down", 503, "<html>Shutdown in progress</html>", true, false, "503"},
@@ -413,6 +413,10 @@ func TestARIRefusals(t *testing.T) {
 			var perm *delivery.PermanentError
 			if errors.Is(err, delivery.ErrTargetDown) != c.down || errors.As(err, &perm) != c.permanent || !strings.Contains(err.Error(), c.want) {
 				t.Errorf("err = %v; want down %v, permanent %v, with %q", err, c.down, c.permanent, c.want)
+			}
+			var ae *Error
+			if !errors.As(err, &ae) || !strings.HasPrefix(ae.Op, "PUT "+srv+"/ari/deviceStates/Stasis:teams-2000") {
+				t.Errorf("err = %#v, want an *Error naming the request", err)
 			}
 			if strings.Contains(err.Error(), "ari-pass") {
 				t.Errorf("the error shows the password: %v", err)
