@@ -3,6 +3,7 @@ package asterisk
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -414,5 +415,47 @@ func TestIntegrationBusyOnBusyDialplan(t *testing.T) {
 		}
 		until(t, "the call ended on "+step.ringing, func() bool { return ph[step.ringing].Calls() == 0 })
 		cancel()
+	}
+}
+
+// BenchmarkSend measures device states set on the real Asterisk, in batches
+// of 500 (the dispatcher's default BatchSize) with the default Concurrency:
+// ns/op is one user's state, Asterisk's time included.
+func BenchmarkSend(b *testing.B) {
+	testkit.Need(b, "the Asterisk benchmark", astsim.Find)
+	ctx := context.Background()
+	srv, err := astsim.Start(ctx, astsim.Options{Dir: b.TempDir()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer srv.Stop()
+	for _, mode := range []struct {
+		name string
+		s    Settings
+	}{{"ARI", ariSettings(srv)}, {"AMI", amiSettings(srv)}} {
+		b.Run(mode.name, func(b *testing.B) {
+			tg, err := New(Options{Settings: mode.s, Logger: slog.New(slog.DiscardHandler)})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer tg.Close()
+			batches := [2][]delivery.Item{}
+			for i := range 500 {
+				u := users.User{UPN: fmt.Sprintf("u%d@contoso.test", i), Extension: fmt.Sprint(100000 + i)}
+				batches[0] = append(batches[0], item(u, presence.Busy, presence.ActInACall))
+				batches[1] = append(batches[1], item(u, presence.Available, presence.ActAvailable))
+			}
+			n := 0
+			for b.Loop() {
+				for _, err := range tg.Send(ctx, batches[n%2]) {
+					if err != nil {
+						b.Fatal(err)
+					}
+				}
+				n++
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(n*500), "ns/state")
+			b.ReportMetric(float64(n*500)/b.Elapsed().Seconds(), "states/s")
+		})
 	}
 }
