@@ -459,3 +459,43 @@ func BenchmarkSend(b *testing.B) {
 		})
 	}
 }
+
+// The two-hint layout the README shows against loops with [PBX] Watch: the
+// BLF key's hint combines the phone and the Teams device, the hint the watch
+// subscribes to names the phone alone, so a Teams call set on Asterisk lights
+// the key but is never taken for a call on the PBX; a real call shows on both.
+func TestIntegrationWatchHintLeavesTeamsOut(t *testing.T) {
+	t.Parallel()
+	srv := startAsterisk(t, astsim.Options{Dialplan: "exten => watch-1000,hint,PJSIP/1000"})
+	ph := testkit.Phones(t, srv.SIPAddr, srv.Domain, srv.Users, "1000", "1001")
+	tg := newTarget(t, ariSettings(srv))
+	blf, pbx := watcher(t, srv, "1000"), watcher(t, srv, "watch-1000")
+	waitLamp(t, srv, blf, "idle at first", idle)
+	waitLamp(t, srv, pbx, "idle at first", idle)
+
+	send(t, tg, item(user(srv, "1000"), presence.Busy, presence.ActInACall))
+	waitLamp(t, srv, blf, "busy on the BLF key while Teams says in a call", lit)
+	// Give a NOTIFY that should not come the time to come.
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+		n, err := pbx.Next(ctx)
+		cancel()
+		if err != nil {
+			break
+		}
+		if lit(n) {
+			t.Fatalf("the watch's hint shows the Teams call as a call on the PBX: %v", n.DialogStates)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	call, err := ph["1001"].Call(ctx, srv.URI("1000"))
+	if err != nil {
+		t.Fatalf("%v\n%s", err, srv.LogTail(20))
+	}
+	waitLamp(t, srv, pbx, "busy on the watch's hint during a real call", lit)
+	if err := call.Hangup(ctx); err != nil {
+		t.Fatal(err)
+	}
+	waitLamp(t, srv, pbx, "idle on the watch's hint after the call", idle)
+}
