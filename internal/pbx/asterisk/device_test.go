@@ -3,6 +3,7 @@ package asterisk
 import (
 	"context"
 	"errors"
+	"os"
 	"strings"
 	"testing"
 
@@ -94,5 +95,21 @@ func TestNewRefusesIncompleteSettings(t *testing.T) {
 		if _, err := New(Options{Settings: s}); err == nil {
 			t.Errorf("%s: New accepted %+v", name, s)
 		}
+	}
+}
+
+// The README quotes the busy-on-busy example the integration test runs, as
+// it is.
+func TestREADMEQuotesTheBusyOnBusyExample(t *testing.T) {
+	example, err := os.ReadFile("testdata/busy-on-busy.conf")
+	if err != nil {
+		t.Fatal(err)
+	}
+	readme, err := os.ReadFile("../../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(readme), "```\n"+string(example)+"```\n") {
+		t.Errorf("README.md does not quote testdata/busy-on-busy.conf as it is:\n%s", example)
 	}
 }
