@@ -254,7 +254,13 @@ func (t *Target) send(ctx context.Context, it delivery.Item) error {
 	}
 	ctx = context.WithoutCancel(ctx)
 	if it.Remove() {
-		return t.be.remove(ctx, name)
+		err := t.be.remove(ctx, name)
+		t.mu.Lock()
+		if err == nil && t.last.name == name {
+			t.last.name, t.last.state = "", "" // gone on purpose: not a device to probe
+		}
+		t.mu.Unlock()
+		return err
 	}
 	state := it.Mapped.Device()
 	if err := t.be.set(ctx, name, state); err != nil {

@@ -170,6 +170,9 @@ func TestIntegrationTurnsHintsBusyAndIdle(t *testing.T) {
 
 			send(t, tg, removal(u))
 			waitLamp(t, srv, w, "idle after the user left the users file", idle)
+			if err := tg.Probe(ctx); err != nil {
+				t.Errorf("Probe after the last user set was withdrawn: %v", err)
+			}
 			want := "UNAVAILABLE" // AMI cannot delete a Custom: device
 			if c.mode == "ARI" {
 				want = "UNKNOWN" // deleted
