@@ -109,7 +109,7 @@ func cmdStatus(g globals, args []string) int {
 	tw.Flush()
 	printPBXWatch(g, rep)
 	if len(rep.Targets) == 0 {
-		fmt.Fprintln(g.stdout, "\nNo delivery target: set [SIP] Server or [HTTP] URL to send presence to the PBX.")
+		fmt.Fprintln(g.stdout, "\nNo delivery target: set [SIP] Server, [HTTP] URL or [Asterisk] URL (Mode = ami: Address) to send presence to the PBX.")
 		return exitOK
 	}
 	tw = tabwriter.NewWriter(g.stdout, 0, 0, 2, ' ', 0)

@@ -16,7 +16,7 @@ func cmdSyncAll(g globals, args []string) int {
 	fs.SetOutput(g.stderr)
 	wait := fs.Duration("wait", 2*time.Minute, "when the service is stopped: how long to deliver before giving up (the rest stays queued for the service)")
 	fs.Usage = func() {
-		fmt.Fprintln(g.stderr, "Usage: presencebridge sync-all [--wait 2m]\n\nSends every user's current state to every target ([SIP], [HTTP]), changed or not.\nWith the service running, the service sends them; otherwise this command does, until done or --wait.")
+		fmt.Fprintln(g.stderr, "Usage: presencebridge sync-all [--wait 2m]\n\nSends every user's current state to every target ([SIP], [HTTP], [Asterisk]), changed or not.\nWith the service running, the service sends them; otherwise this command does, until done or --wait.")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {

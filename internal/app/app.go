@@ -381,7 +381,12 @@ func (a *App) Run(ctx context.Context) error {
 					example = upn
 				}
 			}
-			if skipped > 0 {
+			switch {
+			case skipped == 0:
+			case t.Name() == "asterisk":
+				a.log.Warn("Users the [Asterisk] Device template names no device for are not sent to Asterisk; fill in what the template needs in the users file, or change Device",
+					"target", t.Name(), "users", skipped, "example", example, "device", a.cfg.Asterisk.Device, "usersFile", a.cfg.UsersFile)
+			default:
 				a.log.Warn("Users without a SIP URI are not published over SIP; add the SIP URI column in the users file",
 					"target", t.Name(), "users", skipped, "example", example, "usersFile", a.cfg.UsersFile)
 			}
@@ -454,10 +459,26 @@ type PresenceReport struct {
 	// the user in Teams (a call shown there).
 	PBX     *watch.UserStatus `json:"pbx,omitempty"`
 	Session *write.UserStatus `json:"teamsSession,omitempty"`
+	// Asterisk is the user's device on Asterisk and the state Asterisk has
+	// for it now, where [Asterisk] is configured.
+	Asterisk *AsteriskDevice `json:"asterisk,omitempty"`
 	// LiveError says why Live could not be read (a dead sign-in, Graph down);
 	// the rest of the report is what presencebridge kept. Fix is what to do, when known.
 	LiveError string `json:"liveError,omitempty"`
 	Fix       string `json:"fix,omitempty"`
+}
+
+// AsteriskDevice is a user's device as the hints name it and the state Asterisk
+// has for it, read when asked; Error says why it could not be read.
+type AsteriskDevice struct {
+	Device string `json:"device,omitempty"`
+	State  string `json:"state,omitempty"`
+	Error  string `json:"error,omitempty"`
+}
+
+// deviceLookup is a target that can read a user's state back (Asterisk).
+type deviceLookup interface {
+	Lookup(ctx context.Context, u users.User) (device, state string, err error)
 }
 
 // LivePresence is one user's presence read from Graph just now.
@@ -508,6 +529,15 @@ func (a *App) presence(ctx context.Context, upn string) (PresenceReport, error) 
 	if w := ref.account.writer; w != nil {
 		if us, ok := w.User(upn); ok {
 			rep.Session = &us
+		}
+	}
+	for _, t := range a.targets {
+		if l, ok := t.(deviceLookup); ok {
+			dev, st, err := l.Lookup(ctx, *ref.user)
+			rep.Asterisk = &AsteriskDevice{Device: dev, State: st}
+			if err != nil {
+				rep.Asterisk.Error = err.Error()
+			}
 		}
 	}
 	ctx, cancel := context.WithTimeout(ctx, a.cfg.Polling.RequestTimeout)

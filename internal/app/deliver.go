@@ -8,11 +8,13 @@ import (
 	"github.com/presencebridge/presencebridge/internal/compose"
 	"github.com/presencebridge/presencebridge/internal/config"
 	"github.com/presencebridge/presencebridge/internal/delivery"
+	"github.com/presencebridge/presencebridge/internal/pbx/asterisk"
 	"github.com/presencebridge/presencebridge/internal/pbx/cti"
 	"github.com/presencebridge/presencebridge/internal/pbx/sip"
 )
 
-// buildTargets makes the delivery targets configured in [SIP] and [HTTP].
+// buildTargets makes the delivery targets configured in [SIP], [HTTP] and
+// [Asterisk].
 func (a *App) buildTargets(cfg *config.Config) ([]delivery.Target, error) {
 	var out []delivery.Target
 	if cfg.SIP.Server != "" {
@@ -29,6 +31,13 @@ func (a *App) buildTargets(cfg *config.Config) ([]delivery.Target, error) {
 		}
 		out = append(out, t)
 	}
+	if cfg.Asterisk.Enabled() {
+		t, err := asterisk.New(asterisk.Options{Settings: cfg.Asterisk, Clock: a.clk, Logger: a.log.With("target", "asterisk")})
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", cfg.Path, err)
+		}
+		out = append(out, t)
+	}
 	return out, nil
 }
 
@@ -36,7 +45,7 @@ func (a *App) buildTargets(cfg *config.Config) ([]delivery.Target, error) {
 // that is stale) for every target, whether it changed or not.
 func (a *App) SyncAll(ctx context.Context) (compose.SyncReport, error) {
 	if len(a.dispatcher.Targets()) == 0 {
-		return compose.SyncReport{}, fmt.Errorf("no delivery target is configured; set [SIP] Server or [HTTP] URL in %s", a.cfg.Path)
+		return compose.SyncReport{}, fmt.Errorf("no delivery target is configured; set [SIP] Server, [HTTP] URL or [Asterisk] URL (Mode = ami: Address) in %s", a.cfg.Path)
 	}
 	rep, err := a.composer.Sync(ctx, a.groups())
 	rep.Targets = a.dispatcher.Targets()

@@ -71,6 +71,7 @@ type Config struct {
 	// Delivery to the phone system.
 	SIP      SIP
 	HTTP     HTTP
+	Asterisk Asterisk
 	Delivery Delivery
 	// Mapping is the default table with [Mapping] overrides applied.
 	Mapping *presence.Mapping

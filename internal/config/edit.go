@@ -20,7 +20,8 @@ type Setting struct{ Key, Value string }
 // Set writes settings into the Presence.ini at path in place: the key's line is
 // rewritten, or the key is added at the end of its section, or the section at the
 // end of the file; comments, order and line endings stay. Secrets (ClientSecret,
-// [SIP] Password, [Proxy] Password, [HTTP] Header.*) are written encrypted. The result must load:
+// [SIP] Password, [Proxy] Password, [HTTP] Header.*, [Asterisk] Password and
+// Secret) are written encrypted. The result must load:
 // if it would not, nothing is written and the error says why.
 func Set(path string, settings []Setting) error {
 	abs, err := filepath.Abs(path)
@@ -129,7 +130,8 @@ func isSecretKey(section, key string) bool {
 	return (strings.HasPrefix(s, "account.") && k == "clientsecret") ||
 		(s == "sip" && k == "password") ||
 		(s == "proxy" && k == "password") ||
-		(s == "http" && strings.HasPrefix(k, "header."))
+		(s == "http" && strings.HasPrefix(k, "header.")) ||
+		(s == "asterisk" && (k == "password" || k == "secret"))
 }
 
 // quoteValue puts v in double quotes when it would otherwise read differently.

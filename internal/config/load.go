@@ -149,6 +149,7 @@ func (l *loader) build(f *iniFile) *Config {
 	l.polling(cfg, empty("Polling"))
 	l.sip(cfg, empty("SIP"))
 	l.http(cfg, empty("HTTP"))
+	l.asterisk(cfg, empty("Asterisk"))
 	l.delivery(cfg, empty("Delivery"))
 	l.mapping(cfg, empty("Mapping"))
 	l.pbx(cfg, empty("PBX"))
@@ -247,7 +248,7 @@ func (l *loader) unknownSection(name string, line int) {
 		l.add(line, "unknown section [%s]; did you mean [%s]?", name, s)
 		return
 	}
-	l.add(line, "unknown section [%s]; the sections are [General], [Microsoft], [Proxy], [Polling], [Account.<id>], [SIP], [HTTP], [Delivery], [Mapping] and [PBX]", name)
+	l.add(line, "unknown section [%s]; the sections are [General], [Microsoft], [Proxy], [Polling], [Account.<id>], [SIP], [HTTP], [Asterisk], [Delivery], [Mapping] and [PBX]", name)
 }
 
 func (l *loader) unknownKey(sec *section, kind, written string, line int) {
@@ -285,7 +286,7 @@ func (l *loader) unknownKey(sec *section, kind, written string, line int) {
 // message says it ("[SIP]", "an [Account.<id>] section", "the top of the
 // file"), or "". [PBX] looks in [SIP] first: the watch uses its connection.
 func sectionOf(written, kind string) string {
-	order := []string{"", "general", "microsoft", "proxy", "polling", "account", "sip", "http", "delivery", "pbx"}
+	order := []string{"", "general", "microsoft", "proxy", "polling", "account", "sip", "http", "asterisk", "delivery", "pbx"}
 	if kind == "pbx" {
 		order = append([]string{"sip"}, order...)
 	}

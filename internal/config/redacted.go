@@ -11,7 +11,7 @@ import (
 
 // Redacted renders the effective configuration (defaults filled in, paths resolved,
 // per-account values resolved) as INI text for `presencebridge verify` and support
-// tickets. ClientSecret and the proxy password appear as "***".
+// tickets. ClientSecret and the other passwords and secrets appear as "***".
 func (c *Config) Redacted() string {
 	var b strings.Builder
 	kv := func(k, v string) { b.WriteString(strings.TrimSpace(k+" = "+v) + "\n") }
@@ -102,6 +102,19 @@ func (c *Config) Redacted() string {
 	kv("ClientKeyFile", c.HTTP.ClientKeyFile)
 	kv("Timeout", formatDuration(c.HTTP.Timeout))
 	kv("Concurrency", strconv.Itoa(c.HTTP.Concurrency))
+
+	a := c.Asterisk
+	b.WriteString("\n[Asterisk]\n")
+	kv("Mode", a.Mode)
+	kv("URL", redact.URL(a.URL, redact.Options{Mask: redacted, DropQuery: true}))
+	kv("Username", a.Username)
+	kv("Password", a.Password.String())
+	kv("CAFile", a.CAFile)
+	kv("Address", a.Address)
+	kv("Secret", a.Secret.String())
+	kv("Device", a.Device)
+	kv("Timeout", formatDuration(a.Timeout))
+	kv("Concurrency", strconv.Itoa(a.Concurrency))
 
 	b.WriteString("\n[Delivery]\n")
 	kv("RetryMin", formatDuration(c.Delivery.RetryMin))

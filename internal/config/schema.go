@@ -29,7 +29,7 @@ const (
 
 // knownSections are the section names, canonical spelling, in file order;
 // "Account" stands for [Account.<id>].
-var knownSections = []string{"General", "Microsoft", "Proxy", "Polling", "Account", "SIP", "HTTP", "Delivery", "Mapping", "PBX"}
+var knownSections = []string{"General", "Microsoft", "Proxy", "Polling", "Account", "SIP", "HTTP", "Asterisk", "Delivery", "Mapping", "PBX"}
 
 // knownKeys lists every key by lower-case section name ("" for the top of the file,
 // "account" for every [Account.<id>]), canonical spelling, in documentation order.
@@ -45,6 +45,7 @@ var knownKeys = map[string][]string{
 		"Expires", "Concurrency", "Rate", "Timeout"},
 	// Header.<Name> keys are open (see freeKey).
 	"http":     {"URL", "Batch", "CAFile", "ClientCertFile", "ClientKeyFile", "Timeout", "Concurrency"},
+	"asterisk": {"Mode", "URL", "Username", "Password", "CAFile", "Address", "Secret", "Device", "Timeout", "Concurrency"},
 	"delivery": {"RetryMin", "RetryMax", "BatchSize", "StaleAfter", "ReassertRate", "ProbeInterval"},
 	// Every [Mapping] key is a rule (see freeKey).
 	"mapping": {},

@@ -1,7 +1,8 @@
 // Package verify runs the checks a field engineer would otherwise debug by hand:
 // the INI and users file, the budget, the network path to sign-in and Graph,
 // each account's token and its permissions, a sample of users, and the PBX
-// targets; with [PBX] Watch on, each account's permission to write presence
+// targets (SIP OPTIONS, a request to the CTI, Asterisk's ARI or AMI); with
+// [PBX] Watch on, each account's permission to write presence
 // and a SUBSCRIBE for one user. Each check gives PASS, WARN or FAIL, and every
 // FAIL its remedy.
 package verify
@@ -23,6 +24,7 @@ import (
 
 	"github.com/presencebridge/presencebridge/internal/app"
 	"github.com/presencebridge/presencebridge/internal/config"
+	"github.com/presencebridge/presencebridge/internal/pbx/asterisk"
 	"github.com/presencebridge/presencebridge/internal/pbx/cti"
 	"github.com/presencebridge/presencebridge/internal/pbx/sip"
 	"github.com/presencebridge/presencebridge/internal/pbx/watch"
@@ -133,6 +135,9 @@ func Run(ctx context.Context, o Options) []Result {
 				"add a SIP URI column to the users file (e.g. sip:1001@pbx.example.com)")
 		}
 	}
+	if cfg.Asterisk.Enabled() {
+		r.asteriskDevices(cfg, list)
+	}
 	if o.Offline {
 		return r.out
 	}
@@ -169,6 +174,9 @@ func Run(ctx context.Context, o Options) []Result {
 		}
 	}
 	r.targets(ctx, cfg)
+	if cfg.Asterisk.Enabled() {
+		r.asteriskTarget(ctx, cfg, list)
+	}
 	if watches(cfg) {
 		r.pbxWatch(ctx, cfg, list, unserved)
 	}
@@ -560,4 +568,73 @@ func ctiClient(cfg *config.Config) (*http.Client, error) {
 		return nil, err
 	}
 	return t.Client(), nil
+}
+
+// asteriskDevices warns about users the [Asterisk] Device template names no
+// device for (they are not sent to Asterisk).
+func (r *run) asteriskDevices(cfg *config.Config, list []users.User) {
+	d, err := asterisk.ParseDevice(cfg.Asterisk.Device)
+	if err != nil {
+		return // config refused it already
+	}
+	var missing []string
+	for _, u := range list {
+		if _, err := d.Name(u); err != nil {
+			missing = append(missing, err.Error())
+		}
+	}
+	if len(missing) == 0 {
+		return
+	}
+	n, more := len(missing), ""
+	if n > 3 {
+		more = fmt.Sprintf("; and %d more", n-3)
+		missing = missing[:3]
+	}
+	r.add("Asterisk devices", Warn, fmt.Sprintf("%d of %d users get no device from [Asterisk] Device = %s and are not sent to Asterisk: %s%s",
+		n, len(list), cfg.Asterisk.Device, strings.Join(missing, "; "), more),
+		"fill in what the template needs in "+cfg.UsersFile+" (e.g. the Extension column for {extension}), or change [Asterisk] Device (e.g. teams-{user}, the user part of the SIP URI)")
+}
+
+// asteriskTarget checks [Asterisk] against the PBX: ARI's info and a device
+// state set and deleted on a probe device, or the AMI login and the manager
+// user's right to Setvar; then reads the first user's device, and shows the
+// hint that combines it with the phone.
+func (r *run) asteriskTarget(ctx context.Context, cfg *config.Config, list []users.User) {
+	const name = "Asterisk target"
+	t, err := asterisk.New(asterisk.Options{Settings: cfg.Asterisk, Logger: r.o.Logger})
+	if err != nil {
+		r.add(name, Fail, err.Error(), "correct [Asterisk]")
+		return
+	}
+	defer t.Close()
+	said, err := t.Check(ctx)
+	if err != nil {
+		detail, fix := err.Error(), ""
+		var ae *asterisk.Error
+		if errors.As(err, &ae) {
+			detail, fix = ae.Op+": "+ae.Cause, ae.Fix
+		}
+		if fix == "" {
+			fix = "check that Asterisk runs and answers at " + cfg.Asterisk.Where() + ", and see its log"
+		}
+		r.add(name, Fail, detail, fix)
+		return
+	}
+	for _, u := range list {
+		dev, err := t.DeviceOf(u)
+		if err != nil {
+			continue
+		}
+		_, state, err := t.Lookup(ctx, u)
+		if err != nil {
+			state = "unreadable: " + err.Error()
+		}
+		said += fmt.Sprintf("; %s is %s, now %s", u.UPN, dev, state)
+		if u.Extension != "" {
+			said += fmt.Sprintf(" (its hint: exten => %s,hint,PJSIP/%s&%s)", u.Extension, u.Extension, dev)
+		}
+		break
+	}
+	r.add(name, Pass, said, "")
 }
