@@ -78,6 +78,7 @@ func (c *Config) Redacted() string {
 
 	b.WriteString("\n[SIP]\n")
 	kv("Server", c.SIP.Server)
+	kv("Event", c.SIP.Event)
 	kv("Transport", c.SIP.Transport)
 	kv("OutboundProxy", c.SIP.OutboundProxy)
 	kv("From", c.SIP.From)

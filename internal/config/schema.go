@@ -41,7 +41,7 @@ var knownKeys = map[string][]string{
 	"polling":   {"Interval", "BudgetRequests", "BudgetWindow", "BudgetShare", "RequestTimeout", "ResolveInterval", "ResolveRate"},
 	"account": {"TenantID", "ClientID", "Auth", "ClientSecret", "CertificateFile", "CertificateKeyFile",
 		"Username", "Domains", "LoginURL", "GraphURL", "BudgetRequests", "BudgetWindow", "BudgetShare"},
-	"sip": {"Server", "Transport", "OutboundProxy", "From", "Username", "Password", "CAFile", "ServerName",
+	"sip": {"Server", "Event", "Transport", "OutboundProxy", "From", "Username", "Password", "CAFile", "ServerName",
 		"Expires", "Concurrency", "Rate", "Timeout"},
 	// Header.<Name> keys are open (see freeKey).
 	"http":     {"URL", "Batch", "CAFile", "ClientCertFile", "ClientKeyFile", "Timeout", "Concurrency"},

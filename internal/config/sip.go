@@ -9,11 +9,14 @@ import (
 	"github.com/presencebridge/presencebridge/internal/pbx/sip"
 )
 
-// SIP is the [SIP] section: PUBLISH (RFC 3903) of PIDF presence to the PBX's
-// presence server; the publisher's own settings, with its defaults
-// (sip.DefaultSettings, which Presence.ini.example lists). Server empty means no
-// SIP target.
+// SIP is the [SIP] section: PUBLISH (RFC 3903) of PIDF presence and/or
+// dialog-info (Event) to the PBX's presence server; the publisher's own
+// settings, with its defaults (sip.DefaultSettings, which Presence.ini.example
+// lists). Server empty means no SIP target.
 type SIP = sip.Settings
+
+// sipEvents are [SIP] Event's values.
+var sipEvents = []string{sip.EventPresence, sip.EventDialog, sip.EventBoth}
 
 // sip reads [SIP]; without Server nothing is sent over SIP.
 func (l *loader) sip(cfg *Config, s *section) {
@@ -26,6 +29,15 @@ func (l *loader) sip(cfg *Config, s *section) {
 			c.Transport = v
 		default:
 			l.bad(e, "unknown transport%s; use udp, tcp or tls", didYouMean(e.value, []string{"udp", "tcp", "tls"}))
+		}
+	}
+	if e := s.get("Event"); e.set {
+		switch v := strings.ToLower(e.value); v {
+		case sip.EventPresence, sip.EventDialog, sip.EventBoth:
+			c.Event = v
+		default:
+			l.bad(e, "unknown event package%s; use presence (PIDF, for presence servers and attendant consoles), "+
+				"dialog (dialog-info, what the BLF keys of desk phones subscribe to) or both", didYouMean(e.value, sipEvents))
 		}
 	}
 	defPort := "5060"

@@ -32,12 +32,14 @@ const (
 // (sections 20.19 and 20.23: 2**32-1 seconds).
 const maxDeltaSeconds = 1<<32 - 1
 
+var fuzzKey = Key{URI: fuzzURI, Event: EventPresence}
+
 // fuzzPublisher is a Publisher that only reads answers: no user agent, no network.
 func fuzzPublisher() *Publisher {
-	s := Settings{Transport: "udp", Server: "pbx.example:5060", Expires: time.Hour, Username: fuzzUser, Password: fuzzPassword}
+	s := Settings{Transport: "udp", Event: EventPresence, Server: "pbx.example:5060", Expires: time.Hour, Username: fuzzUser, Password: fuzzPassword}
 	return &Publisher{o: Options{Settings: s, Clock: clock.Real{}}, conn: &Conn{o: s, Dest: s.Server},
 		log: slog.New(slog.DiscardHandler), dest: "pbx.example:5060",
-		pubs: map[string]*Publication{}, dirty: map[string]*Publication{}, wake: make(chan struct{}, 1)}
+		events: s.Events(), pubs: map[Key]*Publication{}, dirty: map[Key]*Publication{}, wake: make(chan struct{}, 1)}
 }
 
 func sipResponse(status, extra string) []byte {
@@ -117,7 +119,7 @@ func FuzzSIPAnswer(f *testing.F) {
 			if s <= 0 || s > maxDeltaSeconds {
 				t.Fatalf("Min-Expires %q read as %d", res.GetHeader("Min-Expires").Value(), s)
 			}
-			req := p.build(publishReq{uri: fuzzURI, target: target, expires: time.Hour})
+			req := p.build(publishReq{key: fuzzKey, target: target, expires: time.Hour})
 			req.ReplaceHeader(sip.NewHeader("Expires", strconv.Itoa(s)))
 			if got := reparse(t, req).GetHeader("Expires"); got == nil || got.Value() != strconv.Itoa(s) {
 				t.Fatalf("Expires %d sent as %v", s, got)
@@ -127,9 +129,13 @@ func FuzzSIPAnswer(f *testing.F) {
 			checkChallenge(t, p, res, target, raw)
 		}
 		if !res.IsSuccess() {
-			msg := p.refused(fuzzURI, res).Error()
+			msg := p.refused(fuzzKey, res).Error()
 			if !strings.Contains(msg, "PUBLISH "+fuzzURI+": ") || strings.Contains(msg, fuzzPassword) {
 				t.Fatalf("refusal %q does not name the URI, or holds the password", msg)
+			}
+			msg = p.refused(Key{URI: fuzzURI, Event: EventDialog}, res).Error()
+			if !strings.Contains(msg, "PUBLISH "+fuzzURI+" (Event: dialog): ") || strings.Contains(msg, fuzzPassword) {
+				t.Fatalf("refusal %q does not name the URI and the event, or holds the password", msg)
 			}
 		}
 	})
@@ -139,7 +145,7 @@ func FuzzSIPAnswer(f *testing.F) {
 func checkPublished(t *testing.T, p *Publisher, res *sip.Response, target sip.Uri) {
 	t.Helper()
 	before := time.Now()
-	pub := p.published(res, presence.Mapped{State: "busy", Basic: "open", Note: "Busy"}, "old-etag")
+	pub := p.published(res, presence.Mapped{State: "busy", Basic: "open", Note: "Busy"}, "old-etag", 0)
 	after := time.Now()
 	if pub.Lifetime <= 0 || pub.Lifetime > maxDeltaSeconds*time.Second {
 		t.Fatalf("lifetime %v kept from Expires %v", pub.Lifetime, res.GetHeader("Expires"))
@@ -160,7 +166,7 @@ func checkPublished(t *testing.T, p *Publisher, res *sip.Response, target sip.Ur
 		t.Fatalf("entity tag %q kept from %v", pub.ETag, res.GetHeader("SIP-ETag"))
 	}
 	// The next PUBLISH carries it back unchanged.
-	req := p.build(publishReq{uri: fuzzURI, target: target, ifMatch: pub.ETag, expires: pub.Lifetime})
+	req := p.build(publishReq{key: fuzzKey, target: target, ifMatch: pub.ETag, expires: pub.Lifetime})
 	back := reparse(t, req)
 	if h := back.GetHeader("SIP-If-Match"); h == nil || h.Value() != pub.ETag {
 		t.Fatalf("entity tag %q came back as %v in\n%s", pub.ETag, h, req)
@@ -181,7 +187,7 @@ func checkChallenge(t *testing.T, p *Publisher, res *sip.Response, target sip.Ur
 		}
 		return
 	}
-	req := p.build(publishReq{uri: fuzzURI, target: target, expires: time.Hour})
+	req := p.build(publishReq{key: fuzzKey, target: target, expires: time.Hour})
 	if err := p.conn.auth.answer(req, res.StatusCode, fuzzUser, fuzzPassword); err != nil {
 		if strings.Contains(err.Error(), fuzzPassword) {
 			t.Fatalf("the password is in %q", err)
@@ -299,4 +305,58 @@ func xmlText(s string) string {
 func inXMLRange(r rune) bool {
 	return r == 0x09 || r == 0x0A || r == 0x0D || r >= 0x20 && r <= 0xD7FF ||
 		r >= 0xE000 && r <= 0xFFFD || r >= 0x10000 && r <= 0x10FFFF
+}
+
+// FuzzDialogInfo writes a dialog-info document for any entity, version, state
+// word and dialog column and reads it back as a watcher would: well-formed XML
+// in RFC 4235's namespace, full state, the entity and version as given, and
+// what a BLF key shows: one dialog of presencebridge's (DialogID) in the state
+// the mapping gives when that is confirmed or early, with the user as local
+// identity and target, and no dialog otherwise.
+func FuzzDialogInfo(f *testing.F) {
+	for _, s := range []struct {
+		entity        string
+		version       uint64
+		state, column string
+	}{
+		{fuzzURI, 0, "oncall", ""},
+		{fuzzURI, 1, "available", ""},
+		{fuzzURI, 1<<64 - 1, "busy", "early"},
+		{fuzzURI, 7, "dnd", "terminated"},
+		{`sip:o'brien&co@pbx.example;x="<y>"`, 3, "BUSY", ""},
+		{"sip:\x00\x7f\xed\xa0\x80@pbx", 2, "custom", "confirmed"},
+		{"", 0, "", "<state>confirmed</state>"},
+	} {
+		f.Add(s.entity, s.version, s.state, s.column)
+	}
+	f.Fuzz(func(t *testing.T, entity string, version uint64, state, column string) {
+		m := presence.Mapped{State: state, Basic: "open", Dialog: column}
+		raw := DialogInfo(entity, version, m)
+		if !utf8.Valid(raw) {
+			t.Fatalf("the document is not UTF-8:\n%q", raw)
+		}
+		var d doc
+		if err := xml.Unmarshal(raw, &d); err != nil {
+			t.Fatalf("the document does not parse: %v\n%s", err, raw)
+		}
+		if err := xml.Unmarshal(raw, &struct {
+			XMLName *xml.Name `xml:"urn:ietf:params:xml:ns:dialog-info dialog-info"`
+		}{}); err != nil {
+			t.Fatalf("the root is not RFC 4235's dialog-info: %v\n%s", err, raw)
+		}
+		if d.Entity != xmlText(entity) || d.Version != strconv.FormatUint(version, 10) || d.State != "full" {
+			t.Fatalf("read back entity %q version %q state %q from\n%s", d.Entity, d.Version, d.State, raw)
+		}
+		want := m.DialogState()
+		if want != "confirmed" && want != "early" {
+			if len(d.Dialogs) != 0 {
+				t.Fatalf("%q shows dialogs %+v", want, d.Dialogs)
+			}
+			return
+		}
+		if len(d.Dialogs) != 1 || d.Dialogs[0].ID != DialogID || d.Dialogs[0].State != want ||
+			d.Dialogs[0].Identity != xmlText(entity) || d.Dialogs[0].Target.URI != xmlText(entity) {
+			t.Fatalf("%q: dialogs %+v from\n%s", want, d.Dialogs, raw)
+		}
+	})
 }

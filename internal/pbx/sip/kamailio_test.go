@@ -159,7 +159,7 @@ func TestIntegrationKamailioWrongPassword(t *testing.T) {
 func TestIntegrationKamailioUnknownETagStartsOver(t *testing.T) {
 	k := startKamailio(t, kamailio.Options{})
 	uri := "sip:1004@pbx.example"
-	store := &memStore{pubs: map[string]Publication{uri: {ETag: "a-tag-from-before-the-restart",
+	store := &memStore{pubs: map[Key]Publication{pk(uri): {ETag: "a-tag-from-before-the-restart",
 		Expires: time.Now().Add(time.Hour), Lifetime: time.Hour, Transport: "udp", Dest: k.UDP}}}
 	p := newPublisher(t, Options{Settings: Settings{Server: k.UDP}, ETags: store})
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
@@ -172,7 +172,7 @@ func TestIntegrationKamailioUnknownETagStartsOver(t *testing.T) {
 	if c := p.counts(); c.restarted != 1 || c.initial != 1 || c.modified != 0 {
 		t.Errorf("counts %+v; want the conditional PUBLISH refused and one fresh publication", c)
 	}
-	if got := store.pubs[uri].ETag; got == "" || got == "a-tag-from-before-the-restart" {
+	if got := store.pubs[pk(uri)].ETag; got == "" || got == "a-tag-from-before-the-restart" {
 		t.Errorf("kept ETag %q, want Kamailio's new one", got)
 	}
 }
@@ -191,7 +191,7 @@ func TestIntegrationKamailioRefresh(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, ctx, w, "Busy/InACall", inACall, k)
-	first := p.publication(uri)
+	first := p.publication(pk(uri))
 	if _, n, _ := p.refreshDue(ctx); n != 0 || p.counts().refreshed != 0 {
 		t.Fatalf("refreshed right after publishing (%d failed)", n)
 	}
@@ -199,7 +199,7 @@ func TestIntegrationKamailioRefresh(t *testing.T) {
 	if _, n, _ := p.refreshDue(ctx); n != 0 || p.counts().refreshed != 1 {
 		t.Fatalf("at 90%% of the lifetime: %d failed, counts %+v; want one refresh", n, p.counts())
 	}
-	if after := p.publication(uri); after == nil || !after.Expires.After(first.Expires) || after.ETag == first.ETag {
+	if after := p.publication(pk(uri)); after == nil || !after.Expires.After(first.Expires) || after.ETag == first.ETag {
 		t.Fatalf("after the refresh: %+v (before %+v)", after, first)
 	}
 	if err := send1(t, p, itemFor(uri, presence.Offline, presence.ActOffWork)); err != nil {
@@ -213,18 +213,22 @@ func TestIntegrationKamailioRefresh(t *testing.T) {
 
 // BenchmarkPublishKamailio publishes to b.N distinct users in one Send and
 // reports PUBLISHes accepted per second: new publications over UDP and TCP,
-// with digest auth, and modifications of existing ones.
+// with digest auth, and modifications of existing ones; Event: presence, and
+// Event: dialog over UDP.
 func BenchmarkPublishKamailio(b *testing.B) {
 	cases := []struct {
 		name      string
 		transport string
 		auth      bool
 		modify    bool
+		event     string
 	}{
-		{"initial/udp", "udp", false, false},
-		{"initial/tcp", "tcp", false, false},
-		{"initial/udp+digest", "udp", true, false},
-		{"modify/udp", "udp", false, true},
+		{"initial/udp", "udp", false, false, EventPresence},
+		{"initial/tcp", "tcp", false, false, EventPresence},
+		{"initial/udp+digest", "udp", true, false, EventPresence},
+		{"modify/udp", "udp", false, true, EventPresence},
+		{"initial/udp/dialog", "udp", false, false, EventDialog},
+		{"modify/udp/dialog", "udp", false, true, EventDialog},
 	}
 	for _, c := range cases {
 		b.Run(c.name, func(b *testing.B) {
@@ -233,7 +237,8 @@ func BenchmarkPublishKamailio(b *testing.B) {
 				o.Users = map[string]string{"pb": "bench-secret"}
 			}
 			k := startKamailio(b, o)
-			po := Options{Settings: Settings{Transport: c.transport, Server: map[string]string{"udp": k.UDP, "tcp": k.TCP}[c.transport], Rate: 1e6, Concurrency: 64}, Logger: slog.New(slog.DiscardHandler)}
+			po := Options{Settings: Settings{Transport: c.transport, Server: map[string]string{"udp": k.UDP, "tcp": k.TCP}[c.transport], Event: c.event,
+				Rate: 1e6, Concurrency: 64}, Logger: slog.New(slog.DiscardHandler)}
 			if c.auth {
 				po.Username, po.Password = "pb", "bench-secret"
 			}
@@ -273,7 +278,7 @@ func sendAll(b *testing.B, p *Publisher, items []delivery.Item) {
 // hour).
 func TestIntegrationKamailioRestartIsToldAgain(t *testing.T) {
 	k := startKamailio(t, kamailio.Options{})
-	p := newPublisher(t, Options{Settings: Settings{Server: k.UDP, Timeout: 300 * time.Millisecond}, ETags: &memStore{pubs: map[string]Publication{}}})
+	p := newPublisher(t, Options{Settings: Settings{Server: k.UDP, Timeout: 300 * time.Millisecond}, ETags: &memStore{pubs: map[Key]Publication{}}})
 	db, err := store.Open(filepath.Join(t.TempDir(), "state.db"))
 	if err != nil {
 		t.Fatal(err)

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"encoding/xml"
 	"fmt"
+	"strings"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -14,20 +15,50 @@ import (
 
 // BoltPublications keeps the publications in the state file, so that after a
 // restart the publisher modifies or removes the ones it made before. Its bucket,
-// store.BucketSIPPubs (SIP URI -> publication), belongs to this package, with
-// compact records (store.Record):
+// store.BucketSIPPubs, belongs to this package: the key is the SIP URI for a
+// publication of Event: presence (as every release wrote), "dialog " and the
+// SIP URI for one of Event: dialog (a URI starts with sip: or sips:, so the two
+// never meet); the value a compact record (store.Record):
 //
 //	version 1: etag, expires, lifetime (ns), transport, dest, then the state shown:
 //	           state, basic, activity, note
+//	version 2: version 1's fields, then the state's dialog column and the
+//	           dialog-info version last sent
+//
+// Version 1 records (and the JSON of older releases) are read alongside
+// version 2: both are Event: presence publications, with no dialog column.
 func BoltPublications(db *store.DB) ETagStore { return boltPublications{db} }
 
 type boltPublications struct{ db *store.DB }
 
-const recordV1 = 1
+const (
+	recordV1 = 1
+	recordV2 = 2
+)
+
+// dialogKeyPrefix starts the bucket's keys of Event: dialog publications.
+const dialogKeyPrefix = EventDialog + " "
+
+// storeKey is k's key in the bucket.
+func storeKey(k Key) string {
+	if k.Event == EventPresence {
+		return k.URI
+	}
+	return k.Event + " " + k.URI
+}
+
+// readKey reads a bucket key back.
+func readKey(raw string) Key {
+	if uri, ok := strings.CutPrefix(raw, dialogKeyPrefix); ok {
+		return Key{URI: uri, Event: EventDialog}
+	}
+	return Key{URI: raw, Event: EventPresence}
+}
 
 func encodePublication(p Publication) []byte {
-	return store.NewRecord(recordV1, 96).Str(p.ETag).Time(p.Expires).Int(int64(p.Lifetime)).Str(p.Transport).Str(p.Dest).
-		Str(p.Shows.State).Str(p.Shows.Basic).Str(p.Shows.Activity).Str(p.Shows.Note).Bytes()
+	return store.NewRecord(recordV2, 100).Str(p.ETag).Time(p.Expires).Int(int64(p.Lifetime)).Str(p.Transport).Str(p.Dest).
+		Str(p.Shows.State).Str(p.Shows.Basic).Str(p.Shows.Activity).Str(p.Shows.Note).
+		Str(p.Shows.Dialog).Uint(p.Version).Bytes()
 }
 
 // decodePublication reads a publication, compact or (from an older release) the
@@ -58,6 +89,9 @@ func decodePublication(raw []byte) (Publication, error) {
 	r := store.ReadRecord(raw)
 	p := Publication{ETag: r.Str(), Expires: r.Time(), Lifetime: time.Duration(r.Int()), Transport: r.Str(), Dest: r.Str()}
 	p.Shows = presence.Mapped{State: r.Str(), Basic: r.Str(), Activity: r.Str(), Note: r.Str()}
+	if r.Version() >= recordV2 {
+		p.Shows.Dialog, p.Version = r.Str(), r.Uint()
+	}
 	return p, r.Err()
 }
 
@@ -100,12 +134,12 @@ func Rewrite(bucket string, key, val []byte) ([]byte, error) {
 	return encodePublication(p), err
 }
 
-func (s boltPublications) LoadPublications() (map[string]Publication, error) {
-	out := map[string]Publication{}
+func (s boltPublications) LoadPublications() (map[Key]Publication, error) {
+	out := map[Key]Publication{}
 	err := s.db.View(func(tx *bolt.Tx) error {
 		return tx.Bucket([]byte(store.BucketSIPPubs)).ForEach(func(k, raw []byte) error {
 			if p, err := decodePublication(raw); err == nil {
-				out[string(k)] = p
+				out[readKey(string(k))] = p
 			}
 			return nil
 		})
@@ -113,17 +147,18 @@ func (s boltPublications) LoadPublications() (map[string]Publication, error) {
 	return out, err
 }
 
-func (s boltPublications) SavePublications(pubs map[string]*Publication) error {
+func (s boltPublications) SavePublications(pubs map[Key]*Publication) error {
 	return s.db.Update(func(tx *bolt.Tx) error {
 		b := store.Bucket(tx, store.BucketSIPPubs)
-		for uri, p := range pubs {
+		for k, p := range pubs {
+			key := []byte(storeKey(k))
 			if p == nil {
-				if err := b.Delete([]byte(uri)); err != nil {
+				if err := b.Delete(key); err != nil {
 					return err
 				}
 				continue
 			}
-			if err := b.Put([]byte(uri), encodePublication(*p)); err != nil {
+			if err := b.Put(key, encodePublication(*p)); err != nil {
 				return err
 			}
 		}

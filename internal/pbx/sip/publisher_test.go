@@ -33,6 +33,10 @@ func itemFor(uri string, a presence.Availability, act presence.Activity) deliver
 		Mapped: presence.DefaultMapping().Map(s), Reason: delivery.ReasonChange}
 }
 
+// pk is the key of uri's Event: presence publication; dk of its Event: dialog one.
+func pk(uri string) Key { return Key{URI: uri, Event: EventPresence} }
+func dk(uri string) Key { return Key{URI: uri, Event: EventDialog} }
+
 func removal(uri string) delivery.Item {
 	it := itemFor(uri, "", "")
 	it.Reason, it.Mapped = delivery.ReasonRemove, presence.Mapped{}
@@ -45,6 +49,9 @@ func filled(s Settings) Settings {
 	d := DefaultSettings()
 	if s.Transport == "" {
 		s.Transport = d.Transport
+	}
+	if s.Event == "" {
+		s.Event = d.Event
 	}
 	if s.Expires == 0 {
 		s.Expires = d.Expires
@@ -180,7 +187,7 @@ func TestDigestChallengeThenModify(t *testing.T) {
 				if mod.h("SIP-If-Match") != "etag-1" || !strings.Contains(mod.Body, "<rpid:away/>") || mod.h("Call-ID") == first.h("Call-ID") {
 					t.Errorf("modification: SIP-If-Match %q (want etag-1), Call-ID %q, body:\n%s", mod.h("SIP-If-Match"), mod.h("Call-ID"), mod.Body)
 				}
-				if pub := p.publication(uri); pub == nil || pub.ETag != "etag-2" || p.Published() != 1 {
+				if pub := p.publication(pk(uri)); pub == nil || pub.ETag != "etag-2" || p.Published() != 1 {
 					t.Errorf("publication %+v, %d published; want etag-2, 1", pub, p.Published())
 				}
 				if c := p.counts(); c.initial != 1 || c.modified != 1 {
@@ -275,7 +282,7 @@ func TestRefusedConditionalStartsOver(t *testing.T) {
 			if reqs[1].h("SIP-If-Match") != "etag-1" || reqs[2].h("SIP-If-Match") != "" || !strings.Contains(reqs[2].Body, "<rpid:away/>") {
 				t.Errorf("conditional If-Match %q; afresh If-Match %q, body:\n%s", reqs[1].h("SIP-If-Match"), reqs[2].h("SIP-If-Match"), reqs[2].Body)
 			}
-			if pub := p.publication(uri); pub == nil || pub.ETag != "etag-2" {
+			if pub := p.publication(pk(uri)); pub == nil || pub.ETag != "etag-2" {
 				t.Errorf("kept %+v, want etag-2", pub)
 			}
 			if c := p.counts(); c.restarted != 1 {
@@ -385,7 +392,7 @@ func TestRunRefreshes(t *testing.T) {
 	if reqs[1].h("SIP-If-Match") != "etag-1" {
 		t.Errorf("refresh If-Match %q, want etag-1", reqs[1].h("SIP-If-Match"))
 	}
-	if pub := p.publication(uri); pub.ETag != "etag-2" || pub.Lifetime != time.Hour {
+	if pub := p.publication(pk(uri)); pub.ETag != "etag-2" || pub.Lifetime != time.Hour {
 		t.Errorf("after the refresh: %+v", pub)
 	}
 
@@ -468,7 +475,7 @@ func TestRefusals(t *testing.T) {
 	}{
 		{404, true, false, "check the SIP URI in the users file"},
 		{403, true, false, "[SIP] From"},
-		{489, true, false, "Event: presence"},
+		{489, true, false, "takes no presence publications (Event: presence); for a presence server serving BLF keys (Kamailio or OpenSIPS with presence_dialoginfo) switch to [SIP] Event = dialog; for Asterisk or FreePBX"},
 		{405, true, false, "does not take PUBLISH"},
 		{500, false, false, "500"},
 		{503, false, true, "503"},
@@ -504,7 +511,7 @@ func TestIntervalTooBrief(t *testing.T) {
 	if err := send1(t, p, itemFor("sip:1001@pbx.example", presence.Busy, presence.ActBusy)); err != nil {
 		t.Fatal(err)
 	}
-	if pub := p.publication("sip:1001@pbx.example"); pub == nil || pub.Lifetime != 2*time.Hour || len(f.requests()) != 2 {
+	if pub := p.publication(pk("sip:1001@pbx.example")); pub == nil || pub.Lifetime != 2*time.Hour || len(f.requests()) != 2 {
 		t.Errorf("publication %+v after %d requests; want a 2 h lifetime after 2", pub, len(f.requests()))
 	}
 }
@@ -652,21 +659,21 @@ func TestConcurrencyBound(t *testing.T) {
 // memStore is an ETagStore in memory.
 type memStore struct {
 	mu      sync.Mutex
-	pubs    map[string]Publication
+	pubs    map[Key]Publication
 	batches int
 }
 
-func (m *memStore) LoadPublications() (map[string]Publication, error) {
+func (m *memStore) LoadPublications() (map[Key]Publication, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	out := map[string]Publication{}
+	out := map[Key]Publication{}
 	for k, v := range m.pubs {
 		out[k] = v
 	}
 	return out, nil
 }
 
-func (m *memStore) SavePublications(pubs map[string]*Publication) error {
+func (m *memStore) SavePublications(pubs map[Key]*Publication) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.batches++
@@ -685,8 +692,8 @@ func (m *memStore) SavePublications(pubs map[string]*Publication) error {
 // written once per Send.
 func TestETagStoreAcrossRestart(t *testing.T) {
 	f := startPBX(t, nil)
-	mem := &memStore{pubs: map[string]Publication{
-		"sip:9@pbx.example": {ETag: "other-server", Expires: time.Now().Add(time.Hour), Transport: "udp", Dest: "10.0.0.1:5060"},
+	mem := &memStore{pubs: map[Key]Publication{
+		pk("sip:9@pbx.example"): {ETag: "other-server", Expires: time.Now().Add(time.Hour), Transport: "udp", Dest: "10.0.0.1:5060"},
 	}}
 	var store ETagStore = mem
 	const wantWrites = 1
@@ -716,7 +723,7 @@ func TestETagStoreAcrossRestart(t *testing.T) {
 	if len(reqs) != 4 || reqs[2].h("SIP-If-Match") == "" || reqs[3].h("SIP-If-Match") == "" || reqs[3].h("Expires") != "0" {
 		t.Fatalf("after the restart: %d requests, want a modification and a removal with SIP-If-Match", len(reqs))
 	}
-	if _, ok := mem.pubs["sip:2@pbx.example"]; ok || mem.pubs["sip:1@pbx.example"].ETag != "etag-3" {
+	if _, ok := mem.pubs[pk("sip:2@pbx.example")]; ok || mem.pubs[pk("sip:1@pbx.example")].ETag != "etag-3" {
 		t.Errorf("kept %+v", mem.pubs)
 	}
 }
@@ -740,7 +747,7 @@ func TestShutdownKeepsETagOfPublishInFlight(t *testing.T) {
 	cancel()
 	close(release)
 	<-done
-	if pub := p.publication(uri); pub == nil || pub.ETag != "etag-1" {
+	if pub := p.publication(pk(uri)); pub == nil || pub.ETag != "etag-1" {
 		t.Fatalf("after the shutdown the publication is %+v; want etag-1 kept", pub)
 	}
 }
@@ -760,7 +767,7 @@ func TestExpiresOutOfRange(t *testing.T) {
 		if err := send1(t, p, itemFor("sip:1001@pbx.example", presence.Busy, presence.ActBusy)); err != nil {
 			t.Fatal(err)
 		}
-		if pub := p.publication("sip:1001@pbx.example"); pub == nil {
+		if pub := p.publication(pk("sip:1001@pbx.example")); pub == nil {
 			t.Errorf("Expires %s granted: no publication kept", v)
 		} else if pub.Lifetime != time.Minute {
 			t.Errorf("Expires %s granted: lifetime %v kept; want the 1m asked for", v, pub.Lifetime)

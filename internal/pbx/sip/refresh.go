@@ -25,7 +25,9 @@ var refreshRetry = backoff.Policy{Min: 10 * time.Second, Max: 5 * time.Minute}
 
 // Run keeps the publications alive until ctx ends: each is refreshed when 80%
 // of the lifetime the server granted has passed, with SIP-If-Match and no body
-// (RFC 3903 section 4.2); a refused refresh publishes the last state afresh.
+// (RFC 3903 section 4.2); a refused refresh publishes the last state afresh. A
+// kept publication of an event package [SIP] Event no longer names is
+// withdrawn (Expires: 0) at once.
 func (p *Publisher) Run(ctx context.Context) error {
 	retry := backoff.Backoff{Policy: refreshRetry}
 	for {
@@ -50,10 +52,11 @@ func (p *Publisher) life(pub *Publication) time.Duration {
 	return p.o.Expires
 }
 
-// dueAt is when pub should be refreshed: at 80% of its lifetime, or at once if it
-// has no entity tag (a refused refresh left only its state).
-func (p *Publisher) dueAt(pub *Publication) time.Time {
-	if pub.ETag == "" {
+// dueAt is when k's publication pub should be refreshed: at 80% of its
+// lifetime, or at once if it has no entity tag (a refused refresh left only
+// its state) or is to be withdrawn.
+func (p *Publisher) dueAt(k Key, pub *Publication) time.Time {
+	if pub.ETag == "" || !p.publishes(k.Event) {
 		return time.Time{}
 	}
 	return pub.Expires.Add(-p.life(pub) / 5)
@@ -66,8 +69,8 @@ func (p *Publisher) untilDue(atLeast time.Duration) time.Duration {
 	wait := maxRefreshWait
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	for _, pub := range p.pubs {
-		wait = min(wait, p.dueAt(pub).Sub(now))
+	for k, pub := range p.pubs {
+		wait = min(wait, p.dueAt(k, pub).Sub(now))
 	}
 	wait = max(wait, minRefreshWait, atLeast)
 	p.nextLook = now.Add(wait)
@@ -96,15 +99,15 @@ func (p *Publisher) sleep(ctx context.Context, d time.Duration) error {
 // for their timeouts.
 func (p *Publisher) refreshDue(ctx context.Context) (due, failed int, firstErr error) {
 	now := p.o.Clock.Now()
-	var uris []string
+	var keys []Key
 	p.mu.Lock()
-	for uri, pub := range p.pubs {
-		if !p.dueAt(pub).After(now) {
-			uris = append(uris, uri)
+	for k, pub := range p.pubs {
+		if !p.dueAt(k, pub).After(now) {
+			keys = append(keys, k)
 		}
 	}
 	p.mu.Unlock()
-	if len(uris) == 0 {
+	if len(keys) == 0 {
 		return 0, 0, nil
 	}
 	rctx, cancel := context.WithCancel(ctx)
@@ -115,17 +118,17 @@ func (p *Publisher) refreshDue(ctx context.Context) (due, failed int, firstErr e
 		once sync.Once
 	)
 loop:
-	for i, uri := range uris {
+	for i, k := range keys {
 		select {
 		case p.sem <- struct{}{}:
 		case <-rctx.Done():
-			n.Add(int64(len(uris) - i))
+			n.Add(int64(len(keys) - i))
 			break loop
 		}
 		wg.Add(1)
 		go func() {
 			defer func() { <-p.sem; wg.Done() }()
-			if _, err := p.refresh(rctx, uri, false); err != nil {
+			if _, err := p.refresh(rctx, k, false); err != nil {
 				n.Add(1)
 				once.Do(func() { firstErr = err })
 				if errors.Is(err, delivery.ErrTargetDown) {
@@ -136,60 +139,65 @@ loop:
 	}
 	wg.Wait()
 	p.flush()
-	return len(uris), int(n.Load()), firstErr
+	return len(keys), int(n.Load()), firstErr
 }
 
-// refresh renews uri's publication if it is still due, or at once with now set.
+// refresh renews k's publication if it is still due, or at once with now set.
 // forgot is true when the server refused the publication's entity tag (it lost
-// it) and the last state was published afresh.
-func (p *Publisher) refresh(ctx context.Context, uri string, now bool) (forgot bool, err error) {
-	defer p.lock(uri)()
-	pub := p.publication(uri)
+// it) and the last state was published afresh. A publication of an event
+// [SIP] Event no longer names is withdrawn instead.
+func (p *Publisher) refresh(ctx context.Context, k Key, now bool) (forgot bool, err error) {
+	defer p.lock(k)()
+	pub := p.publication(k)
 	at := p.o.Clock.Now()
-	if pub == nil || !now && p.dueAt(pub).After(at) {
+	if pub == nil || !now && p.dueAt(k, pub).After(at) {
 		return false, nil // removed or renewed meanwhile
 	}
 	var t sip.Uri
-	if err := sip.ParseUri(uri, &t); err != nil {
-		p.keep(uri, nil)
+	if err := sip.ParseUri(k.URI, &t); err != nil {
+		p.keep(k, nil)
 		return false, nil
 	}
+	if !p.publishes(k.Event) {
+		return false, p.remove(ctx, k, t)
+	}
 	if pub.ETag != "" && at.Before(pub.Expires) {
-		res, err := p.transact(ctx, publishReq{uri: uri, target: t, ifMatch: pub.ETag, expires: p.o.Expires})
+		res, err := p.transact(ctx, publishReq{key: k, target: t, ifMatch: pub.ETag, expires: p.o.Expires})
 		if err != nil {
 			return false, err
 		}
 		if res.IsSuccess() {
-			p.keep(uri, p.published(res, pub.Shows, pub.ETag))
+			p.keep(k, p.published(res, pub.Shows, pub.ETag, pub.Version))
 			p.count(func(c *counts) { c.refreshed++ })
 			return false, nil
 		}
 		if isAuthFailure(res) {
-			return false, p.refused(uri, res)
+			return false, p.refused(k, res)
 		}
-		p.log.Debug("Refresh refused; publishing the last state afresh", "uri", uri, "status", res.StatusCode)
+		p.log.Debug("Refresh refused; publishing the last state afresh", "uri", k.URI, "event", k.Event, "status", res.StatusCode)
 		forgot = true
 	}
 	if !pub.hasState() {
-		p.keep(uri, nil)
+		p.keep(k, nil)
 		return forgot, nil
 	}
 	lost := *pub
 	lost.ETag = "" // dead: until the fresh PUBLISH succeeds only the state is left
-	p.keep(uri, &lost)
-	res, err := p.transact(ctx, publishReq{uri: uri, target: t, body: PIDF(uri, pub.Shows), expires: p.o.Expires})
+	lost.Version = nextVersion(k, pub)
+	p.keep(k, &lost)
+	res, err := p.transact(ctx, publishReq{key: k, target: t, body: body(k, pub.Shows, lost.Version), expires: p.o.Expires})
 	if err != nil {
 		return forgot, err
 	}
 	if !res.IsSuccess() {
-		err := p.refused(uri, res)
+		err := p.refused(k, res)
 		var perm *delivery.PermanentError
 		if errors.As(err, &perm) {
-			p.keep(uri, nil)
+			p.keep(k, nil)
 		}
 		return forgot, err
 	}
-	p.keep(uri, p.published(res, pub.Shows, ""))
+	p.keep(k, p.published(res, pub.Shows, "", lost.Version))
 	p.count(func(c *counts) { c.restarted++ })
 	return forgot, nil
 }
@@ -200,20 +208,20 @@ func (p *Publisher) refresh(ctx context.Context, uri string, now bool) (forgot b
 // likely the others too, so Probe returns delivery.ErrTargetForgot and the
 // dispatcher re-asserts every user. Without publications it sends OPTIONS.
 func (p *Publisher) Probe(ctx context.Context) error {
-	uri := ""
+	var k Key
 	p.mu.Lock()
-	for u, pub := range p.pubs {
-		if pub.ETag != "" {
-			uri = u
+	for key, pub := range p.pubs {
+		if pub.ETag != "" && p.publishes(key.Event) {
+			k = key
 			break
 		}
 	}
 	p.mu.Unlock()
-	if uri == "" {
+	if k.URI == "" {
 		_, err := p.Ping(ctx)
 		return err
 	}
-	forgot, err := p.refresh(ctx, uri, true)
+	forgot, err := p.refresh(ctx, k, true)
 	p.flush()
 	if err == nil && forgot {
 		return delivery.ErrTargetForgot

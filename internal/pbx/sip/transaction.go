@@ -21,16 +21,18 @@ import (
 // no ifMatch), a modification (body and ifMatch), a refresh (ifMatch, no body)
 // or a removal (ifMatch, no body, expires 0).
 type publishReq struct {
-	uri     string // the user's SIP URI as written in the users file
+	key     Key // the user's SIP URI as written in the users file, and the event package
 	target  sip.Uri
 	ifMatch string
 	body    []byte
 	expires time.Duration
 }
 
-// build makes the request: Request-URI, To and the PIDF entity are the user's
-// URI; From is [SIP] From or the user; an outbound proxy gets a preloaded Route
-// (RFC 3261 section 8.1.2) while the Request-URI stays the user's.
+// build makes the request: Request-URI, To and the document's entity are the
+// user's URI; From is [SIP] From or the user; Event and Content-Type are the
+// publication's event package and its document's type; an outbound proxy gets
+// a preloaded Route (RFC 3261 section 8.1.2) while the Request-URI stays the
+// user's.
 func (p *Publisher) build(r publishReq) *sip.Request {
 	req := p.conn.Request(sip.PUBLISH, r.target)
 	fromAddr := r.target
@@ -41,16 +43,24 @@ func (p *Publisher) build(r publishReq) *sip.Request {
 	from.Params.Add("tag", sip.GenerateTagN(16))
 	req.AppendHeader(from)
 	req.AppendHeader(&sip.ToHeader{Address: r.target, Params: sip.NewParams()})
-	req.AppendHeader(sip.NewHeader("Event", "presence"))
+	req.AppendHeader(sip.NewHeader("Event", r.key.Event))
 	req.AppendHeader(sip.NewHeader("Expires", strconv.Itoa(int(r.expires/time.Second))))
 	if r.ifMatch != "" {
 		req.AppendHeader(sip.NewHeader("SIP-If-Match", r.ifMatch))
 	}
 	if r.body != nil {
-		req.AppendHeader(sip.NewHeader("Content-Type", "application/pidf+xml"))
+		req.AppendHeader(sip.NewHeader("Content-Type", contentType(r.key.Event)))
 	}
 	req.SetBody(r.body)
 	return req
+}
+
+// contentType is the type of event's documents.
+func contentType(event string) string {
+	if event == EventDialog {
+		return "application/dialog-info+xml" // RFC 4235 section 4
+	}
+	return "application/pidf+xml" // RFC 3863
 }
 
 // transact sends one PUBLISH and follows it up to its final answer
@@ -85,8 +95,12 @@ func deltaSeconds(h sip.Header) (int, bool) {
 // delivery.Permanent for what the server will never accept for this user, an error
 // wrapping delivery.ErrTargetDown when the server says it cannot serve anyone now,
 // and a plain (retried) error otherwise.
-func (p *Publisher) refused(uri string, res *sip.Response) error {
-	c, what := res.StatusCode, fmt.Sprintf("PUBLISH %s: %d %s", uri, res.StatusCode, res.Reason)
+func (p *Publisher) refused(k Key, res *sip.Response) error {
+	c, what := res.StatusCode, fmt.Sprintf("PUBLISH %s: %d %s", k.URI, res.StatusCode, res.Reason)
+	dialog := k.Event == EventDialog
+	if dialog {
+		what = fmt.Sprintf("PUBLISH %s (Event: dialog): %d %s", k.URI, res.StatusCode, res.Reason)
+	}
 	switch c {
 	case sip.StatusUnauthorized, sip.StatusProxyAuthRequired:
 		// Retried rather than dropped: the states wait until the credentials are fixed.
@@ -97,12 +111,25 @@ func (p *Publisher) refused(uri string, res *sip.Response) error {
 	case sip.StatusNotFound, sip.StatusGone:
 		return delivery.Permanent("%s: the server has no such user; check the SIP URI in the users file", what)
 	case sip.StatusForbidden:
-		return delivery.Permanent("%s: the server does not let %s publish this user's presence; check the SIP URI in the users file, [SIP] From and the server's presence rules", what, p.fromName(uri))
+		state := "presence"
+		if dialog {
+			state = "dialog state"
+		}
+		return delivery.Permanent("%s: the server does not let %s publish this user's %s; check the SIP URI in the users file, [SIP] From and the server's presence rules", what, p.fromName(k.URI), state)
 	case 489: // Bad Event (RFC 6665 section 8.3.1)
-		return delivery.Permanent("%s: the server does not accept presence publications (Event: presence); enable presence on the PBX or point [SIP] Server at its presence server", what)
+		if dialog {
+			return delivery.Permanent("%s: the server takes no dialog publications (Event: dialog); on Kamailio or OpenSIPS load presence_dialoginfo, "+
+				"or set [SIP] Event = presence; for Asterisk or FreePBX, which take no PUBLISH of presence or dialog, switch to the [Asterisk] target", what)
+		}
+		return delivery.Permanent("%s: the server takes no presence publications (Event: presence); for a presence server serving BLF keys "+
+			"(Kamailio or OpenSIPS with presence_dialoginfo) switch to [SIP] Event = dialog; for Asterisk or FreePBX, which take no PUBLISH "+
+			"of presence or dialog, switch to the [Asterisk] target", what)
 	case sip.StatusMethodNotAllowed, sip.StatusNotImplemented:
 		return delivery.Permanent("%s: the server does not take PUBLISH; point [SIP] Server at a SIP presence server", what)
 	case sip.StatusBadRequest, sip.StatusUnsupportedMediaType, sip.StatusRequestEntityTooLarge:
+		if dialog {
+			return delivery.Permanent("%s: the server refused the dialog-info document", what)
+		}
 		return delivery.Permanent("%s: the server refused the PIDF document", what)
 	case sip.StatusRequestTimeout, sip.StatusServiceUnavailable:
 		// 503: the server is overloaded or down (RFC 3261 section 21.5.4); 408

@@ -28,7 +28,8 @@ import (
 // Delivery runs `presencebridge bench delivery` with args (what follows
 // "delivery"): it measures how long a burst of changes takes to be accepted by
 // each kind of target: Kamailio over SIP (a real process, not counted in our CPU;
-// skipped when Kamailio is not installed), and an HTTP CTI on loopback. The burst
+// skipped when Kamailio is not installed), with Event: presence and with Event:
+// dialog ([SIP] Event), and an HTTP CTI on loopback. The burst
 // goes through the same path as in the service: poll.Sink (the composer) ->
 // outbox in bbolt -> dispatcher -> target. Bad arguments return a
 // *simulate.UsageError, already printed.
@@ -54,14 +55,28 @@ func Delivery(args []string, stdout, stderr io.Writer) error {
 	}
 	var runs []run
 	if _, err := kamailio.Find(); err == nil {
-		for _, auth := range []bool{false, true} {
+		// Kamailio keeps its publications in a db_text table by default, which
+		// it reads whole for every modification and for every new dialog-info
+		// publication holding a dialog (kamailio.Options.MemoryPresentities):
+		// Event: dialog is measured with the publications in memory, and so,
+		// to compare, is Event: presence once more.
+		for i, c := range []struct {
+			event        string
+			auth, memory bool
+		}{{sip.EventPresence, false, false}, {sip.EventPresence, true, false}, {sip.EventPresence, false, true}, {sip.EventDialog, false, true}} {
 			name := "SIP PUBLISH over UDP into Kamailio"
-			if auth {
+			if c.event == sip.EventDialog {
+				name = "SIP PUBLISH Event: dialog ([SIP] Event = dialog) over UDP into Kamailio"
+			}
+			if c.auth {
 				name += ", digest auth"
 			}
+			if c.memory {
+				name += ", publications in memory"
+			}
 			runs = append(runs, run{name, func() (delivery.Target, func(), error) {
-				o := kamailio.Options{Dir: filepath.Join(dir, fmt.Sprintf("kamailio-%v", auth))}
-				if auth {
+				o := kamailio.Options{Dir: filepath.Join(dir, fmt.Sprintf("kamailio-%d", i)), MemoryPresentities: c.memory}
+				if c.auth {
 					o.Users = map[string]string{"pb": "bench-secret"}
 				}
 				k, err := kamailio.Start(ctx, o)
@@ -69,8 +84,8 @@ func Delivery(args []string, stdout, stderr io.Writer) error {
 					return nil, nil, err
 				}
 				so := sip.Options{Settings: sip.DefaultSettings(), Logger: quiet}
-				so.Server = k.UDP
-				if auth {
+				so.Server, so.Event = k.UDP, c.event
+				if c.auth {
 					so.Username, so.Password = "pb", "bench-secret"
 				}
 				p, err := sip.New(so)

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -28,7 +29,14 @@ type publish struct {
 	route   string   // Route header value, or ""
 	headers []string // extra "Name: value" lines
 	body    bool     // send the PIDF "in a call" (false: a refresh without body)
+	dialog  bool     // Event: dialog, and the body a dialog-info with a confirmed dialog
 }
+
+const dialogInACall = `<?xml version="1.0" encoding="UTF-8"?>
+<dialog-info xmlns="urn:ietf:params:xml:ns:dialog-info" version="0" state="full" entity="%s">
+<dialog id="d1" direction="initiator"><state>confirmed</state></dialog>
+</dialog-info>
+`
 
 // send sends p over UDP to addr and returns the final answer.
 func (p publish) send(t *testing.T, addr string) string {
@@ -43,14 +51,18 @@ func (p publish) send(t *testing.T, addr string) string {
 	if p.route != "" {
 		fmt.Fprintf(&b, "Route: %s\r\n", p.route)
 	}
-	fmt.Fprintf(&b, "From: <%s>;tag=%s\r\nTo: <%s>\r\nCall-ID: %s\r\nCSeq: 1 PUBLISH\r\nEvent: presence\r\nExpires: 120\r\n", p.uri, token(), p.uri, token())
+	event, kind, doc := "presence", "application/pidf+xml", pidfInACall
+	if p.dialog {
+		event, kind, doc = "dialog", "application/dialog-info+xml", dialogInACall
+	}
+	fmt.Fprintf(&b, "From: <%s>;tag=%s\r\nTo: <%s>\r\nCall-ID: %s\r\nCSeq: 1 PUBLISH\r\nEvent: %s\r\nExpires: 120\r\n", p.uri, token(), p.uri, token(), event)
 	for _, h := range p.headers {
 		b.WriteString(h + "\r\n")
 	}
 	body := ""
 	if p.body {
-		body = fmt.Sprintf(pidfInACall, p.uri)
-		b.WriteString("Content-Type: application/pidf+xml\r\n")
+		body = fmt.Sprintf(doc, p.uri)
+		b.WriteString("Content-Type: " + kind + "\r\n")
 	}
 	fmt.Fprintf(&b, "Content-Length: %d\r\n\r\n%s", len(body), body)
 	dst, err := net.ResolveUDPAddr("udp", addr)
@@ -159,6 +171,36 @@ func TestPublishReachesWatcher(t *testing.T) {
 	}
 	if !inACall(n) {
 		t.Errorf("NOTIFY = %+v, want basic open, on-the-phone, note \"In a call\"", n)
+	}
+}
+
+// The presence server (not only the PBX) serves Event: dialog too, as BLF keys
+// subscribe to it: a dialog-info PUBLISH reaches a dialog watcher, with the
+// publications in the db_text table and in memory alike.
+func TestDialogPublishReachesWatcher(t *testing.T) {
+	for _, memory := range []bool{false, true} {
+		t.Run(fmt.Sprintf("memory=%v", memory), func(t *testing.T) {
+			s := start(t, Options{MemoryPresentities: memory})
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			uri := "sip:dora@pbx.example"
+			w, err := WatchEvent(ctx, s.UDP, uri, "dialog")
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(w.Close)
+			res := publish{uri: uri, body: true, dialog: true}.send(t, s.UDP)
+			if !strings.HasPrefix(res, "SIP/2.0 200") || header(res, "SIP-ETag") == "" {
+				t.Fatalf("PUBLISH Event: dialog answered:\n%s", res)
+			}
+			if _, err := w.WaitFor(ctx, Notify.Confirmed); err != nil {
+				t.Fatalf("%v\n%s", err, s.LogTail(20))
+			}
+			cfg, _ := os.ReadFile(filepath.Join(s.opts.Dir, "kamailio.cfg"))
+			if got := strings.Contains(string(cfg), `modparam("presence", "publ_cache", 2)`); got != memory {
+				t.Errorf("publ_cache 2 in kamailio.cfg: %v, want %v", got, memory)
+			}
+		})
 	}
 }
 
