@@ -119,6 +119,10 @@ func TestIntegrationPBXWatchKamailio(t *testing.T) {
 		strings.Contains(r.Detail, "fetch") {
 		t.Errorf("Kamailio: %+v\n%s", r, kam.LogTail(20))
 	}
+	// The test PUBLISH of the SIP target: accepted and withdrawn.
+	if r := find(t, rs, "SIP target: PUBLISH (Event: presence)"); r.Status != Pass || !strings.Contains(r.Detail, "accepted a publication of sip:1000@pbx.example") {
+		t.Errorf("test PUBLISH to Kamailio: %+v", r)
+	}
 	// [PBX] Listen held by another socket (the running service): the probe
 	// listens on a free port beside it and says so.
 	held, err := net.ListenPacket("udp", "127.0.0.1:0")
@@ -150,7 +154,7 @@ func TestIntegrationPBXWatchAsterisk(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		return "Username = " + ast.Subscriber + "\nPassword = " + enc + "\n"
+		return "Username = " + ast.Subscriber + "\nPassword = " + enc + "\nFrom = sip:" + ast.Subscriber + "@" + ast.Domain + "\n"
 	}
 	good := tn.ini(watching("dialog", ast.SIPAddr, sipKeys(ast.SubscriberPassword)))
 
@@ -158,6 +162,11 @@ func TestIntegrationPBXWatchAsterisk(t *testing.T) {
 	r := find(t, rs, "PBX watch")
 	if r.Status != Pass || !strings.HasPrefix(r.Detail, "SUBSCRIBE "+ast.URI("1000")+" (Event: dialog) accepted; the PBX says: idle (it takes no fetch") {
 		t.Errorf("right password: %+v\n%s", r, ast.LogTail(20))
+	}
+	// Asterisk takes no PIDF PUBLISH: the test PUBLISH says so, with the way out.
+	expectFail(t, rs, "SIP target: PUBLISH (Event: presence)", []string{"489"}, nil)
+	if r := find(t, rs, "SIP target: PUBLISH (Event: presence)"); !strings.Contains(r.Detail, "[Asterisk]") || !strings.Contains(r.Detail, "Event = dialog") {
+		t.Errorf("the 489 does not point at [Asterisk] and Event = dialog: %+v", r)
 	}
 	if strings.Contains(r.Detail+r.Fix, ast.SubscriberPassword) {
 		t.Errorf("the password shows: %+v", r)

@@ -24,6 +24,7 @@ import (
 
 	"github.com/presencebridge/presencebridge/internal/app"
 	"github.com/presencebridge/presencebridge/internal/config"
+	"github.com/presencebridge/presencebridge/internal/delivery"
 	"github.com/presencebridge/presencebridge/internal/pbx/asterisk"
 	"github.com/presencebridge/presencebridge/internal/pbx/cti"
 	"github.com/presencebridge/presencebridge/internal/pbx/sip"
@@ -33,6 +34,7 @@ import (
 	"github.com/presencebridge/presencebridge/internal/store"
 	"github.com/presencebridge/presencebridge/internal/teams/auth"
 	"github.com/presencebridge/presencebridge/internal/teams/graph"
+	"github.com/presencebridge/presencebridge/internal/teams/poll"
 	"github.com/presencebridge/presencebridge/internal/users"
 )
 
@@ -173,7 +175,7 @@ func Run(ctx context.Context, o Options) []Result {
 				"use an app registration with a client secret or certificate ([Account."+ac.ID+"] Auth = secret or certificate) and the Microsoft Graph application permission Presence.ReadWrite.All with admin consent")
 		}
 	}
-	r.targets(ctx, cfg)
+	r.targets(ctx, cfg, list, db)
 	if cfg.Asterisk.Enabled() {
 		r.asteriskTarget(ctx, cfg, list)
 	}
@@ -392,7 +394,7 @@ func holds(have []string, p string) bool {
 }
 
 // targets checks the PBX side: SIP OPTIONS and an HTTP request to the CTI.
-func (r *run) targets(ctx context.Context, cfg *config.Config) {
+func (r *run) targets(ctx context.Context, cfg *config.Config, list []users.User, db *store.DB) {
 	if cfg.SIP.Server != "" {
 		p, err := sip.New(sip.Options{Settings: cfg.SIP, Logger: r.o.Logger})
 		if err != nil {
@@ -411,12 +413,58 @@ func (r *run) targets(ctx context.Context, cfg *config.Config) {
 				r.add("SIP target", Fail, fmt.Sprintf("%s over %s refused the credentials (%d)", via, cfg.SIP.Transport, code), "check [SIP] Username and Password")
 			default:
 				r.add("SIP target", Pass, fmt.Sprintf("%s over %s answered OPTIONS (%d)", via, cfg.SIP.Transport, code), "")
+				r.testPublish(ctx, cfg, list, db)
 			}
 		}
 	}
 	if cfg.HTTP.URL != "" {
 		r.httpTarget(ctx, cfg)
 	}
+}
+
+// testPublish PUBLISHes the first user with a SIP URI for [SIP] Event, as the
+// service would (the user's last Teams state kept in the state file, else what
+// an unread user shows), for a minute, and withdraws it at once: a PBX that
+// takes no such publication answers here (Asterisk: 489), with the way out.
+func (r *run) testPublish(ctx context.Context, cfg *config.Config, list []users.User, db *store.DB) {
+	var u users.User
+	for _, x := range list {
+		if x.SIPURI != "" {
+			u = x
+			break
+		}
+	}
+	if u.UPN == "" {
+		return
+	}
+	st := presence.State{UPN: u.UPN, Availability: presence.PresenceUnknown, Activity: presence.ActPresenceUnknown}
+	if db != nil {
+		if kept, found, err := poll.Kept(db).Last(u.UPN); err == nil && found {
+			st = kept
+		}
+	}
+	s := cfg.SIP
+	s.Expires = time.Minute
+	p, err := sip.New(sip.Options{Settings: s, Logger: r.o.Logger})
+	if err != nil {
+		return // reported by the OPTIONS check's New
+	}
+	defer p.Close()
+	check := "SIP target: PUBLISH (Event: " + cfg.SIP.Event + ")"
+	it := delivery.Item{User: u, State: st, Mapped: cfg.Mapping.Map(st), Reason: delivery.ReasonSync}
+	if err := p.Send(ctx, []delivery.Item{it})[0]; err != nil {
+		fix := "see the error; the service would retry this state"
+		var perm *delivery.PermanentError
+		if errors.As(err, &perm) {
+			fix = "the PBX refuses this user's publications for good; the error says what to change"
+		}
+		r.add(check, Fail, err.Error(), fix)
+		return
+	}
+	rm := it
+	rm.Reason = delivery.ReasonRemove
+	_ = p.Send(ctx, []delivery.Item{rm})[0] // withdrawn: the running service's own publication stays
+	r.add(check, Pass, fmt.Sprintf("%s accepted a publication of %s (%s: %s) and its withdrawal", cfg.SIP.Server, u.SIPURI, u.UPN, it.Mapped.State), "")
 }
 
 // pbxWatch SUBSCRIBEs for the first watched user of the users file, for each
