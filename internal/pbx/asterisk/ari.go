@@ -68,7 +68,7 @@ func (c *ariClient) get(ctx context.Context, name string) (string, error) {
 	}
 	var ds struct{ State string }
 	if err := json.Unmarshal(body, &ds); err != nil || ds.State == "" {
-		return "", failed("GET "+c.where()+devicePath(name), "not ARI's answer ("+oneLine(body)+")", "")
+		return "", failed("GET "+c.where()+devicePath(name), "not ARI's answer ("+redact.OneLine(body)+")", "")
 	}
 	return ds.State, nil
 }
@@ -88,7 +88,7 @@ func (c *ariClient) info(ctx context.Context) (string, error) {
 		System struct{ Version string }
 	}
 	if err := json.Unmarshal(body, &info); err != nil || info.System.Version == "" {
-		return "", down("GET "+c.where()+"/asterisk/info", "not ARI's answer ("+oneLine(body)+")", "set [Asterisk] URL to ARI's base, e.g. http://pbx.example.com:8088/ari")
+		return "", down("GET "+c.where()+"/asterisk/info", "not ARI's answer ("+redact.OneLine(body)+")", "set [Asterisk] URL to ARI's base, e.g. http://pbx.example.com:8088/ari")
 	}
 	return info.System.Version, nil
 }
@@ -116,7 +116,7 @@ func (c *ariClient) check(ctx context.Context) (string, error) {
 }
 
 // where is the URL for messages: no credentials, no query.
-func (c *ariClient) where() string { return redactURL(c.base) }
+func (c *ariClient) where() string { return redact.Endpoint(c.base) }
 
 // do sends one request, bounded by Timeout, and returns the body of a 2xx
 // answer; any other answer is an error that says the fix. state is the device
@@ -149,7 +149,7 @@ func (c *ariClient) do(ctx context.Context, method, path, state string) ([]byte,
 // delivery.ErrTargetDown, so the target backs off as a whole; a state or a
 // device Asterisk will not take is refused for good.
 func ariRefusal(what, status string, code int, body []byte, s Settings, state string) error {
-	msg := oneLine(body)
+	msg := redact.OneLine(body)
 	var ari struct{ Message string }
 	if json.Unmarshal(body, &ari) == nil && ari.Message != "" {
 		msg = ari.Message
@@ -194,20 +194,4 @@ func (c *ariClient) explain(err error) (cause, fix string) {
 		return "Asterisk's TLS certificate is not trusted (" + err.Error() + ")", "put the CA that signed it in [Asterisk] CAFile"
 	}
 	return err.Error(), "check [Asterisk] URL, and that Asterisk's http.conf has enabled = yes and binds that address and port (and no firewall drops it)"
-}
-
-// oneLine shortens a response to one line for an error message.
-func oneLine(b []byte) string {
-	s := strings.Join(strings.Fields(strings.ToValidUTF8(string(b), "?")), " ")
-	for i := range s { // cut on a character boundary
-		if i > 160 {
-			return s[:i] + "..."
-		}
-	}
-	return s
-}
-
-// redactURL drops the query and hides a password in a URL.
-func redactURL(raw string) string {
-	return redact.URL(raw, redact.Options{Mask: "***", DropQuery: true})
 }

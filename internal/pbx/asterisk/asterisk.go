@@ -40,6 +40,7 @@ import (
 
 	"github.com/presencebridge/presencebridge/internal/delivery"
 	"github.com/presencebridge/presencebridge/internal/platform/clock"
+	"github.com/presencebridge/presencebridge/internal/platform/redact"
 	"github.com/presencebridge/presencebridge/internal/platform/secret"
 	"github.com/presencebridge/presencebridge/internal/users"
 )
@@ -99,7 +100,7 @@ func (s Settings) Where() string {
 	if s.Mode == ModeAMI {
 		return "AMI " + s.Address
 	}
-	return "ARI " + redactURL(s.URL)
+	return "ARI " + redact.Endpoint(s.URL)
 }
 
 // Prefix is the technology the hints name the devices with: "Stasis:" (ARI)

@@ -41,7 +41,6 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
-	"strings"
 	"sync"
 	"time"
 
@@ -250,7 +249,7 @@ func (t *Target) post(ctx context.Context, body any) error {
 	}
 	resp, err := t.hc.Do(req)
 	if err != nil {
-		return fmt.Errorf("POST %s: %s: %w", redactURL(t.o.URL), t.explain(err), delivery.ErrTargetDown)
+		return fmt.Errorf("POST %s: %s: %w", redact.Endpoint(t.o.URL), t.explain(err), delivery.ErrTargetDown)
 	}
 	defer resp.Body.Close()
 	excerpt, _ := io.ReadAll(io.LimitReader(resp.Body, 200))
@@ -259,13 +258,13 @@ func (t *Target) post(ctx context.Context, body any) error {
 	case s >= 200 && s < 300:
 		return nil
 	case s == http.StatusRequestTimeout || s == http.StatusTooManyRequests:
-		return fmt.Errorf("POST %s: %s", redactURL(t.o.URL), resp.Status)
+		return fmt.Errorf("POST %s: %s", redact.Endpoint(t.o.URL), resp.Status)
 	case s >= 500:
-		return fmt.Errorf("POST %s: %s: %w", redactURL(t.o.URL), resp.Status, delivery.ErrTargetDown)
+		return fmt.Errorf("POST %s: %s: %w", redact.Endpoint(t.o.URL), resp.Status, delivery.ErrTargetDown)
 	case s == http.StatusUnauthorized || s == http.StatusForbidden:
-		return fmt.Errorf("POST %s: %s; check the [HTTP] Header.* credentials", redactURL(t.o.URL), resp.Status)
+		return fmt.Errorf("POST %s: %s; check the [HTTP] Header.* credentials", redact.Endpoint(t.o.URL), resp.Status)
 	default:
-		return delivery.Permanent("POST %s: %s: %s", redactURL(t.o.URL), resp.Status, oneLine(excerpt))
+		return delivery.Permanent("POST %s: %s: %s", redact.Endpoint(t.o.URL), resp.Status, redact.OneLine(excerpt))
 	}
 }
 
@@ -289,20 +288,4 @@ func (t *Target) explain(err error) string {
 		return "the CTI's TLS certificate is not trusted (" + err.Error() + "); put the CA that signed it in [HTTP] CAFile"
 	}
 	return err.Error()
-}
-
-// oneLine shortens a response body to one line for an error message.
-func oneLine(b []byte) string {
-	s := strings.Join(strings.Fields(strings.ToValidUTF8(string(b), "?")), " ")
-	for i := range s { // cut on a character boundary
-		if i > 160 {
-			return s[:i] + "..."
-		}
-	}
-	return s
-}
-
-// redactURL drops the query, which may carry a token, and hides a password.
-func redactURL(raw string) string {
-	return redact.URL(raw, redact.Options{Mask: "***", DropQuery: true})
 }

@@ -58,3 +58,21 @@ func isScheme(s string) bool {
 	}
 	return true
 }
+
+// Endpoint is rawURL as an error names a target's endpoint: without its query,
+// which may carry a token, and with a password as ***.
+func Endpoint(rawURL string) string {
+	return URL(rawURL, Options{Mask: "***", DropQuery: true})
+}
+
+// OneLine shortens a response body to one line of valid UTF-8 for an error
+// message: white space runs become one space, and it is cut after 160 bytes.
+func OneLine(b []byte) string {
+	s := strings.Join(strings.Fields(strings.ToValidUTF8(string(b), "?")), " ")
+	for i := range s { // cut on a character boundary
+		if i > 160 {
+			return s[:i] + "..."
+		}
+	}
+	return s
+}

@@ -1,6 +1,10 @@
 package redact
 
-import "testing"
+import (
+	"strings"
+	"testing"
+	"unicode/utf8"
+)
 
 func TestURL(t *testing.T) {
 	stars := Options{Mask: "***"}
@@ -57,5 +61,18 @@ func TestURLNeverShowsThePassword(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+func TestOneLineAndEndpoint(t *testing.T) {
+	if got := OneLine([]byte("  an\r\nerror \xff\tbody ")); got != "an error ? body" {
+		t.Errorf("OneLine = %q", got)
+	}
+	long := OneLine([]byte(strings.Repeat("é", 200)))
+	if !strings.HasSuffix(long, "...") || !utf8.ValidString(long) || len(long) > 170 {
+		t.Errorf("a long body read as %q", long)
+	}
+	if got := Endpoint("https://ari:s3cret@pbx:8089/ari/deviceStates/x?api_key=tok"); strings.Contains(got, "s3cret") || strings.Contains(got, "tok") {
+		t.Errorf("Endpoint = %q", got)
 	}
 }
