@@ -35,11 +35,12 @@ type nullSink struct{ n int }
 
 func (s *nullSink) Deliver(_ context.Context, cs []presence.Change) error { s.n += len(cs); return nil }
 
-// Command is the name of the command args (what follows "bench") run: "bench" or
-// "bench delivery", for the caller's "presencebridge <command>: <error>".
+// Command is the name of the command args (what follows "bench") run: "bench",
+// "bench delivery" or "bench calls", for the caller's "presencebridge <command>:
+// <error>".
 func Command(args []string) string {
-	if len(args) > 0 && args[0] == "delivery" {
-		return "bench delivery"
+	if len(args) > 0 && (args[0] == "delivery" || args[0] == "calls") {
+		return "bench " + args[0]
 	}
 	return "bench"
 }
@@ -48,10 +49,14 @@ func Command(args []string) string {
 // simulated tenant, run as a child process (`simulate`, by os.Executable, which
 // must be presencebridge) so its CPU and memory are not counted, and prints the
 // figures of the steady-state cycles on stdout. `bench delivery ...` runs
-// Delivery. Bad arguments return a *simulate.UsageError, already printed.
+// Delivery, `bench calls ...` Calls. Bad arguments return a
+// *simulate.UsageError, already printed.
 func Main(args []string, stdout, stderr io.Writer) error {
 	if len(args) > 0 && args[0] == "delivery" {
 		return Delivery(args[1:], stdout, stderr)
+	}
+	if len(args) > 0 && args[0] == "calls" {
+		return Calls(args[1:], stdout, stderr)
 	}
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)

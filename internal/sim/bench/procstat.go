@@ -1,0 +1,100 @@
+package bench
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Figures of other processes (Kamailio's), read from Linux's /proc; elsewhere
+// they are missing and the bench prints n/a.
+
+// userHZ is the unit of the CPU times in /proc/<pid>/stat (USER_HZ, 100 on
+// every Linux architecture the product is built for).
+const userHZ = 100
+
+// processesWith lists the processes whose command line holds s (e.g. the path
+// of a Kamailio's configuration file, unique to one run: its main process and
+// the workers it forked).
+func processesWith(s string) []int {
+	dirs, _ := filepath.Glob("/proc/[0-9]*")
+	var pids []int
+	for _, d := range dirs {
+		raw, err := os.ReadFile(filepath.Join(d, "cmdline"))
+		if err != nil || !strings.Contains(string(raw), s) {
+			continue
+		}
+		if pid, err := strconv.Atoi(filepath.Base(d)); err == nil {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+// cpuTimes is the CPU time (user + system) each process has used so far.
+func cpuTimes(pids []int) map[int]time.Duration {
+	out := make(map[int]time.Duration, len(pids))
+	for _, pid := range pids {
+		raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			continue
+		}
+		// The command name, in parentheses, may hold spaces: count fields after it.
+		i := strings.LastIndexByte(string(raw), ')')
+		if i < 0 {
+			continue
+		}
+		f := strings.Fields(string(raw[i+1:]))
+		if len(f) < 13 {
+			continue
+		}
+		ut, _ := strconv.ParseInt(f[11], 10, 64) // field 14, utime
+		st, _ := strconv.ParseInt(f[12], 10, 64) // field 15, stime
+		out[pid] = time.Duration(ut+st) * time.Second / userHZ
+	}
+	return out
+}
+
+// cpuShare describes the CPU the processes used between two cpuTimes over
+// wall: the busiest process and all of them, in % of one core.
+func cpuShare(before, after map[int]time.Duration, wall time.Duration) string {
+	if len(after) == 0 || wall <= 0 {
+		return "n/a"
+	}
+	var total, busiest time.Duration
+	for pid, t := range after {
+		d := t - before[pid]
+		total += d
+		busiest = max(busiest, d)
+	}
+	pct := func(d time.Duration) float64 { return 100 * d.Seconds() / wall.Seconds() }
+	return fmt.Sprintf("busiest process %.0f%%, all %d processes %.0f%% of one core", pct(busiest), len(after), pct(total))
+}
+
+// udpDrops is how many datagrams the kernel dropped on the IPv4 UDP sockets
+// bound to port (a full receive buffer: the reader did not keep up), and false
+// when /proc/net/udp cannot tell.
+func udpDrops(port int) (int, bool) {
+	raw, err := os.ReadFile("/proc/net/udp")
+	if err != nil {
+		return 0, false
+	}
+	want := fmt.Sprintf(":%04X", port)
+	total, found := 0, false
+	for _, line := range strings.Split(string(raw), "\n")[1:] {
+		f := strings.Fields(line)
+		if len(f) < 13 || !strings.HasSuffix(f[1], want) {
+			continue
+		}
+		n, err := strconv.Atoi(f[len(f)-1])
+		if err != nil {
+			continue
+		}
+		total += n
+		found = true
+	}
+	return total, found
+}
