@@ -37,6 +37,7 @@ type callsFlags struct {
 	users, watched, calls, phones, burst int
 	rate, resolveRate                    float64
 	logPath                              string
+	writeLatency                         time.Duration
 }
 
 // Calls runs `presencebridge bench calls` with args (what follows "calls"): calls
@@ -63,6 +64,7 @@ func Calls(args []string, stdout, stderr io.Writer) error {
 	fs.Float64Var(&f.rate, "rate", 6, "presence changes per user per hour in the simulated tenant")
 	fs.Float64Var(&f.resolveRate, "resolve-rate", 40, "[Polling] ResolveRate, $batch requests per second while the UPNs are resolved at start: the product's default, 10, only makes the start longer; the simulated tenant counts them in its 1,500 requests per 30 s, so above 50 the start sees 429s")
 	fs.StringVar(&f.logPath, "log", "", "write presencebridge's log, at debug level, to this file")
+	fs.DurationVar(&f.writeLatency, "write-latency", 0, "the tenant holds each setPresence and clearPresence this long before it takes and answers it, as Graph's own round trip would (0: none, loopback only)")
 	if err := fs.Parse(args); err != nil {
 		return &simulate.UsageError{Err: err, Printed: true}
 	}
@@ -73,6 +75,8 @@ func Calls(args []string, stdout, stderr io.Writer) error {
 		return &simulate.UsageError{Err: fmt.Errorf("--watched %d must be from 2 to --users (%d)", f.watched, f.users)}
 	case f.phones < 2 || f.phones%2 != 0 || f.phones > f.watched:
 		return &simulate.UsageError{Err: fmt.Errorf("--phones %d must be even, from 2 to --watched (%d)", f.phones, f.watched)}
+	case f.writeLatency < 0:
+		return &simulate.UsageError{Err: fmt.Errorf("--write-latency %s is negative", f.writeLatency)}
 	case f.calls < 1 || f.burst < 1 || 2*f.burst > f.watched:
 		return &simulate.UsageError{Err: fmt.Errorf("--calls %d and --burst %d must be at least 1, and twice --burst at most --watched (%d)", f.calls, f.burst, f.watched)}
 	}
@@ -230,6 +234,15 @@ func (b *callsBench) start(ctx context.Context) error {
 	b.startDrops = dropped(drops, ok)
 	if err := b.api.call(http.MethodPost, "/_sim/stats/reset", nil, nil); err != nil {
 		return err
+	}
+	if b.f.writeLatency > 0 {
+		for _, op := range []string{graphsim.OpSetPresence, graphsim.OpClearPresence} {
+			// A fault with no status only delays; a negative count never runs out.
+			f := map[string]any{"path": "/presence/" + op, "count": -1, "delay": b.f.writeLatency.String()}
+			if err := b.api.call(http.MethodPost, "/_sim/fault", f, nil); err != nil {
+				return err
+			}
+		}
 	}
 	return b.phonesUp(ctx)
 }
@@ -550,6 +563,9 @@ func (b *callsBench) run(ctx context.Context) error {
 	fmt.Fprintf(w, "  start: 429s: %d at the tenant%s\n", b.startThrottled, b.startDrops)
 	fmt.Fprintf(w, "  the PBX's moment: an independent Event: dialog watcher (package kamailio's, in the bench's process) receives the NOTIFY;\n")
 	fmt.Fprintf(w, "  the accepted moment: the simulated tenant's WriteRecord.At (its own process; the same machine's wall clock)\n")
+	if f.writeLatency > 0 {
+		fmt.Fprintf(w, "  the tenant holds each setPresence and clearPresence %s before it takes and answers it (--write-latency)\n", f.writeLatency)
+	}
 
 	kpids := processesWith(b.kamCfg)
 	bridge, sim := []int{b.bridge.Process.Pid}, []int{b.sim.pid}
