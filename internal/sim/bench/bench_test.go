@@ -227,6 +227,11 @@ func TestBenchCalls(t *testing.T) {
 	if n := len(regexp.MustCompile(`429s: 0\b`).FindAllString(out, -1)); n != 4 {
 		t.Errorf("%d reports of no 429s, want 4 (start, burst, hang-up, whole run):\n%s", n, out)
 	}
+	for _, bad := range []string{"FAILED", "NOT SHOWN", "NOT BACK", "NOT ALL"} {
+		if strings.Contains(out, bad) {
+			t.Errorf("%q in\n%s", bad, out)
+		}
+	}
 	if !strings.Contains(out, "presencebridge counted 0 on polls, 0 on writes") {
 		t.Errorf("presencebridge counted 429s:\n%s", out)
 	}

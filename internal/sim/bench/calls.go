@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -38,6 +39,7 @@ type callsFlags struct {
 	rate, resolveRate                    float64
 	logPath                              string
 	writeLatency                         time.Duration
+	keep                                 bool
 }
 
 // Calls runs `presencebridge bench calls` with args (what follows "calls"): calls
@@ -64,6 +66,7 @@ func Calls(args []string, stdout, stderr io.Writer) error {
 	fs.Float64Var(&f.rate, "rate", 6, "presence changes per user per hour in the simulated tenant")
 	fs.Float64Var(&f.resolveRate, "resolve-rate", 40, "[Polling] ResolveRate, $batch requests per second while the UPNs are resolved at start: the product's default, 10, only makes the start longer; the simulated tenant counts them in its 1,500 requests per 30 s, so above 50 the start sees 429s")
 	fs.StringVar(&f.logPath, "log", "", "write presencebridge's log, at debug level, to this file")
+	fs.BoolVar(&f.keep, "keep", false, "keep the work folder (Kamailio's configuration and log, Presence.ini, the users file, presencebridge's log) and print its path")
 	fs.DurationVar(&f.writeLatency, "write-latency", 0, "the tenant holds each setPresence and clearPresence this long before it takes and answers it, as Graph's own round trip would (0: none, loopback only)")
 	if err := fs.Parse(args); err != nil {
 		return &simulate.UsageError{Err: err, Printed: true}
@@ -152,7 +155,11 @@ func (b *callsBench) close() {
 	if b.sim != nil {
 		b.sim.stop()
 	}
-	if b.dir != "" {
+	switch {
+	case b.dir == "":
+	case b.f.keep:
+		fmt.Fprintf(b.out, "work folder kept: %s\n", b.dir)
+	default:
 		os.RemoveAll(b.dir)
 	}
 }
@@ -461,14 +468,15 @@ func ended(n kamailio.Notify) bool {
 }
 
 // waitWrites waits until the tenant has accepted op for every user in upns
-// since after and returns when it accepted each (the tenant's clock: the same
-// machine's wall clock), with the tenant's statistics at that moment.
-func (b *callsBench) waitWrites(ctx context.Context, op string, after time.Time, upns []string, limit time.Duration) (map[string]time.Time, graphsim.Stats, error) {
+// since after, or limit has passed, and returns when it accepted each (the
+// tenant's clock: the same machine's wall clock), the users it did not accept
+// it for, and the tenant's statistics at that moment.
+func (b *callsBench) waitWrites(ctx context.Context, op string, after time.Time, upns []string, limit time.Duration) (map[string]time.Time, []string, graphsim.Stats, error) {
 	deadline := time.Now().Add(limit)
 	for {
 		st, err := b.api.stats(true)
 		if err != nil {
-			return nil, st, err
+			return nil, nil, st, err
 		}
 		got := map[string]time.Time{}
 		for _, w := range st.Writes {
@@ -484,24 +492,54 @@ func (b *callsBench) waitWrites(ctx context.Context, op string, after time.Time,
 				missing = append(missing, u)
 			}
 		}
-		if len(missing) == 0 {
-			return got, st, nil
-		}
-		if time.Now().After(deadline) {
-			rep, _ := b.status()
-			var ws any
-			if len(rep.Accounts) > 0 {
-				ws = rep.Accounts[0].Writes
-			}
-			return nil, st, fmt.Errorf("%s not accepted for %d of %d users within %s (e.g. %s); presencebridge's writes: %+v",
-				op, len(missing), len(upns), limit, missing[0], ws)
+		if len(missing) == 0 || time.Now().After(deadline) {
+			return got, missing, st, nil
 		}
 		select {
 		case <-ctx.Done():
-			return nil, st, ctx.Err()
+			return nil, nil, st, ctx.Err()
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
+}
+
+// notAccepted describes users whose op the tenant did not accept within
+// limit: presencebridge's writes and, user by user, what the independent
+// watcher and presencebridge saw.
+func (b *callsBench) notAccepted(ctx context.Context, op string, missing []string, of int, limit time.Duration) string {
+	rep, _ := b.status()
+	var ws any
+	if len(rep.Accounts) > 0 {
+		ws = rep.Accounts[0].Writes
+	}
+	return fmt.Sprintf("%s not accepted for %d of %d users within %s; presencebridge's writes: %+v%s",
+		op, len(missing), of, limit, ws, b.explain(ctx, missing))
+}
+
+// explain says, for the first users of upns, what the independent watcher
+// last saw of each one's dialogs and what presencebridge knows of them (its
+// control endpoint's presence report: the PBX state and the subscription).
+func (b *callsBench) explain(ctx context.Context, upns []string) string {
+	var out strings.Builder
+	for _, upn := range upns[:min(len(upns), 8)] {
+		i := slices.Index(b.upns, upn)
+		fmt.Fprintf(&out, "\n  %s (%s): ", upn, b.uri(i))
+		b.notes.mu.Lock()
+		if ns := b.notes.by[i]; len(ns) > 0 {
+			n := ns[len(ns)-1]
+			fmt.Fprintf(&out, "the independent watcher's last of %d NOTIFYs at %s: %v; ", len(ns), n.At.Format("15:04:05.000"), n.DialogStates)
+		} else {
+			out.WriteString("no NOTIFY at the independent watcher; ")
+		}
+		b.notes.mu.Unlock()
+		var rep app.PresenceReport
+		if err := b.control.Presence(ctx, upn, &rep); err != nil {
+			fmt.Fprintf(&out, "presencebridge: %v", err)
+		} else if rep.PBX != nil {
+			fmt.Fprintf(&out, "presencebridge's PBX state %+v, subscriptions %v %s", rep.PBX.State, rep.PBX.Subscriptions, rep.PBX.Error)
+		}
+	}
+	return out.String()
 }
 
 // pollSampler follows the poller's cycles while the calls run.
@@ -675,9 +713,12 @@ func (b *callsBench) oneByOne(ctx context.Context) error {
 			return fmt.Errorf("call %d: %w", k+1, err)
 		}
 		pair := []string{b.upns[from], b.upns[to]}
-		set, _, err := b.waitWrites(ctx, graphsim.OpSetPresence, t0, pair, 30*time.Second)
+		set, missing, _, err := b.waitWrites(ctx, graphsim.OpSetPresence, t0, pair, 30*time.Second)
 		if err != nil {
 			return fmt.Errorf("call %d: %w", k+1, err)
+		}
+		if len(missing) > 0 {
+			return fmt.Errorf("call %d: %s", k+1, b.notAccepted(ctx, graphsim.OpSetPresence, missing, 2, 30*time.Second))
 		}
 		deadline := time.Now().Add(5 * time.Second)
 		nFrom, ok1 := b.notes.first(from, t0, deadline, confirmed)
@@ -696,9 +737,12 @@ func (b *callsBench) oneByOne(ctx context.Context) error {
 		if err := call.Hangup(ctx); err != nil {
 			return fmt.Errorf("call %d: %w", k+1, err)
 		}
-		clr, _, err := b.waitWrites(ctx, graphsim.OpClearPresence, t1, pair, 30*time.Second)
+		clr, missing, _, err := b.waitWrites(ctx, graphsim.OpClearPresence, t1, pair, 30*time.Second)
 		if err != nil {
 			return fmt.Errorf("call %d, hang-up: %w", k+1, err)
+		}
+		if len(missing) > 0 {
+			return fmt.Errorf("call %d, hang-up: %s", k+1, b.notAccepted(ctx, graphsim.OpClearPresence, missing, 2, 30*time.Second))
 		}
 		deadline = time.Now().Add(5 * time.Second)
 		for j, i := range []int{from, to} {
@@ -728,21 +772,23 @@ func (b *callsBench) oneByOne(ctx context.Context) error {
 	return nil
 }
 
+// burstLimit is how long the burst waits for the tenant to show every call,
+// and then every hang-up.
+const burstLimit = time.Minute
+
 // burstCalls starts --burst calls within one second between pairs of
 // phones, waits until the tenant shows every one of their users in a call,
-// then hangs them all up at once and waits until every one is back.
+// then hangs them all up at once and waits until every one is back. A call
+// the PBX refuses, or a user never shown in a call, is reported and left out
+// of the figures that follow.
 func (b *callsBench) burstCalls(ctx context.Context, kpids []int) error {
-	n := b.f.burst
-	var upns []string
-	for i := range 2 * n {
-		upns = append(upns, b.upns[i])
-	}
+	n, w := b.f.burst, b.out
+	fmt.Fprintf(w, "burst: %d calls starting within 1 s between %d phones (%d users)\n", n, 2*n, 2*n)
 	st0, err := b.api.stats(false)
 	if err != nil {
 		return err
 	}
-	k0 := cpuTimes(kpids)
-	drops0, _ := udpDrops(b.kamPort())
+	k0, q := cpuTimes(kpids), watchQueue(b.kamPort())
 	calls := make([]*sipua.Call, n)
 	answered := make([]time.Time, n)
 	errs := make([]error, n)
@@ -758,25 +804,43 @@ func (b *callsBench) burstCalls(ctx context.Context, kpids []int) error {
 		}()
 	}
 	wg.Wait()
-	if err := errors.Join(errs...); err != nil {
-		for _, c := range calls {
-			if c != nil {
-				c.Hangup(ctx)
-			}
+	var up []*sipua.Call
+	var users []int // the users of the calls set up
+	var lastAnswer time.Time
+	failed, firstErr := 0, error(nil)
+	for j, c := range calls {
+		if errs[j] != nil {
+			failed++
+			firstErr = cmp.Or(firstErr, errs[j])
+			continue
 		}
-		return fmt.Errorf("burst: %w", err)
+		up = append(up, c)
+		users = append(users, 2*j, 2*j+1)
+		if answered[j].After(lastAnswer) {
+			lastAnswer = answered[j]
+		}
 	}
-	set, st1, err := b.waitWrites(ctx, graphsim.OpSetPresence, t0, upns, 2*time.Minute)
+	if len(up) == 0 {
+		q.end()
+		return fmt.Errorf("burst: every call failed, e.g. %w", firstErr)
+	}
+	if failed > 0 {
+		fmt.Fprintf(w, "  %d calls FAILED (e.g. %v) and are left out\n", failed, firstErr)
+	}
+	upns := b.upnsOf(users)
+	set, missing, st1, err := b.waitWrites(ctx, graphsim.OpSetPresence, t0, upns, burstLimit)
 	if err != nil {
+		q.end()
 		return fmt.Errorf("burst: %w", err)
 	}
 	tSet := time.Since(t0)
-	k1 := cpuTimes(kpids)
-	drops1, _ := udpDrops(b.kamPort())
-	lastNotify, ok := b.lastNotify(2*n, t0, confirmed)
-	if !ok {
-		return errors.New("burst: the independent watchers did not see every dialog confirmed")
+	k1, queueSet := cpuTimes(kpids), q.end()
+	if len(missing) > 0 {
+		fmt.Fprintf(w, "  %d users NOT SHOWN in a call: %s\n", len(missing), b.notAccepted(ctx, graphsim.OpSetPresence, missing, len(upns), burstLimit))
+		users = slices.DeleteFunc(users, func(i int) bool { return slices.Contains(missing, b.upns[i]) })
+		upns = b.upnsOf(users)
 	}
+	lastNotify, ok := b.lastNotify(users, t0, confirmed)
 	var showing int
 	others := map[string]int{}
 	for _, u := range upns {
@@ -790,10 +854,21 @@ func (b *callsBench) burstCalls(ctx context.Context, kpids []int) error {
 			others[shows]++
 		}
 	}
-	first, last := slices.MinFunc(timesOf(set), time.Time.Compare), slices.MaxFunc(timesOf(set), time.Time.Compare)
+	fmt.Fprintf(w, "  all answered (200 OK at the callers):         %6.2f s after the first INVITE\n", lastAnswer.Sub(t0).Seconds())
+	fmt.Fprintf(w, "  all confirmed NOTIFYs at the watchers:        %s\n", secondsAfter(lastNotify, ok, t0))
+	if len(set) > 1 {
+		times := timesOf(set)
+		first, last := slices.MinFunc(times, time.Time.Compare), slices.MaxFunc(times, time.Time.Compare)
+		fmt.Fprintf(w, "  all %d setPresence accepted by the tenant:   %6.2f s; %.1f accepted/s from the first to the last\n",
+			len(set), last.Sub(t0).Seconds(), float64(len(set)-1)/last.Sub(first).Seconds())
+	}
+	fmt.Fprintf(w, "  showing Busy/InACall in the tenant then:      %d of %d%s\n", showing, len(upns), outranked(others))
+	fmt.Fprintf(w, "  Graph requests meanwhile: %s; 429s: %d\n", requestsBetween(st0, st1), st1.Throttled-st0.Throttled)
+	fmt.Fprintf(w, "  Kamailio until then: CPU %s%s\n", cpuShare(k0, k1, tSet), queueSet)
 
+	q = watchQueue(b.kamPort())
 	t1 := time.Now()
-	for _, c := range calls {
+	for _, c := range up {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -802,17 +877,18 @@ func (b *callsBench) burstCalls(ctx context.Context, kpids []int) error {
 	}
 	wg.Wait()
 	byes := time.Since(t1)
-	_, st2, err := b.waitWrites(ctx, graphsim.OpClearPresence, t1, upns, 2*time.Minute)
+	clr, missing, st2, err := b.waitWrites(ctx, graphsim.OpClearPresence, t1, upns, burstLimit)
 	if err != nil {
+		q.end()
 		return fmt.Errorf("burst hang-up: %w", err)
 	}
 	tClear := time.Since(t1)
-	k2 := cpuTimes(kpids)
-	drops2, dropsOK := udpDrops(b.kamPort())
-	lastEnded, ok := b.lastNotify(2*n, t1, ended)
-	if !ok {
-		return errors.New("burst: the independent watchers did not see every dialog end")
+	k2, queueClear := cpuTimes(kpids), q.end()
+	fmt.Fprintf(w, "hang-up of all %d calls at once (BYEs answered after %.2f s)\n", len(up), byes.Seconds())
+	if len(missing) > 0 {
+		fmt.Fprintf(w, "  %d users NOT BACK: %s\n", len(missing), b.notAccepted(ctx, graphsim.OpClearPresence, missing, len(upns), burstLimit))
 	}
+	lastEnded, ok := b.lastNotify(users, t1, ended)
 	back := 0
 	for _, u := range upns {
 		_, sessions, err := b.api.shows(u)
@@ -823,23 +899,29 @@ func (b *callsBench) burstCalls(ctx context.Context, kpids []int) error {
 			back++
 		}
 	}
-
-	w := b.out
-	fmt.Fprintf(w, "burst: %d calls starting within 1 s between %d phones (%d users)\n", n, 2*n, 2*n)
-	fmt.Fprintf(w, "  all answered (200 OK at the callers):         %6.2f s after the first INVITE\n", slices.MaxFunc(answered, time.Time.Compare).Sub(t0).Seconds())
-	fmt.Fprintf(w, "  all confirmed NOTIFYs at the watchers:        %6.2f s\n", lastNotify.Sub(t0).Seconds())
-	fmt.Fprintf(w, "  all %d setPresence accepted by the tenant:   %6.2f s; %.1f accepted/s from the first to the last\n",
-		2*n, last.Sub(t0).Seconds(), float64(2*n-1)/last.Sub(first).Seconds())
-	fmt.Fprintf(w, "  showing Busy/InACall in the tenant then:      %d of %d%s\n", showing, 2*n, outranked(others))
-	fmt.Fprintf(w, "  Graph requests meanwhile: %s; 429s: %d\n", requestsBetween(st0, st1), st1.Throttled-st0.Throttled)
-	fmt.Fprintf(w, "  Kamailio until all were shown: CPU %s%s\n", cpuShare(k0, k1, tSet), dropped(drops1-drops0, dropsOK))
-	fmt.Fprintf(w, "hang-up of all %d calls at once (BYEs answered after %.2f s)\n", n, byes.Seconds())
-	fmt.Fprintf(w, "  all ended NOTIFYs at the watchers:            %6.2f s after the first BYE\n", lastEnded.Sub(t1).Seconds())
+	fmt.Fprintf(w, "  all ended NOTIFYs at the watchers:            %s after the first BYE\n", secondsAfter(lastEnded, ok, t1))
 	fmt.Fprintf(w, "  all %d clearPresence accepted by the tenant: %6.2f s; %d of %d back to their own state (no session)\n",
-		2*n, tClear.Seconds(), back, 2*n)
+		len(clr), tClear.Seconds(), back, len(upns))
 	fmt.Fprintf(w, "  Graph requests meanwhile: %s; 429s: %d\n", requestsBetween(st1, st2), st2.Throttled-st1.Throttled)
-	fmt.Fprintf(w, "  Kamailio until all were back: CPU %s%s\n", cpuShare(k1, k2, tClear), dropped(drops2-drops1, dropsOK))
+	fmt.Fprintf(w, "  Kamailio until then: CPU %s%s\n", cpuShare(k1, k2, tClear), queueClear)
 	return nil
+}
+
+// upnsOf is the UPNs of users (indices).
+func (b *callsBench) upnsOf(users []int) []string {
+	out := make([]string, len(users))
+	for k, i := range users {
+		out[k] = b.upns[i]
+	}
+	return out
+}
+
+// secondsAfter is "1.23 s" from t0 to t, or what is missing when !ok.
+func secondsAfter(t time.Time, ok bool, t0 time.Time) string {
+	if !ok {
+		return "NOT ALL within 10 s"
+	}
+	return fmt.Sprintf("%6.2f s", t.Sub(t0).Seconds())
 }
 
 // dropped says how many datagrams to Kamailio the kernel dropped.
@@ -850,12 +932,12 @@ func dropped(n int, ok bool) string {
 	return fmt.Sprintf("; %d datagrams to Kamailio dropped by the kernel (its UDP receive buffer full)", n)
 }
 
-// lastNotify is when the last of the first n users got its first NOTIFY
-// after t that match accepts (waiting up to 10 s for them).
-func (b *callsBench) lastNotify(n int, after time.Time, match func(kamailio.Notify) bool) (time.Time, bool) {
+// lastNotify is when the last of users got its first NOTIFY after t that
+// match accepts (waiting up to 10 s for them).
+func (b *callsBench) lastNotify(users []int, after time.Time, match func(kamailio.Notify) bool) (time.Time, bool) {
 	deadline := time.Now().Add(10 * time.Second)
 	var last time.Time
-	for i := range n {
+	for _, i := range users {
 		at, ok := b.notes.first(i, after, deadline, match)
 		if !ok {
 			return time.Time{}, false

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -78,13 +79,20 @@ func cpuShare(before, after map[int]time.Duration, wall time.Duration) string {
 // bound to port (a full receive buffer: the reader did not keep up), and false
 // when /proc/net/udp cannot tell.
 func udpDrops(port int) (int, bool) {
+	_, drops, ok := udpSocket(port)
+	return drops, ok
+}
+
+// udpSocket reads the IPv4 UDP sockets bound to port from /proc/net/udp: the
+// bytes waiting in their receive queues and the datagrams the kernel dropped.
+func udpSocket(port int) (queued, drops int, ok bool) {
 	raw, err := os.ReadFile("/proc/net/udp")
 	if err != nil {
-		return 0, false
+		return 0, 0, false
 	}
 	want := fmt.Sprintf(":%04X", port)
-	total, found := 0, false
 	for _, line := range strings.Split(string(raw), "\n")[1:] {
+		// sl local_address rem_address st tx_queue:rx_queue ... drops
 		f := strings.Fields(line)
 		if len(f) < 13 || !strings.HasSuffix(f[1], want) {
 			continue
@@ -93,8 +101,59 @@ func udpDrops(port int) (int, bool) {
 		if err != nil {
 			continue
 		}
-		total += n
-		found = true
+		_, rx, _ := strings.Cut(f[4], ":")
+		q, _ := strconv.ParseInt(rx, 16, 64)
+		queued += int(q)
+		drops += n
+		ok = true
 	}
-	return total, found
+	return queued, drops, ok
+}
+
+// queueWatch samples a UDP port's receive queue until stopped: how far its
+// reader fell behind at worst.
+type queueWatch struct {
+	port     int
+	drops0   int
+	ok       bool
+	mu       sync.Mutex
+	maxQueue int
+	stop     chan struct{}
+	done     chan struct{}
+}
+
+// watchQueue starts sampling port's receive queue every 10 ms.
+func watchQueue(port int) *queueWatch {
+	q := &queueWatch{port: port, stop: make(chan struct{}), done: make(chan struct{})}
+	_, q.drops0, q.ok = udpSocket(port)
+	go func() {
+		defer close(q.done)
+		t := time.NewTicker(10 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-q.stop:
+				return
+			case <-t.C:
+			}
+			if n, _, ok := udpSocket(port); ok {
+				q.mu.Lock()
+				q.maxQueue = max(q.maxQueue, n)
+				q.mu.Unlock()
+			}
+		}
+	}()
+	return q
+}
+
+// end stops sampling and describes what the port's reader went through.
+func (q *queueWatch) end() string {
+	close(q.stop)
+	<-q.done
+	_, drops, ok := udpSocket(q.port)
+	if !ok || !q.ok {
+		return ""
+	}
+	return fmt.Sprintf("; its UDP receive queue at most %d KiB (sampled every 10 ms), %d datagrams dropped by the kernel (queue full)",
+		q.maxQueue/1024, drops-q.drops0)
 }
