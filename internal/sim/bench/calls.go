@@ -788,7 +788,7 @@ func (b *callsBench) burstCalls(ctx context.Context, kpids []int) error {
 	if err != nil {
 		return err
 	}
-	k0, q := cpuTimes(kpids), watchQueue(b.kamPort())
+	k0, q, d0 := cpuTimes(kpids), watchQueue(b.kamPort()), b.ourDrops()
 	calls := make([]*sipua.Call, n)
 	answered := make([]time.Time, n)
 	errs := make([]error, n)
@@ -834,7 +834,7 @@ func (b *callsBench) burstCalls(ctx context.Context, kpids []int) error {
 		return fmt.Errorf("burst: %w", err)
 	}
 	tSet := time.Since(t0)
-	k1, queueSet := cpuTimes(kpids), q.end()
+	k1, queueSet, d1 := cpuTimes(kpids), q.end(), b.ourDrops()
 	if len(missing) > 0 {
 		fmt.Fprintf(w, "  %d users NOT SHOWN in a call: %s\n", len(missing), b.notAccepted(ctx, graphsim.OpSetPresence, missing, len(upns), burstLimit))
 		users = slices.DeleteFunc(users, func(i int) bool { return slices.Contains(missing, b.upns[i]) })
@@ -865,6 +865,7 @@ func (b *callsBench) burstCalls(ctx context.Context, kpids []int) error {
 	fmt.Fprintf(w, "  showing Busy/InACall in the tenant then:      %d of %d%s\n", showing, len(upns), outranked(others))
 	fmt.Fprintf(w, "  Graph requests meanwhile: %s; 429s: %d\n", requestsBetween(st0, st1), st1.Throttled-st0.Throttled)
 	fmt.Fprintf(w, "  Kamailio until then: CPU %s%s\n", cpuShare(k0, k1, tSet), queueSet)
+	fmt.Fprintf(w, "  %s\n", d1.since(d0))
 
 	q = watchQueue(b.kamPort())
 	t1 := time.Now()
@@ -883,7 +884,7 @@ func (b *callsBench) burstCalls(ctx context.Context, kpids []int) error {
 		return fmt.Errorf("burst hang-up: %w", err)
 	}
 	tClear := time.Since(t1)
-	k2, queueClear := cpuTimes(kpids), q.end()
+	k2, queueClear, d2 := cpuTimes(kpids), q.end(), b.ourDrops()
 	fmt.Fprintf(w, "hang-up of all %d calls at once (BYEs answered after %.2f s)\n", len(up), byes.Seconds())
 	if len(missing) > 0 {
 		fmt.Fprintf(w, "  %d users NOT BACK: %s\n", len(missing), b.notAccepted(ctx, graphsim.OpClearPresence, missing, len(upns), burstLimit))
@@ -904,7 +905,29 @@ func (b *callsBench) burstCalls(ctx context.Context, kpids []int) error {
 		len(clr), tClear.Seconds(), back, len(upns))
 	fmt.Fprintf(w, "  Graph requests meanwhile: %s; 429s: %d\n", requestsBetween(st1, st2), st2.Throttled-st1.Throttled)
 	fmt.Fprintf(w, "  Kamailio until then: CPU %s%s\n", cpuShare(k1, k2, tClear), queueClear)
+	fmt.Fprintf(w, "  %s\n", d2.since(d1))
 	return nil
+}
+
+// drops are the datagrams the kernel dropped on presencebridge's UDP sockets
+// and on this process's (the phones' and watchers').
+type drops struct {
+	bridge, bench int
+	ok            bool
+}
+
+func (b *callsBench) ourDrops() drops {
+	bridge, ok1 := udpDropsOf(strconv.Itoa(b.bridge.Process.Pid))
+	bench, ok2 := udpDropsOf("self")
+	return drops{bridge, bench, ok1 && ok2}
+}
+
+func (d drops) since(before drops) string {
+	if !d.ok || !before.ok {
+		return "datagrams dropped elsewhere: n/a"
+	}
+	return fmt.Sprintf("datagrams dropped by the kernel on presencebridge's UDP sockets: %d, on the bench's phones and watchers: %d",
+		d.bridge-before.bridge, d.bench-before.bench)
 }
 
 // upnsOf is the UPNs of users (indices).

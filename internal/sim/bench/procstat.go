@@ -157,3 +157,38 @@ func (q *queueWatch) end() string {
 	return fmt.Sprintf("; its UDP receive queue at most %d KiB (sampled every 10 ms), %d datagrams dropped by the kernel (queue full)",
 		q.maxQueue/1024, drops-q.drops0)
 }
+
+// udpDropsOf is how many datagrams the kernel dropped on the UDP sockets
+// (IPv4 and IPv6) that process pid ("self" or a number) holds, and false
+// when /proc cannot tell.
+func udpDropsOf(pid string) (int, bool) {
+	fds, err := os.ReadDir("/proc/" + pid + "/fd")
+	if err != nil {
+		return 0, false
+	}
+	inodes := map[string]bool{}
+	for _, fd := range fds {
+		link, err := os.Readlink("/proc/" + pid + "/fd/" + fd.Name())
+		if inode, ok := strings.CutPrefix(link, "socket:["); err == nil && ok {
+			inodes[strings.TrimSuffix(inode, "]")] = true
+		}
+	}
+	total, found := 0, false
+	for _, table := range []string{"/proc/net/udp", "/proc/net/udp6"} {
+		raw, err := os.ReadFile(table)
+		if err != nil {
+			continue
+		}
+		found = true
+		for _, line := range strings.Split(string(raw), "\n")[1:] {
+			// sl local rem st tx:rx tr:when retrnsmt uid timeout inode ref pointer drops
+			f := strings.Fields(line)
+			if len(f) < 13 || !inodes[f[9]] {
+				continue
+			}
+			n, _ := strconv.Atoi(f[len(f)-1])
+			total += n
+		}
+	}
+	return total, found
+}
