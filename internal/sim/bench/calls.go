@@ -804,6 +804,7 @@ func (b *callsBench) burstCalls(ctx context.Context, kpids []int) error {
 		}()
 	}
 	wg.Wait()
+	kUp, tUp := cpuTimes(kpids), time.Since(t0)
 	var up []*sipua.Call
 	var users []int // the users of the calls set up
 	var lastAnswer time.Time
@@ -833,8 +834,7 @@ func (b *callsBench) burstCalls(ctx context.Context, kpids []int) error {
 		q.end()
 		return fmt.Errorf("burst: %w", err)
 	}
-	tSet := time.Since(t0)
-	k1, queueSet, d1 := cpuTimes(kpids), q.end(), b.ourDrops()
+	queueSet, d1 := q.end(), b.ourDrops()
 	if len(missing) > 0 {
 		fmt.Fprintf(w, "  %d users NOT SHOWN in a call: %s\n", len(missing), b.notAccepted(ctx, graphsim.OpSetPresence, missing, len(upns), burstLimit))
 		users = slices.DeleteFunc(users, func(i int) bool { return slices.Contains(missing, b.upns[i]) })
@@ -864,11 +864,11 @@ func (b *callsBench) burstCalls(ctx context.Context, kpids []int) error {
 	}
 	fmt.Fprintf(w, "  showing Busy/InACall in the tenant then:      %d of %d%s\n", showing, len(upns), outranked(others))
 	fmt.Fprintf(w, "  Graph requests meanwhile: %s; 429s: %d\n", requestsBetween(st0, st1), st1.Throttled-st0.Throttled)
-	fmt.Fprintf(w, "  Kamailio until then: CPU %s%s\n", cpuShare(k0, k1, tSet), queueSet)
+	fmt.Fprintf(w, "  Kamailio while the calls were set up (%.2f s): CPU %s%s\n", tUp.Seconds(), cpuShare(k0, kUp, tUp), queueSet)
 	fmt.Fprintf(w, "  %s\n", d1.since(d0))
 
 	q = watchQueue(b.kamPort())
-	t1 := time.Now()
+	kDown0, t1 := cpuTimes(kpids), time.Now()
 	for _, c := range up {
 		wg.Add(1)
 		go func() {
@@ -877,14 +877,14 @@ func (b *callsBench) burstCalls(ctx context.Context, kpids []int) error {
 		}()
 	}
 	wg.Wait()
-	byes := time.Since(t1)
+	kDown, byes := cpuTimes(kpids), time.Since(t1)
 	clr, missing, st2, err := b.waitWrites(ctx, graphsim.OpClearPresence, t1, upns, burstLimit)
 	if err != nil {
 		q.end()
 		return fmt.Errorf("burst hang-up: %w", err)
 	}
 	tClear := time.Since(t1)
-	k2, queueClear, d2 := cpuTimes(kpids), q.end(), b.ourDrops()
+	queueClear, d2 := q.end(), b.ourDrops()
 	fmt.Fprintf(w, "hang-up of all %d calls at once (BYEs answered after %.2f s)\n", len(up), byes.Seconds())
 	if len(missing) > 0 {
 		fmt.Fprintf(w, "  %d users NOT BACK: %s\n", len(missing), b.notAccepted(ctx, graphsim.OpClearPresence, missing, len(upns), burstLimit))
@@ -904,7 +904,7 @@ func (b *callsBench) burstCalls(ctx context.Context, kpids []int) error {
 	fmt.Fprintf(w, "  all %d clearPresence accepted by the tenant: %6.2f s; %d of %d back to their own state (no session)\n",
 		len(clr), tClear.Seconds(), back, len(upns))
 	fmt.Fprintf(w, "  Graph requests meanwhile: %s; 429s: %d\n", requestsBetween(st1, st2), st2.Throttled-st1.Throttled)
-	fmt.Fprintf(w, "  Kamailio until then: CPU %s%s\n", cpuShare(k1, k2, tClear), queueClear)
+	fmt.Fprintf(w, "  Kamailio while the BYEs were answered: CPU %s%s\n", cpuShare(kDown0, kDown, byes), queueClear)
 	fmt.Fprintf(w, "  %s\n", d2.since(d1))
 	return nil
 }
