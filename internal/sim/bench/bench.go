@@ -21,11 +21,13 @@ import (
 	"runtime/pprof"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/presencebridge/presencebridge/internal/app"
 	"github.com/presencebridge/presencebridge/internal/config"
 	"github.com/presencebridge/presencebridge/internal/presence"
+	"github.com/presencebridge/presencebridge/internal/sim/procgroup"
 	"github.com/presencebridge/presencebridge/internal/sim/simulate"
 	"github.com/presencebridge/presencebridge/internal/teams/poll"
 )
@@ -191,6 +193,9 @@ func startTenant(args []string) (*tenant, error) {
 	sim := exec.Command(self, append([]string{"simulate"}, args...)...)
 	out, _ := sim.StdoutPipe()
 	sim.Stderr = io.Discard
+	// It ends with this process, even one killed (by SIGPIPE, when stdout
+	// was piped into head).
+	sim.SysProcAttr = procgroup.Attr(syscall.SIGTERM)
 	if err := sim.Start(); err != nil {
 		return nil, err
 	}

@@ -27,6 +27,7 @@ import (
 	"github.com/presencebridge/presencebridge/internal/config"
 	"github.com/presencebridge/presencebridge/internal/sim/graphsim"
 	"github.com/presencebridge/presencebridge/internal/sim/kamailio"
+	"github.com/presencebridge/presencebridge/internal/sim/procgroup"
 	"github.com/presencebridge/presencebridge/internal/sim/simulate"
 	"github.com/presencebridge/presencebridge/internal/sim/sipua"
 	"github.com/presencebridge/presencebridge/internal/teams/poll"
@@ -91,7 +92,9 @@ func Calls(args []string, stdout, stderr io.Writer) error {
 	// only the phones and watchers, whose garbage collection must not slow
 	// them down near it.
 	defer debug.SetMemoryLimit(debug.SetMemoryLimit(math.MaxInt64))
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	// A closed stdout (piped into head) stops the run too, so the work
+	// folder is removed and the children are stopped, as on Ctrl-C.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM, syscall.SIGPIPE)
 	defer stop()
 	b := &callsBench{f: f, out: stdout}
 	defer b.close()
@@ -269,6 +272,7 @@ func (b *callsBench) startBridge(ctx context.Context, path string) error {
 	defer lf.Close() // the child has its own copy
 	b.bridge = exec.Command(self, "--config", path, "run")
 	b.bridge.Stdout, b.bridge.Stderr = lf, lf
+	b.bridge.SysProcAttr = procgroup.Attr(syscall.SIGTERM) // it ends with this process, as the tenant does
 	b.started = time.Now()
 	if err := b.bridge.Start(); err != nil {
 		b.bridge = nil
