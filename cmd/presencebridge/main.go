@@ -48,7 +48,9 @@ Commands:
   verify [--offline]      check config, users, budget, network, tokens, permissions and targets; each FAIL with its fix
   service <action>        install, uninstall, start, stop, restart, status or reload the service
   simulate [flags]        run the simulated Microsoft tenant (login + Graph), optionally with a PBX side
-  bench [flags]           poll a simulated tenant of many users and print the figures
+  bench [delivery|calls] [flags]
+                          poll a simulated tenant of many users, deliver a burst to the PBX, or show
+                          calls through Kamailio in Teams; print the figures
   version                 print the version
   help                    print this text
 

@@ -35,6 +35,8 @@ func TestSimCommandsExit(t *testing.T) {
 		{[]string{"simulate", "--addr", "192.0.2.1:0"}, exitFailure, "presencebridge simulate: graphsim: Addr \"192.0.2.1:0\" is not a loopback address..."},
 		{[]string{"bench", "--deliver", "sip"}, exitFailure, "presencebridge bench: --deliver \"sip\": use http, or leave it out\n"},
 		{[]string{"bench", "delivery", "--users", "5"}, exitUsage, "flag provided but not defined: -users\nUsage of bench delivery:\n..."},
+		{[]string{"bench", "calls", "--changes", "5"}, exitUsage, "flag provided but not defined: -changes\nUsage of bench calls:\n..."},
+		{[]string{"bench", "calls", "--phones", "3"}, exitUsage, "presencebridge bench calls: --phones 3 must be even, from 2 to --watched (1000)\n"},
 	} {
 		var stdout, stderr bytes.Buffer
 		cmd := exec.Command(binPath, tc.args...)

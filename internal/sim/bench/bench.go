@@ -9,14 +9,11 @@ package bench
 import (
 	"bufio"
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -24,11 +21,13 @@ import (
 	"runtime/pprof"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/presencebridge/presencebridge/internal/app"
 	"github.com/presencebridge/presencebridge/internal/config"
 	"github.com/presencebridge/presencebridge/internal/presence"
+	"github.com/presencebridge/presencebridge/internal/sim/procgroup"
 	"github.com/presencebridge/presencebridge/internal/sim/simulate"
 	"github.com/presencebridge/presencebridge/internal/teams/poll"
 )
@@ -38,11 +37,12 @@ type nullSink struct{ n int }
 
 func (s *nullSink) Deliver(_ context.Context, cs []presence.Change) error { s.n += len(cs); return nil }
 
-// Command is the name of the command args (what follows "bench") run: "bench" or
-// "bench delivery", for the caller's "presencebridge <command>: <error>".
+// Command is the name of the command args (what follows "bench") run: "bench",
+// "bench delivery" or "bench calls", for the caller's "presencebridge <command>:
+// <error>".
 func Command(args []string) string {
-	if len(args) > 0 && args[0] == "delivery" {
-		return "bench delivery"
+	if len(args) > 0 && (args[0] == "delivery" || args[0] == "calls") {
+		return "bench " + args[0]
 	}
 	return "bench"
 }
@@ -51,10 +51,14 @@ func Command(args []string) string {
 // simulated tenant, run as a child process (`simulate`, by os.Executable, which
 // must be presencebridge) so its CPU and memory are not counted, and prints the
 // figures of the steady-state cycles on stdout. `bench delivery ...` runs
-// Delivery. Bad arguments return a *simulate.UsageError, already printed.
+// Delivery, `bench calls ...` Calls. Bad arguments return a
+// *simulate.UsageError, already printed.
 func Main(args []string, stdout, stderr io.Writer) error {
 	if len(args) > 0 && args[0] == "delivery" {
 		return Delivery(args[1:], stdout, stderr)
+	}
+	if len(args) > 0 && args[0] == "calls" {
+		return Calls(args[1:], stdout, stderr)
 	}
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -71,8 +75,7 @@ func Main(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer os.RemoveAll(dir)
-	self, _ := os.Executable()
-	simArgs := []string{"simulate", "--addr", "127.0.0.1:0", "--users", strconv.Itoa(*nUsers), "--rate", fmt.Sprint(*rate),
+	simArgs := []string{"--addr", "127.0.0.1:0", "--users", strconv.Itoa(*nUsers), "--rate", fmt.Sprint(*rate),
 		"--auth", "secret", "--interval", "1s", "--resolve-rate", "100", "--write-config", dir}
 	switch *deliver {
 	case "":
@@ -81,23 +84,11 @@ func Main(args []string, stdout, stderr io.Writer) error {
 	default:
 		return fmt.Errorf("--deliver %q: use http, or leave it out", *deliver)
 	}
-	sim := exec.Command(self, simArgs...)
-	out, _ := sim.StdoutPipe()
-	sim.Stderr = io.Discard
-	if err := sim.Start(); err != nil {
-		return err
-	}
-	defer func() { sim.Process.Signal(os.Interrupt); sim.Wait() }()
-	br := bufio.NewReader(out)
-	line, err := br.ReadString('\n')
+	sim, err := startTenant(simArgs)
 	if err != nil {
-		return fmt.Errorf("simulated tenant did not start: %w", err)
-	}
-	go io.Copy(io.Discard, br) // the CTI receiver prints what arrives
-	var ready simulate.Ready
-	if err := json.Unmarshal([]byte(line), &ready); err != nil {
 		return err
 	}
+	defer sim.stop()
 	cfg, err := config.Load(filepath.Join(dir, "Presence.ini"))
 	if err != nil {
 		return err
@@ -144,7 +135,7 @@ func Main(args []string, stdout, stderr io.Writer) error {
 	wall := time.Since(m0)
 	cpu := rusage() - ru0
 	st := status()
-	simStats := fetchSimStats(ready)
+	simStats := fetchSimStats(sim.Ready)
 	var maxDur, sum time.Duration
 	for _, d := range durs {
 		sum += d
@@ -183,10 +174,54 @@ func Main(args []string, stdout, stderr io.Writer) error {
 	return nil
 }
 
-// peakRSS reports the peak resident set and, now, how much of the resident set is
-// anonymous memory (Go heap, stacks) and how much is mapped files (the bbolt file).
-func peakRSS() string {
-	raw, err := os.ReadFile("/proc/self/status")
+// tenant is the simulated tenant startTenant runs.
+type tenant struct {
+	simulate.Ready
+	pid  int
+	stop func()
+}
+
+// startTenant runs `simulate` with args as a child process of this executable
+// (which must be presencebridge, or a test binary that answers "simulate" as
+// it does), so the tenant's CPU and memory are not counted in the figures, and
+// returns once it is ready.
+func startTenant(args []string) (*tenant, error) {
+	self, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	sim := exec.Command(self, append([]string{"simulate"}, args...)...)
+	out, _ := sim.StdoutPipe()
+	sim.Stderr = io.Discard
+	// It ends with this process, even one killed (by SIGPIPE, when stdout
+	// was piped into head).
+	sim.SysProcAttr = procgroup.Attr(syscall.SIGTERM)
+	if err := sim.Start(); err != nil {
+		return nil, err
+	}
+	t := &tenant{pid: sim.Process.Pid, stop: func() { sim.Process.Signal(os.Interrupt); sim.Wait() }}
+	br := bufio.NewReader(out)
+	line, err := br.ReadString('\n')
+	if err != nil {
+		t.stop()
+		return nil, fmt.Errorf("simulated tenant did not start: %w", err)
+	}
+	go io.Copy(io.Discard, br) // the CTI receiver prints what arrives
+	if err := json.Unmarshal([]byte(line), &t.Ready); err != nil {
+		t.stop()
+		return nil, err
+	}
+	return t, nil
+}
+
+// peakRSS reports this process's peak resident set and, now, how much of the
+// resident set is anonymous memory (Go heap, stacks) and how much is mapped
+// files (the bbolt file).
+func peakRSS() string { return peakRSSOf("self") }
+
+// peakRSSOf is peakRSS of process pid ("self" or a number), from /proc.
+func peakRSSOf(pid string) string {
+	raw, err := os.ReadFile("/proc/" + pid + "/status")
 	if err != nil {
 		return "n/a"
 	}
@@ -212,23 +247,12 @@ func heapMiB() float64 {
 // fetchSimStats asks the simulated tenant's control API for the most requests
 // it saw in one throttle window and how often it throttled.
 func fetchSimStats(r simulate.Ready) string {
-	pem, err := os.ReadFile(r.CAFile)
+	api, err := newTenantAPI(r)
 	if err != nil {
 		return "n/a"
 	}
-	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(pem)
-	hc := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
-	resp, err := hc.Get(r.URL + "/_sim/stats?requests=false")
+	st, err := api.stats(false)
 	if err != nil {
-		return "n/a"
-	}
-	defer resp.Body.Close()
-	var st struct {
-		MaxInWindow map[string]int `json:"maxInWindow"`
-		Throttled   int            `json:"throttled"`
-	}
-	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
 		return "n/a"
 	}
 	return fmt.Sprintf("%v (throttled at the tenant: %d)", st.MaxInWindow, st.Throttled)

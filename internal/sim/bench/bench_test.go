@@ -2,22 +2,30 @@ package bench_test
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
+	"log/slog"
+	"maps"
 	"os"
+	"os/signal"
 	"regexp"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 
+	"github.com/presencebridge/presencebridge/internal/app"
+	"github.com/presencebridge/presencebridge/internal/config"
 	"github.com/presencebridge/presencebridge/internal/sim/bench"
 	"github.com/presencebridge/presencebridge/internal/sim/kamailio"
 	"github.com/presencebridge/presencebridge/internal/sim/simulate"
 	"github.com/presencebridge/presencebridge/internal/testkit"
 )
 
-// TestMain makes this test binary answer `simulate` as presencebridge does: bench
-// runs the simulated tenant as a child process of its own executable.
+// TestMain makes this test binary answer `simulate` and `--config PATH run` as
+// presencebridge does: bench runs the simulated tenant, and bench calls
+// presencebridge itself, as child processes of its own executable.
 func TestMain(m *testing.M) {
 	if len(os.Args) > 1 && os.Args[1] == "simulate" {
 		if err := simulate.Main(os.Args[2:], os.Stdout, os.Stderr); err != nil {
@@ -26,26 +34,68 @@ func TestMain(m *testing.M) {
 		}
 		os.Exit(0)
 	}
+	if len(os.Args) == 4 && os.Args[1] == "--config" && os.Args[3] == "run" {
+		if err := runApp(os.Args[2]); err != nil {
+			fmt.Fprintf(os.Stderr, "presencebridge run: %v\n", err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
 	os.Exit(m.Run())
 }
 
+// runApp stands in for `presencebridge run` (package main, which a test cannot
+// import): the same App on the same Presence.ini until SIGINT or SIGTERM, without
+// what run adds for a service (reloads, sd_notify, the service manager).
+func runApp(path string) error {
+	cfg, err := config.Load(path)
+	if err != nil {
+		return err
+	}
+	a, err := app.Open(app.Options{Config: cfg, Logger: slog.New(slog.NewTextHandler(os.Stderr, nil)), Version: "bench test"})
+	if err != nil {
+		return err
+	}
+	defer a.Close()
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	return a.Run(ctx)
+}
+
 func TestCommand(t *testing.T) {
-	for args, want := range map[string]string{"": "bench", "--users 5": "bench", "delivery": "bench delivery", "delivery --changes 5": "bench delivery"} {
+	for args, want := range map[string]string{"": "bench", "--users 5": "bench", "delivery": "bench delivery", "delivery --changes 5": "bench delivery",
+		"calls": "bench calls", "calls --burst 5": "bench calls"} {
 		if got := bench.Command(strings.Fields(args)); got != want {
 			t.Errorf("Command(%q) = %q, want %q", args, got, want)
 		}
 	}
 }
 
-// A bad flag is a *simulate.UsageError the flag package has printed; a bad
-// --deliver is the command's own failure.
+// A bad flag is a *simulate.UsageError the flag package has printed; numbers
+// bench calls cannot work with are one it has not; a bad --deliver is the
+// command's own failure.
 func TestBadArguments(t *testing.T) {
-	for _, args := range [][]string{{"--bogus"}, {"delivery", "--users", "5"}} {
+	for _, args := range [][]string{{"--bogus"}, {"delivery", "--users", "5"}, {"calls", "--changes", "5"}} {
 		var stdout, stderr bytes.Buffer
 		err := bench.Main(args, &stdout, &stderr)
 		var usage *simulate.UsageError
 		if !errors.As(err, &usage) || !usage.Printed || !strings.Contains(stderr.String(), "flag provided but not defined") {
 			t.Errorf("%v: %v, stderr %q; want a printed UsageError", args, err, stderr.String())
+		}
+	}
+	for args, want := range map[string]string{
+		"--phones 3":               "--phones 3 must be even, from 2 to --watched (1000)",
+		"--users 10":               "--watched 1000 must be from 2 to --users (10)",
+		"--burst 501":              "--calls 50 and --burst 501 must be at least 1, and twice --burst at most --watched (1000)",
+		"--calls 0":                "--calls 0 and --burst 100 must be at least 1, and twice --burst at most --watched (1000)",
+		"--watched 20 --phones 40": "--phones 40 must be even, from 2 to --watched (20)",
+		"--watched 20 extra":       `unexpected argument "extra"`,
+	} {
+		var stderr bytes.Buffer
+		err := bench.Main(append([]string{"calls"}, strings.Fields(args)...), new(bytes.Buffer), &stderr)
+		var usage *simulate.UsageError
+		if !errors.As(err, &usage) || usage.Printed || err.Error() != want || stderr.Len() > 0 {
+			t.Errorf("calls %s: %v (stderr %q); want a UsageError %q, not printed", args, err, stderr.String(), want)
 		}
 	}
 	err := bench.Main([]string{"--deliver", "sip"}, new(bytes.Buffer), new(bytes.Buffer))
@@ -129,4 +179,60 @@ func TestBenchDelivery(t *testing.T) {
 		}
 	}
 	testkit.Tool(t, "the Kamailio part of bench delivery", kamErr)
+}
+
+// bench calls with small numbers: real calls through Kamailio as the PBX,
+// watched by presencebridge (its own process) and shown in the simulated
+// tenant, one at a time and in a burst; every figure is printed, every call
+// reached Teams and ended there, and nothing was throttled. Speed is the
+// bench's to print, not this test's to judge.
+func TestBenchCalls(t *testing.T) {
+	testkit.Need(t, "the bench calls test", kamailio.Find)
+	var stdout, stderr bytes.Buffer
+	// --rate 0: no user changes their own Teams state meanwhile, so each one
+	// in a call shows it (a DoNotDisturb of their own would outrank it).
+	err := bench.Main([]string{"calls", "--users", "200", "--watched", "20", "--phones", "10", "--calls", "5", "--burst", "10", "--rate", "0"}, &stdout, &stderr)
+	if err != nil {
+		t.Fatalf("%v\n%s\n%s", err, stdout.String(), stderr.String())
+	}
+	out := stdout.String()
+	for _, want := range []string{
+		"presencebridge bench calls: 200 users polled (1 account, client secret, budget 1500 requests/30s, share 60%, interval 10s),",
+		"20 of them watched on Kamailio as the PBX", "the other 180 have no SIP URI", "20 users subscribed",
+		"one by one: 5 calls, one at a time, between 10 registered phones",
+		"burst: 10 calls starting within 1 s between 20 phones (20 users)",
+		"showing Busy/InACall in the tenant then:      20 of 20\n",
+		"20 of 20 back to their own state (no session)",
+		"presencebridge's writes: 30 setPresence, 30 clearPresence, 0 failed",
+		"PBX watch: 20 users subscribed, 0 failed,",
+		"presencebridge (presencebridge run, its own process):", "peak RSS:",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("no %q in\n%s", want, out)
+		}
+	}
+	samples := regexp.MustCompile(`(?m)^  (confirmed|ended) NOTIFY -> (set|clear)Presence accepted, (callee|caller|both): +p50 +[0-9.]+ ms  p95 +[0-9.]+ ms  p99 +[0-9.]+ ms  \(max [0-9.]+ ms, (\d+) samples\)$`)
+	got := map[string]string{}
+	for _, m := range samples.FindAllStringSubmatch(out, -1) {
+		got[m[1]+" "+m[3]] = m[4]
+	}
+	if want := map[string]string{"confirmed callee": "5", "confirmed caller": "5", "confirmed both": "10", "ended both": "10"}; !maps.Equal(got, want) {
+		t.Errorf("latency samples %v, want %v, in\n%s", got, want, out)
+	}
+	for _, label := range []string{"all 20 setPresence accepted by the tenant:", "all 20 clearPresence accepted by the tenant:"} {
+		if !regexp.MustCompile(regexp.QuoteMeta(label) + ` +[0-9.]+ s`).MatchString(out) {
+			t.Errorf("no %q with a time in\n%s", label, out)
+		}
+	}
+	if n := len(regexp.MustCompile(`429s: 0\b`).FindAllString(out, -1)); n != 4 {
+		t.Errorf("%d reports of no 429s, want 4 (start, burst, hang-up, whole run):\n%s", n, out)
+	}
+	for _, bad := range []string{"FAILED", "NOT SHOWN", "NOT BACK", "NOT ALL"} {
+		if strings.Contains(out, bad) {
+			t.Errorf("%q in\n%s", bad, out)
+		}
+	}
+	if !strings.Contains(out, "presencebridge counted 0 on polls, 0 on writes") {
+		t.Errorf("presencebridge counted 429s:\n%s", out)
+	}
 }
