@@ -228,8 +228,9 @@ func (w *Writer) drain(ctx context.Context) time.Time {
 			if len(sem) == 0 {
 				return next
 			}
-			select { // a write that ends may make another due (a retry, a renewal)
+			select { // a write that ends may make another due (a retry), and Apply new ones
 			case <-done:
+			case <-w.wake:
 			case <-ctx.Done():
 			}
 			continue

@@ -304,3 +304,31 @@ func TestWritesOverlap(t *testing.T) {
 		t.Errorf("%d of %d calls written", st.Counts.Set, len(chs))
 	}
 }
+
+// A call applied while another user's write is under way starts its own write
+// then, not after that one ends.
+func TestApplyDuringAWrite(t *testing.T) {
+	r := newRig(t)
+	conc := &concurrency{Graph: r.gc}
+	w, err := New(Options{Settings: DefaultSettings(), Account: "main", AppID: app, Graph: conc, IDs: r.ids, Budget: r.bud, Clock: r.clk})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Apply([]presence.PBXChange{change(r.user(0), presence.LineInCall, t0)})
+	done := make(chan struct{})
+	go func() { defer close(done); w.drain(context.Background()) }()
+	for { // the first write is under way (it takes 50 ms)
+		conc.mu.Lock()
+		n := conc.now
+		conc.mu.Unlock()
+		if n == 1 {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	w.Apply([]presence.PBXChange{change(r.user(1), presence.LineInCall, t0)})
+	<-done
+	if conc.most != 2 {
+		t.Errorf("%d writes under way at most; the second call waited for the first write", conc.most)
+	}
+}
