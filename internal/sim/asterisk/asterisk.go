@@ -117,18 +117,10 @@ func Start(ctx context.Context, o Options) (*Server, error) {
 	if err := o.fill(); err != nil {
 		return nil, err
 	}
-	// Another process may take a port between freePorts and Asterisk's bind:
+	// Another process may take a port between FreePorts and Asterisk's bind:
 	// try again on fresh ports then.
-	for attempt := 1; ; attempt++ {
-		s, err := launch(ctx, home, o, nil)
-		if err == nil || attempt == 3 || !errors.Is(err, errPortTaken) {
-			return s, err
-		}
-		o.Logger.Warn("Asterisk port taken, retrying on other ports", "attempt", attempt)
-	}
+	return procgroup.RetryPortTaken(o.Logger, "Asterisk", func() (*Server, error) { return launch(ctx, home, o, nil) })
 }
-
-var errPortTaken = errors.New("a listen port was taken")
 
 // fill validates o and sets defaults.
 func (o *Options) fill() error {
@@ -418,7 +410,7 @@ func (s *Server) waitReady(ctx context.Context, limit time.Duration) error {
 		case <-poll.C:
 		}
 	}
-	return fmt.Errorf("%w: asterisk does not hold %s", errPortTaken, strings.Join(missing, ", "))
+	return fmt.Errorf("%w: asterisk does not hold %s", procgroup.ErrPortTaken, strings.Join(missing, ", "))
 }
 
 // portsNotHeld lists the listeners Asterisk's process does not hold.

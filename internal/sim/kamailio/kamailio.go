@@ -156,18 +156,10 @@ func Start(ctx context.Context, o Options) (*Server, error) {
 			return nil, fmt.Errorf("kamailio TLS certificate: %w", err)
 		}
 	}
-	// Another process may take a port between freePorts and Kamailio's bind:
+	// Another process may take a port between FreePorts and Kamailio's bind:
 	// try again on fresh ports then.
-	for attempt := 1; ; attempt++ {
-		s, err := launch(ctx, bin, o, nil)
-		if err == nil || attempt == 3 || !errors.Is(err, errPortTaken) {
-			return s, err
-		}
-		o.Logger.Warn("Kamailio port taken, retrying on other ports", "attempt", attempt)
-	}
+	return procgroup.RetryPortTaken(o.Logger, "Kamailio", func() (*Server, error) { return launch(ctx, bin, o, nil) })
 }
-
-var errPortTaken = errors.New("a listen port was taken")
 
 // dbDir is the folder of the db_text tables.
 func (o *Options) dbDir() string { return filepath.Join(o.Dir, "db") }
@@ -282,7 +274,7 @@ func launch(ctx context.Context, bin string, o Options, ports []int) (*Server, e
 		s.Stop()
 		tail := s.LogTail(30)
 		if strings.Contains(tail, "Address already in use") {
-			err = fmt.Errorf("%w: %w", errPortTaken, err)
+			err = fmt.Errorf("%w: %w", procgroup.ErrPortTaken, err)
 		}
 		return nil, fmt.Errorf("%w (config %s)\nkamailio log:\n%s", err, cfgPath, tail)
 	}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 )
 
@@ -36,4 +37,21 @@ func FreePorts(n int) ([]int, error) {
 		return nil, errors.New("no free loopback ports")
 	}
 	return ports, nil
+}
+
+// ErrPortTaken is what a harness's launch wraps when its child could not bind a
+// port FreePorts gave: another process took it in between.
+var ErrPortTaken = errors.New("a listen port was taken")
+
+// RetryPortTaken runs launch, and again (on the fresh ports launch picks) while
+// it fails with ErrPortTaken, three times in all; each retry is logged as
+// name's.
+func RetryPortTaken[T any](log *slog.Logger, name string, launch func() (T, error)) (T, error) {
+	for attempt := 1; ; attempt++ {
+		s, err := launch()
+		if err == nil || attempt == 3 || !errors.Is(err, ErrPortTaken) {
+			return s, err
+		}
+		log.Warn(name+" port taken, retrying on other ports", "attempt", attempt)
+	}
 }

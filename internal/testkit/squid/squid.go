@@ -211,20 +211,13 @@ func start(ctx context.Context, bin, dir string, o Options) (*Server, error) {
 	}
 	// Another process may take the port between freePort and Squid's bind:
 	// try again on a fresh port then.
-	for attempt := 1; ; attempt++ {
-		s, err := launch(ctx, bin, dir, runAs, o)
-		if err == nil {
-			s.CAFile = caFile
-			return s, nil
-		}
-		if attempt == 3 || !errors.Is(err, errPortTaken) {
-			return nil, err
-		}
-		o.Logger.Warn("Squid port taken, retrying on another port", "attempt", attempt)
+	s, err := procgroup.RetryPortTaken(o.Logger, "Squid", func() (*Server, error) { return launch(ctx, bin, dir, runAs, o) })
+	if err != nil {
+		return nil, err
 	}
+	s.CAFile = caFile
+	return s, nil
 }
-
-var errPortTaken = errors.New("the listen port was taken")
 
 // runUser says which user Squid runs as: when started as root it must switch
 // to an unprivileged one (Debian's "proxy"); otherwise it runs as the caller.
@@ -296,7 +289,7 @@ func launch(ctx context.Context, bin, dir, runAs string, o Options) (*Server, er
 		s.stop(false)
 		tail := s.LogTail(30)
 		if strings.Contains(tail, "Address already in use") {
-			err = fmt.Errorf("%w: %w", errPortTaken, err)
+			err = fmt.Errorf("%w: %w", procgroup.ErrPortTaken, err)
 		}
 		return nil, fmt.Errorf("%w (config %s)\nsquid log:\n%s", err, confPath, tail)
 	}
