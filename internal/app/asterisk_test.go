@@ -19,14 +19,9 @@ import (
 // turns the hint of a user in a Teams call busy for a BLF watcher and idle
 // after; status, presence get and sync-all include the target.
 func TestIntegrationTeamsToAsteriskHints(t *testing.T) {
-	testkit.Need(t, "the Asterisk integration test", asterisk.Find)
+	pbx := testkit.Asterisk(t, asterisk.Options{})
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	pbx, err := asterisk.Start(ctx, asterisk.Options{Dir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { pbx.Stop() })
 	sim := testkit.StartSim(t, graphsim.Options{Users: 2})
 	us := sim.Users()
 	for _, u := range us {

@@ -21,14 +21,9 @@ import (
 // write or document going round in a loop. A third user, whom Asterisk does
 // not know, is reported and the others carry on.
 func TestIntegrationCallsIntoTeamsAsterisk(t *testing.T) {
-	testkit.Need(t, "the Asterisk integration test", asterisk.Find)
+	pbx := testkit.Asterisk(t, asterisk.Options{})
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	pbx, err := asterisk.Start(ctx, asterisk.Options{Dir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { pbx.Stop() })
 	sim := testkit.StartSim(t, graphsim.Options{Users: 3})
 	us := sim.Users()
 	for _, u := range us {
@@ -115,14 +110,9 @@ func TestIntegrationCallsIntoTeamsAsterisk(t *testing.T) {
 // watch also reads the PBX's presence documents, which carry presencebridge's
 // own publications: those are not taken for the PBX's state (no loop).
 func TestIntegrationCallsIntoTeamsKamailio(t *testing.T) {
-	testkit.Need(t, "the Kamailio integration test", kamailio.Find)
+	pbx := testkit.Kamailio(t, kamailio.Options{PBX: true})
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	pbx, err := kamailio.Start(ctx, kamailio.Options{Dir: t.TempDir(), PBX: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { pbx.Stop() })
 	sim := testkit.StartSim(t, graphsim.Options{Users: 3})
 	us := sim.Users()
 	anna, bob, carl := us[0].UPN, us[1].UPN, us[2].UPN

@@ -186,12 +186,7 @@ func TestDeliveryToHTTPTarget(t *testing.T) {
 // Teams -> presencebridge -> Kamailio: a change arrives at an independent watcher
 // as PIDF; after a restart the kept ETag modifies the same publication.
 func TestDeliveryToKamailio(t *testing.T) {
-	testkit.Need(t, "the Kamailio integration test", kamailio.Find)
-	k, err := kamailio.Start(context.Background(), kamailio.Options{Dir: t.TempDir(), Users: map[string]string{"pb": "s3cret"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer k.Stop()
+	k := testkit.Kamailio(t, kamailio.Options{Users: map[string]string{"pb": "s3cret"}})
 	sim, path := deliveryTenant(t, "")
 	raw, _ := os.ReadFile(path)
 	ini := strings.Replace(string(raw), "[Delivery]", fmt.Sprintf("[SIP]\nServer = %s\nUsername = pb\nPassword = s3cret\n[Delivery]", k.UDP), 1)

@@ -23,12 +23,7 @@ import (
 // dialog-info version were kept in the state file, beside the presence
 // publication's.
 func TestDeliveryDialogAndPresenceToKamailio(t *testing.T) {
-	testkit.Need(t, "the Kamailio integration test", kamailio.Find)
-	k, err := kamailio.Start(context.Background(), kamailio.Options{Dir: t.TempDir(), Users: map[string]string{"pb": "s3cret"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer k.Stop()
+	k := testkit.Kamailio(t, kamailio.Options{Users: map[string]string{"pb": "s3cret"}})
 	sim, path := deliveryTenant(t, "")
 	raw, _ := os.ReadFile(path)
 	ini := strings.Replace(string(raw), "[Delivery]", fmt.Sprintf("[SIP]\nServer = %s\nEvent = both\nUsername = pb\nPassword = s3cret\n[Delivery]", k.UDP), 1)

@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/presencebridge/presencebridge/internal/sim/asterisk"
 	"github.com/presencebridge/presencebridge/internal/testkit"
@@ -19,14 +18,7 @@ import (
 // said and the first user's device and hint; a wrong ARI password and a
 // refused AMI login fail, each with its fix and without the password.
 func TestIntegrationAsteriskTarget(t *testing.T) {
-	testkit.Need(t, "the Asterisk integration test", asterisk.Find)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	pbx, err := asterisk.Start(ctx, asterisk.Options{Dir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { pbx.Stop() })
+	pbx := testkit.Asterisk(t, asterisk.Options{})
 	ari := func(password string) string {
 		return fmt.Sprintf("[Asterisk]\nURL = %s\nUsername = %s\nPassword = %s\n", pbx.ARIURL, pbx.ARIUser, password)
 	}

@@ -7,7 +7,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/presencebridge/presencebridge/internal/platform/secret"
 	"github.com/presencebridge/presencebridge/internal/sim/asterisk"
@@ -104,14 +103,7 @@ func TestPBXWatchUnreachable(t *testing.T) {
 // The real Kamailio serves Event: presence (its presence module takes a fetch
 // as RFC 6665 says): PASS, with what it says of the user.
 func TestIntegrationPBXWatchKamailio(t *testing.T) {
-	testkit.Need(t, "the Kamailio integration test", kamailio.Find)
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	kam, err := kamailio.Start(ctx, kamailio.Options{Dir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { kam.Stop() })
+	kam := testkit.Kamailio(t, kamailio.Options{})
 	tn := newTenant(t, nil)
 	rs := tn.verify(t, tn.ini(watching("presence", kam.UDP, "")))
 	r := find(t, rs, "PBX watch")
@@ -140,14 +132,7 @@ func TestIntegrationPBXWatchKamailio(t *testing.T) {
 // password (Asterisk takes no fetch, so a short subscription is made), FAIL with
 // a wrong one, FAIL 404 for an extension without a hint.
 func TestIntegrationPBXWatchAsterisk(t *testing.T) {
-	testkit.Need(t, "the Asterisk integration test", asterisk.Find)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	ast, err := asterisk.Start(ctx, asterisk.Options{Dir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ast.Stop() })
+	ast := testkit.Asterisk(t, asterisk.Options{})
 	tn := newTenant(t, nil)
 	sipKeys := func(password string) string {
 		enc, err := secret.Encrypt(password, tn.dir)

@@ -25,21 +25,10 @@ import (
 // 1002, each with the hint PJSIP/{ext}&Stasis:teams-{ext}&Custom:teams-{ext}.
 func startAsterisk(t *testing.T, o astsim.Options) *astsim.Server {
 	t.Helper()
-	testkit.Need(t, "the Asterisk integration tests", astsim.Find)
-	if o.Dir == "" {
-		o.Dir = t.TempDir()
-	}
 	if o.Users == nil {
 		o.Users = map[string]string{"1000": "pw-1000-x", "1001": "pw-1001-x", "1002": "pw-1002-x"}
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	srv, err := astsim.Start(ctx, o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { srv.Stop() })
-	return srv
+	return testkit.Asterisk(t, o)
 }
 
 // ariSettings and amiSettings point a target at srv.
@@ -425,13 +414,8 @@ func TestIntegrationBusyOnBusyDialplan(t *testing.T) {
 // of 500 (the dispatcher's default BatchSize) with the default Concurrency:
 // ns/op is one user's state, Asterisk's time included.
 func BenchmarkSend(b *testing.B) {
-	testkit.Need(b, "the Asterisk benchmark", astsim.Find)
+	srv := testkit.Asterisk(b, astsim.Options{})
 	ctx := context.Background()
-	srv, err := astsim.Start(ctx, astsim.Options{Dir: b.TempDir()})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer srv.Stop()
 	for _, mode := range []struct {
 		name string
 		s    Settings

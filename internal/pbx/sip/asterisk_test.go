@@ -23,14 +23,9 @@ import (
 // the way out, [SIP] Event = dialog for a presence server serving BLF keys,
 // and the [Asterisk] target for Asterisk and FreePBX.
 func TestIntegrationAsteriskRefusesPublish(t *testing.T) {
-	testkit.Need(t, "the Asterisk integration test", asterisk.Find)
+	ast := testkit.Asterisk(t, asterisk.Options{})
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	ast, err := asterisk.Start(ctx, asterisk.Options{Dir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ast.Stop() })
 	for event, want := range map[string][]string{
 		sip.EventPresence: {": 489 ", "takes no presence publications (Event: presence)", "switch to [SIP] Event = dialog", "switch to the [Asterisk] target"},
 		sip.EventDialog:   {" (Event: dialog): 489 ", "takes no dialog publications", "switch to the [Asterisk] target"},

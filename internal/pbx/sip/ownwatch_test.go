@@ -77,14 +77,9 @@ func (l *lines) get(upn string) presence.Line {
 // real call to 1001 through the PBX, merged by Kamailio with that publication,
 // is a call to the watch, and its end makes the line idle again.
 func TestIntegrationOwnWatchIgnoresOwnDialog(t *testing.T) {
-	testkit.Need(t, "the Kamailio integration test", kamailio.Find)
+	k := testkit.Kamailio(t, kamailio.Options{PBX: true})
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	k, err := kamailio.Start(ctx, kamailio.Options{Dir: t.TempDir(), PBX: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { k.Stop() })
 	phones := testkit.Phones(t, k.UDP, k.Domain, nil, "1000", "1001")
 	bob := users.User{UPN: "bob@contoso.test", SIPURI: "sip:1001@" + k.Domain, Account: "main"}
 

@@ -17,14 +17,9 @@ import (
 // watcher, subscribed to both extensions' hints with digest credentials, sees
 // each go into the call and back to idle.
 func TestIntegrationAsteriskCall(t *testing.T) {
-	testkit.Need(t, "the Asterisk integration test", asterisk.Find)
+	srv := testkit.Asterisk(t, asterisk.Options{})
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	srv, err := asterisk.Start(ctx, asterisk.Options{Dir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { srv.Stop() })
 	ph := testkit.Phones(t, srv.SIPAddr, srv.Domain, srv.Users, "1000", "1001")
 	caller := users.User{UPN: "anna@contoso.test", SIPURI: srv.URI("1000"), Account: "main"}
 	callee := users.User{UPN: "bob@contoso.test", SIPURI: srv.URI("1001"), Account: "main"}

@@ -17,14 +17,9 @@ import (
 // then Kamailio restarts, forgetting its subscriptions, and the watcher finds
 // out (its probe's refresh gets 481), subscribes again and sees the next call.
 func TestIntegrationKamailioCallAndRestart(t *testing.T) {
-	testkit.Need(t, "the Kamailio integration test", kamailio.Find)
+	srv := testkit.Kamailio(t, kamailio.Options{PBX: true})
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	srv, err := kamailio.Start(ctx, kamailio.Options{Dir: t.TempDir(), PBX: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { srv.Stop() })
 	ph := testkit.Phones(t, srv.UDP, srv.Domain, nil, "1000", "1001")
 	caller := users.User{UPN: "anna@contoso.test", SIPURI: "sip:1000@" + srv.Domain, Account: "main"}
 	callee := users.User{UPN: "bob@contoso.test", SIPURI: "sip:1001@" + srv.Domain, Account: "main"}
@@ -55,10 +50,11 @@ func TestIntegrationKamailioCallAndRestart(t *testing.T) {
 	}
 	call()
 
-	srv, err = srv.Restart(ctx, true) // forget: the subscriptions are gone
+	srv, err := srv.Restart(ctx, true) // forget: the subscriptions are gone
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { srv.Stop() })
 	for _, p := range ph {
 		if err := p.Register(ctx); err != nil {
 			t.Fatal(err)

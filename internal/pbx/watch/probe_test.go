@@ -144,14 +144,9 @@ func TestProbeRefusedOrSilent(t *testing.T) {
 // Against the real Asterisk (which takes no fetch): the hint of a phone in a
 // real call says so, and idle again after it.
 func TestIntegrationProbeAsteriskCall(t *testing.T) {
-	testkit.Need(t, "the Asterisk integration test", asterisk.Find)
+	srv := testkit.Asterisk(t, asterisk.Options{})
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	srv, err := asterisk.Start(ctx, asterisk.Options{Dir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { srv.Stop() })
 	ph := testkit.Phones(t, srv.SIPAddr, srv.Domain, srv.Users, "1000", "1001")
 	s := DefaultSettings()
 	s.Watch, s.Listen = Dialog, "127.0.0.1:0"
