@@ -259,6 +259,7 @@ func (w *Writer) nextWork() (string, *user, time.Time) {
 	}
 	var bestUPN string
 	var best *user
+	var bestAt time.Time
 	for upn, u := range w.users {
 		if u.busy {
 			continue
@@ -273,8 +274,8 @@ func (w *Writer) nextWork() (string, *user, time.Time) {
 			}
 			continue
 		}
-		if best == nil || at.Before(mustDue(w, best)) || at.Equal(mustDue(w, best)) && upn < bestUPN {
-			bestUPN, best = upn, u
+		if best == nil || at.Before(bestAt) || at.Equal(bestAt) && upn < bestUPN {
+			bestUPN, best, bestAt = upn, u, at
 		}
 	}
 	if best != nil {
@@ -283,7 +284,6 @@ func (w *Writer) nextWork() (string, *user, time.Time) {
 	return bestUPN, best, next
 }
 
-func mustDue(w *Writer, u *user) time.Time { at, _ := w.dueAt(u); return at }
 
 // dueAt is when u needs a write, and false when it needs none.
 func (w *Writer) dueAt(u *user) (time.Time, bool) {
