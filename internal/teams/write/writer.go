@@ -284,7 +284,6 @@ func (w *Writer) nextWork() (string, *user, time.Time) {
 	return bestUPN, best, next
 }
 
-
 // dueAt is when u needs a write, and false when it needs none.
 func (w *Writer) dueAt(u *user) (time.Time, bool) {
 	switch {
