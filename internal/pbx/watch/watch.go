@@ -138,15 +138,19 @@ func (w *Watcher) Close() error {
 	defer cancel()
 	w.mu.Lock()
 	var live []*subscription
-	for _, s := range w.byCallID {
-		if s.phase == phaseActive && !s.busy {
-			s.busy = true
-			live = append(live, s)
-		}
+	for _, wu := range w.users {
+		live = append(live, w.dropLocked(wu)...)
 	}
 	w.mu.Unlock()
+	w.end(ctx, live)
+	return w.conn.Close()
+}
+
+// end sends Expires: 0 in each of subs' dialogs (at Rate), best effort, and
+// returns when all are answered or ctx ends.
+func (w *Watcher) end(ctx context.Context, subs []*subscription) {
 	var wg sync.WaitGroup
-	for _, s := range live {
+	for _, s := range subs {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -154,7 +158,6 @@ func (w *Watcher) Close() error {
 		}()
 	}
 	wg.Wait()
-	return w.conn.Close()
 }
 
 // SetUsers sets whom to watch: users with a SIP URI; new ones are subscribed
@@ -200,9 +203,7 @@ func (w *Watcher) SetUsers(list []users.User) {
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), w.o.SIP.Timeout)
 		defer cancel()
-		for _, s := range gone {
-			_, _ = w.transact(ctx, s, 0)
-		}
+		w.end(ctx, gone)
 	}()
 }
 
