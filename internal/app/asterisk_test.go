@@ -13,13 +13,14 @@ import (
 	"github.com/presencebridge/presencebridge/internal/sim/graphsim"
 	"github.com/presencebridge/presencebridge/internal/sim/kamailio"
 	"github.com/presencebridge/presencebridge/internal/testkit"
+	"github.com/presencebridge/presencebridge/internal/testkit/pbxtest"
 )
 
 // Teams to the real Asterisk through the whole service: [Asterisk] over ARI
 // turns the hint of a user in a Teams call busy for a BLF watcher and idle
 // after; status, presence get and sync-all include the target.
 func TestIntegrationTeamsToAsteriskHints(t *testing.T) {
-	pbx := testkit.Asterisk(t, asterisk.Options{})
+	pbx := pbxtest.Asterisk(t, asterisk.Options{})
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	sim := testkit.StartSim(t, graphsim.Options{Users: 2})

@@ -12,6 +12,7 @@ import (
 	"github.com/presencebridge/presencebridge/internal/sim/graphsim"
 	"github.com/presencebridge/presencebridge/internal/sim/kamailio"
 	"github.com/presencebridge/presencebridge/internal/testkit"
+	"github.com/presencebridge/presencebridge/internal/testkit/pbxtest"
 )
 
 // Both directions at once against the real Asterisk: a real call between two
@@ -21,7 +22,7 @@ import (
 // write or document going round in a loop. A third user, whom Asterisk does
 // not know, is reported and the others carry on.
 func TestIntegrationCallsIntoTeamsAsterisk(t *testing.T) {
-	pbx := testkit.Asterisk(t, asterisk.Options{})
+	pbx := pbxtest.Asterisk(t, asterisk.Options{})
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	sim := testkit.StartSim(t, graphsim.Options{Users: 3})
@@ -49,7 +50,7 @@ func TestIntegrationCallsIntoTeamsAsterisk(t *testing.T) {
 		return last[anna].State == "available" && last[bob].State == "available"
 	}, r)
 
-	ph := testkit.Phones(t, pbx.SIPAddr, pbx.Domain, pbx.Users, "1000", "1001")
+	ph := pbxtest.Phones(t, pbx.SIPAddr, pbx.Domain, pbx.Users, "1000", "1001")
 	call, err := ph["1000"].Call(ctx, pbx.URI("1001"))
 	if err != nil {
 		t.Fatal(err)
@@ -110,7 +111,7 @@ func TestIntegrationCallsIntoTeamsAsterisk(t *testing.T) {
 // watch also reads the PBX's presence documents, which carry presencebridge's
 // own publications: those are not taken for the PBX's state (no loop).
 func TestIntegrationCallsIntoTeamsKamailio(t *testing.T) {
-	pbx := testkit.Kamailio(t, kamailio.Options{PBX: true})
+	pbx := pbxtest.Kamailio(t, kamailio.Options{PBX: true})
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	sim := testkit.StartSim(t, graphsim.Options{Users: 3})
@@ -138,7 +139,7 @@ func TestIntegrationCallsIntoTeamsKamailio(t *testing.T) {
 		t.Fatalf("carl's Teams state never reached the PBX: %v", err)
 	}
 
-	ph := testkit.Phones(t, pbx.UDP, pbx.Domain, nil, "1000", "1001")
+	ph := pbxtest.Phones(t, pbx.UDP, pbx.Domain, nil, "1000", "1001")
 	call, err := ph["1000"].Call(ctx, "sip:1001@"+pbx.Domain)
 	if err != nil {
 		t.Fatal(err)

@@ -20,6 +20,7 @@ import (
 	"github.com/presencebridge/presencebridge/internal/sim/graphsim"
 	"github.com/presencebridge/presencebridge/internal/sim/kamailio"
 	"github.com/presencebridge/presencebridge/internal/testkit"
+	"github.com/presencebridge/presencebridge/internal/testkit/pbxtest"
 )
 
 // recordingCTI is an HTTP CTI on loopback that keeps every document it accepts;
@@ -186,7 +187,7 @@ func TestDeliveryToHTTPTarget(t *testing.T) {
 // Teams -> presencebridge -> Kamailio: a change arrives at an independent watcher
 // as PIDF; after a restart the kept ETag modifies the same publication.
 func TestDeliveryToKamailio(t *testing.T) {
-	k := testkit.Kamailio(t, kamailio.Options{Users: map[string]string{"pb": "s3cret"}})
+	k := pbxtest.Kamailio(t, kamailio.Options{Users: map[string]string{"pb": "s3cret"}})
 	sim, path := deliveryTenant(t, "")
 	raw, _ := os.ReadFile(path)
 	ini := strings.Replace(string(raw), "[Delivery]", fmt.Sprintf("[SIP]\nServer = %s\nUsername = pb\nPassword = s3cret\n[Delivery]", k.UDP), 1)

@@ -12,7 +12,7 @@ import (
 	"github.com/presencebridge/presencebridge/internal/pbx/sip"
 	"github.com/presencebridge/presencebridge/internal/sim/kamailio"
 	"github.com/presencebridge/presencebridge/internal/store"
-	"github.com/presencebridge/presencebridge/internal/testkit"
+	"github.com/presencebridge/presencebridge/internal/testkit/pbxtest"
 )
 
 // Teams -> presencebridge -> Kamailio with [SIP] Event = both: a Teams call
@@ -23,7 +23,7 @@ import (
 // dialog-info version were kept in the state file, beside the presence
 // publication's.
 func TestDeliveryDialogAndPresenceToKamailio(t *testing.T) {
-	k := testkit.Kamailio(t, kamailio.Options{Users: map[string]string{"pb": "s3cret"}})
+	k := pbxtest.Kamailio(t, kamailio.Options{Users: map[string]string{"pb": "s3cret"}})
 	sim, path := deliveryTenant(t, "")
 	raw, _ := os.ReadFile(path)
 	ini := strings.Replace(string(raw), "[Delivery]", fmt.Sprintf("[SIP]\nServer = %s\nEvent = both\nUsername = pb\nPassword = s3cret\n[Delivery]", k.UDP), 1)

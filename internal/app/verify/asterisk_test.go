@@ -11,14 +11,14 @@ import (
 	"testing"
 
 	"github.com/presencebridge/presencebridge/internal/sim/asterisk"
-	"github.com/presencebridge/presencebridge/internal/testkit"
+	"github.com/presencebridge/presencebridge/internal/testkit/pbxtest"
 )
 
 // [Asterisk] against the real Asterisk: ARI and AMI pass with what Asterisk
 // said and the first user's device and hint; a wrong ARI password and a
 // refused AMI login fail, each with its fix and without the password.
 func TestIntegrationAsteriskTarget(t *testing.T) {
-	pbx := testkit.Asterisk(t, asterisk.Options{})
+	pbx := pbxtest.Asterisk(t, asterisk.Options{})
 	ari := func(password string) string {
 		return fmt.Sprintf("[Asterisk]\nURL = %s\nUsername = %s\nPassword = %s\n", pbx.ARIURL, pbx.ARIUser, password)
 	}

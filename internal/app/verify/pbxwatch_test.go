@@ -13,6 +13,7 @@ import (
 	"github.com/presencebridge/presencebridge/internal/sim/graphsim"
 	"github.com/presencebridge/presencebridge/internal/sim/kamailio"
 	"github.com/presencebridge/presencebridge/internal/testkit"
+	"github.com/presencebridge/presencebridge/internal/testkit/pbxtest"
 )
 
 // closedPort is a loopback TCP address nothing listens on.
@@ -103,7 +104,7 @@ func TestPBXWatchUnreachable(t *testing.T) {
 // The real Kamailio serves Event: presence (its presence module takes a fetch
 // as RFC 6665 says): PASS, with what it says of the user.
 func TestIntegrationPBXWatchKamailio(t *testing.T) {
-	kam := testkit.Kamailio(t, kamailio.Options{})
+	kam := pbxtest.Kamailio(t, kamailio.Options{})
 	tn := newTenant(t, nil)
 	rs := tn.verify(t, tn.ini(watching("presence", kam.UDP, "")))
 	r := find(t, rs, "PBX watch")
@@ -132,7 +133,7 @@ func TestIntegrationPBXWatchKamailio(t *testing.T) {
 // password (Asterisk takes no fetch, so a short subscription is made), FAIL with
 // a wrong one, FAIL 404 for an extension without a hint.
 func TestIntegrationPBXWatchAsterisk(t *testing.T) {
-	ast := testkit.Asterisk(t, asterisk.Options{})
+	ast := pbxtest.Asterisk(t, asterisk.Options{})
 	tn := newTenant(t, nil)
 	sipKeys := func(password string) string {
 		enc, err := secret.Encrypt(password, tn.dir)

@@ -18,6 +18,7 @@ import (
 	astsim "github.com/presencebridge/presencebridge/internal/sim/asterisk"
 	"github.com/presencebridge/presencebridge/internal/sim/kamailio"
 	"github.com/presencebridge/presencebridge/internal/testkit"
+	"github.com/presencebridge/presencebridge/internal/testkit/pbxtest"
 	"github.com/presencebridge/presencebridge/internal/users"
 )
 
@@ -28,7 +29,7 @@ func startAsterisk(t *testing.T, o astsim.Options) *astsim.Server {
 	if o.Users == nil {
 		o.Users = map[string]string{"1000": "pw-1000-x", "1001": "pw-1001-x", "1002": "pw-1002-x"}
 	}
-	return testkit.Asterisk(t, o)
+	return pbxtest.Asterisk(t, o)
 }
 
 // ariSettings and amiSettings point a target at srv.
@@ -367,7 +368,7 @@ func TestIntegrationBusyOnBusyDialplan(t *testing.T) {
 	// The test phones live in the harness's context: 81000 stands for a call
 	// from outside for 1000, arriving in the example's context.
 	srv := startAsterisk(t, astsim.Options{Dialplan: "exten => 81000,1,Goto(from-pstn,1000,1)\n" + string(example)})
-	ph := testkit.Phones(t, srv.SIPAddr, srv.Domain, srv.Users, "1000", "1001", "1002")
+	ph := pbxtest.Phones(t, srv.SIPAddr, srv.Domain, srv.Users, "1000", "1001", "1002")
 	tg := newTarget(t, ariSettings(srv))
 	u := user(srv, "1000")
 	for _, step := range []struct {
@@ -414,7 +415,7 @@ func TestIntegrationBusyOnBusyDialplan(t *testing.T) {
 // of 500 (the dispatcher's default BatchSize) with the default Concurrency:
 // ns/op is one user's state, Asterisk's time included.
 func BenchmarkSend(b *testing.B) {
-	srv := testkit.Asterisk(b, astsim.Options{})
+	srv := pbxtest.Asterisk(b, astsim.Options{})
 	ctx := context.Background()
 	for _, mode := range []struct {
 		name string
@@ -454,7 +455,7 @@ func BenchmarkSend(b *testing.B) {
 func TestIntegrationWatchHintLeavesTeamsOut(t *testing.T) {
 	t.Parallel()
 	srv := startAsterisk(t, astsim.Options{Dialplan: "exten => watch-1000,hint,PJSIP/1000"})
-	ph := testkit.Phones(t, srv.SIPAddr, srv.Domain, srv.Users, "1000", "1001")
+	ph := pbxtest.Phones(t, srv.SIPAddr, srv.Domain, srv.Users, "1000", "1001")
 	tg := newTarget(t, ariSettings(srv))
 	blf, pbx := watcher(t, srv, "1000"), watcher(t, srv, "watch-1000")
 	waitLamp(t, srv, blf, "idle at first", idle)

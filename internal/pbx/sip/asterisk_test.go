@@ -13,7 +13,7 @@ import (
 	"github.com/presencebridge/presencebridge/internal/platform/secret"
 	"github.com/presencebridge/presencebridge/internal/presence"
 	"github.com/presencebridge/presencebridge/internal/sim/asterisk"
-	"github.com/presencebridge/presencebridge/internal/testkit"
+	"github.com/presencebridge/presencebridge/internal/testkit/pbxtest"
 	"github.com/presencebridge/presencebridge/internal/users"
 )
 
@@ -23,7 +23,7 @@ import (
 // the way out, [SIP] Event = dialog for a presence server serving BLF keys,
 // and the [Asterisk] target for Asterisk and FreePBX.
 func TestIntegrationAsteriskRefusesPublish(t *testing.T) {
-	ast := testkit.Asterisk(t, asterisk.Options{})
+	ast := pbxtest.Asterisk(t, asterisk.Options{})
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	for event, want := range map[string][]string{

@@ -12,7 +12,7 @@ import (
 	"github.com/presencebridge/presencebridge/internal/presence"
 	"github.com/presencebridge/presencebridge/internal/sim/kamailio"
 	"github.com/presencebridge/presencebridge/internal/store"
-	"github.com/presencebridge/presencebridge/internal/testkit"
+	"github.com/presencebridge/presencebridge/internal/testkit/pbxtest"
 )
 
 // Event: dialog against a real Kamailio (presence_dialoginfo), watched by an
@@ -52,7 +52,7 @@ func idle(n kamailio.Notify) bool {
 func TestIntegrationKamailioDialog(t *testing.T) {
 	for _, transport := range []string{"udp", "tcp", "tls"} {
 		t.Run(transport, func(t *testing.T) {
-			k := testkit.Kamailio(t, kamailio.Options{Users: map[string]string{"pb": "s3cret"}, TLS: transport == "tls"})
+			k := pbxtest.Kamailio(t, kamailio.Options{Users: map[string]string{"pb": "s3cret"}, TLS: transport == "tls"})
 			server := map[string]string{"udp": k.UDP, "tcp": k.TCP, "tls": k.TLS}[transport]
 			p := newPublisher(t, Options{Settings: Settings{Transport: transport, Server: server, Event: EventDialog,
 				Username: "pb", Password: "s3cret", CAFile: k.CAFile}})
@@ -96,8 +96,8 @@ func TestIntegrationKamailioDialog(t *testing.T) {
 // dialog watcher each see their state, from two publications.
 func TestIntegrationKamailioBothThroughProxy(t *testing.T) {
 	users := map[string]string{"pb": "s3cret"}
-	pres := testkit.Kamailio(t, kamailio.Options{Users: users})
-	proxy := testkit.Kamailio(t, kamailio.Options{Users: users, Forward: pres.UDP, Challenge: "proxy"})
+	pres := pbxtest.Kamailio(t, kamailio.Options{Users: users})
+	proxy := pbxtest.Kamailio(t, kamailio.Options{Users: users, Forward: pres.UDP, Challenge: "proxy"})
 	p := newPublisher(t, Options{Settings: Settings{Server: "pbx.example:5060", OutboundProxy: proxy.UDP, Event: EventBoth,
 		Username: "pb", Password: "s3cret"}})
 	uri := "sip:1002@pbx.example"
@@ -130,7 +130,7 @@ func TestIntegrationKamailioBothThroughProxy(t *testing.T) {
 // watcher the call, without a change from Teams; the calls' end then puts the
 // keys out.
 func TestIntegrationKamailioDialogRestart(t *testing.T) {
-	k := testkit.Kamailio(t, kamailio.Options{})
+	k := pbxtest.Kamailio(t, kamailio.Options{})
 	db, err := store.Open(filepath.Join(t.TempDir(), "state.db"))
 	if err != nil {
 		t.Fatal(err)

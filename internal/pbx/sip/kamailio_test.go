@@ -15,7 +15,7 @@ import (
 	"github.com/presencebridge/presencebridge/internal/presence"
 	"github.com/presencebridge/presencebridge/internal/sim/kamailio"
 	"github.com/presencebridge/presencebridge/internal/store"
-	"github.com/presencebridge/presencebridge/internal/testkit"
+	"github.com/presencebridge/presencebridge/internal/testkit/pbxtest"
 )
 
 // Integration tests against a real Kamailio presence server (Debian's kamailio
@@ -64,7 +64,7 @@ func withdrawn(n kamailio.Notify) bool {
 func TestIntegrationKamailioTransports(t *testing.T) {
 	for _, transport := range []string{"udp", "tcp", "tls"} {
 		t.Run(transport, func(t *testing.T) {
-			k := testkit.Kamailio(t, kamailio.Options{Users: map[string]string{"pb": "s3cret"}, TLS: transport == "tls"})
+			k := pbxtest.Kamailio(t, kamailio.Options{Users: map[string]string{"pb": "s3cret"}, TLS: transport == "tls"})
 			server := map[string]string{"udp": k.UDP, "tcp": k.TCP, "tls": k.TLS}[transport]
 			p := newPublisher(t, Options{Settings: Settings{Transport: transport, Server: server, Username: "pb", Password: "s3cret", CAFile: k.CAFile}})
 			uri := "sip:1001@pbx.example"
@@ -100,8 +100,8 @@ func TestIntegrationKamailioTransports(t *testing.T) {
 // in front of the presence server that asks for its own (401).
 func TestIntegrationKamailioOutboundProxy(t *testing.T) {
 	users := map[string]string{"pb": "s3cret"}
-	pres := testkit.Kamailio(t, kamailio.Options{Users: users})
-	proxy := testkit.Kamailio(t, kamailio.Options{Users: users, Forward: pres.UDP, Challenge: "proxy"})
+	pres := pbxtest.Kamailio(t, kamailio.Options{Users: users})
+	proxy := pbxtest.Kamailio(t, kamailio.Options{Users: users, Forward: pres.UDP, Challenge: "proxy"})
 	// Server is not reachable: every request must go through the proxy.
 	p := newPublisher(t, Options{Settings: Settings{Server: "pbx.example:5060", OutboundProxy: proxy.UDP, Username: "pb", Password: "s3cret"}})
 	uri := "sip:1002@pbx.example"
@@ -128,7 +128,7 @@ func TestIntegrationKamailioOutboundProxy(t *testing.T) {
 
 // Wrong credentials: refused with a message naming the settings, never the password.
 func TestIntegrationKamailioWrongPassword(t *testing.T) {
-	k := testkit.Kamailio(t, kamailio.Options{Users: map[string]string{"pb": "s3cret"}})
+	k := pbxtest.Kamailio(t, kamailio.Options{Users: map[string]string{"pb": "s3cret"}})
 	p := newPublisher(t, Options{Settings: Settings{Server: k.UDP, Username: "pb", Password: "wrong-pw"}})
 	err := send1(t, p, itemFor("sip:1003@pbx.example", presence.Busy, presence.ActBusy))
 	if err == nil || !strings.Contains(err.Error(), "check [SIP] Username and Password") || strings.Contains(err.Error(), "wrong-pw") {
@@ -141,7 +141,7 @@ func TestIntegrationKamailioWrongPassword(t *testing.T) {
 // 5.6 says 500, not 412) and the publisher starts over, so the watcher still
 // sees the new state.
 func TestIntegrationKamailioUnknownETagStartsOver(t *testing.T) {
-	k := testkit.Kamailio(t, kamailio.Options{})
+	k := pbxtest.Kamailio(t, kamailio.Options{})
 	uri := "sip:1004@pbx.example"
 	store := &memStore{pubs: map[Key]Publication{pk(uri): {ETag: "a-tag-from-before-the-restart",
 		Expires: time.Now().Add(time.Hour), Lifetime: time.Hour, Transport: "udp", Dest: k.UDP}}}
@@ -164,7 +164,7 @@ func TestIntegrationKamailioUnknownETagStartsOver(t *testing.T) {
 // A refresh (SIP-If-Match, no body) keeps the publication at Kamailio: the
 // entity tag it gives back is good for the next modification.
 func TestIntegrationKamailioRefresh(t *testing.T) {
-	k := testkit.Kamailio(t, kamailio.Options{})
+	k := pbxtest.Kamailio(t, kamailio.Options{})
 	clk := clock.NewFake(time.Now())
 	p := newPublisher(t, Options{Settings: Settings{Server: k.UDP, Expires: 10 * time.Minute}, Clock: clk})
 	uri := "sip:1006@pbx.example"
@@ -220,7 +220,7 @@ func BenchmarkPublishKamailio(b *testing.B) {
 			if c.auth {
 				o.Users = map[string]string{"pb": "bench-secret"}
 			}
-			k := testkit.Kamailio(b, o)
+			k := pbxtest.Kamailio(b, o)
 			po := Options{Settings: Settings{Transport: c.transport, Server: map[string]string{"udp": k.UDP, "tcp": k.TCP}[c.transport], Event: c.event,
 				Rate: 1e6, Concurrency: 64}, Logger: slog.New(slog.DiscardHandler)}
 			if c.auth {
@@ -261,7 +261,7 @@ func sendAll(b *testing.B, p *Publisher, items []delivery.Item) {
 // the outage were published again; the rest stayed dark until their refresh (an
 // hour).
 func TestIntegrationKamailioRestartIsToldAgain(t *testing.T) {
-	k := testkit.Kamailio(t, kamailio.Options{})
+	k := pbxtest.Kamailio(t, kamailio.Options{})
 	p := newPublisher(t, Options{Settings: Settings{Server: k.UDP, Timeout: 300 * time.Millisecond}, ETags: &memStore{pubs: map[Key]Publication{}}})
 	db, err := store.Open(filepath.Join(t.TempDir(), "state.db"))
 	if err != nil {

@@ -13,7 +13,7 @@ import (
 	"github.com/presencebridge/presencebridge/internal/pbx/watch"
 	"github.com/presencebridge/presencebridge/internal/presence"
 	"github.com/presencebridge/presencebridge/internal/sim/kamailio"
-	"github.com/presencebridge/presencebridge/internal/testkit"
+	"github.com/presencebridge/presencebridge/internal/testkit/pbxtest"
 	"github.com/presencebridge/presencebridge/internal/users"
 )
 
@@ -77,10 +77,10 @@ func (l *lines) get(upn string) presence.Line {
 // real call to 1001 through the PBX, merged by Kamailio with that publication,
 // is a call to the watch, and its end makes the line idle again.
 func TestIntegrationOwnWatchIgnoresOwnDialog(t *testing.T) {
-	k := testkit.Kamailio(t, kamailio.Options{PBX: true})
+	k := pbxtest.Kamailio(t, kamailio.Options{PBX: true})
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	phones := testkit.Phones(t, k.UDP, k.Domain, nil, "1000", "1001")
+	phones := pbxtest.Phones(t, k.UDP, k.Domain, nil, "1000", "1001")
 	bob := users.User{UPN: "bob@contoso.test", SIPURI: "sip:1001@" + k.Domain, Account: "main"}
 
 	sipS := sip.DefaultSettings()

@@ -9,7 +9,7 @@ import (
 	"github.com/presencebridge/presencebridge/internal/platform/secret"
 	"github.com/presencebridge/presencebridge/internal/presence"
 	"github.com/presencebridge/presencebridge/internal/sim/asterisk"
-	"github.com/presencebridge/presencebridge/internal/testkit"
+	"github.com/presencebridge/presencebridge/internal/testkit/pbxtest"
 	"github.com/presencebridge/presencebridge/internal/users"
 )
 
@@ -17,10 +17,10 @@ import (
 // watcher, subscribed to both extensions' hints with digest credentials, sees
 // each go into the call and back to idle.
 func TestIntegrationAsteriskCall(t *testing.T) {
-	srv := testkit.Asterisk(t, asterisk.Options{})
+	srv := pbxtest.Asterisk(t, asterisk.Options{})
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	ph := testkit.Phones(t, srv.SIPAddr, srv.Domain, srv.Users, "1000", "1001")
+	ph := pbxtest.Phones(t, srv.SIPAddr, srv.Domain, srv.Users, "1000", "1001")
 	caller := users.User{UPN: "anna@contoso.test", SIPURI: srv.URI("1000"), Account: "main"}
 	callee := users.User{UPN: "bob@contoso.test", SIPURI: srv.URI("1001"), Account: "main"}
 

@@ -8,7 +8,7 @@ import (
 	pbxsip "github.com/presencebridge/presencebridge/internal/pbx/sip"
 	"github.com/presencebridge/presencebridge/internal/presence"
 	"github.com/presencebridge/presencebridge/internal/sim/kamailio"
-	"github.com/presencebridge/presencebridge/internal/testkit"
+	"github.com/presencebridge/presencebridge/internal/testkit/pbxtest"
 	"github.com/presencebridge/presencebridge/internal/users"
 )
 
@@ -17,10 +17,10 @@ import (
 // then Kamailio restarts, forgetting its subscriptions, and the watcher finds
 // out (its probe's refresh gets 481), subscribes again and sees the next call.
 func TestIntegrationKamailioCallAndRestart(t *testing.T) {
-	srv := testkit.Kamailio(t, kamailio.Options{PBX: true})
+	srv := pbxtest.Kamailio(t, kamailio.Options{PBX: true})
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	ph := testkit.Phones(t, srv.UDP, srv.Domain, nil, "1000", "1001")
+	ph := pbxtest.Phones(t, srv.UDP, srv.Domain, nil, "1000", "1001")
 	caller := users.User{UPN: "anna@contoso.test", SIPURI: "sip:1000@" + srv.Domain, Account: "main"}
 	callee := users.User{UPN: "bob@contoso.test", SIPURI: "sip:1001@" + srv.Domain, Account: "main"}
 

@@ -12,7 +12,7 @@ import (
 	"github.com/presencebridge/presencebridge/internal/platform/secret"
 	"github.com/presencebridge/presencebridge/internal/presence"
 	"github.com/presencebridge/presencebridge/internal/sim/asterisk"
-	"github.com/presencebridge/presencebridge/internal/testkit"
+	"github.com/presencebridge/presencebridge/internal/testkit/pbxtest"
 )
 
 type probed struct {
@@ -144,10 +144,10 @@ func TestProbeRefusedOrSilent(t *testing.T) {
 // Against the real Asterisk (which takes no fetch): the hint of a phone in a
 // real call says so, and idle again after it.
 func TestIntegrationProbeAsteriskCall(t *testing.T) {
-	srv := testkit.Asterisk(t, asterisk.Options{})
+	srv := pbxtest.Asterisk(t, asterisk.Options{})
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	ph := testkit.Phones(t, srv.SIPAddr, srv.Domain, srv.Users, "1000", "1001")
+	ph := pbxtest.Phones(t, srv.SIPAddr, srv.Domain, srv.Users, "1000", "1001")
 	s := DefaultSettings()
 	s.Watch, s.Listen = Dialog, "127.0.0.1:0"
 	sipS := pbxsip.DefaultSettings()
