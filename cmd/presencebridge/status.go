@@ -10,6 +10,9 @@ import (
 
 	"github.com/presencebridge/presencebridge/internal/app"
 	"github.com/presencebridge/presencebridge/internal/app/control"
+	"github.com/presencebridge/presencebridge/internal/delivery"
+	"github.com/presencebridge/presencebridge/internal/platform/histogram"
+	"github.com/presencebridge/presencebridge/internal/teams/poll"
 )
 
 func cmdStatus(g globals, args []string) int {
@@ -102,6 +105,9 @@ func cmdStatus(g globals, args []string) int {
 				fmt.Fprintf(tw, "\t  client secret expires %s (in %d days)\n", sec.Expires.Local().Format(time.DateOnly), sec.DaysLeft)
 			}
 		}
+		if line := readsLine(ac.PollRequests); line != "" {
+			fmt.Fprintf(tw, "\t  %s\n", line)
+		}
 		if !ac.StaleSince.IsZero() {
 			fmt.Fprintf(tw, "\t  users shown as stale on the PBX since %s ([Delivery] StaleAfter)\n", ac.StaleSince.Local().Format(time.DateTime))
 		}
@@ -126,9 +132,37 @@ func cmdStatus(g globals, args []string) int {
 			lastOK = t.LastOK.Local().Format(time.TimeOnly)
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%d\t%s\t%s\n", t.Name, state, t.Pending, t.Sent, t.Failed, t.Dropped, lastOK, t.LastError)
+		for _, line := range latencyLines(t) {
+			fmt.Fprintf(tw, "\t  %s\n", line)
+		}
 	}
 	tw.Flush()
 	return exitOK
+}
+
+// readsLine sums up an account's presence reads: the quantiles of those Graph
+// answered, and how many were throttled or failed ("" before the first).
+func readsLine(rq poll.RequestsStatus) string {
+	if rq.OK.Count+rq.Throttled.Count+rq.Error.Count == 0 {
+		return ""
+	}
+	return fmt.Sprintf("presence reads: p50 %.0f ms, p95 %.0f ms, p99 %.0f ms (%d ok, %d throttled, %d failed)",
+		rq.OK.P50*1000, rq.OK.P95*1000, rq.OK.P99*1000, rq.OK.Count, rq.Throttled.Count, rq.Error.Count)
+}
+
+// latencyLines are a target's latency quantiles since start: from the Teams
+// change, and from the PBX's own state where the PBX decides what is shown.
+func latencyLines(t delivery.TargetStatus) []string {
+	var out []string
+	for _, l := range []struct {
+		what string
+		h    histogram.Snapshot
+	}{{"Teams change to accepted", t.ChangeLatency}, {"PBX state to accepted", t.PBXLatency}} {
+		if l.h.Count > 0 {
+			out = append(out, fmt.Sprintf("%s: p50 %.2f s, p95 %.2f s, p99 %.2f s over %d", l.what, l.h.P50, l.h.P95, l.h.P99, l.h.Count))
+		}
+	}
+	return out
 }
 
 // printPBXWatch shows the PBX watch's subscriptions and each account's writes
