@@ -105,14 +105,17 @@ func cmdStatus(g globals, args []string) int {
 				fmt.Fprintf(tw, "\t  client secret expires %s (in %d days)\n", sec.Expires.Local().Format(time.DateOnly), sec.DaysLeft)
 			}
 		}
-		if line := readsLine(ac.PollRequests); line != "" {
-			fmt.Fprintf(tw, "\t  %s\n", line)
-		}
 		if !ac.StaleSince.IsZero() {
 			fmt.Fprintf(tw, "\t  users shown as stale on the PBX since %s ([Delivery] StaleAfter)\n", ac.StaleSince.Local().Format(time.DateTime))
 		}
 	}
 	tw.Flush()
+	// After the table, so that its columns stay aligned.
+	for _, ac := range rep.Accounts {
+		if line := readsLine(ac.PollRequests); line != "" {
+			fmt.Fprintf(g.stdout, "Presence reads (account %s): %s\n", ac.ID, line)
+		}
+	}
 	printPBXWatch(g, rep)
 	if len(rep.Targets) == 0 {
 		fmt.Fprintln(g.stdout, "\nNo delivery target: set [SIP] Server, [HTTP] URL or [Asterisk] URL (Mode = ami: Address) to send presence to the PBX.")
@@ -132,11 +135,13 @@ func cmdStatus(g globals, args []string) int {
 			lastOK = t.LastOK.Local().Format(time.TimeOnly)
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%d\t%s\t%s\n", t.Name, state, t.Pending, t.Sent, t.Failed, t.Dropped, lastOK, t.LastError)
-		for _, line := range latencyLines(t) {
-			fmt.Fprintf(tw, "\t  %s\n", line)
-		}
 	}
 	tw.Flush()
+	for _, t := range rep.Targets {
+		for _, line := range latencyLines(t) {
+			fmt.Fprintf(g.stdout, "Latency (target %s): %s\n", t.Name, line)
+		}
+	}
 	return exitOK
 }
 
@@ -146,7 +151,7 @@ func readsLine(rq poll.RequestsStatus) string {
 	if rq.OK.Count+rq.Throttled.Count+rq.Error.Count == 0 {
 		return ""
 	}
-	return fmt.Sprintf("presence reads: p50 %.0f ms, p95 %.0f ms, p99 %.0f ms (%d ok, %d throttled, %d failed)",
+	return fmt.Sprintf("p50 %.0f ms, p95 %.0f ms, p99 %.0f ms (%d ok, %d throttled, %d failed)",
 		rq.OK.P50*1000, rq.OK.P95*1000, rq.OK.P99*1000, rq.OK.Count, rq.Throttled.Count, rq.Error.Count)
 }
 

@@ -74,7 +74,7 @@ func TestStatusShowsLatencies(t *testing.T) {
 	if err := json.Unmarshal(raw, &back); err != nil {
 		t.Fatal(err)
 	}
-	if got, want := readsLine(back.Accounts[0].PollRequests), "presence reads: p50 175 ms, p95 242 ms, p99 248 ms (2 ok, 1 throttled, 0 failed)"; got != want {
+	if got, want := readsLine(back.Accounts[0].PollRequests), "p50 175 ms, p95 242 ms, p99 248 ms (2 ok, 1 throttled, 0 failed)"; got != want {
 		t.Errorf("reads line %q; want %q", got, want)
 	}
 	want := []string{"Teams change to accepted: p50 1.25 s, p95 2.88 s, p99 2.98 s over 5", "PBX state to accepted: p50 0.03 s, p95 0.05 s, p99 0.05 s over 1"}
