@@ -115,6 +115,7 @@ func TestDebContents(t *testing.T) {
 		`-rw-r----- root/root .* \./etc/presencebridge/users\.csv`,
 		`-rw-r--r-- root/root .* \./lib/systemd/system/presencebridge\.service`,
 		`-rw-r--r-- root/root .* \./usr/share/presencebridge/Presence\.ini\.dist`,
+		`-rw-r--r-- root/root .* \./usr/share/presencebridge/grafana/presencebridge-dashboard\.json`,
 		`-rw-r--r-- root/root .* \./usr/share/doc/presencebridge/README\.md`,
 		`-rw-r--r-- root/root .* \./usr/share/doc/presencebridge/copyright`,
 	} {
@@ -177,6 +178,10 @@ func TestDebContents(t *testing.T) {
 	dist, _ := os.ReadFile(filepath.Join(data, "usr/share/presencebridge/Presence.ini.dist"))
 	if !bytes.Equal(dist, ini) {
 		t.Error("Presence.ini.dist differs from the shipped Presence.ini")
+	}
+	dashboard, _ := os.ReadFile(filepath.Join(data, "usr/share/presencebridge/grafana/presencebridge-dashboard.json"))
+	if shipped, _ := os.ReadFile("grafana/presencebridge-dashboard.json"); len(shipped) == 0 || !bytes.Equal(dashboard, shipped) {
+		t.Error("the DEB's Grafana dashboard is not packaging/grafana/presencebridge-dashboard.json")
 	}
 }
 

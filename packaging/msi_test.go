@@ -189,6 +189,21 @@ func TestMSI(t *testing.T) {
 	if !strings.Contains(filepath.ToSlash(ini), "presencebridge/Presence.ini") {
 		t.Errorf("Presence.ini extracted to %s", ini)
 	}
+	// The Grafana dashboard, as shipped, beside the exe and README in its own
+	// component (so an upgrade from a version without it installs it).
+	dashboard := findFile(t, dir, "presencebridge-dashboard.json")
+	if got, _ := os.ReadFile(dashboard); len(got) == 0 || !bytes.Equal(got, mustRead(t, "grafana/presencebridge-dashboard.json")) {
+		t.Error("the MSI's Grafana dashboard is not packaging/grafana/presencebridge-dashboard.json")
+	}
+	if filepath.Dir(dashboard) != filepath.Dir(exe) {
+		t.Errorf("the dashboard is extracted to %s, not beside the exe in %s", dashboard, filepath.Dir(exe))
+	}
+	if r := find(comps, "Component", "Dashboard"); r == nil || r["Directory_"] != "INSTALLDIR" || r["KeyPath"] != "presencebridge_dashboard.json" {
+		t.Errorf("component Dashboard: %v", r)
+	}
+	if r := find(table(t, msi, "FeatureComponents"), "Component_", "Dashboard"); r == nil || r["Feature_"] != "Complete" {
+		t.Errorf("the Dashboard component is in no feature: %v", r)
+	}
 
 	// Another build: a new ProductCode, the same UpgradeCode (so it upgrades this one).
 	other := properties(t, buildMSI(t, "1.0.6"))
@@ -212,4 +227,13 @@ func findFile(t *testing.T, dir, name string) string {
 		t.Fatalf("%s is not in the MSI", name)
 	}
 	return found
+}
+
+func mustRead(t *testing.T, path string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }

@@ -453,7 +453,8 @@ func TestIntegrationWindows(t *testing.T) {
 			if !bytes.Equal(m.read(t, installedExe), exe) {
 				t.Error("the installed exe is not the one built")
 			}
-			for _, f := range []string{`C:\Program Files\presencebridge\README.md`, `C:\Program Files\presencebridge\Presence.ini.example`, dataDir + `\users.csv`} {
+			for _, f := range []string{`C:\Program Files\presencebridge\README.md`, `C:\Program Files\presencebridge\Presence.ini.example`,
+				`C:\Program Files\presencebridge\presencebridge-dashboard.json`, dataDir + `\users.csv`} {
 				if _, err := os.Stat(p.Path(f)); err != nil {
 					t.Errorf("%s: %v", f, err)
 				}

@@ -18,7 +18,8 @@ trap 'rm -rf "$stage"' EXIT
 chmod 0755 "$stage"
 
 install -d "$stage/DEBIAN" "$stage/usr/bin" "$stage/etc/presencebridge" \
-	"$stage/lib/systemd/system" "$stage/usr/share/presencebridge" "$stage/usr/share/doc/presencebridge"
+	"$stage/lib/systemd/system" "$stage/usr/share/presencebridge" "$stage/usr/share/presencebridge/grafana" \
+	"$stage/usr/share/doc/presencebridge"
 install -m 0755 "$bin" "$stage/usr/bin/presencebridge"
 # The example with the state in /var/lib (the INI's own folder is read-only to the
 # service under ProtectSystem=strict). It ships twice: as the conffile, and as the
@@ -31,6 +32,8 @@ chmod 0640 "$stage/etc/presencebridge/Presence.ini"
 install -m 0640 "$deb/users.csv" "$stage/etc/presencebridge/users.csv"
 install -m 0644 "$deb/presencebridge.service" "$stage/lib/systemd/system/presencebridge.service"
 install -m 0644 "$src/README.md" "$stage/usr/share/doc/presencebridge/README.md"
+# The Grafana dashboard for the metrics endpoint, to import into Grafana.
+install -m 0644 "$src/packaging/grafana/presencebridge-dashboard.json" "$stage/usr/share/presencebridge/grafana/presencebridge-dashboard.json"
 install -m 0644 "$src/Presence.ini.example" "$stage/usr/share/doc/presencebridge/Presence.ini.example"
 install -m 0644 "$deb/copyright" "$stage/usr/share/doc/presencebridge/copyright"
 for s in postinst prerm postrm; do

@@ -18,7 +18,8 @@ trap 'rm -rf "$stage"' EXIT
 
 # wixl takes sources relative to the .wxs, so everything goes into one folder.
 cp "$exe" "$stage/presencebridge.exe"
-cp "$src/packaging/msi/presencebridge.wxs" "$src/README.md" "$src/Presence.ini.example" "$stage/"
+cp "$src/packaging/msi/presencebridge.wxs" "$src/README.md" "$src/Presence.ini.example" \
+	"$src/packaging/grafana/presencebridge-dashboard.json" "$stage/"
 # Notepad-friendly: CRLF line endings in the files an engineer edits.
 sed 's/$/\r/' "$src/Presence.ini.example" >"$stage/Presence.ini"
 sed 's/$/\r/' "$src/packaging/deb/users.csv" >"$stage/users.csv"

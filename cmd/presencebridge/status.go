@@ -10,6 +10,9 @@ import (
 
 	"github.com/presencebridge/presencebridge/internal/app"
 	"github.com/presencebridge/presencebridge/internal/app/control"
+	"github.com/presencebridge/presencebridge/internal/delivery"
+	"github.com/presencebridge/presencebridge/internal/platform/histogram"
+	"github.com/presencebridge/presencebridge/internal/teams/poll"
 )
 
 func cmdStatus(g globals, args []string) int {
@@ -107,6 +110,12 @@ func cmdStatus(g globals, args []string) int {
 		}
 	}
 	tw.Flush()
+	// After the table, so that its columns stay aligned.
+	for _, ac := range rep.Accounts {
+		if line := readsLine(ac.PollRequests); line != "" {
+			fmt.Fprintf(g.stdout, "Presence reads (account %s): %s\n", ac.ID, line)
+		}
+	}
 	printPBXWatch(g, rep)
 	if len(rep.Targets) == 0 {
 		fmt.Fprintln(g.stdout, "\nNo delivery target: set [SIP] Server, [HTTP] URL or [Asterisk] URL (Mode = ami: Address) to send presence to the PBX.")
@@ -128,7 +137,37 @@ func cmdStatus(g globals, args []string) int {
 		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%d\t%s\t%s\n", t.Name, state, t.Pending, t.Sent, t.Failed, t.Dropped, lastOK, t.LastError)
 	}
 	tw.Flush()
+	for _, t := range rep.Targets {
+		for _, line := range latencyLines(t) {
+			fmt.Fprintf(g.stdout, "Latency (target %s): %s\n", t.Name, line)
+		}
+	}
 	return exitOK
+}
+
+// readsLine sums up an account's presence reads: the quantiles of those Graph
+// answered, and how many were throttled or failed ("" before the first).
+func readsLine(rq poll.RequestsStatus) string {
+	if rq.OK.Count+rq.Throttled.Count+rq.Error.Count == 0 {
+		return ""
+	}
+	return fmt.Sprintf("p50 %.0f ms, p95 %.0f ms, p99 %.0f ms (%d ok, %d throttled, %d failed)",
+		rq.OK.P50*1000, rq.OK.P95*1000, rq.OK.P99*1000, rq.OK.Count, rq.Throttled.Count, rq.Error.Count)
+}
+
+// latencyLines are a target's latency quantiles since start: from the Teams
+// change, and from the PBX's own state where the PBX decides what is shown.
+func latencyLines(t delivery.TargetStatus) []string {
+	var out []string
+	for _, l := range []struct {
+		what string
+		h    histogram.Snapshot
+	}{{"Teams change to accepted", t.ChangeLatency}, {"PBX state to accepted", t.PBXLatency}} {
+		if l.h.Count > 0 {
+			out = append(out, fmt.Sprintf("%s: p50 %.2f s, p95 %.2f s, p99 %.2f s over %d", l.what, l.h.P50, l.h.P95, l.h.P99, l.h.Count))
+		}
+	}
+	return out
 }
 
 // printPBXWatch shows the PBX watch's subscriptions and each account's writes

@@ -3,11 +3,16 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/presencebridge/presencebridge/internal/app"
+	"github.com/presencebridge/presencebridge/internal/delivery"
 	"github.com/presencebridge/presencebridge/internal/pbx/watch"
+	"github.com/presencebridge/presencebridge/internal/platform/histogram"
+	"github.com/presencebridge/presencebridge/internal/teams/poll"
 	"github.com/presencebridge/presencebridge/internal/teams/write"
 )
 
@@ -42,5 +47,44 @@ func TestStatusShowsPBXWatch(t *testing.T) {
 	printPBXWatch(globals{stdout: &out}, app.StatusReport{})
 	if out.Len() != 0 {
 		t.Errorf("without a watch status printed %q", out.String())
+	}
+}
+
+// status shows each target's latency quantiles and each account's presence
+// reads from the report as the control endpoint sends it (JSON), and nothing
+// before the first.
+func TestStatusShowsLatencies(t *testing.T) {
+	var change, pbx, ok, throttled histogram.Histogram
+	for _, ms := range []int{800, 1200, 1300, 1400, 2600} {
+		change.Observe(time.Duration(ms) * time.Millisecond)
+	}
+	pbx.Observe(40 * time.Millisecond)
+	ok.Observe(120 * time.Millisecond)
+	ok.Observe(180 * time.Millisecond)
+	throttled.Observe(30 * time.Millisecond)
+	rep := app.StatusReport{
+		Accounts: []app.AccountReport{{ID: "main", PollRequests: poll.RequestsStatus{OK: ok.Snapshot(), Throttled: throttled.Snapshot()}}},
+		Targets:  []delivery.TargetStatus{{Name: "http", ChangeLatency: change.Snapshot(), PBXLatency: pbx.Snapshot()}, {Name: "sip"}},
+	}
+	raw, err := json.Marshal(rep)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var back app.StatusReport
+	if err := json.Unmarshal(raw, &back); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := readsLine(back.Accounts[0].PollRequests), "p50 175 ms, p95 242 ms, p99 248 ms (2 ok, 1 throttled, 0 failed)"; got != want {
+		t.Errorf("reads line %q; want %q", got, want)
+	}
+	want := []string{"Teams change to accepted: p50 1.25 s, p95 2.88 s, p99 2.98 s over 5", "PBX state to accepted: p50 0.03 s, p95 0.05 s, p99 0.05 s over 1"}
+	if got := latencyLines(back.Targets[0]); !slices.Equal(got, want) {
+		t.Errorf("latency lines %q; want %q", got, want)
+	}
+	if got := latencyLines(back.Targets[1]); got != nil {
+		t.Errorf("a target without deliveries: %q", got)
+	}
+	if got := readsLine(poll.RequestsStatus{}); got != "" {
+		t.Errorf("an account without reads: %q", got)
 	}
 }

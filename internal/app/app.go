@@ -103,6 +103,8 @@ type account struct {
 	poller *poll.Poller
 	writer *write.Writer // nil unless the PBX is watched and the account may write
 	users  []users.User
+	// requests times the poller's presence reads (poll.TimeRequests wraps graph).
+	requests poll.Requests
 
 	mu     sync.Mutex
 	secret *SecretStatus // last client secret check (Auth = secret)
@@ -261,7 +263,7 @@ func Open(o Options) (*App, error) {
 		acc.poller, err = poll.New(poll.Options{
 			Account:        acc.cfg.ID,
 			Users:          acc.users,
-			Graph:          acc.graph,
+			Graph:          poll.TimeRequests(acc.graph, o.Clock, &acc.requests),
 			Store:          a.db,
 			Sink:           a.sink,
 			Budget:         acc.budget,
@@ -589,6 +591,8 @@ type AccountReport struct {
 	Tenant  string      `json:"tenant"`
 	Sign    auth.Status `json:"signIn"`
 	Polling poll.Status `json:"polling"`
+	// PollRequests are the durations of the poller's presence reads, by outcome.
+	PollRequests poll.RequestsStatus `json:"pollRequests"`
 	// StaleSince is when the account's users began to be shown as stale; zero when live.
 	StaleSince time.Time `json:"staleSince,omitzero"`
 	// Secret is the client secret's expiry (Auth = secret), once checked.
@@ -611,7 +615,7 @@ func (a *App) report() StatusReport {
 		ReportedAt: a.clk.Now().UTC(), TeamsEnabled: a.cfg.TeamsEnabled, Users: len(a.byUPN), UserProblems: a.problems}
 	for _, acc := range a.accounts {
 		ar := AccountReport{ID: acc.cfg.ID, Auth: string(acc.cfg.Auth), Tenant: acc.cfg.TenantID,
-			Sign: acc.auth.Status(), Polling: acc.poller.Status(), StaleSince: a.composer.StaleSince(acc.cfg.ID), Secret: acc.secretStatus()}
+			Sign: acc.auth.Status(), Polling: acc.poller.Status(), PollRequests: acc.requests.Status(), StaleSince: a.composer.StaleSince(acc.cfg.ID), Secret: acc.secretStatus()}
 		if acc.writer != nil {
 			ws := acc.writer.Status(false)
 			ar.Writes = &ws

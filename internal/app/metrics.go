@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/presencebridge/presencebridge/internal/platform/histogram"
 	"github.com/presencebridge/presencebridge/internal/teams/auth"
 )
 
@@ -52,12 +53,15 @@ var (
 	descWrites       = prometheus.NewDesc("presencebridge_teams_writes_total", "setPresence and clearPresence calls, by outcome.", []string{"account", "outcome"}, nil)
 	descSessions     = prometheus.NewDesc("presencebridge_teams_sessions", "Presence sessions presencebridge holds in Teams (calls shown there).", []string{"account"}, nil)
 	descWriteLatency = prometheus.NewDesc("presencebridge_teams_write_latency_seconds", "Time from the PBX's state to Graph accepting its setPresence, over the last writes.", []string{"account", "quantile"}, nil)
+	descPollRequest  = prometheus.NewDesc("presencebridge_poll_request_seconds", "Duration of each getPresencesByUserId request (every try), by outcome: ok, throttled (429), error (any other failure, the request timeout included).", []string{"account", "outcome"}, nil)
+	descLatency      = prometheus.NewDesc("presencebridge_delivery_latency_seconds", "Time from the estimated moment of the change in Teams (midway between the two reads that tell it) to the target's acceptance.", []string{"target"}, nil)
+	descPBXLatency   = prometheus.NewDesc("presencebridge_pbx_delivery_latency_seconds", "Time from presencebridge reading a change of the PBX's own state (its NOTIFY) to the target's acceptance, for states the PBX's calls decide (RichPresence.WinningTechnology).", []string{"target"}, nil)
 )
 
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descUsers, descCycles, descCycleSeconds, descInterval, descLastGood, descBudget,
 		descThrottled, descThrottled1h, descChanges, descSignIn, descTokenExpiry, descSecretExpiry, descStale, descPending, descSent, descFailed, descDropped, descUp,
-		descSubs, descInCall, descNotifies, descWrites, descSessions, descWriteLatency} {
+		descSubs, descInCall, descNotifies, descWrites, descSessions, descWriteLatency, descPollRequest, descLatency, descPBXLatency} {
 		ch <- d
 	}
 }
@@ -69,6 +73,9 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	ctr := func(d *prometheus.Desc, v float64, labels ...string) {
 		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, v, labels...)
+	}
+	hist := func(d *prometheus.Desc, s histogram.Snapshot, labels ...string) {
+		ch <- prometheus.MustNewConstHistogram(d, s.Count, s.Sum, s.Buckets(), labels...)
 	}
 	for _, ac := range r.Accounts {
 		p := ac.Polling
@@ -85,6 +92,9 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		ctr(descThrottled, float64(p.Throttled), ac.ID)
 		g(descThrottled1h, float64(p.ThrottledLastHour), ac.ID)
 		ctr(descChanges, float64(p.ChangesEmitted), ac.ID)
+		hist(descPollRequest, ac.PollRequests.OK, ac.ID, "ok")
+		hist(descPollRequest, ac.PollRequests.Throttled, ac.ID, "throttled")
+		hist(descPollRequest, ac.PollRequests.Error, ac.ID, "error")
 		ok := 0.0
 		if ac.Sign.State == auth.StateOK {
 			ok = 1
@@ -133,6 +143,10 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 			up = 0
 		}
 		g(descUp, up, t.Name)
+		hist(descLatency, t.ChangeLatency, t.Name)
+		if r.PBXWatch != nil {
+			hist(descPBXLatency, t.PBXLatency, t.Name)
+		}
 	}
 }
 

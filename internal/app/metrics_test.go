@@ -1,6 +1,7 @@
 package app
 
 import (
+	"fmt"
 	"io"
 	"net/http"
 	"strings"
@@ -36,7 +37,7 @@ func TestHealth(t *testing.T) {
 // /metrics carries the status figures and /healthz is 200 while polling works.
 func TestMetricsEndpoint(t *testing.T) {
 	c := newRecordingCTI(t)
-	_, path := deliveryTenant(t, c.srv.URL)
+	sim, path := deliveryTenant(t, c.srv.URL)
 	r := startWith(t, path, func(cfg *config.Config) { cfg.MetricsAddr = "127.0.0.1:0" })
 	waitFor(t, "a cycle and the metrics endpoint", func() bool {
 		st := r.app.report()
@@ -51,13 +52,47 @@ func TestMetricsEndpoint(t *testing.T) {
 		b, _ := io.ReadAll(resp.Body)
 		return resp.StatusCode, string(b)
 	}
+	// A change after the first sightings, so the latency histogram has one.
+	upn := sim.Users()[3].UPN
+	if _, err := sim.SetPresence(upn, "Busy", "InAMeeting"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the change delivered and settled", func() bool {
+		last, _ := c.last("")
+		return last[upn].Teams.Activity == "InAMeeting" && r.app.report().Targets[0].Sent == 11
+	}, r)
 	code, body := get("/metrics")
 	for _, want := range []string{`presencebridge_users{account="main",state="resolved"} 10`, `presencebridge_poll_cycles_total{account="main"}`,
 		`presencebridge_signin_ok{account="main",state="ok"} 1`, `presencebridge_target_up{target="http"} 1`,
-		`presencebridge_target_sent_total{target="http"} 10`, "go_goroutines"} {
+		`presencebridge_target_sent_total{target="http"} 11`, "go_goroutines"} {
 		if code != 200 || !strings.Contains(body, want) {
 			t.Errorf("/metrics (%d) lacks %q", code, want)
 		}
+	}
+	// The latency histograms: Teams change to acceptance per target, and
+	// every presence read by outcome; no PBX latency without a PBX watch.
+	st := r.app.report()
+	lat := st.Targets[0].ChangeLatency
+	reads := st.Accounts[0].PollRequests
+	for _, want := range []string{
+		"# HELP presencebridge_delivery_latency_seconds Time from the estimated moment of the change in Teams (midway between the two reads that tell it) to the target's acceptance.",
+		"# TYPE presencebridge_delivery_latency_seconds histogram",
+		fmt.Sprintf(`presencebridge_delivery_latency_seconds_bucket{target="http",le="+Inf"} %d`, lat.Count),
+		`presencebridge_delivery_latency_seconds_bucket{target="http",le="2.5"}`,
+		"# TYPE presencebridge_poll_request_seconds histogram",
+		`presencebridge_poll_request_seconds_bucket{account="main",outcome="ok",le="0.05"}`,
+		`presencebridge_poll_request_seconds_count{account="main",outcome="throttled"} 0`,
+		`presencebridge_poll_request_seconds_count{account="main",outcome="error"} 0`,
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("/metrics lacks %q", want)
+		}
+	}
+	if lat.Count < 1 || lat.P50 <= 0 || reads.OK.Count < uint64(st.Accounts[0].Polling.Cycles) {
+		t.Errorf("change latency %+v, presence reads %+v; want the change counted and a read per cycle", lat, reads.OK)
+	}
+	if strings.Contains(body, "presencebridge_pbx_delivery_latency_seconds") {
+		t.Error("/metrics has the PBX state latency without a PBX watch")
 	}
 	if strings.Contains(body, "sim-secret") {
 		t.Error("the client secret is in /metrics")

@@ -10,6 +10,7 @@ import (
 
 	"github.com/presencebridge/presencebridge/internal/platform/backoff"
 	"github.com/presencebridge/presencebridge/internal/platform/clock"
+	"github.com/presencebridge/presencebridge/internal/platform/histogram"
 	"github.com/presencebridge/presencebridge/internal/users"
 )
 
@@ -65,6 +66,12 @@ type TargetStatus struct {
 	// and after the target was down); Reasserted counts those re-asserted since.
 	Reasserting bool `json:"reasserting,omitempty"`
 	Reasserted  int  `json:"reasserted"`
+	// ChangeLatency is the time from each Teams change (Item.Queued of a
+	// ReasonChange item) to the target's acceptance of it, by the dispatcher's
+	// clock; PBXLatency the same for the states the PBX's own calls decided
+	// (ReasonPBX, from when the watch read the PBX's state). Both since start.
+	ChangeLatency histogram.Snapshot `json:"changeLatency,omitzero"`
+	PBXLatency    histogram.Snapshot `json:"pbxLatency,omitzero"`
 }
 
 // Dispatcher queues each user's newest state for every target and runs one
@@ -206,6 +213,7 @@ func (d *Dispatcher) Status() []TargetStatus {
 		st := w.st
 		w.mu.Unlock()
 		st.Pending = d.o.Outbox.Pending(w.t.Name())
+		st.ChangeLatency, st.PBXLatency = w.changeLatency.Snapshot(), w.pbxLatency.Snapshot()
 		out = append(out, st)
 	}
 	return out
@@ -234,6 +242,10 @@ type worker struct {
 
 	mu sync.Mutex
 	st TargetStatus
+
+	// The latencies of accepted changes and PBX states (TargetStatus);
+	// concurrent-safe on their own, outside mu.
+	changeLatency, pbxLatency histogram.Histogram
 }
 
 func (w *worker) run(ctx context.Context) {
@@ -436,6 +448,19 @@ func (w *worker) markDown(now time.Time, err error) {
 	}
 }
 
+// observe counts the latency of an item the target accepted at now: from the
+// Teams change (Item.Queued) for a change, from the PBX's state for a state the
+// PBX decided. Sync-all, stale, removals and re-assertions have no cause to
+// measure from.
+func (w *worker) observe(it Item, now time.Time) {
+	switch it.Reason {
+	case ReasonChange:
+		w.changeLatency.Observe(now.Sub(it.Queued))
+	case ReasonPBX:
+		w.pbxLatency.Observe(now.Sub(it.Queued))
+	}
+}
+
 // send hands one batch to the target and settles the outcome. Only one batch is
 // in flight per target, so a user never has two states in flight.
 func (w *worker) send(ctx context.Context, items []Item) {
@@ -452,6 +477,7 @@ func (w *worker) send(ctx context.Context, items []Item) {
 		for i, it := range items {
 			if i < len(errs) && errs[i] == nil {
 				accepted = append(accepted, delivered(it))
+				w.observe(it, now)
 			}
 		}
 		if len(accepted) > 0 {
@@ -478,6 +504,7 @@ func (w *worker) send(ctx context.Context, items []Item) {
 		switch {
 		case err == nil:
 			accepted = append(accepted, delivered(it))
+			w.observe(it, now)
 			delete(w.retryAt, upn)
 			delete(w.userBackoff, upn)
 		case errors.As(err, &perm):

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"math/rand/v2"
 	"path/filepath"
 	"slices"
@@ -674,5 +675,48 @@ func TestNewDispatcherRefusesIncompleteSettings(t *testing.T) {
 			}()
 			NewDispatcher(Options{Settings: s})
 		}()
+	}
+}
+
+// The target's status counts how long each accepted change took from its Teams
+// change (Item.Queued) to the acceptance, by the dispatcher's clock, and the
+// PBX's own states apart; sync-all and refused states are not counted.
+func TestLatencyOfAcceptedChanges(t *testing.T) {
+	r := newRig(t)
+	f := newFake("http")
+	f.refuse["bad@x"] = true
+	f.gate, f.started = make(chan struct{}), make(chan []Item, 4)
+	d := r.dispatcher(f)
+	t0 := r.clk.Now()
+	change := item("a@x", presence.Busy, presence.ActInACall)
+	change.Queued = t0.Add(-1200 * time.Millisecond) // changed in Teams 1.2 s ago
+	pbx := item("b@x", presence.Busy, presence.ActInACall)
+	pbx.Reason, pbx.Queued = ReasonPBX, t0.Add(-100*time.Millisecond)
+	sync := item("c@x", presence.Away, presence.ActAway)
+	sync.Reason, sync.Queued = ReasonSync, t0.Add(-time.Hour)
+	refused := item("bad@x", presence.Away, presence.ActAway)
+	refused.Queued = t0.Add(-time.Second)
+	if err := d.Enqueue(context.Background(), []Item{change, pbx, sync, refused}); err != nil {
+		t.Fatal(err)
+	}
+	start(t, d)
+	select {
+	case <-f.started:
+	case <-time.After(10 * time.Second):
+		t.Fatal("nothing sent")
+	}
+	r.clk.Advance(2 * time.Second) // the target takes 2 s to answer
+	f.gate <- struct{}{}
+	waitUntil(t, "the batch settled", func() bool { st := d.Status()[0]; return st.Sent == 3 && st.Dropped == 1 })
+	st := d.Status()[0]
+	cl, pl := st.ChangeLatency, st.PBXLatency
+	if cl.Count != 1 || math.Abs(cl.Sum-3.2) > 1e-6 || cl.Buckets()[3] != 0 || cl.Buckets()[3.5] != 1 {
+		t.Errorf("change latency %+v; want one of 3.2 s (in the bucket up to 3.5 s)", cl)
+	}
+	if pl.Count != 1 || math.Abs(pl.Sum-2.1) > 1e-6 || pl.Buckets()[2] != 0 || pl.Buckets()[2.5] != 1 {
+		t.Errorf("PBX latency %+v; want one of 2.1 s", pl)
+	}
+	if p := cl.P50; p <= 3 || p > 3.5 {
+		t.Errorf("p50 %g outside the bucket of the only observation (3, 3.5]", p)
 	}
 }

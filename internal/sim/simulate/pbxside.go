@@ -49,8 +49,9 @@ type pbxSide struct {
 }
 
 // latency says how long before at the latest cause of what arrived at the PBX
-// side for upn was: the tenant's last change of upn to availability/activity,
-// or the answer or hang-up of a call of upn on the PBX, whichever came later.
+// side for upn was: the tenant's last change of upn to availability/activity
+// (and when it was), or the answer or hang-up of a call of upn on the PBX,
+// whichever came later.
 func (p *pbxSide) latency(upn, availability, activity string, at time.Time) string {
 	found := p.lastChange(upn, availability, activity, at)
 	if p.callsOn {
@@ -61,7 +62,9 @@ func (p *pbxSide) latency(upn, availability, activity string, at time.Time) stri
 	if found.IsZero() {
 		return "state at start"
 	}
-	return fmt.Sprintf("%.2f s after the Teams change", at.Sub(found).Seconds())
+	// The change's own time (local, to the millisecond) lets `make demo` leave
+	// out the changes made before presencebridge's first good poll cycle.
+	return fmt.Sprintf("%.2f s after the Teams change at %s", at.Sub(found).Seconds(), found.Local().Format("15:04:05.000"))
 }
 
 // lastChange is when the tenant last changed upn to availability/activity, at
