@@ -115,9 +115,13 @@ func (t *pairTable) intern(availability, activity string) uint32 {
 // (client: what the engine and SetPresence set) and the live presence sessions
 // applications hold through setPresence (sessions); see aggregate.
 type directory struct {
-	users []User
-	byID  map[string]int32
-	byUPN map[string]int32 // lower case
+	users  []User
+	byID   map[string]int32
+	byUPN  map[string]int32 // lower case
+	byMail map[string]int32 // lower case: the first user with that mail
+	// sameMail lists, by lower-case mail, the users after the first that have
+	// that mail too (Options.ExtraUsers may give two users one mail).
+	sameMail map[string][]int32
 
 	pairs     *pairTable
 	state     []atomic.Uint32 // shown pair index per user: what Graph answers
@@ -146,26 +150,63 @@ func userID(tenant, upn string) string {
 	return fmt.Sprintf("%x-%x-%x-%x-%x", h[0:4], h[4:6], h[6:8], h[8:10], h[10:16])
 }
 
-func newDirectory(tenant string, domains []string, n int, pairs *pairTable) *directory {
+// newDirectory builds the n generated users user00001@<domain>... and then the
+// extra users (Options.ExtraUsers), whose ids are derived the same way.
+func newDirectory(tenant string, domains []string, n int, extra []User, pairs *pairTable) (*directory, error) {
+	total := n + len(extra)
 	d := &directory{
-		users:     make([]User, n),
-		byID:      make(map[string]int32, n),
-		byUPN:     make(map[string]int32, n),
+		users:     make([]User, 0, total),
+		byID:      make(map[string]int32, total),
+		byUPN:     make(map[string]int32, total),
+		byMail:    make(map[string]int32, total),
+		sameMail:  map[string][]int32{},
 		pairs:     pairs,
-		state:     make([]atomic.Uint32, n),
-		changedAt: make([]atomic.Int64, n),
-		client:    make([]uint32, n),
+		state:     make([]atomic.Uint32, total),
+		changedAt: make([]atomic.Int64, total),
+		client:    make([]uint32, total),
 		sessions:  map[int32][]*appSession{},
 	}
 	d.nextExpiry.Store(math.MaxInt64)
 	for i := range n {
 		upn := fmt.Sprintf("user%05d@%s", i+1, domains[i%len(domains)])
-		id := userID(tenant, upn)
-		d.users[i] = User{ID: id, UPN: upn, Mail: upn, DisplayName: fmt.Sprintf("Sim User %05d", i+1)}
-		d.byID[id] = int32(i)
-		d.byUPN[upn] = int32(i)
+		d.add(User{ID: userID(tenant, upn), UPN: upn, Mail: upn, DisplayName: fmt.Sprintf("Sim User %05d", i+1)})
 	}
-	return d
+	for _, u := range extra {
+		if _, dup := d.byUPN[strings.ToLower(u.UPN)]; dup {
+			return nil, fmt.Errorf("graphsim: ExtraUsers: the UPN %q is in the directory already", u.UPN)
+		}
+		u.ID = userID(tenant, u.UPN)
+		d.add(u)
+	}
+	return d, nil
+}
+
+// add appends user u to the tables; only newDirectory calls it.
+func (d *directory) add(u User) {
+	i := int32(len(d.users))
+	d.users = append(d.users, u)
+	d.byID[u.ID] = i
+	d.byUPN[strings.ToLower(u.UPN)] = i
+	if u.Mail == "" {
+		return
+	}
+	mail := strings.ToLower(u.Mail)
+	if _, taken := d.byMail[mail]; taken {
+		d.sameMail[mail] = append(d.sameMail[mail], i)
+		return
+	}
+	d.byMail[mail] = i
+}
+
+// withMail appends to out the users whose mail is mail (case-insensitive), in
+// directory order.
+func (d *directory) withMail(mail string, out []int32) []int32 {
+	mail = strings.ToLower(mail)
+	i, ok := d.byMail[mail]
+	if !ok {
+		return out
+	}
+	return append(append(out, i), d.sameMail[mail]...)
 }
 
 // lookup finds a user by object id or UPN (case-insensitive), as Graph's

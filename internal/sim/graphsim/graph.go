@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"math"
 	"net/http"
 	"net/url"
 	"slices"
@@ -52,9 +51,38 @@ func writeGraphError(w http.ResponseWriter, status int, code, msg string) {
 // token; a claims challenge (revoked) extends it.
 const bearerChallenge = `Bearer realm="", authorization_uri="https://login.microsoftonline.com/common/oauth2/authorize", client_id="00000003-0000-0000-c000-000000000000"`
 
-// authorize checks the bearer token and the throttle of its app. It answers the
-// request itself (401 or 429) and returns false when the request must stop.
+// authorize checks the bearer token and the presence throttle of its app: the
+// presence requests' (getPresencesByUserId, /users/{id}/presence, setPresence,
+// clearPresence). It answers the request itself (401 or 429) and returns false
+// when the request must stop.
 func (s *Server) authorize(w http.ResponseWriter, r *http.Request) (*tokenClaims, bool) {
+	c, ok := s.authenticate(w, r)
+	if !ok {
+		return nil, false
+	}
+	ri := infoOf(r)
+	ri.throttle |= throttlePresence
+	ok, wait := s.throttle.admit(c.AppID, s.clock.Now(), 1)
+	if !ok {
+		secs := retryAfterSeconds(wait)
+		w.Header().Set("Retry-After", strconv.Itoa(secs))
+		s.log.Debug("Throttled", "client_id", c.AppID, "retry_after_s", secs)
+		writeGraphError(w, http.StatusTooManyRequests, "TooManyRequests", s.presenceThrottled(secs))
+		return nil, false
+	}
+	return c, true
+}
+
+// presenceThrottled is the message of a 429 of the presence throttle.
+func (s *Server) presenceThrottled(secs int) string {
+	return fmt.Sprintf("Too many requests: over %d requests in %s for this application in this tenant. Retry after %d seconds.",
+		s.throttle.limit.Load(), s.throttle.window, secs)
+}
+
+// authenticate checks the bearer token: signature, tenant, revocation and
+// lifetime. It answers the request itself (401) and returns false when the
+// request must stop.
+func (s *Server) authenticate(w http.ResponseWriter, r *http.Request) (*tokenClaims, bool) {
 	h := r.Header.Get("Authorization")
 	tok, found := cutPrefixFold(h, "Bearer ")
 	tok = strings.TrimSpace(tok)
@@ -76,21 +104,8 @@ func (s *Server) authorize(w http.ResponseWriter, r *http.Request) (*tokenClaims
 		writeGraphError(w, http.StatusUnauthorized, "InvalidAuthenticationToken", "Continuous access evaluation resulted in challenge with result: InteractionRequired and code: TokenIssuedBeforeRevocationTimestamp")
 		return nil, false
 	}
-	now := s.clock.Now()
-	if now.Unix() >= c.Exp {
+	if s.clock.Now().Unix() >= c.Exp {
 		writeGraphError(w, http.StatusUnauthorized, "InvalidAuthenticationToken", "Lifetime validation failed, the token is expired.")
-		return nil, false
-	}
-	if ok, wait := s.throttle.admit(c.AppID, now); !ok {
-		secs := int(math.Ceil(wait.Seconds()))
-		if secs < 1 {
-			secs = 1
-		}
-		w.Header().Set("Retry-After", strconv.Itoa(secs))
-		s.log.Debug("Throttled", "client_id", c.AppID, "retry_after_s", secs)
-		writeGraphError(w, http.StatusTooManyRequests, "TooManyRequests",
-			fmt.Sprintf("Too many requests: over %d requests in %s for this application in this tenant. Retry after %d seconds.",
-				s.throttle.limit, s.throttle.window, secs))
 		return nil, false
 	}
 	return c, true
@@ -298,43 +313,6 @@ func writeRaw(w http.ResponseWriter, status int, b []byte) {
 	_, _ = w.Write(b)
 }
 
-// handleUser serves GET /v1.0/users/{id} ($select honoured).
-func (s *Server) handleUser(w http.ResponseWriter, r *http.Request) {
-	if _, ok := s.authorize(w, r); !ok {
-		return
-	}
-	infoOf(r).ids = 1
-	status, body := s.userObject(r.PathValue("id"), r.URL.Query().Get("$select"))
-	writeRaw(w, status, body)
-}
-
-func (s *Server) userObject(key, sel string) (int, []byte) {
-	u, ok := s.dir.lookup(key)
-	if !ok {
-		b, _ := json.Marshal(newGraphError("Request_ResourceNotFound", fmt.Sprintf("Resource '%s' does not exist or one of its queried reference-property objects are not present.", key)))
-		return http.StatusNotFound, b
-	}
-	user := s.dir.users[u]
-	all := map[string]string{"id": user.ID, "userPrincipalName": user.UPN, "mail": user.Mail, "displayName": user.DisplayName}
-	out := map[string]any{"@odata.context": "https://graph.microsoft.com/v1.0/$metadata#users/$entity"}
-	if sel == "" {
-		for k, v := range all {
-			out[k] = v
-		}
-	} else {
-		for _, f := range strings.Split(sel, ",") {
-			f = strings.TrimSpace(f)
-			for k, v := range all {
-				if strings.EqualFold(k, f) {
-					out[k] = v
-				}
-			}
-		}
-	}
-	b, _ := json.Marshal(out)
-	return http.StatusOK, b
-}
-
 type batchRequest struct {
 	ID      string            `json:"id"`
 	Method  string            `json:"method"`
@@ -349,10 +327,19 @@ type batchResponse struct {
 	Body    json.RawMessage   `json:"body"`
 }
 
-// handleBatch serves POST /v1.0/$batch with GET /users/{id|upn} and
-// GET /users/{id}/presence inside. The batch counts as one request for the throttle.
+// batchContentType is the Content-Type Graph gives a $batch item's body.
+const batchContentType = "application/json; odata.metadata=minimal; odata.streaming=true; IEEE754Compatible=false; charset=utf-8"
+
+// handleBatch serves POST /v1.0/$batch with GET /users/{id|upn},
+// GET /users?$filter=... and GET /users/{id}/presence inside. Each request is
+// throttled on its own, as Graph does (graph/json-batching): the directory
+// reads by the directory throttle, a presence read by the presence throttle;
+// one over its limit gets its own 429 with Retry-After in the batch's 200.
+// The $batch itself counts in neither, unless the directory throttle is set
+// to refuse whole batches (DirectoryThrottle.WholeBatch).
 func (s *Server) handleBatch(w http.ResponseWriter, r *http.Request) {
-	if _, ok := s.authorize(w, r); !ok {
+	c, ok := s.authenticate(w, r)
+	if !ok {
 		return
 	}
 	var req struct {
@@ -366,7 +353,8 @@ func (s *Server) handleBatch(w http.ResponseWriter, r *http.Request) {
 		writeGraphError(w, http.StatusBadRequest, "BadRequest", "Invalid batch payload format: "+err.Error())
 		return
 	}
-	infoOf(r).ids = len(req.Requests)
+	ri := infoOf(r)
+	ri.ids = len(req.Requests)
 	switch n := len(req.Requests); {
 	case n == 0:
 		writeGraphError(w, http.StatusBadRequest, "BadRequest", "Invalid batch payload format: the batch has no requests.")
@@ -384,21 +372,58 @@ func (s *Server) handleBatch(w http.ResponseWriter, r *http.Request) {
 		}
 		seen[q.ID] = true
 	}
+	items := make([]batchItem, len(req.Requests))
+	wholeCost := 0
+	for i, q := range req.Requests {
+		items[i] = parseBatchItem(q)
+		if items[i].kind == itemUser || items[i].kind == itemUsers {
+			wholeCost += items[i].cost
+		}
+	}
+	charged := false
+	if wholeCost > 0 && s.dirWholeBatch.Load() {
+		ri.throttle |= throttleDirectory
+		ok, wait := s.dirThrottle.admit(c.AppID, s.clock.Now(), wholeCost)
+		if !ok {
+			ri.dirThrottled++
+			secs := retryAfterSeconds(wait)
+			w.Header().Set("Retry-After", strconv.Itoa(secs))
+			writeRaw(w, http.StatusTooManyRequests, s.directoryThrottled(c.AppID, secs))
+			return
+		}
+		ri.ru += wholeCost
+		charged = true
+	}
 	resp := struct {
 		Responses []batchResponse `json:"responses"`
 	}{Responses: make([]batchResponse, 0, len(req.Requests))}
-	for _, q := range req.Requests {
-		status, b := s.batchItem(q)
-		resp.Responses = append(resp.Responses, batchResponse{ID: q.ID, Status: status, Body: b,
-			Headers: map[string]string{"Content-Type": "application/json; odata.metadata=minimal; odata.streaming=true; IEEE754Compatible=false; charset=utf-8"}})
+	for i, q := range req.Requests {
+		resp.Responses = append(resp.Responses, s.serveBatchItem(c.AppID, ri, q.ID, items[i], charged))
 	}
 	writeJSON(w, http.StatusOK, resp)
 }
 
-func (s *Server) batchItem(q batchRequest) (int, []byte) {
-	bad := func(msg string) (int, []byte) {
+// What a $batch item asks for.
+const (
+	itemBad          = iota // answered 400 with body
+	itemUser                // GET /users/{key}
+	itemUsers               // GET /users?$filter=...
+	itemUserPresence        // GET /users/{key}/presence
+)
+
+type batchItem struct {
+	kind  int
+	key   string
+	query url.Values
+	cost  int    // resource units, directory reads
+	body  []byte // itemBad's error body
+}
+
+// parseBatchItem reads one request of a $batch: its method and relative URL.
+func parseBatchItem(q batchRequest) batchItem {
+	bad := func(msg string) batchItem {
 		b, _ := json.Marshal(newGraphError("BadRequest", msg))
-		return http.StatusBadRequest, b
+		return batchItem{kind: itemBad, body: b}
 	}
 	if !strings.EqualFold(q.Method, http.MethodGet) {
 		return bad(fmt.Sprintf("The simulated tenant batches GET requests only, not %q.", q.Method))
@@ -410,24 +435,69 @@ func (s *Server) batchItem(q batchRequest) (int, []byte) {
 	path := strings.Trim(u.EscapedPath(), "/")
 	path = strings.TrimPrefix(path, "v1.0/")
 	seg := strings.Split(path, "/")
+	query := u.Query()
+	if len(seg) == 1 && strings.EqualFold(seg[0], "users") {
+		return batchItem{kind: itemUsers, query: query, cost: directoryCost(true, query)}
+	}
 	if len(seg) < 2 || len(seg) > 3 || !strings.EqualFold(seg[0], "users") || (len(seg) == 3 && !strings.EqualFold(seg[2], "presence")) {
-		return bad(fmt.Sprintf("Resource not found for the segment in %q: the simulated tenant batches /users/{id} and /users/{id}/presence.", q.URL))
+		return bad(fmt.Sprintf("Resource not found for the segment in %q: the simulated tenant batches /users?$filter=..., /users/{id} and /users/{id}/presence.", q.URL))
 	}
 	key, err := url.PathUnescape(seg[1])
 	if err != nil {
 		return bad(fmt.Sprintf("Invalid escape in %q.", q.URL))
 	}
 	if len(seg) == 3 {
-		return s.userPresence(key)
+		return batchItem{kind: itemUserPresence, key: key}
 	}
-	return s.userObject(key, u.Query().Get("$select"))
+	return batchItem{kind: itemUser, key: key, query: query, cost: directoryCost(false, query)}
+}
+
+// serveBatchItem answers one request of a $batch of app, throttled on its own
+// (unless charged: the whole batch was admitted already).
+func (s *Server) serveBatchItem(app string, ri *reqInfo, id string, it batchItem, charged bool) batchResponse {
+	out := batchResponse{ID: id, Headers: map[string]string{"Content-Type": batchContentType}}
+	throttled := func(secs int, body []byte) batchResponse {
+		ri.itemsThrottled++
+		out.Status, out.Body = http.StatusTooManyRequests, body
+		out.Headers["Retry-After"] = strconv.Itoa(secs)
+		return out
+	}
+	switch it.kind {
+	case itemBad:
+		out.Status, out.Body = http.StatusBadRequest, it.body
+	case itemUserPresence:
+		ri.throttle |= throttlePresence
+		if ok, wait := s.throttle.admit(app, s.clock.Now(), 1); !ok {
+			secs := retryAfterSeconds(wait)
+			b, _ := json.Marshal(newGraphError("TooManyRequests", s.presenceThrottled(secs)))
+			return throttled(secs, b)
+		}
+		out.Status, out.Body = s.userPresence(it.key)
+	case itemUser, itemUsers:
+		ri.throttle |= throttleDirectory
+		if !charged {
+			if ok, wait := s.dirThrottle.admit(app, s.clock.Now(), it.cost); !ok {
+				ri.dirThrottled++
+				secs := retryAfterSeconds(wait)
+				return throttled(secs, s.directoryThrottled(app, secs))
+			}
+			ri.ru += it.cost
+		}
+		out.Headers["x-ms-resource-unit"] = strconv.Itoa(it.cost)
+		if it.kind == itemUser {
+			out.Status, out.Body = s.userObject(it.key, it.query.Get("$select"))
+		} else {
+			out.Status, out.Body, _ = s.usersList(it.query)
+		}
+	}
+	return out
 }
 
 // handleApplication answers GET /v1.0/applications(appId='X')?$select=passwordCredentials
 // for a caller holding Application.Read.All (as role or delegated scope).
 func (s *Server) handleApplication(w http.ResponseWriter, r *http.Request) {
-	c, ok := s.authorize(w, r)
-	if !ok {
+	c, ok := s.authenticate(w, r)
+	if !ok || !s.admitDirectory(w, r, c.AppID, directoryCost(false, r.URL.Query())) {
 		return
 	}
 	obj := r.PathValue("object")

@@ -25,6 +25,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/presencebridge/presencebridge/internal/platform/clock"
@@ -81,6 +82,14 @@ type Options struct {
 	Domains []string
 	// Users is the number of generated users user00001@<domain> ...; default 100.
 	Users int
+	// ExtraUsers are added to the directory after the generated users, with
+	// their UPN, Mail and DisplayName as given (the ID is derived from the UPN
+	// like the generated users'): users whose UPN is not their address
+	// (j.smith@contoso.example with mail john.smith@contoso.example), guests
+	// (ann_fabrikam.example#EXT#@contoso.example with mail ann@fabrikam.example),
+	// users without mail, or two users sharing one mail. Each has presence like
+	// the others.
+	ExtraUsers []User
 	// Apps are the app registrations; default a public app "presencebridge-demo"
 	// and a confidential app "presencebridge-daemon" with secret "sim-secret".
 	Apps []App
@@ -88,7 +97,20 @@ type Options struct {
 	// ThrottleWindow; default 1500; negative turns the throttle off.
 	ThrottleLimit int
 	// ThrottleWindow is the sliding window of the throttle; default 30s.
+	// This throttle applies to presence requests: getPresencesByUserId,
+	// /users/{id}/presence (also inside a $batch), setPresence, clearPresence.
 	ThrottleWindow time.Duration
+	// DirectoryLimit is the directory throttle: the resource units one app may
+	// spend on directory reads (/users/{id}, /users?$filter=..., also inside a
+	// $batch, and /applications) within DirectoryWindow (10 s); default by the
+	// number of users (DirectoryLimitSmall under 50, DirectoryLimitMedium under
+	// 500, else DirectoryLimitLarge); negative turns it off. See directoryCost
+	// for what a read costs.
+	DirectoryLimit int
+	// DirectoryWholeBatch makes the directory throttle refuse a $batch as a
+	// whole (429 on the outer request) instead of its requests one by one; see
+	// DirectoryThrottle.WholeBatch.
+	DirectoryWholeBatch bool
 	// ChangesPerUserPerHour is the pattern engine's rate; 0 keeps presence static
 	// (it then changes only through SetPresence).
 	ChangesPerUserPerHour float64
@@ -142,9 +164,11 @@ type Server struct {
 	tokenKey []byte // HMAC key of access tokens
 	tokens   tokenCache
 
-	throttle throttle
-	faults   faultQueue
-	stats    statsRecorder
+	throttle      throttle // presence requests
+	dirThrottle   throttle // directory reads, in resource units
+	dirWholeBatch atomic.Bool
+	faults        faultQueue
+	stats         statsRecorder
 
 	authMu      sync.Mutex
 	deviceCodes map[string]*deviceCode // by device_code
@@ -198,6 +222,12 @@ func New(opts Options) (*Server, error) {
 	}
 	if opts.Users == 0 {
 		opts.Users = DefaultUsers
+	}
+	opts.ExtraUsers = slices.Clone(opts.ExtraUsers)
+	for _, u := range opts.ExtraUsers {
+		if at := strings.LastIndexByte(u.UPN, '@'); at <= 0 || at == len(u.UPN)-1 || strings.ContainsAny(u.UPN, " /?\t\r\n") {
+			return nil, fmt.Errorf("graphsim: ExtraUsers: the UPN %q is not a user principal name (want local@domain, no spaces or slashes)", u.UPN)
+		}
 	}
 	if len(opts.Apps) == 0 {
 		opts.Apps = []App{
@@ -285,7 +315,9 @@ func New(opts Options) (*Server, error) {
 	}
 
 	pairs := newPairTable(enginePairs[:])
-	s.dir = newDirectory(opts.TenantID, opts.Domains, opts.Users, pairs)
+	if s.dir, err = newDirectory(opts.TenantID, opts.Domains, opts.Users, opts.ExtraUsers, pairs); err != nil {
+		return nil, err
+	}
 	seed := uint64(opts.Seed)
 	initRng := rand.New(rand.NewPCG(seed, 0x6772617068))
 	for i := range s.dir.state {
@@ -293,6 +325,12 @@ func New(opts Options) (*Server, error) {
 	}
 	s.engine = &engine{rate: opts.ChangesPerUserPerHour, rng: rand.New(rand.NewPCG(seed, 0x656e67696e65))}
 	s.throttle.init(opts.ThrottleLimit, opts.ThrottleWindow)
+	if opts.DirectoryLimit == 0 {
+		opts.DirectoryLimit = directoryLimitFor(len(s.dir.users))
+		s.opts.DirectoryLimit = opts.DirectoryLimit
+	}
+	s.dirThrottle.init(opts.DirectoryLimit, DirectoryWindow)
+	s.dirWholeBatch.Store(opts.DirectoryWholeBatch)
 	s.stats.init()
 	s.routes()
 	return s, nil
