@@ -32,6 +32,7 @@ func (s *Server) routes() {
 	// Control API.
 	m.HandleFunc("POST /_sim/presence", s.ctlPresence)
 	m.HandleFunc("GET /_sim/changes", s.ctlChanges)
+	m.HandleFunc("POST /_sim/stale", s.ctlStale)
 	m.HandleFunc("GET /_sim/sessions", s.ctlSessions)
 	m.HandleFunc("POST /_sim/approle", s.ctlAppRole)
 	m.HandleFunc("POST /_sim/devicecode/approve", s.ctlApprove)
@@ -81,6 +82,28 @@ func (s *Server) ctlPresence(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusBadRequest, ctlError{err.Error()})
 	default:
 		writeJSON(w, http.StatusOK, map[string]any{"changedAt": at})
+	}
+}
+
+// ctlStale: POST /_sim/stale {"upn"} -> {"sequenceNumber"}: the next presence
+// read of the user answers the previous presence with its older sequence
+// number (ServeStale).
+func (s *Server) ctlStale(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		UPN string `json:"upn"`
+	}
+	if err := readJSON(w, r, &req); err != nil {
+		writeJSON(w, http.StatusBadRequest, ctlError{err.Error()})
+		return
+	}
+	seq, err := s.ServeStale(req.UPN)
+	switch {
+	case errors.Is(err, ErrUnknownUser):
+		writeJSON(w, http.StatusNotFound, ctlError{err.Error()})
+	case err != nil:
+		writeJSON(w, http.StatusConflict, ctlError{err.Error()})
+	default:
+		writeJSON(w, http.StatusOK, map[string]string{"sequenceNumber": seq})
 	}
 }
 

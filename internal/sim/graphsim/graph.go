@@ -156,7 +156,7 @@ func (s *Server) handlePresences(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer putBuf(body)
-	idx, asked, ok := s.scanIDs(*body, make([]int32, 0, MaxPresenceIDs))
+	idx, asked, ok := s.scanIDs(*body, make([]presenceHit, 0, MaxPresenceIDs))
 	if !ok {
 		var req struct {
 			IDs []string `json:"ids"`
@@ -169,7 +169,7 @@ func (s *Server) handlePresences(w http.ResponseWriter, r *http.Request) {
 		if asked <= MaxPresenceIDs {
 			for _, id := range req.IDs {
 				if u, found := s.dir.lookupID(id); found {
-					idx = append(idx, u)
+					idx = append(idx, presenceHit{user: u, at: -1})
 				}
 			}
 		}
@@ -192,13 +192,20 @@ func (s *Server) handlePresences(w http.ResponseWriter, r *http.Request) {
 	defer putBuf(out)
 	b := append(*out, `{"@odata.context":"`+presenceContext+`","value":[`...)
 	pairs := *s.dir.pairs.list.Load()
-	for i, u := range idx {
+	stale := s.dir.staleN.Load() != 0
+	for i, h := range idx {
 		if i > 0 {
 			b = append(b, ',')
 		}
+		word := s.dir.shownWord(h.user, stale)
 		b = append(b, `{"id":"`...)
-		b = append(b, s.dir.users[u].ID...)
-		b = append(b, pairs[s.dir.state[u].Load()].tail...)
+		if h.at >= 0 {
+			b = append(b, (*body)[h.at:h.at+guidLen]...)
+		} else {
+			b = append(b, s.dir.users[h.user].ID...)
+		}
+		b = s.dir.appendSequenceField(b, word)
+		b = append(b, pairs[pairOf(word)].tail...) // closes the sequenceNumber string
 	}
 	b = append(b, "]}"...)
 	*out = b
@@ -207,11 +214,20 @@ func (s *Server) handlePresences(w http.ResponseWriter, r *http.Request) {
 	_, _ = w.Write(b)
 }
 
+// presenceHit is a user getPresencesByUserId asked for: the user, and where
+// in the request body the id was asked when it is written as the directory
+// writes it (so the reply copies those bytes, already in the cache), or -1.
+type presenceHit struct {
+	user int32
+	at   int
+}
+
 // scanIDs is the fast path for the common body `{"ids":["...",...]}` (any
 // whitespace, no escapes). It appends the users found, counts all ids asked, and
 // reports false when the body has any other shape, so the caller falls back to
-// encoding/json. Beyond MaxPresenceIDs it only counts.
-func (s *Server) scanIDs(b []byte, idx []int32) ([]int32, int, bool) {
+// encoding/json. Beyond MaxPresenceIDs it only counts. An id is looked for in
+// the directory's idIndex first, then (another spelling) in its map.
+func (s *Server) scanIDs(b []byte, idx []presenceHit) ([]presenceHit, int, bool) {
 	i := 0
 	ws := func() {
 		for i < len(b) && (b[i] == ' ' || b[i] == '\n' || b[i] == '\r' || b[i] == '\t') {
@@ -226,24 +242,24 @@ func (s *Server) scanIDs(b []byte, idx []int32) ([]int32, int, bool) {
 		}
 		return false
 	}
-	str := func() ([]byte, bool) {
+	str := func() (at int, v []byte, ok bool) {
 		ws()
 		if i >= len(b) || b[i] != '"' {
-			return nil, false
+			return 0, nil, false
 		}
 		i++
 		end := bytes.IndexByte(b[i:], '"')
 		if end < 0 || bytes.IndexByte(b[i:i+end], '\\') >= 0 {
-			return nil, false // unterminated or escaped: let encoding/json decide
+			return 0, nil, false // unterminated or escaped: let encoding/json decide
 		}
-		v := b[i : i+end]
+		at, v = i, b[i:i+end]
 		i += end + 1
-		return v, true
+		return at, v, true
 	}
 	if !expect('{') {
 		return idx, 0, false
 	}
-	if key, ok := str(); !ok || string(key) != "ids" {
+	if _, key, ok := str(); !ok || string(key) != "ids" {
 		return idx, 0, false
 	}
 	if !expect(':') || !expect('[') {
@@ -252,15 +268,17 @@ func (s *Server) scanIDs(b []byte, idx []int32) ([]int32, int, bool) {
 	n := 0
 	if !expect(']') {
 		for {
-			id, ok := str()
+			at, id, ok := str()
 			if !ok {
 				return idx, 0, false
 			}
 			n++
-			if n <= MaxPresenceIDs {
-				if u, found := s.dir.lookupIDBytes(id); found {
-					idx = append(idx, u)
-				}
+			if n > MaxPresenceIDs {
+				// only counted
+			} else if u, found := s.dir.ids.find(id); found {
+				idx = append(idx, presenceHit{user: u, at: at})
+			} else if u, found := s.dir.lookupIDBytes(id); found {
+				idx = append(idx, presenceHit{user: u, at: -1})
 			}
 			if expect(',') {
 				continue
@@ -300,9 +318,11 @@ func (s *Server) userPresence(key string) (int, []byte) {
 	b := make([]byte, 0, 256)
 	b = append(b, `{"@odata.context":"https://graph.microsoft.com/v1.0/$metadata#users('`...)
 	b = append(b, id...)
+	word := s.dir.shownWord(u, s.dir.staleN.Load() != 0)
 	b = append(b, `')/presence","id":"`...)
 	b = append(b, id...)
-	b = append(b, s.dir.pairs.get(s.dir.state[u].Load()).tail...) // closes the id string
+	b = s.dir.appendSequenceField(b, word)
+	b = append(b, s.dir.pairs.get(pairOf(word)).tail...) // closes the sequenceNumber string
 	return http.StatusOK, b
 }
 

@@ -509,8 +509,53 @@ func (s *Server) Presence(upn string) (availability, activity string, ok bool) {
 		return "", "", false
 	}
 	s.expireSessions()
-	p := s.dir.pairs.get(s.dir.state[u].Load())
+	p := s.dir.pairs.get(s.dir.shownPair(u))
 	return p.availability, p.activity, true
+}
+
+// SequenceNumber is the sequenceNumber Graph shows with a user's current
+// presence (UPN or object id): 16 hex digits that grow with every change of
+// what the user shows, so a lower one (as strings) is older.
+func (s *Server) SequenceNumber(upn string) (string, bool) {
+	u, ok := s.dir.lookup(upn)
+	if !ok {
+		return "", false
+	}
+	s.expireSessions()
+	return s.dir.sequence(s.dir.state[u].Load()), true
+}
+
+// ErrNoOlderPresence: ServeStale was asked for a user whose presence never
+// changed, so there is no older one to serve.
+var ErrNoOlderPresence = errors.New("the user's presence never changed: there is no older one to serve")
+
+// ServeStale makes the next presence read of a user (UPN or object id;
+// getPresencesByUserId or /users/{id}/presence, in a $batch too) answer the
+// user's previous presence with its older sequenceNumber, once, as a reply
+// overtaken in flight by a newer one would arrive; the reads after it show
+// the current presence again. It returns the older sequenceNumber served.
+func (s *Server) ServeStale(upn string) (string, error) {
+	u, ok := s.dir.lookup(upn)
+	if !ok {
+		return "", fmt.Errorf("graphsim: %q: %w", upn, ErrUnknownUser)
+	}
+	s.expireSessions()
+	s.dir.changeMu.Lock()
+	cur, prev := s.dir.state[u].Load(), s.dir.prev[u]
+	s.dir.changeMu.Unlock()
+	if changesOf(cur) == 0 {
+		return "", fmt.Errorf("graphsim: %q: %w", upn, ErrNoOlderPresence)
+	}
+	s.dir.staleMu.Lock()
+	if _, pending := s.dir.stale[u]; !pending {
+		s.dir.staleN.Add(1)
+	}
+	s.dir.stale[u] = prev
+	s.dir.staleMu.Unlock()
+	seq := s.dir.sequence(prev)
+	p := s.dir.pairs.get(pairOf(prev))
+	s.log.Info("Stale presence queued", "upn", s.dir.users[u].UPN, "availability", p.availability, "activity", p.activity, "sequence", seq)
+	return seq, nil
 }
 
 // Changes lists the presence changes Graph showed after since (all when since is
