@@ -142,17 +142,10 @@ func (c *Client) ResolveUsers(ctx context.Context, upns []string) (found map[str
 	if len(upns) > MaxBatch {
 		return nil, nil, fmt.Errorf("resolve: %d users in one batch, Graph allows %d", len(upns), MaxBatch)
 	}
-	type req struct {
-		ID     string `json:"id"`
-		Method string `json:"method"`
-		URL    string `json:"url"`
-	}
-	body := struct {
-		Requests []req `json:"requests"`
-	}{}
+	var body batchRequestBody
 	for i, u := range upns {
-		body.Requests = append(body.Requests, req{ID: strconv.Itoa(i), Method: "GET",
-			URL: "/users/" + url.PathEscape(u) + "?$select=id,userPrincipalName,mail,displayName"})
+		body.Requests = append(body.Requests, batchRequestItem{ID: strconv.Itoa(i), Method: http.MethodGet,
+			URL: "/users/" + url.PathEscape(u) + "?" + userSelect})
 	}
 	var reply batchReply
 	if err := c.post(ctx, "/$batch", body, &reply); err != nil {
