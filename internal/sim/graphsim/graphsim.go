@@ -1,11 +1,18 @@
 // Package graphsim is a simulated Microsoft tenant: login (OpenID discovery, device
-// code, refresh tokens, client credentials) and the Graph calls presencebridge makes
-// ($batch user lookup, getPresencesByUserId, /users/{id}/presence, and writing
-// presence with setPresence and clearPresence: application sessions aggregated
-// with each user's own state, see sessions.go), with Graph's throttle, scripted
-// faults and a presence pattern engine that scales to 50,000 users. It serves HTTPS on loopback with a CA generated in memory, so MSAL for Go
-// runs against it unchanged (with instance discovery off). It backs the demo
-// (`presencebridge simulate`), the tests and the benchmarks.
+// code, refresh tokens, client credentials) and the Graph calls presencebridge makes:
+// user lookups (GET /users/{id | upn} and /users?$filter=userPrincipalName or mail
+// eq/in, at top level and in a $batch; guests and users whose mail is not their
+// UPN through Options.ExtraUsers; see lookup.go), getPresencesByUserId and
+// /users/{id}/presence (each presence with a sequenceNumber; ServeStale answers a
+// user's older presence once), and writing presence with setPresence and
+// clearPresence (application sessions aggregated with each user's own state, see
+// sessions.go). Graph's throttles are two, as Microsoft's are: presence requests
+// per app per window, and directory reads in resource units per 10 s per app
+// (per request inside a $batch, or the $batch whole on cue). Scripted faults and
+// a presence pattern engine that scales to 50,000 users complete it. It serves
+// HTTPS on loopback with a CA generated in memory, so MSAL for Go runs against it
+// unchanged (with instance discovery off). It backs the demo (`presencebridge
+// simulate`), the tests and the benchmarks.
 package graphsim
 
 import (

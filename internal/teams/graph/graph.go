@@ -1,6 +1,8 @@
 // Package graph is presencebridge's Microsoft Graph client: resolve UPNs to object
-// ids with JSON batching, read presence in batches of up to 650 ids, and write
-// presence with an application's session (setPresence, clearPresence).
+// ids with JSON batching (by $filter on the UPN or the mail, 300 a $batch, or one
+// GET per UPN; lookup.go), read presence in batches of up to 650 ids (their
+// replies on a fast path, presencejson.go), and write presence with an
+// application's session (setPresence, clearPresence).
 package graph
 
 import (
