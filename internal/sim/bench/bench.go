@@ -135,7 +135,7 @@ func Main(args []string, stdout, stderr io.Writer) error {
 	wall := time.Since(m0)
 	cpu := rusage() - ru0
 	st := status()
-	simStats := fetchSimStats(sim.Ready)
+	simStats, dirStats := fetchSimStats(sim.Ready)
 	var maxDur, sum time.Duration
 	for _, d := range durs {
 		sum += d
@@ -148,6 +148,7 @@ func Main(args []string, stdout, stderr io.Writer) error {
 	fmt.Fprintf(stdout, "  cycle time, mean / max:    %s / %s over %d cycles\n", (sum / time.Duration(len(durs))).Round(time.Millisecond), maxDur.Round(time.Millisecond), len(durs))
 	fmt.Fprintf(stdout, "  budget share used:         %.1f%% (%d requests in the last 30 s)\n", st.BudgetShareUsed*100, st.RequestsInWindow)
 	fmt.Fprintf(stdout, "  max requests in any 30 s window at the tenant: %s\n", simStats)
+	fmt.Fprintf(stdout, "  directory reads at the tenant (lookups): %s\n", dirStats)
 	fmt.Fprintf(stdout, "  429s seen:                 %d\n", st.Throttled)
 	if *deliver != "" {
 		tg := a.Status(ctx).(app.StatusReport).Targets[0]
@@ -244,16 +245,18 @@ func heapMiB() float64 {
 	return float64(m.HeapInuse) / (1 << 20)
 }
 
-// fetchSimStats asks the simulated tenant's control API for the most requests
-// it saw in one throttle window and how often it throttled.
-func fetchSimStats(r simulate.Ready) string {
+// fetchSimStats asks the simulated tenant's control API for the most presence
+// requests it saw in one throttle window and how often it throttled, and the
+// same of its directory throttle (the UPN lookups).
+func fetchSimStats(r simulate.Ready) (presence, directory string) {
 	api, err := newTenantAPI(r)
 	if err != nil {
-		return "n/a"
+		return "n/a", "n/a"
 	}
 	st, err := api.stats(false)
 	if err != nil {
-		return "n/a"
+		return "n/a", "n/a"
 	}
-	return fmt.Sprintf("%v (throttled at the tenant: %d)", st.MaxInWindow, st.Throttled)
+	return fmt.Sprintf("%v (throttled at the tenant: %d)", st.MaxInWindow, st.Throttled),
+		fmt.Sprintf("max %v resource units in any 10 s window (throttled at the tenant: %d)", st.MaxDirectoryRU, st.DirectoryThrottled)
 }

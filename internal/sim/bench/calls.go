@@ -65,7 +65,7 @@ func Calls(args []string, stdout, stderr io.Writer) error {
 	fs.IntVar(&f.phones, "phones", 40, "registered phones the calls one at a time go between, in pairs (the first users')")
 	fs.IntVar(&f.burst, "burst", 100, "calls starting within one second, between twice as many phones")
 	fs.Float64Var(&f.rate, "rate", 6, "presence changes per user per hour in the simulated tenant")
-	fs.Float64Var(&f.resolveRate, "resolve-rate", 40, "[Polling] ResolveRate, $batch requests per second while the UPNs are resolved at start: the product's default, 10, only makes the start longer; the simulated tenant counts them in its 1,500 requests per 30 s, so above 50 the start sees 429s")
+	fs.Float64Var(&f.resolveRate, "resolve-rate", 40, "[Polling] ResolveRate, $batch requests per second while the UPNs are resolved at start: the product's default, 10, only makes the start longer; the simulated tenant's directory throttle takes 8,000 resource units per 10 s from a tenant this size, a lookup 1, so above 40 the start sees 429s")
 	fs.StringVar(&f.logPath, "log", "", "write presencebridge's log, at debug level, to this file")
 	fs.BoolVar(&f.keep, "keep", false, "keep the work folder (Kamailio's configuration and log, Presence.ini, the users file, presencebridge's log) and print its path")
 	fs.DurationVar(&f.writeLatency, "write-latency", 0, "the tenant holds each setPresence and clearPresence this long before it takes and answers it, as Graph's own round trip would (0: none, loopback only)")

@@ -27,10 +27,12 @@ func (s *Server) routes() {
 	m.HandleFunc("POST /v1.0/users/{id}/presence/setPresence", s.handleSetPresence)
 	m.HandleFunc("POST /v1.0/users/{id}/presence/clearPresence", s.handleClearPresence)
 	m.HandleFunc("GET /v1.0/users/{id}", s.handleUser)
+	m.HandleFunc("GET /v1.0/users", s.handleUsers)
 	m.HandleFunc("GET /v1.0/{object}", s.handleApplication) // applications(appId='...')
 	// Control API.
 	m.HandleFunc("POST /_sim/presence", s.ctlPresence)
 	m.HandleFunc("GET /_sim/changes", s.ctlChanges)
+	m.HandleFunc("POST /_sim/stale", s.ctlStale)
 	m.HandleFunc("GET /_sim/sessions", s.ctlSessions)
 	m.HandleFunc("POST /_sim/approle", s.ctlAppRole)
 	m.HandleFunc("POST /_sim/devicecode/approve", s.ctlApprove)
@@ -38,6 +40,8 @@ func (s *Server) routes() {
 	m.HandleFunc("GET /_sim/stats", s.ctlStats)
 	m.HandleFunc("POST /_sim/stats/reset", s.ctlResetStats)
 	m.HandleFunc("POST /_sim/fault", s.ctlFault)
+	m.HandleFunc("GET /_sim/throttle/directory", s.ctlDirectoryThrottle)
+	m.HandleFunc("POST /_sim/throttle/directory", s.ctlDirectoryThrottle)
 	m.HandleFunc("DELETE /_sim/fault", s.ctlClearFaults)
 	m.HandleFunc("GET /_sim/users", s.ctlUsers)
 	m.HandleFunc("POST /_sim/step", s.ctlStep)
@@ -78,6 +82,28 @@ func (s *Server) ctlPresence(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusBadRequest, ctlError{err.Error()})
 	default:
 		writeJSON(w, http.StatusOK, map[string]any{"changedAt": at})
+	}
+}
+
+// ctlStale: POST /_sim/stale {"upn"} -> {"sequenceNumber"}: the next presence
+// read of the user answers the previous presence with its older sequence
+// number (ServeStale).
+func (s *Server) ctlStale(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		UPN string `json:"upn"`
+	}
+	if err := readJSON(w, r, &req); err != nil {
+		writeJSON(w, http.StatusBadRequest, ctlError{err.Error()})
+		return
+	}
+	seq, err := s.ServeStale(req.UPN)
+	switch {
+	case errors.Is(err, ErrUnknownUser):
+		writeJSON(w, http.StatusNotFound, ctlError{err.Error()})
+	case err != nil:
+		writeJSON(w, http.StatusConflict, ctlError{err.Error()})
+	default:
+		writeJSON(w, http.StatusOK, map[string]string{"sequenceNumber": seq})
 	}
 }
 
@@ -210,6 +236,34 @@ func (s *Server) ctlFault(w http.ResponseWriter, r *http.Request) {
 func (s *Server) ctlClearFaults(w http.ResponseWriter, r *http.Request) {
 	s.ClearFaults()
 	w.WriteHeader(http.StatusNoContent)
+}
+
+// ctlDirectoryThrottle: GET /_sim/throttle/directory -> DirectoryThrottle;
+// POST {"limit","wholeBatch"} sets what it gives (SetDirectoryThrottle; a
+// field left out stays as it is; limit 0 is the tenant size's default,
+// negative turns the throttle off) and answers the setting in force, e.g.
+// {"limit":5,"wholeBatch":true} to have the next $batch of lookups refused
+// whole.
+func (s *Server) ctlDirectoryThrottle(w http.ResponseWriter, r *http.Request) {
+	if r.Method == http.MethodPost {
+		var req struct {
+			Limit      *int  `json:"limit"`
+			WholeBatch *bool `json:"wholeBatch"`
+		}
+		if err := readJSON(w, r, &req); err != nil {
+			writeJSON(w, http.StatusBadRequest, ctlError{err.Error()})
+			return
+		}
+		d := s.DirectoryThrottle()
+		if req.Limit != nil {
+			d.Limit = *req.Limit
+		}
+		if req.WholeBatch != nil {
+			d.WholeBatch = *req.WholeBatch
+		}
+		s.SetDirectoryThrottle(d)
+	}
+	writeJSON(w, http.StatusOK, s.DirectoryThrottle())
 }
 
 // ctlUsers: GET /_sim/users -> {"users":[...]}.

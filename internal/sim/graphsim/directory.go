@@ -47,8 +47,8 @@ type pair struct {
 	// rank orders pairs for aggregation (rankOf): DoNotDisturb > Busy >
 	// Available > Away > anything else.
 	rank int
-	// tail is everything of a presence object after the id value:
-	// `","availability":"Busy",...}}`.
+	// tail is everything of a presence object after the sequenceNumber value
+	// (which follows the id): `","availability":"Busy",...}}`.
 	tail []byte
 }
 
@@ -115,15 +115,36 @@ func (t *pairTable) intern(availability, activity string) uint32 {
 // (client: what the engine and SetPresence set) and the live presence sessions
 // applications hold through setPresence (sessions); see aggregate.
 type directory struct {
-	users []User
-	byID  map[string]int32
-	byUPN map[string]int32 // lower case
+	users  []User
+	ids    idIndex // by object id, for getPresencesByUserId
+	byID   map[string]int32
+	byUPN  map[string]int32 // lower case
+	byMail map[string]int32 // lower case: the first user with that mail
+	// sameMail lists, by lower-case mail, the users after the first that have
+	// that mail too (Options.ExtraUsers may give two users one mail).
+	sameMail map[string][]int32
 
-	pairs     *pairTable
-	state     []atomic.Uint32 // shown pair index per user: what Graph answers
-	changedAt []atomic.Int64  // UnixNano of the last change per user; 0 = never
+	pairs *pairTable
+	// state is what Graph shows per user, one word so a reader gets a pair
+	// and its sequence number together: the pair index in the low 32 bits,
+	// the user's change count in the high 32 (see shownWord).
+	state     []atomic.Uint64
+	changedAt []atomic.Int64 // UnixNano of the last change per user; 0 = never
+	// seqBase is added to a user's change count to make the sequenceNumber
+	// Graph shows: wall-clock nanoseconds at New (the low seqLowBits clear),
+	// so a tenant started later (a millisecond or more) numbers after an
+	// earlier one even on a fake clock. seqHead is `","sequenceNumber":"` and
+	// seqBase's hex digits above those bits.
+	seqBase uint64
+	seqHead []byte
+	// stale holds, for ServeStale, the older word the next read of a user
+	// shows (staleMu); staleN counts them, so reads check with one atomic load.
+	staleMu sync.Mutex
+	stale   map[int32]uint64
+	staleN  atomic.Int32
 
 	changeMu     sync.Mutex
+	prev         []uint64 // the state word before the last change per user; changeMu
 	client       []uint32 // the user's own (Teams client) pair index; changeMu
 	sessions     map[int32][]*appSession
 	nextExpiry   atomic.Int64 // UnixNano of the earliest session expiry; MaxInt64 = none
@@ -146,26 +167,68 @@ func userID(tenant, upn string) string {
 	return fmt.Sprintf("%x-%x-%x-%x-%x", h[0:4], h[4:6], h[6:8], h[8:10], h[10:16])
 }
 
-func newDirectory(tenant string, domains []string, n int, pairs *pairTable) *directory {
+// newDirectory builds the n generated users user00001@<domain>... and then the
+// extra users (Options.ExtraUsers), whose ids are derived the same way.
+func newDirectory(tenant string, domains []string, n int, extra []User, pairs *pairTable) (*directory, error) {
+	total := n + len(extra)
 	d := &directory{
-		users:     make([]User, n),
-		byID:      make(map[string]int32, n),
-		byUPN:     make(map[string]int32, n),
+		users:     make([]User, 0, total),
+		byID:      make(map[string]int32, total),
+		byUPN:     make(map[string]int32, total),
+		byMail:    make(map[string]int32, total),
+		sameMail:  map[string][]int32{},
 		pairs:     pairs,
-		state:     make([]atomic.Uint32, n),
-		changedAt: make([]atomic.Int64, n),
-		client:    make([]uint32, n),
+		state:     make([]atomic.Uint64, total),
+		changedAt: make([]atomic.Int64, total),
+		seqBase:   uint64(time.Now().UnixNano()) &^ (1<<seqLowBits - 1),
+		stale:     map[int32]uint64{},
+		prev:      make([]uint64, total),
+		client:    make([]uint32, total),
 		sessions:  map[int32][]*appSession{},
 	}
 	d.nextExpiry.Store(math.MaxInt64)
+	d.seqHead = fmt.Appendf(nil, `","sequenceNumber":"%011X`, d.seqBase>>seqLowBits)
 	for i := range n {
 		upn := fmt.Sprintf("user%05d@%s", i+1, domains[i%len(domains)])
-		id := userID(tenant, upn)
-		d.users[i] = User{ID: id, UPN: upn, Mail: upn, DisplayName: fmt.Sprintf("Sim User %05d", i+1)}
-		d.byID[id] = int32(i)
-		d.byUPN[upn] = int32(i)
+		d.add(User{ID: userID(tenant, upn), UPN: upn, Mail: upn, DisplayName: fmt.Sprintf("Sim User %05d", i+1)})
 	}
-	return d
+	for _, u := range extra {
+		if _, dup := d.byUPN[strings.ToLower(u.UPN)]; dup {
+			return nil, fmt.Errorf("graphsim: ExtraUsers: the UPN %q is in the directory already", u.UPN)
+		}
+		u.ID = userID(tenant, u.UPN)
+		d.add(u)
+	}
+	d.ids = newIDIndex(d.users)
+	return d, nil
+}
+
+// add appends user u to the tables; only newDirectory calls it.
+func (d *directory) add(u User) {
+	i := int32(len(d.users))
+	d.users = append(d.users, u)
+	d.byID[u.ID] = i
+	d.byUPN[strings.ToLower(u.UPN)] = i
+	if u.Mail == "" {
+		return
+	}
+	mail := strings.ToLower(u.Mail)
+	if _, taken := d.byMail[mail]; taken {
+		d.sameMail[mail] = append(d.sameMail[mail], i)
+		return
+	}
+	d.byMail[mail] = i
+}
+
+// withMail appends to out the users whose mail is mail (case-insensitive), in
+// directory order.
+func (d *directory) withMail(mail string, out []int32) []int32 {
+	mail = strings.ToLower(mail)
+	i, ok := d.byMail[mail]
+	if !ok {
+		return out
+	}
+	return append(append(out, i), d.sameMail[mail]...)
 }
 
 // lookup finds a user by object id or UPN (case-insensitive), as Graph's
@@ -190,6 +253,72 @@ func (d *directory) lookupID(id string) (int32, bool) {
 	return i, ok
 }
 
+// guidLen is the length of an object id written as a GUID.
+const guidLen = 36
+
+// idIndex finds a user by object id as the directory writes it, for
+// getPresencesByUserId, the hottest path (650 ids a request): an
+// open-addressing table, at most half full, of the ids' bytes. A hit reads
+// one slot instead of a map's control word, key header and key bytes, and the
+// reply can copy the asked id (already in the cache). The directory's ids are
+// hex of SHA-256 output (userID), so their first eight bytes hash well. Ids
+// it does not hold (another spelling: upper case) go to byID.
+type idIndex struct {
+	shift uint
+	slots []idSlot
+}
+
+type idSlot struct {
+	id   [guidLen]byte
+	user int32 // index + 1; 0 is an empty slot
+}
+
+func newIDIndex(users []User) idIndex {
+	bits := uint(4)
+	for 1<<bits < 2*len(users) {
+		bits++
+	}
+	x := idIndex{shift: 64 - bits, slots: make([]idSlot, 1<<bits)}
+	mask := uint64(len(x.slots) - 1)
+	for i, u := range users {
+		if len(u.ID) != guidLen {
+			continue // userID makes every id; byID has it anyway
+		}
+		j := x.home([]byte(u.ID))
+		for x.slots[j].user != 0 {
+			j = (j + 1) & mask
+		}
+		copy(x.slots[j].id[:], u.ID)
+		x.slots[j].user = int32(i) + 1
+	}
+	return x
+}
+
+// home is the slot where id's probe starts (Fibonacci hashing of its first
+// eight bytes); id is guidLen bytes long.
+func (x *idIndex) home(id []byte) uint64 {
+	v := uint64(id[0]) | uint64(id[1])<<8 | uint64(id[2])<<16 | uint64(id[3])<<24 |
+		uint64(id[4])<<32 | uint64(id[5])<<40 | uint64(id[6])<<48 | uint64(id[7])<<56
+	return (v * 0x9E3779B97F4A7C15) >> x.shift
+}
+
+// find returns the user whose id is id, byte for byte.
+func (x *idIndex) find(id []byte) (int32, bool) {
+	if len(id) != guidLen {
+		return 0, false
+	}
+	mask := uint64(len(x.slots) - 1)
+	for j := x.home(id); ; j = (j + 1) & mask {
+		sl := &x.slots[j]
+		if sl.user == 0 {
+			return 0, false
+		}
+		if string(sl.id[:]) == string(id) {
+			return sl.user - 1, true
+		}
+	}
+}
+
 // lookupIDBytes is lookupID without allocating on a hit.
 func (d *directory) lookupIDBytes(id []byte) (int32, bool) {
 	if i, ok := d.byID[string(id)]; ok {
@@ -203,7 +332,60 @@ func (d *directory) lookupIDBytes(id []byte) (int32, bool) {
 // serves (no change is recorded).
 func (d *directory) init(u int32, p uint32) {
 	d.client[u] = p
-	d.state[u].Store(p)
+	d.state[u].Store(uint64(p))
+}
+
+// A state word: pair index (low 32 bits) and change count (high 32).
+func pairOf(word uint64) uint32    { return uint32(word) }
+func changesOf(word uint64) uint64 { return word >> 32 }
+
+// shownPair is the pair user u shows now.
+func (d *directory) shownPair(u int32) uint32 { return pairOf(d.state[u].Load()) }
+
+// shownWord is the state word a presence read of user u answers: the current
+// one, or once after ServeStale the older one. stale is whether any is
+// pending (d.staleN.Load() != 0), loaded once per reply.
+func (d *directory) shownWord(u int32, stale bool) uint64 {
+	if stale {
+		d.staleMu.Lock()
+		w, ok := d.stale[u]
+		if ok {
+			delete(d.stale, u)
+			d.staleN.Add(-1)
+		}
+		d.staleMu.Unlock()
+		if ok {
+			return w
+		}
+	}
+	return d.state[u].Load()
+}
+
+// seqLowBits: a user's change count below 1<<seqLowBits (a million changes)
+// renders as five hex digits after the tenant's constant prefix (seqHead).
+const seqLowBits = 20
+
+// sequence is the sequenceNumber of a state word: 16 upper-case hex digits
+// of seqBase plus the change count, so numbers sort as strings in the order
+// of the changes. Graph's presence resource carries such a stamp ("a lower
+// one is older"); its format is Graph's business, only the order counts.
+func (d *directory) sequence(word uint64) string {
+	return fmt.Sprintf("%016X", d.seqBase+changesOf(word))
+}
+
+// appendSequenceField appends `","sequenceNumber":"` and the sequence of
+// word (the caller closes the string). It runs for every presence of every
+// reply, so it copies the prefix rendered at New (seqBase has its low
+// seqLowBits clear) and renders only the change count's five digits.
+func (d *directory) appendSequenceField(b []byte, word uint64) []byte {
+	const digits = "0123456789ABCDEF"
+	n := changesOf(word)
+	if n >= 1<<seqLowBits {
+		b = append(b, `","sequenceNumber":"`...)
+		return append(b, d.sequence(word)...)
+	}
+	b = append(b, d.seqHead...)
+	return append(b, digits[n>>16&15], digits[n>>12&15], digits[n>>8&15], digits[n>>4&15], digits[n&15])
 }
 
 // setClient sets user u's own (Teams client) state to p at time at and shows the
@@ -219,10 +401,12 @@ func (d *directory) setClient(u int32, p uint32, at int64) bool {
 // unchanged. Every change Graph shows goes through here, so the change record,
 // changedAt and Stats.Changes see sessions come and go as well.
 func (d *directory) show(u int32, p uint32, at int64) bool {
-	if d.state[u].Load() == p {
+	old := d.state[u].Load()
+	if pairOf(old) == p {
 		return false
 	}
-	d.state[u].Store(p)
+	d.prev[u] = old
+	d.state[u].Store((changesOf(old)+1)<<32 | uint64(p))
 	d.changedAt[u].Store(at)
 	if len(d.changes) >= changeLogLimit {
 		keep := changeLogLimit / 2

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"math"
 	"net/http"
 	"net/url"
 	"slices"
@@ -52,9 +51,38 @@ func writeGraphError(w http.ResponseWriter, status int, code, msg string) {
 // token; a claims challenge (revoked) extends it.
 const bearerChallenge = `Bearer realm="", authorization_uri="https://login.microsoftonline.com/common/oauth2/authorize", client_id="00000003-0000-0000-c000-000000000000"`
 
-// authorize checks the bearer token and the throttle of its app. It answers the
-// request itself (401 or 429) and returns false when the request must stop.
+// authorize checks the bearer token and the presence throttle of its app: the
+// presence requests' (getPresencesByUserId, /users/{id}/presence, setPresence,
+// clearPresence). It answers the request itself (401 or 429) and returns false
+// when the request must stop.
 func (s *Server) authorize(w http.ResponseWriter, r *http.Request) (*tokenClaims, bool) {
+	c, ok := s.authenticate(w, r)
+	if !ok {
+		return nil, false
+	}
+	ri := infoOf(r)
+	ri.throttle |= throttlePresence
+	ok, wait := s.throttle.admit(c.AppID, s.clock.Now(), 1)
+	if !ok {
+		secs := retryAfterSeconds(wait)
+		w.Header().Set("Retry-After", strconv.Itoa(secs))
+		s.log.Debug("Throttled", "client_id", c.AppID, "retry_after_s", secs)
+		writeGraphError(w, http.StatusTooManyRequests, "TooManyRequests", s.presenceThrottled(secs))
+		return nil, false
+	}
+	return c, true
+}
+
+// presenceThrottled is the message of a 429 of the presence throttle.
+func (s *Server) presenceThrottled(secs int) string {
+	return fmt.Sprintf("Too many requests: over %d requests in %s for this application in this tenant. Retry after %d seconds.",
+		s.throttle.limit.Load(), s.throttle.window, secs)
+}
+
+// authenticate checks the bearer token: signature, tenant, revocation and
+// lifetime. It answers the request itself (401) and returns false when the
+// request must stop.
+func (s *Server) authenticate(w http.ResponseWriter, r *http.Request) (*tokenClaims, bool) {
 	h := r.Header.Get("Authorization")
 	tok, found := cutPrefixFold(h, "Bearer ")
 	tok = strings.TrimSpace(tok)
@@ -76,21 +104,8 @@ func (s *Server) authorize(w http.ResponseWriter, r *http.Request) (*tokenClaims
 		writeGraphError(w, http.StatusUnauthorized, "InvalidAuthenticationToken", "Continuous access evaluation resulted in challenge with result: InteractionRequired and code: TokenIssuedBeforeRevocationTimestamp")
 		return nil, false
 	}
-	now := s.clock.Now()
-	if now.Unix() >= c.Exp {
+	if s.clock.Now().Unix() >= c.Exp {
 		writeGraphError(w, http.StatusUnauthorized, "InvalidAuthenticationToken", "Lifetime validation failed, the token is expired.")
-		return nil, false
-	}
-	if ok, wait := s.throttle.admit(c.AppID, now); !ok {
-		secs := int(math.Ceil(wait.Seconds()))
-		if secs < 1 {
-			secs = 1
-		}
-		w.Header().Set("Retry-After", strconv.Itoa(secs))
-		s.log.Debug("Throttled", "client_id", c.AppID, "retry_after_s", secs)
-		writeGraphError(w, http.StatusTooManyRequests, "TooManyRequests",
-			fmt.Sprintf("Too many requests: over %d requests in %s for this application in this tenant. Retry after %d seconds.",
-				s.throttle.limit, s.throttle.window, secs))
 		return nil, false
 	}
 	return c, true
@@ -141,7 +156,7 @@ func (s *Server) handlePresences(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer putBuf(body)
-	idx, asked, ok := s.scanIDs(*body, make([]int32, 0, MaxPresenceIDs))
+	idx, asked, ok := s.scanIDs(*body, make([]presenceHit, 0, MaxPresenceIDs))
 	if !ok {
 		var req struct {
 			IDs []string `json:"ids"`
@@ -154,7 +169,7 @@ func (s *Server) handlePresences(w http.ResponseWriter, r *http.Request) {
 		if asked <= MaxPresenceIDs {
 			for _, id := range req.IDs {
 				if u, found := s.dir.lookupID(id); found {
-					idx = append(idx, u)
+					idx = append(idx, presenceHit{user: u, at: -1})
 				}
 			}
 		}
@@ -177,13 +192,20 @@ func (s *Server) handlePresences(w http.ResponseWriter, r *http.Request) {
 	defer putBuf(out)
 	b := append(*out, `{"@odata.context":"`+presenceContext+`","value":[`...)
 	pairs := *s.dir.pairs.list.Load()
-	for i, u := range idx {
+	stale := s.dir.staleN.Load() != 0
+	for i, h := range idx {
 		if i > 0 {
 			b = append(b, ',')
 		}
+		word := s.dir.shownWord(h.user, stale)
 		b = append(b, `{"id":"`...)
-		b = append(b, s.dir.users[u].ID...)
-		b = append(b, pairs[s.dir.state[u].Load()].tail...)
+		if h.at >= 0 {
+			b = append(b, (*body)[h.at:h.at+guidLen]...)
+		} else {
+			b = append(b, s.dir.users[h.user].ID...)
+		}
+		b = s.dir.appendSequenceField(b, word)
+		b = append(b, pairs[pairOf(word)].tail...) // closes the sequenceNumber string
 	}
 	b = append(b, "]}"...)
 	*out = b
@@ -192,11 +214,20 @@ func (s *Server) handlePresences(w http.ResponseWriter, r *http.Request) {
 	_, _ = w.Write(b)
 }
 
+// presenceHit is a user getPresencesByUserId asked for: the user, and where
+// in the request body the id was asked when it is written as the directory
+// writes it (so the reply copies those bytes, already in the cache), or -1.
+type presenceHit struct {
+	user int32
+	at   int
+}
+
 // scanIDs is the fast path for the common body `{"ids":["...",...]}` (any
 // whitespace, no escapes). It appends the users found, counts all ids asked, and
 // reports false when the body has any other shape, so the caller falls back to
-// encoding/json. Beyond MaxPresenceIDs it only counts.
-func (s *Server) scanIDs(b []byte, idx []int32) ([]int32, int, bool) {
+// encoding/json. Beyond MaxPresenceIDs it only counts. An id is looked for in
+// the directory's idIndex first, then (another spelling) in its map.
+func (s *Server) scanIDs(b []byte, idx []presenceHit) ([]presenceHit, int, bool) {
 	i := 0
 	ws := func() {
 		for i < len(b) && (b[i] == ' ' || b[i] == '\n' || b[i] == '\r' || b[i] == '\t') {
@@ -211,24 +242,24 @@ func (s *Server) scanIDs(b []byte, idx []int32) ([]int32, int, bool) {
 		}
 		return false
 	}
-	str := func() ([]byte, bool) {
+	str := func() (at int, v []byte, ok bool) {
 		ws()
 		if i >= len(b) || b[i] != '"' {
-			return nil, false
+			return 0, nil, false
 		}
 		i++
 		end := bytes.IndexByte(b[i:], '"')
 		if end < 0 || bytes.IndexByte(b[i:i+end], '\\') >= 0 {
-			return nil, false // unterminated or escaped: let encoding/json decide
+			return 0, nil, false // unterminated or escaped: let encoding/json decide
 		}
-		v := b[i : i+end]
+		at, v = i, b[i:i+end]
 		i += end + 1
-		return v, true
+		return at, v, true
 	}
 	if !expect('{') {
 		return idx, 0, false
 	}
-	if key, ok := str(); !ok || string(key) != "ids" {
+	if _, key, ok := str(); !ok || string(key) != "ids" {
 		return idx, 0, false
 	}
 	if !expect(':') || !expect('[') {
@@ -237,15 +268,17 @@ func (s *Server) scanIDs(b []byte, idx []int32) ([]int32, int, bool) {
 	n := 0
 	if !expect(']') {
 		for {
-			id, ok := str()
+			at, id, ok := str()
 			if !ok {
 				return idx, 0, false
 			}
 			n++
-			if n <= MaxPresenceIDs {
-				if u, found := s.dir.lookupIDBytes(id); found {
-					idx = append(idx, u)
-				}
+			if n > MaxPresenceIDs {
+				// only counted
+			} else if u, found := s.dir.ids.find(id); found {
+				idx = append(idx, presenceHit{user: u, at: at})
+			} else if u, found := s.dir.lookupIDBytes(id); found {
+				idx = append(idx, presenceHit{user: u, at: -1})
 			}
 			if expect(',') {
 				continue
@@ -285,9 +318,11 @@ func (s *Server) userPresence(key string) (int, []byte) {
 	b := make([]byte, 0, 256)
 	b = append(b, `{"@odata.context":"https://graph.microsoft.com/v1.0/$metadata#users('`...)
 	b = append(b, id...)
+	word := s.dir.shownWord(u, s.dir.staleN.Load() != 0)
 	b = append(b, `')/presence","id":"`...)
 	b = append(b, id...)
-	b = append(b, s.dir.pairs.get(s.dir.state[u].Load()).tail...) // closes the id string
+	b = s.dir.appendSequenceField(b, word)
+	b = append(b, s.dir.pairs.get(pairOf(word)).tail...) // closes the sequenceNumber string
 	return http.StatusOK, b
 }
 
@@ -296,43 +331,6 @@ func writeRaw(w http.ResponseWriter, status int, b []byte) {
 	w.Header().Set("Content-Length", strconv.Itoa(len(b)))
 	w.WriteHeader(status)
 	_, _ = w.Write(b)
-}
-
-// handleUser serves GET /v1.0/users/{id} ($select honoured).
-func (s *Server) handleUser(w http.ResponseWriter, r *http.Request) {
-	if _, ok := s.authorize(w, r); !ok {
-		return
-	}
-	infoOf(r).ids = 1
-	status, body := s.userObject(r.PathValue("id"), r.URL.Query().Get("$select"))
-	writeRaw(w, status, body)
-}
-
-func (s *Server) userObject(key, sel string) (int, []byte) {
-	u, ok := s.dir.lookup(key)
-	if !ok {
-		b, _ := json.Marshal(newGraphError("Request_ResourceNotFound", fmt.Sprintf("Resource '%s' does not exist or one of its queried reference-property objects are not present.", key)))
-		return http.StatusNotFound, b
-	}
-	user := s.dir.users[u]
-	all := map[string]string{"id": user.ID, "userPrincipalName": user.UPN, "mail": user.Mail, "displayName": user.DisplayName}
-	out := map[string]any{"@odata.context": "https://graph.microsoft.com/v1.0/$metadata#users/$entity"}
-	if sel == "" {
-		for k, v := range all {
-			out[k] = v
-		}
-	} else {
-		for _, f := range strings.Split(sel, ",") {
-			f = strings.TrimSpace(f)
-			for k, v := range all {
-				if strings.EqualFold(k, f) {
-					out[k] = v
-				}
-			}
-		}
-	}
-	b, _ := json.Marshal(out)
-	return http.StatusOK, b
 }
 
 type batchRequest struct {
@@ -349,10 +347,19 @@ type batchResponse struct {
 	Body    json.RawMessage   `json:"body"`
 }
 
-// handleBatch serves POST /v1.0/$batch with GET /users/{id|upn} and
-// GET /users/{id}/presence inside. The batch counts as one request for the throttle.
+// batchContentType is the Content-Type Graph gives a $batch item's body.
+const batchContentType = "application/json; odata.metadata=minimal; odata.streaming=true; IEEE754Compatible=false; charset=utf-8"
+
+// handleBatch serves POST /v1.0/$batch with GET /users/{id|upn},
+// GET /users?$filter=... and GET /users/{id}/presence inside. Each request is
+// throttled on its own, as Graph does (graph/json-batching): the directory
+// reads by the directory throttle, a presence read by the presence throttle;
+// one over its limit gets its own 429 with Retry-After in the batch's 200.
+// The $batch itself counts in neither, unless the directory throttle is set
+// to refuse whole batches (DirectoryThrottle.WholeBatch).
 func (s *Server) handleBatch(w http.ResponseWriter, r *http.Request) {
-	if _, ok := s.authorize(w, r); !ok {
+	c, ok := s.authenticate(w, r)
+	if !ok {
 		return
 	}
 	var req struct {
@@ -366,7 +373,8 @@ func (s *Server) handleBatch(w http.ResponseWriter, r *http.Request) {
 		writeGraphError(w, http.StatusBadRequest, "BadRequest", "Invalid batch payload format: "+err.Error())
 		return
 	}
-	infoOf(r).ids = len(req.Requests)
+	ri := infoOf(r)
+	ri.ids = len(req.Requests)
 	switch n := len(req.Requests); {
 	case n == 0:
 		writeGraphError(w, http.StatusBadRequest, "BadRequest", "Invalid batch payload format: the batch has no requests.")
@@ -384,21 +392,58 @@ func (s *Server) handleBatch(w http.ResponseWriter, r *http.Request) {
 		}
 		seen[q.ID] = true
 	}
+	items := make([]batchItem, len(req.Requests))
+	wholeCost := 0
+	for i, q := range req.Requests {
+		items[i] = parseBatchItem(q)
+		if items[i].kind == itemUser || items[i].kind == itemUsers {
+			wholeCost += items[i].cost
+		}
+	}
+	charged := false
+	if wholeCost > 0 && s.dirWholeBatch.Load() {
+		ri.throttle |= throttleDirectory
+		ok, wait := s.dirThrottle.admit(c.AppID, s.clock.Now(), wholeCost)
+		if !ok {
+			ri.dirThrottled++
+			secs := retryAfterSeconds(wait)
+			w.Header().Set("Retry-After", strconv.Itoa(secs))
+			writeRaw(w, http.StatusTooManyRequests, s.directoryThrottled(c.AppID, secs))
+			return
+		}
+		ri.ru += wholeCost
+		charged = true
+	}
 	resp := struct {
 		Responses []batchResponse `json:"responses"`
 	}{Responses: make([]batchResponse, 0, len(req.Requests))}
-	for _, q := range req.Requests {
-		status, b := s.batchItem(q)
-		resp.Responses = append(resp.Responses, batchResponse{ID: q.ID, Status: status, Body: b,
-			Headers: map[string]string{"Content-Type": "application/json; odata.metadata=minimal; odata.streaming=true; IEEE754Compatible=false; charset=utf-8"}})
+	for i, q := range req.Requests {
+		resp.Responses = append(resp.Responses, s.serveBatchItem(c.AppID, ri, q.ID, items[i], charged))
 	}
 	writeJSON(w, http.StatusOK, resp)
 }
 
-func (s *Server) batchItem(q batchRequest) (int, []byte) {
-	bad := func(msg string) (int, []byte) {
+// What a $batch item asks for.
+const (
+	itemBad          = iota // answered 400 with body
+	itemUser                // GET /users/{key}
+	itemUsers               // GET /users?$filter=...
+	itemUserPresence        // GET /users/{key}/presence
+)
+
+type batchItem struct {
+	kind  int
+	key   string
+	query url.Values
+	cost  int    // resource units, directory reads
+	body  []byte // itemBad's error body
+}
+
+// parseBatchItem reads one request of a $batch: its method and relative URL.
+func parseBatchItem(q batchRequest) batchItem {
+	bad := func(msg string) batchItem {
 		b, _ := json.Marshal(newGraphError("BadRequest", msg))
-		return http.StatusBadRequest, b
+		return batchItem{kind: itemBad, body: b}
 	}
 	if !strings.EqualFold(q.Method, http.MethodGet) {
 		return bad(fmt.Sprintf("The simulated tenant batches GET requests only, not %q.", q.Method))
@@ -410,24 +455,69 @@ func (s *Server) batchItem(q batchRequest) (int, []byte) {
 	path := strings.Trim(u.EscapedPath(), "/")
 	path = strings.TrimPrefix(path, "v1.0/")
 	seg := strings.Split(path, "/")
+	query := u.Query()
+	if len(seg) == 1 && strings.EqualFold(seg[0], "users") {
+		return batchItem{kind: itemUsers, query: query, cost: directoryCost(true, query)}
+	}
 	if len(seg) < 2 || len(seg) > 3 || !strings.EqualFold(seg[0], "users") || (len(seg) == 3 && !strings.EqualFold(seg[2], "presence")) {
-		return bad(fmt.Sprintf("Resource not found for the segment in %q: the simulated tenant batches /users/{id} and /users/{id}/presence.", q.URL))
+		return bad(fmt.Sprintf("Resource not found for the segment in %q: the simulated tenant batches /users?$filter=..., /users/{id} and /users/{id}/presence.", q.URL))
 	}
 	key, err := url.PathUnescape(seg[1])
 	if err != nil {
 		return bad(fmt.Sprintf("Invalid escape in %q.", q.URL))
 	}
 	if len(seg) == 3 {
-		return s.userPresence(key)
+		return batchItem{kind: itemUserPresence, key: key}
 	}
-	return s.userObject(key, u.Query().Get("$select"))
+	return batchItem{kind: itemUser, key: key, query: query, cost: directoryCost(false, query)}
+}
+
+// serveBatchItem answers one request of a $batch of app, throttled on its own
+// (unless charged: the whole batch was admitted already).
+func (s *Server) serveBatchItem(app string, ri *reqInfo, id string, it batchItem, charged bool) batchResponse {
+	out := batchResponse{ID: id, Headers: map[string]string{"Content-Type": batchContentType}}
+	throttled := func(secs int, body []byte) batchResponse {
+		ri.itemsThrottled++
+		out.Status, out.Body = http.StatusTooManyRequests, body
+		out.Headers["Retry-After"] = strconv.Itoa(secs)
+		return out
+	}
+	switch it.kind {
+	case itemBad:
+		out.Status, out.Body = http.StatusBadRequest, it.body
+	case itemUserPresence:
+		ri.throttle |= throttlePresence
+		if ok, wait := s.throttle.admit(app, s.clock.Now(), 1); !ok {
+			secs := retryAfterSeconds(wait)
+			b, _ := json.Marshal(newGraphError("TooManyRequests", s.presenceThrottled(secs)))
+			return throttled(secs, b)
+		}
+		out.Status, out.Body = s.userPresence(it.key)
+	case itemUser, itemUsers:
+		ri.throttle |= throttleDirectory
+		if !charged {
+			if ok, wait := s.dirThrottle.admit(app, s.clock.Now(), it.cost); !ok {
+				ri.dirThrottled++
+				secs := retryAfterSeconds(wait)
+				return throttled(secs, s.directoryThrottled(app, secs))
+			}
+			ri.ru += it.cost
+		}
+		out.Headers["x-ms-resource-unit"] = strconv.Itoa(it.cost)
+		if it.kind == itemUser {
+			out.Status, out.Body = s.userObject(it.key, it.query.Get("$select"))
+		} else {
+			out.Status, out.Body, _ = s.usersList(it.query)
+		}
+	}
+	return out
 }
 
 // handleApplication answers GET /v1.0/applications(appId='X')?$select=passwordCredentials
 // for a caller holding Application.Read.All (as role or delegated scope).
 func (s *Server) handleApplication(w http.ResponseWriter, r *http.Request) {
-	c, ok := s.authorize(w, r)
-	if !ok {
+	c, ok := s.authenticate(w, r)
+	if !ok || !s.admitDirectory(w, r, c.AppID, directoryCost(false, r.URL.Query())) {
 		return
 	}
 	obj := r.PathValue("object")

@@ -242,9 +242,15 @@ func TestBatchUserLookup(t *testing.T) {
 			t.Errorf("%d %s, want 400", r.Status, r.Body)
 		}
 	})
-	// A $batch counts once for the throttle, whatever it holds.
-	if got := s.Stats().MaxInWindow[graphsim.DefaultDaemonApp]; got != 4 {
-		t.Errorf("MaxInWindow = %d, want 4 (one per $batch)", got)
+	// Each request of a $batch counts on its own: the 20 lookups 1 resource
+	// unit each in the directory throttle, the presence read once in the
+	// presence throttle; the refused batches and the $batch itself nowhere.
+	st := s.Stats()
+	if got := st.MaxInWindow[graphsim.DefaultDaemonApp]; got != 1 {
+		t.Errorf("MaxInWindow = %d, want 1 (the presence read)", got)
+	}
+	if got := st.MaxDirectoryRU[graphsim.DefaultDaemonApp]; got != 20 {
+		t.Errorf("MaxDirectoryRU = %d, want 20 (the 20 lookups)", got)
 	}
 }
 

@@ -1,11 +1,18 @@
 // Package graphsim is a simulated Microsoft tenant: login (OpenID discovery, device
-// code, refresh tokens, client credentials) and the Graph calls presencebridge makes
-// ($batch user lookup, getPresencesByUserId, /users/{id}/presence, and writing
-// presence with setPresence and clearPresence: application sessions aggregated
-// with each user's own state, see sessions.go), with Graph's throttle, scripted
-// faults and a presence pattern engine that scales to 50,000 users. It serves HTTPS on loopback with a CA generated in memory, so MSAL for Go
-// runs against it unchanged (with instance discovery off). It backs the demo
-// (`presencebridge simulate`), the tests and the benchmarks.
+// code, refresh tokens, client credentials) and the Graph calls presencebridge makes:
+// user lookups (GET /users/{id | upn} and /users?$filter=userPrincipalName or mail
+// eq/in, at top level and in a $batch; guests and users whose mail is not their
+// UPN through Options.ExtraUsers; see lookup.go), getPresencesByUserId and
+// /users/{id}/presence (each presence with a sequenceNumber; ServeStale answers a
+// user's older presence once), and writing presence with setPresence and
+// clearPresence (application sessions aggregated with each user's own state, see
+// sessions.go). Graph's throttles are two, as Microsoft's are: presence requests
+// per app per window, and directory reads in resource units per 10 s per app
+// (per request inside a $batch, or the $batch whole on cue). Scripted faults and
+// a presence pattern engine that scales to 50,000 users complete it. It serves
+// HTTPS on loopback with a CA generated in memory, so MSAL for Go runs against it
+// unchanged (with instance discovery off). It backs the demo (`presencebridge
+// simulate`), the tests and the benchmarks.
 package graphsim
 
 import (
@@ -25,6 +32,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/presencebridge/presencebridge/internal/platform/clock"
@@ -81,6 +89,14 @@ type Options struct {
 	Domains []string
 	// Users is the number of generated users user00001@<domain> ...; default 100.
 	Users int
+	// ExtraUsers are added to the directory after the generated users, with
+	// their UPN, Mail and DisplayName as given (the ID is derived from the UPN
+	// like the generated users'): users whose UPN is not their address
+	// (j.smith@contoso.example with mail john.smith@contoso.example), guests
+	// (ann_fabrikam.example#EXT#@contoso.example with mail ann@fabrikam.example),
+	// users without mail, or two users sharing one mail. Each has presence like
+	// the others.
+	ExtraUsers []User
 	// Apps are the app registrations; default a public app "presencebridge-demo"
 	// and a confidential app "presencebridge-daemon" with secret "sim-secret".
 	Apps []App
@@ -88,7 +104,20 @@ type Options struct {
 	// ThrottleWindow; default 1500; negative turns the throttle off.
 	ThrottleLimit int
 	// ThrottleWindow is the sliding window of the throttle; default 30s.
+	// This throttle applies to presence requests: getPresencesByUserId,
+	// /users/{id}/presence (also inside a $batch), setPresence, clearPresence.
 	ThrottleWindow time.Duration
+	// DirectoryLimit is the directory throttle: the resource units one app may
+	// spend on directory reads (/users/{id}, /users?$filter=..., also inside a
+	// $batch, and /applications) within DirectoryWindow (10 s); default by the
+	// number of users (DirectoryLimitSmall under 50, DirectoryLimitMedium under
+	// 500, else DirectoryLimitLarge); negative turns it off. See directoryCost
+	// for what a read costs.
+	DirectoryLimit int
+	// DirectoryWholeBatch makes the directory throttle refuse a $batch as a
+	// whole (429 on the outer request) instead of its requests one by one; see
+	// DirectoryThrottle.WholeBatch.
+	DirectoryWholeBatch bool
 	// ChangesPerUserPerHour is the pattern engine's rate; 0 keeps presence static
 	// (it then changes only through SetPresence).
 	ChangesPerUserPerHour float64
@@ -142,9 +171,11 @@ type Server struct {
 	tokenKey []byte // HMAC key of access tokens
 	tokens   tokenCache
 
-	throttle throttle
-	faults   faultQueue
-	stats    statsRecorder
+	throttle      throttle // presence requests
+	dirThrottle   throttle // directory reads, in resource units
+	dirWholeBatch atomic.Bool
+	faults        faultQueue
+	stats         statsRecorder
 
 	authMu      sync.Mutex
 	deviceCodes map[string]*deviceCode // by device_code
@@ -198,6 +229,12 @@ func New(opts Options) (*Server, error) {
 	}
 	if opts.Users == 0 {
 		opts.Users = DefaultUsers
+	}
+	opts.ExtraUsers = slices.Clone(opts.ExtraUsers)
+	for _, u := range opts.ExtraUsers {
+		if at := strings.LastIndexByte(u.UPN, '@'); at <= 0 || at == len(u.UPN)-1 || strings.ContainsAny(u.UPN, " /?\t\r\n") {
+			return nil, fmt.Errorf("graphsim: ExtraUsers: the UPN %q is not a user principal name (want local@domain, no spaces or slashes)", u.UPN)
+		}
 	}
 	if len(opts.Apps) == 0 {
 		opts.Apps = []App{
@@ -285,7 +322,9 @@ func New(opts Options) (*Server, error) {
 	}
 
 	pairs := newPairTable(enginePairs[:])
-	s.dir = newDirectory(opts.TenantID, opts.Domains, opts.Users, pairs)
+	if s.dir, err = newDirectory(opts.TenantID, opts.Domains, opts.Users, opts.ExtraUsers, pairs); err != nil {
+		return nil, err
+	}
 	seed := uint64(opts.Seed)
 	initRng := rand.New(rand.NewPCG(seed, 0x6772617068))
 	for i := range s.dir.state {
@@ -293,6 +332,12 @@ func New(opts Options) (*Server, error) {
 	}
 	s.engine = &engine{rate: opts.ChangesPerUserPerHour, rng: rand.New(rand.NewPCG(seed, 0x656e67696e65))}
 	s.throttle.init(opts.ThrottleLimit, opts.ThrottleWindow)
+	if opts.DirectoryLimit == 0 {
+		opts.DirectoryLimit = directoryLimitFor(len(s.dir.users))
+		s.opts.DirectoryLimit = opts.DirectoryLimit
+	}
+	s.dirThrottle.init(opts.DirectoryLimit, DirectoryWindow)
+	s.dirWholeBatch.Store(opts.DirectoryWholeBatch)
 	s.stats.init()
 	s.routes()
 	return s, nil
@@ -471,8 +516,53 @@ func (s *Server) Presence(upn string) (availability, activity string, ok bool) {
 		return "", "", false
 	}
 	s.expireSessions()
-	p := s.dir.pairs.get(s.dir.state[u].Load())
+	p := s.dir.pairs.get(s.dir.shownPair(u))
 	return p.availability, p.activity, true
+}
+
+// SequenceNumber is the sequenceNumber Graph shows with a user's current
+// presence (UPN or object id): 16 hex digits that grow with every change of
+// what the user shows, so a lower one (as strings) is older.
+func (s *Server) SequenceNumber(upn string) (string, bool) {
+	u, ok := s.dir.lookup(upn)
+	if !ok {
+		return "", false
+	}
+	s.expireSessions()
+	return s.dir.sequence(s.dir.state[u].Load()), true
+}
+
+// ErrNoOlderPresence: ServeStale was asked for a user whose presence never
+// changed, so there is no older one to serve.
+var ErrNoOlderPresence = errors.New("the user's presence never changed: there is no older one to serve")
+
+// ServeStale makes the next presence read of a user (UPN or object id;
+// getPresencesByUserId or /users/{id}/presence, in a $batch too) answer the
+// user's previous presence with its older sequenceNumber, once, as a reply
+// overtaken in flight by a newer one would arrive; the reads after it show
+// the current presence again. It returns the older sequenceNumber served.
+func (s *Server) ServeStale(upn string) (string, error) {
+	u, ok := s.dir.lookup(upn)
+	if !ok {
+		return "", fmt.Errorf("graphsim: %q: %w", upn, ErrUnknownUser)
+	}
+	s.expireSessions()
+	s.dir.changeMu.Lock()
+	cur, prev := s.dir.state[u].Load(), s.dir.prev[u]
+	s.dir.changeMu.Unlock()
+	if changesOf(cur) == 0 {
+		return "", fmt.Errorf("graphsim: %q: %w", upn, ErrNoOlderPresence)
+	}
+	s.dir.staleMu.Lock()
+	if _, pending := s.dir.stale[u]; !pending {
+		s.dir.staleN.Add(1)
+	}
+	s.dir.stale[u] = prev
+	s.dir.staleMu.Unlock()
+	seq := s.dir.sequence(prev)
+	p := s.dir.pairs.get(pairOf(prev))
+	s.log.Info("Stale presence queued", "upn", s.dir.users[u].UPN, "availability", p.availability, "activity", p.activity, "sequence", seq)
+	return seq, nil
 }
 
 // Changes lists the presence changes Graph showed after since (all when since is

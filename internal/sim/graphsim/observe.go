@@ -106,8 +106,24 @@ type RequestRecord struct {
 	At     time.Time `json:"at"`
 	App    string    `json:"app,omitempty"` // client id: from the token (Graph) or the form (login)
 	Path   string    `json:"path"`
-	IDs    int       `json:"ids,omitempty"` // ids asked (getPresencesByUserId) or requests in a $batch
+	IDs    int       `json:"ids,omitempty"` // ids asked (getPresencesByUserId), values in a $filter, or requests in a $batch
 	Status int       `json:"status"`
+	// Throttle names the throttles the request (or its $batch items) went
+	// through: "presence", "directory" or "presence,directory"; "" for none
+	// (login, a refused token, a scripted fault).
+	Throttle string `json:"throttle,omitempty"`
+	// RU is the resource units the directory throttle charged.
+	RU int `json:"ru,omitempty"`
+	// ItemsThrottled is the $batch items answered 429.
+	ItemsThrottled int `json:"itemsThrottled,omitempty"`
+}
+
+// throttleNames is RequestRecord.Throttle by reqInfo.throttle.
+var throttleNames = [...]string{
+	0:                                    "",
+	throttlePresence:                     "presence",
+	throttleDirectory:                    "directory",
+	throttlePresence | throttleDirectory: "presence,directory",
 }
 
 // WriteRecord is one setPresence or clearPresence the simulator answered,
@@ -150,11 +166,18 @@ type Stats struct {
 	// Endpoints counts requests per route, e.g.
 	// "POST /v1.0/communications/getPresencesByUserId".
 	Endpoints map[string]int `json:"endpoints"`
-	// Throttled counts 429 answers (the throttle's and scripted ones).
+	// Throttled counts 429 answers to requests (the throttles' and scripted
+	// ones; not those of $batch items).
 	Throttled int `json:"throttled"`
-	// MaxInWindow is, per app client id, the most Graph requests admitted within
-	// one throttle window.
+	// DirectoryThrottled counts the directory throttle's 429s: to a request,
+	// to a $batch item, or to a whole $batch.
+	DirectoryThrottled int `json:"directoryThrottled"`
+	// MaxInWindow is, per app client id, the most presence requests admitted
+	// within one window of the presence throttle.
 	MaxInWindow map[string]int `json:"maxInWindow"`
+	// MaxDirectoryRU is, per app client id, the most resource units the
+	// directory throttle admitted within one DirectoryWindow.
+	MaxDirectoryRU map[string]int `json:"maxDirectoryRU"`
 	// PresenceIDs is the total of ids asked in successful getPresencesByUserId calls.
 	PresenceIDs int `json:"presenceIds"`
 	// Changes is how many presence changes were made (engine and SetPresence).
@@ -178,6 +201,7 @@ type statsRecorder struct {
 	mu          sync.Mutex
 	endpoints   map[string]int
 	throttled   int
+	dirThrottle int
 	presenceIDs int
 	records     []RequestRecord
 	dropped     int
@@ -189,7 +213,7 @@ type statsRecorder struct {
 func (r *statsRecorder) init() {
 	r.endpoints = map[string]int{}
 	r.records, r.writes = nil, nil
-	r.throttled, r.presenceIDs, r.dropped, r.droppedW = 0, 0, 0, 0
+	r.throttled, r.dirThrottle, r.presenceIDs, r.dropped, r.droppedW = 0, 0, 0, 0, 0
 }
 
 func (r *statsRecorder) addWrite(rec WriteRecord) {
@@ -204,14 +228,15 @@ func (r *statsRecorder) addWrite(rec WriteRecord) {
 	r.writes = append(r.writes, rec)
 }
 
-func (r *statsRecorder) add(endpoint string, rec RequestRecord, presenceIDs int) {
+func (r *statsRecorder) add(endpoint string, rec RequestRecord, ri *reqInfo) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.endpoints[endpoint]++
 	if rec.Status == http.StatusTooManyRequests {
 		r.throttled++
 	}
-	r.presenceIDs += presenceIDs
+	r.dirThrottle += ri.dirThrottled
+	r.presenceIDs += ri.presenceIDs
 	if len(r.records) >= maxRecords {
 		keep := maxRecords / 2
 		n := copy(r.records, r.records[len(r.records)-keep:])
@@ -223,13 +248,14 @@ func (r *statsRecorder) add(endpoint string, rec RequestRecord, presenceIDs int)
 
 // Stats returns a snapshot of the statistics.
 func (s *Server) Stats() Stats {
-	st := Stats{MaxInWindow: s.throttle.maxInWindow()}
+	st := Stats{MaxInWindow: s.throttle.maxInWindow(), MaxDirectoryRU: s.dirThrottle.maxInWindow()}
 	s.stats.mu.Lock()
 	st.Endpoints = make(map[string]int, len(s.stats.endpoints))
 	for k, v := range s.stats.endpoints {
 		st.Endpoints[k] = v
 	}
 	st.Throttled = s.stats.throttled
+	st.DirectoryThrottled = s.stats.dirThrottle
 	st.PresenceIDs = s.stats.presenceIDs
 	st.Requests = append([]RequestRecord(nil), s.stats.records...)
 	st.DroppedRequests = s.stats.dropped
@@ -249,14 +275,15 @@ func (s *Server) Writes() []WriteRecord {
 	return append([]WriteRecord(nil), s.stats.writes...)
 }
 
-// ResetStats zeroes the statistics (and the throttle's MaxInWindow), not the
-// throttle windows themselves or the change record.
+// ResetStats zeroes the statistics (and the throttles' MaxInWindow and
+// MaxDirectoryRU), not the throttle windows themselves or the change record.
 func (s *Server) ResetStats() {
 	s.stats.mu.Lock()
 	s.stats.init()
 	s.stats.changesBase = int(s.dir.totalChanges.Load())
 	s.stats.mu.Unlock()
 	s.throttle.resetMax()
+	s.dirThrottle.resetMax()
 }
 
 // reqInfo is filled by handlers for the stats record.
@@ -264,7 +291,19 @@ type reqInfo struct {
 	app         string
 	ids         int
 	presenceIDs int
+	throttle    int // throttlePresence | throttleDirectory: the throttles that applied
+	ru          int // resource units the directory throttle charged
+	// dirThrottled counts the directory throttle's 429s: the request's own, or
+	// its $batch items'; itemsThrottled the $batch items answered 429.
+	dirThrottled   int
+	itemsThrottled int
 }
+
+// Throttles a request went through (reqInfo.throttle).
+const (
+	throttlePresence = 1 << iota
+	throttleDirectory
+)
 
 type reqInfoKey struct{}
 
@@ -334,7 +373,8 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if sw.status == 0 {
 		sw.status = http.StatusOK
 	}
-	s.stats.add(endpoint, RequestRecord{At: s.clock.Now(), App: ri.app, Path: r.URL.Path, IDs: ri.ids, Status: sw.status}, ri.presenceIDs)
+	s.stats.add(endpoint, RequestRecord{At: s.clock.Now(), App: ri.app, Path: r.URL.Path, IDs: ri.ids, Status: sw.status,
+		Throttle: throttleNames[ri.throttle], RU: ri.ru, ItemsThrottled: ri.itemsThrottled}, ri)
 }
 
 // writeOp tells a presence write (POST /v1.0/users/{id}/presence/setPresence or

@@ -92,7 +92,7 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	nUsers := fs.Int("users", 300, "number of simulated users")
 	rate := fs.Float64("rate", 20, "presence changes per user per hour (0 = presence stays put)")
 	approve := fs.Duration("approve-after", 3*time.Second, "approve device-code sign-ins automatically after this long (0 = only via the control API)")
-	limit := fs.Int("throttle-limit", 1500, "Graph requests allowed per app per window before 429")
+	limit := fs.Int("throttle-limit", 1500, "presence requests (getPresencesByUserId, /users/{id}/presence, setPresence, clearPresence) allowed per app per window before 429; directory lookups have their own throttle")
 	window := fs.Duration("throttle-window", 30*time.Second, "throttle window")
 	writeConfig := fs.String("write-config", "", "write Presence.ini, users.csv and the CA certificate for this tenant into this folder")
 	fs.StringVar(&written.Auth, "auth", written.Auth, "sign-in of the account written by --write-config: devicecode or secret")

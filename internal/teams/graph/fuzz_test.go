@@ -8,9 +8,11 @@ import (
 	"io"
 	"net/http"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 	"unicode/utf16"
 )
 
@@ -79,6 +81,32 @@ func presenceSeeds(f *testing.F) {
 		{200, "", []byte(`{"value":[]} trailing garbage`)},
 		{200, "", []byte("")},
 		{200, "", hugePresenceReply()},
+		// The fast path's edges: what it must read as encoding/json does, or leave to it.
+		{200, "", []byte(`{"value":[{"id":"a","sequenceNumber":"0000000000000001","id":"b","sequenceNumber":null}]}`)},
+		{200, "", []byte(`{"value":[{"ID":"a","Availability":"Busy","SEQUENCENUMBER":"1","outofofficesettings":{"isoutofoffice":true}}]}`)},
+		{200, "", []byte(`{"value":[{"id":"\u0061","availability":"Bu\"sy","activity":"\/"}]}`)},
+		{200, "", []byte(`{"value":[{"id":"a","outOfOfficeSettings":{"isOutOfOffice":true},"outOfOfficeSettings":{}},` +
+			`{"id":"b","outOfOfficeSettings":{"isOutOfOffice":true},"outOfOfficeSettings":null},` +
+			`{"id":"c","outOfOfficeSettings":{"isOutOfOffice":true,"isOutOfOffice":null,"message":{"a":[1,-0.5e+3,0,"x"]}}}]}`)},
+		{200, "", []byte(`{"value":[{"id":"a"}],"value":[{"availability":"Busy"}]}`)},
+		{200, "", []byte(`{"value":[null,{"id":"a"}]}`)},
+		{200, "", []byte(`{"value":[{"id":"a","workLocation":{"n":01}}]}`)},
+		{200, "", []byte(`{"value":[{"id":"a","workLocation":[1.]}]}`)},
+		{200, "", []byte(`{"value":[{"id":"a","workLocation":"\x"}]}`)},
+		{200, "", []byte(`{"value":[{"id":"a","workLocation":"\u00e"}]}`)},
+		{200, "", []byte(`{"value":[{"id":"a","workLocation":[-]}]}`)},
+		{200, "", []byte(`{"value":[{"id":"a","workLocation":[1e]}]}`)},
+		{200, "", []byte(`{"value":[{"id":"a","workLocation":tru}]}`)},
+		{200, "", []byte(`{"value":[{"id":"a","ſequenceNumber":"1","İd":"x"}]}`)},
+		{200, "", []byte(`{"value":[{"id":"a","availability":"Beschäftigt","statusMessage":"ÿþ"}]}`)},
+		{200, "", []byte(`{"value":[{"id":"a","sequenceNumber":12}]}`)},
+		{200, "", []byte(`{"value":[{"id":"a","outOfOfficeSettings":{"isOutOfOffice":1}}]}`)},
+		{200, "", []byte(`{"value":[{"id":"a","x":` + strings.Repeat("[", 300) + strings.Repeat("]", 300) + `}]}`)},
+		{200, "", []byte(` {"value":[{"id":"a"}]}{"value":[]} trailing`)},
+		{200, "", []byte("{\n\t\"value\" :\r\n[ {\"id\" : \"a\" , \"activity\":\"Away\" } ] }")},
+		{200, "", []byte(`{"value":[{"id":"a",}]}`)},
+		{200, "", []byte(`{"value":[{"id":"a"},]}`)},
+		{200, "", []byte(`{"value":[{"id":"a"}`)},
 		{204, "", nil},
 		{400, "", []byte(`{"error":{"code":"BadRequest","message":"The number of ids exceeds the limit of 650."}}`)},
 		{401, "", []byte(`{"error":{"code":"InvalidAuthenticationToken","message":"Access token has expired or is not yet valid."}}`)},
@@ -162,7 +190,9 @@ func checkReplyErr(t *testing.T, err error, status int, retryAfter, req string) 
 }
 
 // FuzzPresenceReply: Graph's answer to getPresencesByUserId as the poller gets it.
-// A good reply written back in Graph's form reads back the same.
+// What the client reads (its fast path or encoding/json) is what encoding/json
+// alone reads from the same bytes; a good reply written back in Graph's form
+// reads back the same.
 func FuzzPresenceReply(f *testing.F) {
 	presenceSeeds(f)
 	f.Fuzz(func(t *testing.T, status int, retryAfter string, body []byte) {
@@ -174,8 +204,12 @@ func FuzzPresenceReply(f *testing.F) {
 			return
 		}
 		got := reply.presences()
-		if len(got) != len(reply.Value) {
-			t.Fatalf("%d presences from %d entries", len(got), len(reply.Value))
+		var slow presenceReply
+		if err := json.NewDecoder(io.LimitReader(bytes.NewReader(body), maxReply)).Decode(&slow); err != nil {
+			t.Fatalf("read %d presences (fast path: %v), but encoding/json refuses the reply: %v", len(got), reply.isFast, err)
+		}
+		if want := slow.presences(); !reflect.DeepEqual(got, want) && !(len(got) == 0 && len(want) == 0) {
+			t.Fatalf("the fast path read other presences than encoding/json:\n fast %+v\n json %+v", got, want)
 		}
 		again, err := json.Marshal(wireOf(got))
 		if err != nil {
@@ -195,7 +229,7 @@ func FuzzPresenceReply(f *testing.F) {
 func wireOf(ps []Presence) presenceReply {
 	r := presenceReply{Value: make([]wirePresence, len(ps))}
 	for i, p := range ps {
-		r.Value[i] = wirePresence{ID: p.ID, Availability: p.Availability, Activity: p.Activity}
+		r.Value[i] = wirePresence{ID: p.ID, Availability: p.Availability, Activity: p.Activity, SequenceNumber: p.SequenceNumber}
 		r.Value[i].OutOfOfficeSettings = &struct {
 			IsOutOfOffice bool `json:"isOutOfOffice"`
 		}{p.OutOfOffice}
@@ -366,4 +400,206 @@ func headerOf(r batchReply, name string) string {
 		}
 	}
 	return ""
+}
+
+// lookupModes are the lookups FuzzLookupReply reads replies of, by the
+// fuzzer's mode byte: filters by UPN or by mail (15 values a request), or one
+// GET /users/{upn} a request.
+var lookupModes = [...]struct {
+	prop string
+	per  int
+}{{"userPrincipalName", MaxFilterValues}, {"mail", MaxFilterValues}, {"", 1}}
+
+// lookupValues are the values of one lookup: 40 (three filters, or 20 GETs
+// and 20 left), the fuzzer's value the fourth.
+func lookupValues(v string) []string {
+	vs := make([]string, 40)
+	for i := range vs {
+		vs[i] = fmt.Sprintf("User%02d@Contoso.example", i)
+	}
+	vs[3] = v
+	return vs
+}
+
+func lookupSeeds(f *testing.F) {
+	user := func(i int, id string) string {
+		return fmt.Sprintf(`{"id":%q,"userPrincipalName":"user%02d@contoso.example","mail":"User%02d@Contoso.example","displayName":"User %d"}`, id, i, i, i)
+	}
+	var page []string
+	for i := range MaxFilterValues {
+		page = append(page, user(i, fmt.Sprintf("5e7d0b1c-%04d-4e55-9c1a-3b1a7f0e2c11", i)))
+	}
+	full := `{"id":"0","status":200,"body":{"@odata.context":"https://graph.microsoft.com/v1.0/$metadata#users(id,userPrincipalName,mail,displayName)","value":[` +
+		strings.Join(page, ",") + `]}}`
+	type seed struct {
+		status     int
+		retryAfter string
+		body       string
+		mode       byte
+		value      string
+	}
+	seeds := []seed{
+		{200, "", `{"responses":[` + full + `,{"id":"1","status":200,"body":{"value":[]}},{"id":"2","status":429,"headers":{"Retry-After":"7"},"body":{"error":{"code":"TooManyRequests"}}}]}`, 0, "user03@contoso.example"},
+		{200, "", `{"responses":[` + full + `]}`, 1, "USER03@contoso.example"},
+		{200, "", `{"responses":[{"id":"0","status":200,"body":{"value":[` + user(3, "a") + `,` + user(3, "b") + `,` + user(3, "a") + `]}}]}`, 1, "user03@contoso.example"},
+		{200, "", `{"responses":[{"id":"0","status":200,"body":{"value":[{"id":"x","mail":null,"userPrincipalName":null}]}}]}`, 1, "user03@contoso.example"},
+		{200, "", `{"responses":[{"id":"0","status":200,"body":{"value":[{"userPrincipalName":"user03@contoso.example"}]}}]}`, 0, "user03@contoso.example"},
+		{200, "", `{"responses":[{"id":"0","status":200,"body":{"value":{}}}]}`, 0, "user03@contoso.example"},
+		{200, "", `{"responses":[{"id":"0","status":200,"body":null}]}`, 0, "user03@contoso.example"},
+		{200, "", `{"responses":[{"id":"0","status":400,"body":{"error":{"code":"Request_UnsupportedQuery","message":"Too many child clauses specified in search filter expression containing 'OR' operators: 16. Max allowed: 15."}}}]}`, 0, "o'brien@contoso.example"},
+		{200, "", `{"responses":[{"id":"0","status":403,"body":{"error":{"code":"Authorization_RequestDenied"}}}]}`, 1, "ann@fabrikam.example"},
+		{200, "", `{"responses":[{"id":"0","status":503},{"id":"0","status":200,"body":{"value":[]}},{"id":"9","status":200},{"id":"-1","status":404}]}`, 0, "a@b"},
+		{200, "", `{"responses":[{"id":"3","status":404,"body":{"error":{"code":"Request_ResourceNotFound"}}},{"id":"4","status":400},{"id":"5","status":429,"headers":{"retry-after":"99999999999"}},{"id":"6","status":504}]}`, 2, "nobody@contoso.example"},
+		{200, "", `{"responses":[{"id":"3","status":200,"body":{"id":"1","userPrincipalName":"someone.else@contoso.example"}}]}`, 2, "ann_fabrikam.example#EXT#@contoso.example"},
+		{200, "", `{"responses":[{"id":"3","status":200,"body":{}}]}`, 2, "user03@contoso.example"},
+		{200, "", `{"responses":[{"id":"3","status":0}]}`, 2, "user03@contoso.example"},
+		{200, "", `{"responses":[]}`, 0, strings.Repeat("a", 200) + "@contoso.example"},
+		{200, "", `{"responses":[]}`, 1, "two words@contoso.example"},
+		{429, "3", ``, 0, "a@b"},
+		{400, "", `{"error":{"code":"BadRequest","message":"Number of batch requests exceeds the limit of 20 (got 21)."}}`, 1, "a@b"},
+		{503, "", `upstream connect error`, 2, "a@b"},
+	}
+	for _, s := range seeds {
+		f.Add(s.status, s.retryAfter, []byte(s.body), s.mode, s.value)
+	}
+}
+
+// FuzzLookupReply: Graph's answer to a lookup $batch (FindByUPN, FindByMail,
+// LookupUPNs) as the poller gets it. Every value asked is found, missing or to
+// be retried, once; a user found has an id and was asked for; an error is a
+// 429 for the batch, or names what it is about; a result written back as
+// Graph's reply reads back the same.
+func FuzzLookupReply(f *testing.F) {
+	lookupSeeds(f)
+	f.Fuzz(func(t *testing.T, status int, retryAfter string, body []byte, mode byte, value string) {
+		m := lookupModes[int(mode)%len(lookupModes)]
+		values := lookupValues(value)
+		if m.per == 1 {
+			values = values[:MaxBatch]
+		}
+		plan := planLookup(m.prop, values, m.per)
+		resp, status := answer(status, retryAfter, body)
+		var reply batchReply
+		err := readReply(http.MethodPost, "/$batch", resp, &reply)
+		checkReplyErr(t, err, status, retryAfter, "POST /$batch")
+		if err != nil {
+			return
+		}
+		got, err := plan.read(&reply)
+		if err != nil {
+			var ie *ItemError
+			switch {
+			case errors.As(err, &ie):
+				if len(ie.Values) == 0 || !slices.Contains(plan.values, ie.Values[0]) || ie.Err == nil {
+					t.Fatalf("ItemError %v about values %q not asked", err, ie.Values)
+				}
+			case !slices.ContainsFunc(plan.values, func(v string) bool { return strings.HasPrefix(err.Error(), "lookup of "+v) }):
+				t.Fatalf("error %.200q names none of the values asked", err)
+			}
+			return
+		}
+		checkLookup(t, plan, got)
+
+		// Round trip: the result as a well-formed reply reads back the same.
+		back := lookupReplyOf(plan, got)
+		var r2 batchReply
+		if err := readReply(http.MethodPost, "/$batch", &http.Response{StatusCode: 200, Body: io.NopCloser(bytes.NewReader(back))}, &r2); err != nil {
+			t.Fatalf("%v\n%s", err, back)
+		}
+		again, err := plan.read(&r2)
+		if err != nil {
+			t.Fatalf("the reply written back: %v\n%s", err, back)
+		}
+		if !reflect.DeepEqual(again.Found, got.Found) || !slices.Equal(again.Missing, got.Missing) || !slices.Equal(again.Retry, got.Retry) ||
+			!slices.Equal(again.Ambiguous, got.Ambiguous) {
+			t.Fatalf("round trip:\n got   %+v\n again %+v\n%s", got, again, back)
+		}
+	})
+}
+
+// checkLookup checks a Lookup against what plan asked: each value in one of
+// Found, Missing and Retry; Ambiguous within Missing; users with ids.
+func checkLookup(t *testing.T, plan *lookupPlan, got Lookup) {
+	t.Helper()
+	where := map[string]string{}
+	put := func(v, what string) {
+		if !slices.Contains(plan.values, v) {
+			t.Fatalf("%s %q, which was not asked", what, v)
+		}
+		if w, dup := where[v]; dup {
+			t.Fatalf("%q is %s and %s", v, w, what)
+		}
+		where[v] = what
+	}
+	for v, u := range got.Found {
+		put(v, "found")
+		if u.ID == "" {
+			t.Fatalf("found %q without an id: %+v", v, u)
+		}
+	}
+	for _, v := range got.Missing {
+		put(v, "missing")
+	}
+	for _, v := range got.Retry {
+		put(v, "to retry")
+	}
+	if len(where) != len(plan.values) {
+		t.Fatalf("%d of %d values accounted for: %+v", len(where), len(plan.values), got)
+	}
+	for _, v := range got.Ambiguous {
+		if where[v] != "missing" {
+			t.Fatalf("ambiguous %q is %s, not missing", v, where[v])
+		}
+	}
+	if got.RetryAfter < 0 || got.RetryAfter > maxRetryAfter || got.RetryAfter > 0 && len(got.Retry) == 0 {
+		t.Fatalf("RetryAfter %v with %d to retry", got.RetryAfter, len(got.Retry))
+	}
+}
+
+// lookupReplyOf writes a Lookup as Graph's reply to plan's $batch: found users
+// (two for an ambiguous value), none for a missing value (404 for a GET),
+// 429 for the requests of values to retry.
+func lookupReplyOf(plan *lookupPlan, l Lookup) []byte {
+	state := map[string]string{}
+	for _, v := range l.Missing {
+		state[v] = "missing"
+	}
+	for _, v := range l.Ambiguous {
+		state[v] = "ambiguous"
+	}
+	for _, v := range l.Retry {
+		state[v] = "retry"
+	}
+	secs := strconv.Itoa(int(l.RetryAfter / time.Second))
+	var items []map[string]any
+	for i, vals := range plan.items {
+		item := map[string]any{"id": strconv.Itoa(i), "status": 200}
+		var users []User
+		for _, v := range vals {
+			val := plan.values[v]
+			switch state[val] {
+			case "retry":
+				item["status"] = 429
+				item["headers"] = map[string]string{"Retry-After": secs}
+			case "ambiguous":
+				users = append(users, User{ID: "one", UPN: val, Mail: val}, User{ID: "two", UPN: val, Mail: val})
+			case "missing":
+				if plan.prop == "" {
+					item["status"] = 404
+				}
+			default: // found: its property matches val already
+				users = append(users, l.Found[val])
+			}
+		}
+		switch {
+		case item["status"] != 200:
+		case plan.prop == "" && len(users) == 1:
+			item["body"] = users[0]
+		case plan.prop != "":
+			item["body"] = map[string]any{"value": users}
+		}
+		items = append(items, item)
+	}
+	b, _ := json.Marshal(map[string]any{"responses": items})
+	return b
 }

@@ -1,6 +1,8 @@
 // Package graph is presencebridge's Microsoft Graph client: resolve UPNs to object
-// ids with JSON batching, read presence in batches of up to 650 ids, and write
-// presence with an application's session (setPresence, clearPresence).
+// ids with JSON batching (by $filter on the UPN or the mail, 300 a $batch, or one
+// GET per UPN; lookup.go), read presence in batches of up to 650 ids (their
+// replies on a fast path, presencejson.go), and write presence with an
+// application's session (setPresence, clearPresence).
 package graph
 
 import (
@@ -67,6 +69,10 @@ type Presence struct {
 	Availability string
 	Activity     string
 	OutOfOffice  bool
+	// SequenceNumber is the presence's version stamp (the presence resource's
+	// sequenceNumber, updated 2025-12): it sorts as a string, a lower one is
+	// older. "" when Graph sent none.
+	SequenceNumber string
 }
 
 type wirePresence struct {
@@ -76,10 +82,11 @@ type wirePresence struct {
 	OutOfOfficeSettings *struct {
 		IsOutOfOffice bool `json:"isOutOfOffice"`
 	} `json:"outOfOfficeSettings"`
+	SequenceNumber string `json:"sequenceNumber"`
 }
 
 func (w wirePresence) presence() Presence {
-	p := Presence{ID: w.ID, Availability: w.Availability, Activity: w.Activity}
+	p := Presence{ID: w.ID, Availability: w.Availability, Activity: w.Activity, SequenceNumber: w.SequenceNumber}
 	if w.OutOfOfficeSettings != nil {
 		p.OutOfOffice = w.OutOfOfficeSettings.IsOutOfOffice
 	}
@@ -137,17 +144,10 @@ func (c *Client) ResolveUsers(ctx context.Context, upns []string) (found map[str
 	if len(upns) > MaxBatch {
 		return nil, nil, fmt.Errorf("resolve: %d users in one batch, Graph allows %d", len(upns), MaxBatch)
 	}
-	type req struct {
-		ID     string `json:"id"`
-		Method string `json:"method"`
-		URL    string `json:"url"`
-	}
-	body := struct {
-		Requests []req `json:"requests"`
-	}{}
+	var body batchRequestBody
 	for i, u := range upns {
-		body.Requests = append(body.Requests, req{ID: strconv.Itoa(i), Method: "GET",
-			URL: "/users/" + url.PathEscape(u) + "?$select=id,userPrincipalName,mail,displayName"})
+		body.Requests = append(body.Requests, batchRequestItem{ID: strconv.Itoa(i), Method: http.MethodGet,
+			URL: "/users/" + url.PathEscape(u) + "?" + userSelect})
 	}
 	var reply batchReply
 	if err := c.post(ctx, "/$batch", body, &reply); err != nil {
@@ -213,12 +213,21 @@ func (c *Client) GetPresences(ctx context.Context, ids []string) ([]Presence, er
 	return reply.presences(), nil
 }
 
-// presenceReply is the body of a getPresencesByUserId answer.
+// presenceReply is the body of a getPresencesByUserId answer: Value as
+// encoding/json reads it, or fast as decodeFast (presencejson.go) does.
 type presenceReply struct {
-	Value []wirePresence `json:"value"`
+	Value  []wirePresence `json:"value"`
+	fast   []Presence
+	isFast bool
 }
 
 func (reply *presenceReply) presences() []Presence {
+	if reply.isFast {
+		if reply.fast == nil {
+			return []Presence{}
+		}
+		return reply.fast
+	}
 	out := make([]Presence, len(reply.Value))
 	for i, w := range reply.Value {
 		out[i] = w.presence()
@@ -312,7 +321,7 @@ func readReply(method, path string, resp *http.Response, out any) error {
 		io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 		return nil
 	}
-	if err := json.NewDecoder(io.LimitReader(resp.Body, maxReply)).Decode(out); err != nil {
+	if err := decodeReply(resp.Body, out); err != nil {
 		return fmt.Errorf("%s %s: decode reply: %w", method, path, err)
 	}
 	return nil
