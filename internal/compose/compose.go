@@ -179,8 +179,7 @@ func (c *Composer) DeliverPBX(ctx context.Context, changes []presence.PBXChange)
 }
 
 // Deliver composes the poller's changes and queues them (poll.Sink). A change
-// is queued as of when it most likely happened (State.Changed); a user's first
-// state is a sync, not a change.
+// is queued as of when it was seen.
 func (c *Composer) Deliver(ctx context.Context, changes []presence.Change) error {
 	items := make([]delivery.Item, 0, len(changes))
 	now := c.o.Clock.Now().UTC()
@@ -189,11 +188,7 @@ func (c *Composer) Deliver(ctx context.Context, changes []presence.Change) error
 		if at.IsZero() {
 			at = now
 		}
-		reason := delivery.ReasonChange
-		if ch.Previous.Availability == "" {
-			reason = delivery.ReasonSync // a first sighting: no change to time
-		}
-		items = append(items, c.item(ch.User, ch.Current, reason, at, false))
+		items = append(items, c.item(ch.User, ch.Current, delivery.ReasonChange, at, false))
 	}
 	return c.o.Queue.Enqueue(ctx, items)
 }

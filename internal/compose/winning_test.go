@@ -93,7 +93,7 @@ func TestWinningTechnology(t *testing.T) {
 			if tc.teams.UPN == "" {
 				return
 			}
-			reason, err := delivery.ReasonChange, c.Deliver(context.Background(), []presence.Change{{User: u, Previous: presence.State{UPN: u.UPN, Availability: "Offline", Activity: "Offline"}, Current: tc.teams}})
+			reason, err := delivery.ReasonChange, c.Deliver(context.Background(), []presence.Change{{User: u, Current: tc.teams}})
 			if tc.stale {
 				c.queueAccount(context.Background(), Group{Account: "main", Users: []users.User{u}}, delivery.ReasonStale)
 				reason = delivery.ReasonStale
