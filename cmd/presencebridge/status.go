@@ -5,6 +5,8 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"strconv"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -105,6 +107,9 @@ func cmdStatus(g globals, args []string) int {
 				fmt.Fprintf(tw, "\t  client secret expires %s (in %d days)\n", sec.Expires.Local().Format(time.DateOnly), sec.DaysLeft)
 			}
 		}
+		if ac.Polling.Resolving {
+			fmt.Fprintf(tw, "\t  resolving users: resolved %s of %s (each is polled as soon as it is found)\n", thousands(ac.Polling.Resolved), thousands(ac.Polling.Users))
+		}
 		if !ac.StaleSince.IsZero() {
 			fmt.Fprintf(tw, "\t  users shown as stale on the PBX since %s ([Delivery] StaleAfter)\n", ac.StaleSince.Local().Format(time.DateTime))
 		}
@@ -202,4 +207,22 @@ func printPBXWatch(g globals, rep app.StatusReport) {
 			fmt.Fprintf(g.stdout, "  last error: %s\n", wr.LastError)
 		}
 	}
+}
+
+// thousands writes n with commas between groups of three digits: 31,200.
+func thousands(n int) string {
+	s := strconv.Itoa(n)
+	neg := strings.HasPrefix(s, "-")
+	s = strings.TrimPrefix(s, "-")
+	var b strings.Builder
+	for i, r := range s {
+		if i > 0 && (len(s)-i)%3 == 0 {
+			b.WriteByte(',')
+		}
+		b.WriteRune(r)
+	}
+	if neg {
+		return "-" + b.String()
+	}
+	return b.String()
 }

@@ -91,7 +91,9 @@ type State struct {
 	OutOfOffice  bool         `json:"outOfOffice"`
 	// Seen is when presencebridge last read this state from Graph.
 	Seen time.Time `json:"seen"`
-	// Changed is when presencebridge first saw the state differ from the one before.
+	// Changed is when the state most likely began: for a Teams state, midway
+	// between the read that first showed it and the read before (the read
+	// itself when there was none since presencebridge started).
 	Changed time.Time `json:"changed"`
 }
 

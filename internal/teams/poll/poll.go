@@ -43,25 +43,32 @@ func (s LogSink) Deliver(_ context.Context, changes []presence.Change) error {
 
 // GraphAPI is the part of graph.Client the poller uses.
 type GraphAPI interface {
-	ResolveUsers(ctx context.Context, upns []string) (map[string]graph.User, []string, error)
+	FindByUPN(ctx context.Context, upns []string) (graph.Lookup, error)
+	FindByMail(ctx context.Context, addrs []string) (graph.Lookup, error)
+	LookupUPNs(ctx context.Context, upns []string) (graph.Lookup, error)
 	GetPresences(ctx context.Context, ids []string) ([]graph.Presence, error)
 }
 
 // Settings are the [Polling] keys of a poller.
 type Settings struct {
-	// Interval is the wanted cycle time; the budget may make cycles longer.
+	// Interval is the wanted cycle time; 0 is auto: the fastest cycle the
+	// budget allows for the users, never faster than MinInterval. The budget
+	// may make any cycle longer.
 	Interval time.Duration
+	// MinInterval is auto's floor: a faster cycle gains nothing a person at a
+	// phone would notice and only spends requests.
+	MinInterval time.Duration
 	// RequestTimeout bounds each Graph request.
 	RequestTimeout time.Duration
 	// ResolveInterval is how often UPNs are resolved to object ids again; 0 never.
 	ResolveInterval time.Duration
-	// ResolveRate is $batch requests per second at most while resolving.
+	// ResolveRate is lookup requests ($batch) per second at most while resolving.
 	ResolveRate float64
 }
 
 // DefaultSettings are [Polling]'s defaults (Presence.ini.example lists them).
 func DefaultSettings() Settings {
-	return Settings{Interval: 10 * time.Second, RequestTimeout: 20 * time.Second, ResolveInterval: 24 * time.Hour, ResolveRate: 10}
+	return Settings{MinInterval: 2 * time.Second, RequestTimeout: 20 * time.Second, ResolveInterval: 24 * time.Hour, ResolveRate: 20}
 }
 
 // Options configure one account's poller.
@@ -81,10 +88,13 @@ type Options struct {
 
 // Status is what `status` shows for an account's polling.
 type Status struct {
-	Account  string   `json:"account"`
-	Users    int      `json:"users"`
-	Resolved int      `json:"resolved"`
-	Unknown  []string `json:"unknown,omitempty"`
+	Account string `json:"account"`
+	Users   int    `json:"users"`
+	// Resolved counts users with an object id; while Resolving, more are
+	// being looked up (and each is polled as soon as it is found).
+	Resolved  int      `json:"resolved"`
+	Resolving bool     `json:"resolving,omitempty"`
+	Unknown   []string `json:"unknown,omitempty"`
 	// Unresolved counts users whose lookup Graph keeps refusing; they are
 	// looked up again every minute, the others are polled meanwhile.
 	Unresolved        int           `json:"unresolved,omitempty"`
@@ -105,26 +115,67 @@ type Status struct {
 	Throttled         int       `json:"throttled"`
 	ThrottledLastHour int       `json:"throttledLastHour"`
 	ChangesEmitted    int       `json:"changesEmitted"`
+	// OutOfOrder counts presences Graph answered with an older sequenceNumber
+	// than one already read (a lagging replica): they were not taken.
+	OutOfOrder int `json:"outOfOrder,omitempty"`
+}
+
+// userState is what the poller keeps in memory per user, by index in
+// Options.Users: a few words, so 200,000 users fit in a few MiB.
+type userState struct {
+	av      presence.Availability
+	act     presence.Activity
+	seq     string // Graph's sequenceNumber of the state, "" when Graph gives none
+	seen    int64  // UnixNano of the last read in this run; 0: not read yet
+	changed int64  // UnixNano of State.Changed
+	ooo     bool
+	known   bool // a state was read (or kept from an earlier run)
+}
+
+func (s *userState) state(upn string) presence.State {
+	if !s.known {
+		return presence.State{}
+	}
+	st := presence.State{UPN: upn, Availability: s.av, Activity: s.act, OutOfOffice: s.ooo}
+	if s.seen != 0 {
+		st.Seen = time.Unix(0, s.seen).UTC()
+	}
+	if s.changed != 0 {
+		st.Changed = time.Unix(0, s.changed).UTC()
+	}
+	return st
 }
 
 // Poller polls one account.
 type Poller struct {
-	o       Options
-	byUPN   map[string]int    // UPN -> index in o.Users
-	ids     map[string]string // UPN -> object id
-	byID    map[string]string // object id -> UPN
-	states  map[string]presence.State
-	unknown map[string]bool
-	seenVal map[string]bool // unknown presence values already logged
-	lastErr string
+	o     Options
+	byUPN map[string]int32 // UPN -> index in o.Users; read-only after New
+
+	// mu guards what the resolver's goroutines and the poll loop share, and st.
+	mu        sync.Mutex
+	ids       []string         // object id by user index; "" not resolved
+	byID      map[string]int32 // object id -> user index
+	nResolved int
+	unknown   map[int32]bool
+	fresh     []int32   // resolved and not yet in a cycle's chunks
+	freshAt   time.Time // when the oldest of fresh was resolved
+	dirty     bool      // ids changed since the chunks were built
+	resolving bool
+	lastErr   string
 	// unresolved counts users whose lookup failed (Graph refused the $batch);
 	// they are looked up again from resolveRetry on, the others are polled meanwhile.
 	unresolved   int
 	resolveRetry time.Time
+	st           Status
+	throttledAt  []time.Time // 429s in the last hour, oldest first
 
-	mu          sync.Mutex
-	st          Status
-	throttledAt []time.Time // 429s in the last hour, oldest first
+	wakeC chan struct{} // the resolver found users or finished
+
+	// The poll loop's own.
+	states  []userState
+	seenVal map[string]bool // unknown presence values already logged
+	chunked [][]string      // the chunks of the last cycle
+	changed []int32         // the users of a chunk's changes, by index
 }
 
 // New builds a poller and loads the ids and states kept from earlier runs.
@@ -135,26 +186,71 @@ func New(o Options) (*Poller, error) {
 	if o.MaxChunk <= 0 || o.MaxChunk > graph.MaxPresenceIDs {
 		o.MaxChunk = graph.MaxPresenceIDs
 	}
-	if o.Interval <= 0 || o.RequestTimeout <= 0 || o.ResolveInterval < 0 || o.ResolveRate <= 0 {
+	if o.Interval < 0 || o.Interval == 0 && o.MinInterval <= 0 || o.RequestTimeout <= 0 || o.ResolveInterval < 0 || o.ResolveRate <= 0 {
 		return nil, errors.New("poll.New: incomplete Settings (start from DefaultSettings, or config's [Polling])")
 	}
-	p := &Poller{o: o, byUPN: make(map[string]int, len(o.Users)), ids: map[string]string{}, byID: map[string]string{},
-		states: map[string]presence.State{}, unknown: map[string]bool{}, seenVal: map[string]bool{}}
-	upns := make([]string, len(o.Users))
+	n := len(o.Users)
+	p := &Poller{o: o, byUPN: make(map[string]int32, n), ids: make([]string, n), byID: make(map[string]int32, n),
+		unknown: map[int32]bool{}, seenVal: map[string]bool{}, states: make([]userState, n), wakeC: make(chan struct{}, 1), dirty: true}
+	upns := make([]string, n)
 	for i, u := range o.Users {
-		p.byUPN[u.UPN] = i
+		p.byUPN[u.UPN] = int32(i)
 		upns[i] = u.UPN
 	}
 	ids, states, err := loadKept(o.Store, upns, !o.EmitAllOnStart)
 	if err != nil {
 		return nil, err
 	}
-	p.ids, p.states = ids, states
 	for upn, id := range ids {
-		p.byID[id] = upn
+		p.setID(p.byUPN[upn], id)
 	}
-	p.st = Status{Account: o.Account, Users: len(p.byUPN), Resolved: len(p.ids)}
+	p.fresh = p.fresh[:0] // kept ids are polled from the first cycle on
+	for upn, s := range states {
+		p.states[p.byUPN[upn]] = userState{av: s.Availability, act: s.Activity, ooo: s.OutOfOffice, known: true, changed: unixNano(s.Changed)}
+	}
+	p.st = Status{Account: o.Account, Users: n, Resolved: p.nResolved}
 	return p, nil
+}
+
+func unixNano(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixNano()
+}
+
+// setID gives user i object id id ("" none); p.mu held (or New).
+func (p *Poller) setID(i int32, id string) {
+	old := p.ids[i]
+	if old == id {
+		return
+	}
+	if old != "" {
+		if p.byID[old] == i {
+			delete(p.byID, old)
+		}
+		p.nResolved--
+	}
+	p.ids[i] = id
+	p.dirty = true
+	if id == "" {
+		return
+	}
+	p.nResolved++
+	p.byID[id] = i
+	delete(p.unknown, i)
+	if len(p.fresh) == 0 {
+		p.freshAt = p.o.Clock.Now()
+	}
+	p.fresh = append(p.fresh, i)
+}
+
+// wake tells the poll loop that the resolver found users or finished.
+func (p *Poller) wake() {
+	select {
+	case p.wakeC <- struct{}{}:
+	default:
+	}
 }
 
 // Status returns a copy of the current status.
@@ -163,6 +259,7 @@ func (p *Poller) Status() Status {
 	defer p.mu.Unlock()
 	s := p.st
 	s.Unknown = append([]string(nil), s.Unknown...)
+	s.Resolving = p.resolving
 	// Keep the 429 times of the last hour only.
 	hourAgo := p.o.Clock.Now().Add(-time.Hour)
 	i := 0
@@ -177,48 +274,165 @@ func (p *Poller) Status() Status {
 	return s
 }
 
-// Run resolves users, then polls in cycles that never overlap, until ctx ends.
+// freshWait is how long users just resolved wait for more before they are read
+// in a request of fewer than MaxChunk, while the resolver is still finding more.
+const freshWait = 250 * time.Millisecond
+
+// Run polls in cycles that never overlap, until ctx ends. Users without an
+// object id are resolved meanwhile (a goroutine), and each found is read at
+// once, so the first presence comes with the first lookup's answer.
 func (p *Poller) Run(ctx context.Context) error {
-	if err := p.resolve(ctx, false); err != nil {
-		return err
-	}
 	lastResolve := p.o.Clock.Now()
-	chunks := p.chunks()
-	interval := max(p.o.Interval, p.o.Budget.MinCycle(len(chunks)))
-	p.o.Logger.Info(fmt.Sprintf("Polling %d users in %d requests per cycle; cycle every %s (configured %s, budget allows %s)",
-		len(p.ids), len(chunks), interval, p.o.Interval, p.o.Budget.MinCycle(len(chunks))))
+	p.startResolve(ctx, false)
+	var logged time.Duration
 	for {
+		if !p.isResolving() {
+			now := p.o.Clock.Now()
+			again := p.o.ResolveInterval > 0 && now.Sub(lastResolve) >= p.o.ResolveInterval
+			p.mu.Lock()
+			retry := p.unresolved > 0 && !now.Before(p.resolveRetry)
+			p.mu.Unlock()
+			if again || retry {
+				p.startResolve(ctx, again)
+				if again {
+					lastResolve = now
+				}
+			}
+		}
+		chunks := p.chunks()
+		if len(chunks) == 0 {
+			// Nothing to poll (yet): wait for the resolver, without a timer
+			// that would run an injected clock on.
+			if !p.idle(ctx, lastResolve) {
+				return nil
+			}
+			continue
+		}
+		interval, fastest := p.interval(len(chunks))
+		resolving := p.isResolving()
+		if !resolving && interval != logged {
+			logged = interval
+			how := fmt.Sprintf("configured %s, budget allows %s", p.o.Interval, fastest)
+			if p.o.Interval == 0 {
+				how = fmt.Sprintf("auto: the budget allows %s, MinInterval %s", fastest, p.o.MinInterval)
+			}
+			p.o.Logger.Info(fmt.Sprintf("Polling %d users in %d requests per cycle; cycle every %s (%s)",
+				p.resolvedCount(), len(chunks), interval, how))
+		}
 		start := p.o.Clock.Now()
 		p.cycle(ctx, chunks, interval)
 		if ctx.Err() != nil {
 			return nil
 		}
 		elapsed := p.o.Clock.Now().Sub(start)
-		if elapsed > interval+interval/2 {
+		if !resolving && elapsed > interval+interval/2 {
 			p.o.Logger.Warn("Poll cycle overran its interval", "took", elapsed, "interval", interval)
 		}
-		again := p.o.ResolveInterval > 0 && p.o.Clock.Now().Sub(lastResolve) >= p.o.ResolveInterval
-		if again || p.unresolved > 0 && !p.o.Clock.Now().Before(p.resolveRetry) {
-			if err := p.resolve(ctx, again); err != nil {
-				return nil
-			}
-			if again {
-				lastResolve = p.o.Clock.Now()
-			}
-			chunks = p.chunks()
-			interval = max(p.o.Interval, p.o.Budget.MinCycle(len(chunks)))
-		}
-		if err := p.o.Clock.Sleep(ctx, interval-elapsed); err != nil {
+		if !p.waitUntil(ctx, start.Add(interval)) {
 			return nil
 		}
 	}
 }
 
-// chunks splits the resolved ids into requests of at most MaxChunk.
+// idle waits while there is nothing to poll: until the resolver finds users or
+// ends, or, with no resolve under way, until the next is due; false when ctx
+// ended.
+func (p *Poller) idle(ctx context.Context, lastResolve time.Time) bool {
+	p.mu.Lock()
+	resolving, fresh := p.resolving, len(p.fresh)
+	var due time.Time
+	if p.unresolved > 0 {
+		due = p.resolveRetry
+	}
+	p.mu.Unlock()
+	if fresh > 0 {
+		return true
+	}
+	if resolving {
+		select {
+		case <-ctx.Done():
+			return false
+		case <-p.wakeC:
+			return true
+		}
+	}
+	if p.o.ResolveInterval > 0 {
+		if next := lastResolve.Add(p.o.ResolveInterval); due.IsZero() || next.Before(due) {
+			due = next
+		}
+	}
+	if due.IsZero() {
+		<-ctx.Done()
+		return false
+	}
+	return p.o.Clock.Sleep(ctx, due.Sub(p.o.Clock.Now())) == nil
+}
+
+// interval is the cycle for that many requests: Interval, or with auto the
+// floor, but never faster than the budget allows (fastest).
+func (p *Poller) interval(requests int) (interval, fastest time.Duration) {
+	fastest = p.o.Budget.MinCycle(requests)
+	want := p.o.Interval
+	if want == 0 {
+		want = p.o.MinInterval
+	}
+	return max(want, fastest), fastest
+}
+
+func (p *Poller) isResolving() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.resolving
+}
+
+func (p *Poller) resolvedCount() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.nResolved
+}
+
+// startResolve looks up, in a goroutine, the users without an object id (all,
+// when again is set) that are not known to be missing.
+func (p *Poller) startResolve(ctx context.Context, again bool) {
+	p.mu.Lock()
+	var todo []string
+	for i, u := range p.o.Users {
+		if again || p.ids[i] == "" && !p.unknown[int32(i)] {
+			todo = append(todo, u.UPN)
+		}
+	}
+	if len(todo) == 0 {
+		p.mu.Unlock()
+		return
+	}
+	p.resolving = true
+	p.unresolved = 0
+	p.mu.Unlock()
+	go func() {
+		if err := p.resolve(ctx, todo); err != nil && ctx.Err() == nil {
+			p.noteError(err)
+		}
+		p.mu.Lock()
+		p.resolving = false
+		p.mu.Unlock()
+		p.wake()
+	}()
+}
+
+// chunks splits the resolved ids, in the users file's order, into requests of
+// at most MaxChunk. Users resolved since are in them, so they are no longer
+// fresh.
 func (p *Poller) chunks() [][]string {
-	ids := make([]string, 0, len(p.ids))
-	for _, u := range p.o.Users {
-		if id, ok := p.ids[u.UPN]; ok {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.fresh = p.fresh[:0]
+	if !p.dirty {
+		return p.chunked
+	}
+	p.dirty = false
+	ids := make([]string, 0, p.nResolved)
+	for _, id := range p.ids {
+		if id != "" {
 			ids = append(ids, id)
 		}
 	}
@@ -228,110 +442,83 @@ func (p *Poller) chunks() [][]string {
 		out = append(out, ids[:n:n])
 		ids = ids[n:]
 	}
-	p.mu.Lock()
+	p.chunked = out
 	p.st.RequestsPerCycle = len(out)
-	p.mu.Unlock()
 	return out
+}
+
+// waitUntil waits until t, reading users as they are resolved; false when ctx
+// ended.
+func (p *Poller) waitUntil(ctx context.Context, t time.Time) bool {
+	for {
+		if !p.readFresh(ctx) {
+			return false
+		}
+		now := p.o.Clock.Now()
+		d := t.Sub(now)
+		if d <= 0 {
+			return true
+		}
+		p.mu.Lock()
+		if len(p.fresh) > 0 {
+			d = min(d, max(p.freshAt.Add(freshWait).Sub(now), time.Millisecond))
+		}
+		p.mu.Unlock()
+		tm := p.o.Clock.NewTimer(d)
+		select {
+		case <-ctx.Done():
+			tm.Stop()
+			return false
+		case <-tm.C():
+		case <-p.wakeC:
+			tm.Stop()
+		}
+	}
+}
+
+// readFresh reads the users resolved since the cycle began, in full chunks, or
+// in a smaller one once the resolver has stopped or they waited freshWait.
+func (p *Poller) readFresh(ctx context.Context) bool {
+	for {
+		p.mu.Lock()
+		n := len(p.fresh)
+		ready := n >= p.o.MaxChunk || n > 0 && (!p.resolving || !p.o.Clock.Now().Before(p.freshAt.Add(freshWait)))
+		if !ready {
+			p.mu.Unlock()
+			return true
+		}
+		n = min(n, p.o.MaxChunk)
+		ids := make([]string, 0, n)
+		for _, i := range p.fresh[:n] {
+			if id := p.ids[i]; id != "" {
+				ids = append(ids, id)
+			}
+		}
+		p.fresh = append(p.fresh[:0], p.fresh[n:]...)
+		p.freshAt = p.o.Clock.Now()
+		p.mu.Unlock()
+		if len(ids) == 0 {
+			continue
+		}
+		ps, err := p.fetch(ctx, ids)
+		if err != nil {
+			if ctx.Err() != nil {
+				return false
+			}
+			continue // the users are in the next cycle's chunks
+		}
+		changes := p.diff(ps, nil)
+		p.emit(ctx, changes)
+		p.mu.Lock()
+		p.st.ChangesEmitted += len(changes)
+		p.mu.Unlock()
+	}
 }
 
 // fetchBackoff is how a presence read that failed is tried again: after 1 s, then
 // 2 s and 4 s (a 429 without Retry-After pauses as long); a chunk is given up for
 // the cycle after four tries.
 var fetchBackoff = backoff.Policy{Min: time.Second, Max: 30 * time.Second}
-
-// resolveTries is how often a failing $batch of user lookups is tried before its
-// users are left unresolved until resolveRetryWait later (the other users are
-// polled meanwhile), and the wait between two tries.
-const (
-	resolveTries     = 3
-	resolveTryWait   = 5 * time.Second
-	resolveRetryWait = time.Minute
-)
-
-// resolve looks up UPNs without an id (or all, when again is set) in $batch calls of
-// 20, paced by ResolveRate. An unknown UPN is logged once by name. A batch Graph
-// keeps refusing (not throttling) is left for later after resolveTries, so one
-// lookup Graph cannot answer does not keep every user from being polled.
-func (p *Poller) resolve(ctx context.Context, again bool) error {
-	var todo []string
-	for _, u := range p.o.Users {
-		if _, ok := p.ids[u.UPN]; !ok && !p.unknown[u.UPN] || again {
-			todo = append(todo, u.UPN)
-		}
-	}
-	p.unresolved = 0
-	pace := time.Duration(float64(time.Second) / p.o.ResolveRate)
-	tries := 0
-	for len(todo) > 0 {
-		n := min(len(todo), graph.MaxBatch)
-		batch := todo[:n]
-		rctx, cancel := context.WithTimeout(ctx, p.o.RequestTimeout)
-		found, notFound, err := p.o.Graph.ResolveUsers(rctx, batch)
-		cancel()
-		if err != nil {
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
-			var te *graph.ThrottledError
-			wait := resolveTryWait
-			throttled := errors.As(err, &te)
-			if throttled && te.HasRetryAfter {
-				wait = te.RetryAfter
-			}
-			p.noteError(fmt.Errorf("resolve users: %w", err))
-			if tries++; !throttled && tries >= resolveTries {
-				p.unresolved += n
-				p.resolveRetry = p.o.Clock.Now().Add(resolveRetryWait)
-				todo, tries = todo[n:], 0
-				continue
-			}
-			if err := p.o.Clock.Sleep(ctx, wait); err != nil {
-				return err
-			}
-			continue
-		}
-		tries = 0
-		now := p.o.Clock.Now().UTC()
-		entries := map[string][]byte{}
-		for upn, u := range found {
-			p.ids[upn] = u.ID
-			p.byID[u.ID] = upn
-			delete(p.unknown, upn)
-			entries[upn] = encodeResolved(resolved{ID: u.ID, UPN: upn, ResolvedAt: now})
-		}
-		for _, upn := range notFound {
-			if !p.unknown[upn] {
-				p.o.Logger.Warn("Teams user not found; check the UPN in the users file", "upn", upn, "line", p.o.Users[p.byUPN[upn]].Line)
-			}
-			p.unknown[upn] = true
-			if id, ok := p.ids[upn]; ok {
-				delete(p.byID, id)
-				delete(p.ids, upn)
-			}
-			entries[upn] = encodeResolved(resolved{UPN: upn, ResolvedAt: now, NotFound: true})
-		}
-		if err := p.o.Store.PutMany(store.BucketUserIDs, entries); err != nil {
-			return err
-		}
-		p.mu.Lock()
-		p.st.Resolved = len(p.ids)
-		p.st.Unknown = p.st.Unknown[:0]
-		for upn := range p.unknown {
-			p.st.Unknown = append(p.st.Unknown, upn)
-		}
-		p.mu.Unlock()
-		todo = todo[n:]
-		if len(todo) > 0 {
-			if err := p.o.Clock.Sleep(ctx, pace); err != nil {
-				return err
-			}
-		}
-	}
-	p.mu.Lock()
-	p.st.Unresolved = p.unresolved
-	p.mu.Unlock()
-	return nil
-}
 
 // cycle reads every chunk once, spread evenly over interval, and passes on changes.
 func (p *Poller) cycle(ctx context.Context, chunks [][]string, interval time.Duration) {
@@ -345,11 +532,10 @@ func (p *Poller) cycle(ctx context.Context, chunks [][]string, interval time.Dur
 	}
 	for i, ids := range chunks {
 		if i > 0 {
-			// Spread requests evenly: chunk i is not sent before start + i*pace.
-			if d := start.Add(time.Duration(i) * pace).Sub(p.o.Clock.Now()); d > 0 {
-				if p.o.Clock.Sleep(ctx, d) != nil {
-					return
-				}
+			// Spread requests evenly: chunk i is not sent before start + i*pace
+			// (users resolved meanwhile are read in the gaps).
+			if !p.waitUntil(ctx, start.Add(time.Duration(i)*pace)) {
+				return
 			}
 		}
 		ps, err := p.fetch(ctx, ids)
@@ -368,10 +554,10 @@ func (p *Poller) cycle(ctx context.Context, chunks [][]string, interval time.Dur
 		}
 		emitted += len(changes)
 	}
+	p.mu.Lock()
 	if ok {
 		p.lastErr = ""
 	}
-	p.mu.Lock()
 	p.st.Cycles++
 	p.st.CycleInterval = interval
 	p.st.LastCycleStart = start.UTC()
@@ -398,11 +584,12 @@ func (p *Poller) emit(ctx context.Context, changes []presence.Change) bool {
 	if err := p.o.Sink.Deliver(ctx, changes); err != nil {
 		p.noteError(fmt.Errorf("deliver changes: %w", err))
 		// Not queued: the next cycle sees these changes again.
-		for _, c := range changes {
+		for k, c := range changes {
+			s := &p.states[p.changed[k]]
 			if c.Previous.Availability == "" {
-				delete(p.states, c.User.UPN)
+				*s = userState{}
 			} else {
-				p.states[c.User.UPN] = c.Previous
+				s.av, s.act, s.ooo, s.changed = c.Previous.Availability, c.Previous.Activity, c.Previous.OutOfOffice, unixNano(c.Previous.Changed)
 			}
 		}
 		return false
@@ -480,23 +667,43 @@ func (p *Poller) noteAttempt(err error) {
 func (p *Poller) noteError(err error) {
 	msg := err.Error()
 	var logged interface{ Logged() bool }
-	if msg != p.lastErr && !(errors.As(err, &logged) && logged.Logged()) {
-		p.o.Logger.Error("Polling failed; users keep their last state", "err", msg)
-	}
-	p.lastErr = msg
 	p.mu.Lock()
+	again := msg == p.lastErr
+	p.lastErr = msg
 	p.st.LastError = msg
 	p.mu.Unlock()
+	if !again && !(errors.As(err, &logged) && logged.Logged()) {
+		p.o.Logger.Error("Polling failed; users keep their last state", "err", msg)
+	}
 }
 
-// diff normalises a chunk's presences and appends the users whose state changed.
+// diff normalises a chunk's presences and appends the users whose state changed
+// (their indexes go to p.changed). A change's Changed is its estimated moment in
+// Teams: midway between this read and the one before that still showed the old
+// state (this read, when there was none in this run). A presence with an older
+// sequenceNumber than the one already read is not taken.
 func (p *Poller) diff(ps []graph.Presence, changes []presence.Change) []presence.Change {
-	now := p.o.Clock.Now().UTC()
-	for _, gp := range ps {
-		upn, ok := p.byID[gp.ID]
+	nowT := p.o.Clock.Now().UTC()
+	now := nowT.UnixNano()
+	p.changed = p.changed[:0]
+	stale := 0
+	p.mu.Lock()
+	defer func() {
+		p.st.OutOfOrder += stale
+		p.mu.Unlock()
+	}()
+	for k := range ps {
+		gp := &ps[k]
+		i, ok := p.byID[gp.ID]
 		if !ok {
 			continue
 		}
+		s := &p.states[i]
+		if gp.SequenceNumber != "" && s.seq != "" && gp.SequenceNumber < s.seq {
+			stale++
+			continue
+		}
+		upn := p.o.Users[i].UPN
 		av, okA := presence.ParseAvailability(gp.Availability)
 		act, okB := presence.ParseActivity(gp.Activity)
 		if !okA {
@@ -505,15 +712,25 @@ func (p *Poller) diff(ps []graph.Presence, changes []presence.Change) []presence
 		if !okB {
 			p.logValueOnce("activity", gp.Activity, upn)
 		}
-		cur := presence.State{UPN: upn, Availability: av, Activity: act, OutOfOffice: gp.OutOfOffice, Seen: now, Changed: now}
-		prev, had := p.states[upn]
-		if had && prev.SameAs(cur) {
-			prev.Seen = now
-			p.states[upn] = prev
+		if gp.SequenceNumber != s.seq {
+			s.seq = gp.SequenceNumber
+		}
+		before := s.seen
+		if s.known && s.av == av && s.act == act && s.ooo == gp.OutOfOffice {
+			s.seen = now
 			continue
 		}
-		p.states[upn] = cur
-		changes = append(changes, presence.Change{User: p.o.Users[p.byUPN[upn]], Previous: prev, Current: cur})
+		prev := s.state(upn)
+		s.seen = now
+		at := now
+		if before != 0 {
+			at = before + (now-before)/2
+		}
+		s.av, s.act, s.ooo, s.known, s.changed = av, act, gp.OutOfOffice, true, at
+		cur := s.state(upn)
+		cur.Seen = nowT
+		changes = append(changes, presence.Change{User: p.o.Users[i], Previous: prev, Current: cur})
+		p.changed = append(p.changed, i)
 	}
 	return changes
 }
