@@ -199,7 +199,7 @@ func outOfRange(c *Config) string {
 	bad := func(what string, v any) string { return fmt.Sprintf("%s = %v", what, v) }
 	p := c.Polling
 	switch {
-	case p.Interval < 1e9:
+	case p.Interval != 0 && p.Interval < 1e9, p.MinInterval < 5e8:
 		return bad("[Polling] Interval", p.Interval)
 	case p.BudgetRequests < 1:
 		return bad("[Polling] BudgetRequests", p.BudgetRequests)

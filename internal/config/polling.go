@@ -1,6 +1,7 @@
 package config
 
 import (
+	"strings"
 	"time"
 
 	"github.com/presencebridge/presencebridge/internal/teams/poll"
@@ -21,7 +22,10 @@ func (l *loader) polling(cfg *Config, s *section) {
 	p := &cfg.Polling
 	p.Settings = poll.DefaultSettings()
 	def := p.Settings
-	p.Interval = l.duration(s.get("Interval"), def.Interval, time.Second)
+	if e := s.get("Interval"); !strings.EqualFold(e.value, "auto") {
+		p.Interval = l.duration(e, def.Interval, time.Second)
+	}
+	p.MinInterval = l.durationIn(s.get("MinInterval"), def.MinInterval, 500*time.Millisecond, time.Hour)
 	p.BudgetRequests = l.integer(s.get("BudgetRequests"), DefaultBudgetRequests, 1)
 	p.BudgetWindow = l.duration(s.get("BudgetWindow"), DefaultBudgetWindow, time.Second)
 	p.BudgetShare = l.percent(s.get("BudgetShare"), DefaultBudgetSharePercent)

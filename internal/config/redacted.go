@@ -51,7 +51,12 @@ func (c *Config) Redacted() string {
 
 	p := c.Polling
 	b.WriteString("\n[Polling]\n")
-	kv("Interval", formatDuration(p.Interval))
+	if p.Interval == 0 {
+		kv("Interval", "auto")
+	} else {
+		kv("Interval", formatDuration(p.Interval))
+	}
+	kv("MinInterval", formatDuration(p.MinInterval))
 	kv("BudgetRequests", strconv.Itoa(p.BudgetRequests))
 	kv("BudgetWindow", formatDuration(p.BudgetWindow))
 	kv("BudgetShare", percent(p.BudgetShare))

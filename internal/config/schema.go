@@ -38,7 +38,7 @@ var knownKeys = map[string][]string{
 	"general":   {"StateFile", "UsersFile", "LogLevel", "LogFormat", "LogFile", "ControlAddr", "MetricsAddr", "SecretWarnDays", "EmitAllOnStart"},
 	"microsoft": {"Cloud", "LoginURL", "GraphURL"},
 	"proxy":     {"URL", "Username", "Password", "CAFile"},
-	"polling":   {"Interval", "BudgetRequests", "BudgetWindow", "BudgetShare", "RequestTimeout", "ResolveInterval", "ResolveRate"},
+	"polling":   {"Interval", "MinInterval", "BudgetRequests", "BudgetWindow", "BudgetShare", "RequestTimeout", "ResolveInterval", "ResolveRate"},
 	"account": {"TenantID", "ClientID", "Auth", "ClientSecret", "CertificateFile", "CertificateKeyFile",
 		"Username", "Domains", "LoginURL", "GraphURL", "BudgetRequests", "BudgetWindow", "BudgetShare"},
 	"sip": {"Server", "Event", "Transport", "OutboundProxy", "From", "Username", "Password", "CAFile", "ServerName",

@@ -210,6 +210,11 @@ func (r *run) budget(cfg *config.Config, byAccount map[string][]users.User) {
 		reqs := (n + graph.MaxPresenceIDs - 1) / graph.MaxPresenceIDs
 		perSec := ac.BudgetShare * float64(ac.BudgetRequests) / ac.BudgetWindow.Seconds()
 		fastest := time.Duration(math.Ceil(float64(reqs)/perSec*1000)) * time.Millisecond
+		if cfg.Polling.Interval == 0 {
+			r.add("budget "+ac.ID, Pass, fmt.Sprintf("%d users in %d requests per cycle; the budget allows a cycle every %s, so Interval auto cycles every %s (MinInterval %s)",
+				n, reqs, fastest, max(fastest, cfg.Polling.MinInterval), cfg.Polling.MinInterval), "")
+			continue
+		}
 		if fastest > cfg.Polling.Interval {
 			r.add("budget "+ac.ID, Warn, fmt.Sprintf("%d users need %d requests per cycle; %.0f%% of %d requests/%s allows a cycle every %s, slower than [Polling] Interval %s",
 				n, reqs, ac.BudgetShare*100, ac.BudgetRequests, ac.BudgetWindow, fastest, cfg.Polling.Interval),
