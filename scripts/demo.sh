@@ -44,7 +44,7 @@ else
 	echo " apt-get install kamailio kamailio-presence-modules adds both)"
 fi
 say "Starting the simulated tenant with $USERS users (changes at 60 per user per hour) and its PBX side"
-"$BIN" simulate --addr 127.0.0.1:0 --users "$USERS" --rate 60 --approve-after 3s --interval 2s \
+"$BIN" simulate --addr 127.0.0.1:0 --users "$USERS" --rate 60 --approve-after 3s \
 	--pbx 127.0.0.1:0 "${KAM[@]}" --write-config "$DIR" >"$DIR/ready.json" 2>"$DIR/simulate.log" &
 SIM_PID=$!
 for _ in $(seq 1 100); do [ -s "$DIR/ready.json" ] && break; sleep 0.1; done

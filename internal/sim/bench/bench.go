@@ -66,6 +66,9 @@ func Main(args []string, stdout, stderr io.Writer) error {
 	cycles := fs.Int("cycles", 5, "steady-state cycles to measure")
 	rate := fs.Float64("rate", 6, "presence changes per user per hour in the simulated tenant")
 	memProfile := fs.String("memprofile", "", "write a heap profile to this file at the end")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the measured cycles to this file")
+	budgetRequests := fs.Int("budget-requests", 1500, "[Polling] BudgetRequests: Graph requests allowed per 30 s (the tenant throttles at the same figure)")
+	interval := fs.Duration("interval", time.Second, "[Polling] Interval")
 	deliver := fs.String("deliver", "", "also deliver every change: http (to the simulated tenant's CTI receiver, in its process); empty: changes are counted only")
 	if err := fs.Parse(args); err != nil {
 		return &simulate.UsageError{Err: err, Printed: true}
@@ -76,7 +79,8 @@ func Main(args []string, stdout, stderr io.Writer) error {
 	}
 	defer os.RemoveAll(dir)
 	simArgs := []string{"--addr", "127.0.0.1:0", "--users", strconv.Itoa(*nUsers), "--rate", fmt.Sprint(*rate),
-		"--auth", "secret", "--interval", "1s", "--resolve-rate", "100", "--write-config", dir}
+		"--auth", "secret", "--interval", interval.String(), "--resolve-rate", "100", "--write-config", dir,
+		"--throttle-limit", strconv.Itoa(*budgetRequests)}
 	switch *deliver {
 	case "":
 	case "http":
@@ -92,6 +96,9 @@ func Main(args []string, stdout, stderr io.Writer) error {
 	cfg, err := config.Load(filepath.Join(dir, "Presence.ini"))
 	if err != nil {
 		return err
+	}
+	for i := range cfg.Accounts {
+		cfg.Accounts[i].BudgetRequests = *budgetRequests
 	}
 	sink := &nullSink{}
 	// The app's version shows only in its status and logs, which bench does not print.
@@ -120,6 +127,17 @@ func Main(args []string, stdout, stderr io.Writer) error {
 		}
 	}
 	resolveTime := time.Since(t0)
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
 	ru0 := rusage()
 	first := status().Cycles
 	m0 := time.Now()
@@ -141,7 +159,7 @@ func Main(args []string, stdout, stderr io.Writer) error {
 		sum += d
 		maxDur = max(maxDur, d)
 	}
-	fmt.Fprintf(stdout, "presencebridge bench: %d users, 1 account, budget 1500 requests/30s, share %.0f%%\n", *nUsers, cfg.Accounts[0].BudgetShare*100)
+	fmt.Fprintf(stdout, "presencebridge bench: %d users, 1 account, budget %d requests/30s, share %.0f%%\n", *nUsers, *budgetRequests, cfg.Accounts[0].BudgetShare*100)
 	fmt.Fprintf(stdout, "  first sight (resolve %d UPNs + first cycle%s): %s\n", *nUsers, map[bool]string{true: " + first delivery", false: ""}[*deliver != ""], resolveTime.Round(time.Millisecond))
 	fmt.Fprintf(stdout, "  requests per cycle:        %d\n", st.RequestsPerCycle)
 	fmt.Fprintf(stdout, "  cycle interval (effective): %s\n", st.CycleInterval)

@@ -197,7 +197,7 @@ func TestBenchCalls(t *testing.T) {
 	}
 	out := stdout.String()
 	for _, want := range []string{
-		"presencebridge bench calls: 200 users polled (1 account, client secret, budget 1500 requests/30s, share 60%, interval 10s),",
+		"presencebridge bench calls: 200 users polled (1 account, client secret, budget 1500 requests/30s, share 60%, interval auto: 2s),",
 		"20 of them watched on Kamailio as the PBX", "the other 180 have no SIP URI", "20 users subscribed",
 		"one by one: 5 calls, one at a time, between 10 registered phones",
 		"burst: 10 calls starting within 1 s between 20 phones (20 users)",

@@ -30,7 +30,6 @@ import (
 	"github.com/presencebridge/presencebridge/internal/sim/procgroup"
 	"github.com/presencebridge/presencebridge/internal/sim/simulate"
 	"github.com/presencebridge/presencebridge/internal/sim/sipua"
-	"github.com/presencebridge/presencebridge/internal/teams/poll"
 	"github.com/presencebridge/presencebridge/internal/users"
 )
 
@@ -189,7 +188,7 @@ func (b *callsBench) start(ctx context.Context) error {
 		return err
 	}
 	if b.sim, err = startTenant([]string{"--addr", "127.0.0.1:0", "--users", strconv.Itoa(b.f.users),
-		"--rate", fmt.Sprint(b.f.rate), "--auth", "secret", "--interval", poll.DefaultSettings().Interval.String(),
+		"--rate", fmt.Sprint(b.f.rate), "--auth", "secret", "--interval", "0s", // the product's default: auto
 		"--resolve-rate", fmt.Sprint(b.f.resolveRate), "--write-config", cdir}); err != nil {
 		return err
 	}
@@ -604,7 +603,7 @@ func (b *callsBench) run(ctx context.Context) error {
 		return err
 	}
 	fmt.Fprintf(w, "presencebridge bench calls: %d users polled (1 account, client secret, budget %d requests/%s, share %.0f%%, interval %s),\n",
-		f.users, ac.BudgetRequests, ac.BudgetWindow, ac.BudgetShare*100, b.cfg.Polling.Interval)
+		f.users, ac.BudgetRequests, ac.BudgetWindow, ac.BudgetShare*100, intervalText(b.cfg.Polling.Interval, st.Accounts[0].Polling.CycleInterval))
 	fmt.Fprintf(w, "  %d of them watched on Kamailio as the PBX ([PBX] Watch = dialog; its one UDP worker); the other %d have no SIP URI\n",
 		f.watched, f.users-f.watched)
 	fmt.Fprintf(w, "  ready after %s: UPNs resolved and the first poll cycle (%d requests), %d users subscribed (all by %s), %d first PUBLISHes\n",
@@ -1044,4 +1043,12 @@ func percentiles(ds []time.Duration) string {
 	}
 	return fmt.Sprintf("p50 %6.1f ms  p95 %6.1f ms  p99 %6.1f ms  (max %.1f ms, %d samples)", at(0.5), at(0.95), at(0.99),
 		float64(s[len(s)-1].Microseconds())/1000, len(s))
+}
+
+// intervalText is [Polling] Interval as configured, with the cycle auto chose.
+func intervalText(configured, effective time.Duration) string {
+	if configured == 0 {
+		return fmt.Sprintf("auto: %s", effective)
+	}
+	return configured.String()
 }

@@ -58,7 +58,8 @@ func (e *UsageError) Unwrap() error { return e.Err }
 // CommandConfig is what `presencebridge simulate --write-config dir` writes with its
 // default flags: the legacy keys, the control and metrics endpoints on free
 // loopback ports (so a demo never fails on a port another program holds), a
-// device-code account "demo", a 5 s poll interval and 10 resolves per second.
+// device-code account "demo", and the product's defaults for polling
+// (Interval auto) and resolving.
 func CommandConfig(dir string) simconfig.Options {
 	return simconfig.Options{
 		Dir:               dir,
@@ -67,8 +68,6 @@ func CommandConfig(dir string) simconfig.Options {
 		ControlAddr:       "127.0.0.1:0",
 		MetricsAddr:       "127.0.0.1:0",
 		NameFiles:         true,
-		Interval:          5 * time.Second,
-		ResolveRate:       10,
 		AccountID:         "demo",
 		Auth:              simconfig.AuthDeviceCode,
 	}
@@ -97,8 +96,8 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	writeConfig := fs.String("write-config", "", "write Presence.ini, users.csv and the CA certificate for this tenant into this folder")
 	fs.StringVar(&written.Auth, "auth", written.Auth, "sign-in of the account written by --write-config: devicecode or secret")
 	seed := fs.Int64("seed", 1, "random seed of the presence patterns")
-	fs.DurationVar(&written.Interval, "interval", written.Interval, "[Polling] Interval written by --write-config")
-	fs.Float64Var(&written.ResolveRate, "resolve-rate", written.ResolveRate, "[Polling] ResolveRate written by --write-config")
+	fs.DurationVar(&written.Interval, "interval", written.Interval, "[Polling] Interval written by --write-config (0: left out, so Interval is auto)")
+	fs.Float64Var(&written.ResolveRate, "resolve-rate", written.ResolveRate, "[Polling] ResolveRate written by --write-config (0: left out, the default)")
 	pbxAddr := fs.String("pbx", "", "also run a PBX-side HTTP receiver on this loopback address (e.g. 127.0.0.1:0), print what arrives, and point the written config's [HTTP] at it")
 	kamWatch := fs.Int("kamailio", 0, "also run Kamailio as the PBX's SIP presence server, point the written config's [SIP] at it, and watch this many users (needs the kamailio package)")
 	kamPBX := fs.Bool("kamailio-pbx", false, "run Kamailio as a small PBX too (even with --kamailio 0): the simulated users' phones register and call each other through it (--call, POST "+CallPath+" on the --pbx address), each step is printed as a CALL line and each setPresence/clearPresence the tenant answers as a TEAMS line; the written config gets [PBX] Watch = dialog")
