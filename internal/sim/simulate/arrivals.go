@@ -47,9 +47,9 @@ type Arrival struct {
 	Match    string    `json:"match"`
 }
 
-// FirstArrivals is, for one target, how many users have had a state arrive and
-// when the last of them had their first: with every user counted, the end of
-// a cold start.
+// FirstArrivals is, for one target, how many users have had a Teams state
+// arrive (MatchChange or MatchStart) and when the last of them had their
+// first: with every user counted, the end of a cold start.
 type FirstArrivals struct {
 	Users int       `json:"users"`
 	Last  time.Time `json:"last,omitzero"`
@@ -181,6 +181,9 @@ func (l *arrivalLog) record(target, upn string, at time.Time, shows func(av, act
 		a.Match, pair = MatchStart, init
 	}
 	l.arrivals = append(l.arrivals, a)
+	if a.Match == MatchNone {
+		return a, pair // not a Teams state (e.g. the Stale rule's): no first state
+	}
 	seen := l.firsts[target]
 	if seen == nil {
 		seen = map[string]bool{}

@@ -16,9 +16,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"syscall"
 	"time"
@@ -91,6 +93,13 @@ func CommandConfig(dir string) simconfig.Options {
 // until SIGINT or SIGTERM. Bad arguments return a *UsageError; other errors are
 // the command's failure, for the caller to print after "presencebridge simulate: ".
 func Main(args []string, stdout, stderr io.Writer) error {
+	// The product's soft memory limit (cmd/presencebridge) is for
+	// presencebridge. The simulated tenant of 50,000 users lives above it and
+	// would collect garbage without end, taking a core a bench needs for
+	// presencebridge.
+	if os.Getenv("GOMEMLIMIT") == "" {
+		debug.SetMemoryLimit(math.MaxInt64)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	return Run(ctx, args, stdout, stderr)
