@@ -352,7 +352,8 @@ func checkLatencyRows(t *testing.T, out string, users string, targets ...string)
 			t.Errorf("%s: no sample count, or arrivals that match no Teams state:\n%s", target, out)
 		}
 	}
-	for _, want := range []string{"cold start (empty state file): first presence read ", "after the steady state: everything delivered within ",
+	for _, want := range []string{"cold start (empty state file): first presence read ", "; until the first good cycle 0 arrivals showed no Teams state\n",
+		"after the steady state: everything delivered within ",
 		"warm restart (same state file): first presence read "} {
 		if !strings.Contains(out, want) {
 			t.Errorf("no %q in\n%s", want, out)

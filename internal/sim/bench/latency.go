@@ -407,6 +407,10 @@ type latencyResult struct {
 	cold, warm   startFigures
 	coldAll      map[string]time.Duration // target -> until every observed user's first state arrived
 	coldThrottle int                      // 429s at the tenant until the steady state
+	// coldUnmatched counts, by target, the arrivals of the cold start that
+	// showed no Teams state (the Stale rule's, when resolving outlasts
+	// [Delivery] StaleAfter).
+	coldUnmatched map[string]int
 
 	measured      time.Duration // the steady state's length
 	peakWindow    int           // most requests of one app in any 30 s window at the tenant, in the steady state
@@ -449,7 +453,7 @@ func (t *targetFigures) pct(q float64) time.Duration {
 func (b *latencyBench) run(ctx context.Context) (*latencyResult, error) {
 	f := b.f
 	res := &latencyResult{users: f.users, accounts: f.accounts, rate: f.rate, budget: f.budget, targets: f.targetNames(),
-		coldAll: map[string]time.Duration{}, byTarget: map[string]*targetFigures{}}
+		coldAll: map[string]time.Duration{}, coldUnmatched: map[string]int{}, byTarget: map[string]*targetFigures{}}
 	if f.sip {
 		res.watch = f.watch
 	}
@@ -481,6 +485,7 @@ func (b *latencyBench) run(ctx context.Context) (*latencyResult, error) {
 			if settled(st) {
 				for _, t := range res.targets {
 					res.coldAll[t] = ar.First[t].Last.Sub(t0)
+					res.coldUnmatched[t] = ar.First[t].Unmatched
 				}
 				break
 			}
@@ -867,7 +872,7 @@ func (r *latencyResult) print(w io.Writer, f latencyFlags) {
 		if t == simulate.TargetSIP {
 			what = "every watched user's first NOTIFY at the SIP watcher"
 		}
-		fmt.Fprintf(w, "  cold start, %s: %s\n", what, secs(r.coldAll[t]))
+		fmt.Fprintf(w, "  cold start, %s: %s; until the first good cycle %s arrivals showed no Teams state\n", what, secs(r.coldAll[t]), thousands(r.coldUnmatched[t]))
 	}
 	fmt.Fprintf(w, "  steady state: %.1f s from the first good cycle; %s Teams changes (%s of watched users)\n",
 		r.measured.Seconds(), thousands(r.changesMade), thousands(r.changesWatch))

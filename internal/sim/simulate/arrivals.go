@@ -53,6 +53,9 @@ type Arrival struct {
 type FirstArrivals struct {
 	Users int       `json:"users"`
 	Last  time.Time `json:"last,omitzero"`
+	// Unmatched counts the arrivals so far that showed no recent Teams state
+	// of their user (MatchNone), such as the [Mapping] Stale rule's.
+	Unmatched int `json:"unmatched,omitempty"`
 }
 
 // Arrivals is what ArrivalsPath answers: the first arrivals by target, and,
@@ -182,6 +185,9 @@ func (l *arrivalLog) record(target, upn string, at time.Time, shows func(av, act
 	}
 	l.arrivals = append(l.arrivals, a)
 	if a.Match == MatchNone {
+		f := l.first[target]
+		f.Unmatched++
+		l.first[target] = f
 		return a, pair // not a Teams state (e.g. the Stale rule's): no first state
 	}
 	seen := l.firsts[target]
@@ -191,7 +197,9 @@ func (l *arrivalLog) record(target, upn string, at time.Time, shows func(av, act
 	}
 	if !seen[upn] {
 		seen[upn] = true
-		l.first[target] = FirstArrivals{Users: len(seen), Last: at}
+		f := l.first[target]
+		f.Users, f.Last = len(seen), at
+		l.first[target] = f
 	}
 	return a, pair
 }

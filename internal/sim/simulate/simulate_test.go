@@ -232,8 +232,8 @@ func TestSimulateWithHTTPReceiver(t *testing.T) {
 		t.Errorf("arrivals: %d %+v; want 200 and %+v", code, gotSeen, wantSeen)
 	}
 	// A state the tenant never showed is no user's first Teams state.
-	if f := all.First[simulate.TargetHTTP]; f.Users != 2 || f.Last.IsZero() {
-		t.Errorf("first arrivals %+v; want 2 users", all.First)
+	if f := all.First[simulate.TargetHTTP]; f.Users != 2 || f.Last.IsZero() || f.Unmatched != 1 {
+		t.Errorf("first arrivals %+v; want 2 users and 1 arrival unmatched", all.First)
 	}
 	if summary, code := arrivals(""); code != http.StatusOK || summary.Arrivals != nil || summary.First[simulate.TargetHTTP].Users != 2 {
 		t.Errorf("arrivals without since: %d %+v; want the first arrivals only", code, summary)
