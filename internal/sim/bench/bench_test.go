@@ -312,7 +312,7 @@ func seconds(t *testing.T, row latencyRow, col string) float64 {
 // latencies in order and above zero with samples behind them, the cold start
 // and the warm restart measured, nothing throttled, and the Markdown copy the
 // same. The figures are the bench's to print, not this test's to judge.
-func checkLatencyRows(t *testing.T, out string, users string, targets ...string) {
+func checkLatencyRows(t *testing.T, out, users, accounts string, targets ...string) {
 	t.Helper()
 	table, markdown := latencyTable(t, out)
 	if len(table) != len(targets) {
@@ -326,8 +326,8 @@ func checkLatencyRows(t *testing.T, out string, users string, targets ...string)
 		if !maps.Equal(row, markdown[target]) {
 			t.Errorf("%s: Markdown row %v, table row %v; want the same", target, markdown[target], row)
 		}
-		if row["users"] != users || row["accounts"] != "1" || row["interval"] != "1s" || row["429s"] != "0" {
-			t.Errorf("%s row %v: want %s users, 1 account, interval 1s, no 429s", target, row, users)
+		if row["users"] != users || row["accounts"] != accounts || row["interval"] != "1s" || row["429s"] != "0" {
+			t.Errorf("%s row %v: want %s users, %s account(s), interval 1s, no 429s", target, row, users, accounts)
 		}
 		last := 0.0
 		for _, col := range []string{"p50", "p95", "p99", "max"} {
@@ -362,19 +362,19 @@ func checkLatencyRows(t *testing.T, out string, users string, targets ...string)
 }
 
 // bench latency in small: 300 users changing 60 times a second in all, polled
-// every second, delivered to the tenant's CTI; every figure of the row is
-// there and sane.
+// every second by two accounts (each with an app registration of its own),
+// delivered to the tenant's CTI; every figure of the row is there and sane.
 func TestBenchLatency(t *testing.T) {
 	var stdout, stderr bytes.Buffer
-	err := bench.Main([]string{"latency", "--users", "300", "--rate", "60", "--duration", "3s", "--interval", "1s", "--targets", "http", "--markdown"}, &stdout, &stderr)
+	err := bench.Main([]string{"latency", "--users", "300", "--rate", "60", "--duration", "3s", "--interval", "1s", "--targets", "http", "--accounts", "2", "--markdown"}, &stdout, &stderr)
 	if err != nil {
 		t.Fatalf("%v\n%s\n%s", err, stdout.String(), stderr.String())
 	}
 	out := stdout.String()
-	if !strings.HasPrefix(out, "presencebridge bench latency: 300 users, 1 account(s), 60 Teams changes/s (720.00 per user per hour), budget 1,500 requests/30s, targets http\n") {
+	if !strings.HasPrefix(out, "presencebridge bench latency: 300 users, 2 account(s), 60 Teams changes/s (720.00 per user per hour), budget 1,500 requests/30s, targets http\n") {
 		t.Errorf("first line of\n%s", out)
 	}
-	checkLatencyRows(t, out, "300", "http")
+	checkLatencyRows(t, out, "300", "2", "http")
 }
 
 // bench latency with Kamailio too: every user published there, all 300
@@ -390,7 +390,7 @@ func TestBenchLatencySIP(t *testing.T) {
 	if !strings.Contains(out, "targets http,sip, SIP watcher on 300 users\n") {
 		t.Errorf("first line of\n%s", out)
 	}
-	checkLatencyRows(t, out, "300", "http", "sip")
+	checkLatencyRows(t, out, "300", "1", "http", "sip")
 	if row, _ := latencyTable(t, out); !strings.HasSuffix(row["sip"]["samples"], " (300 watched)") {
 		t.Errorf("sip samples %q, want the watched users named", row["sip"]["samples"])
 	}
