@@ -26,10 +26,11 @@ deb: build ## build dist/presencebridge_<version>_amd64.deb (needs dpkg-deb, on 
 demo: build ## run presencebridge against the built-in simulated tenant
 	scripts/demo.sh
 
-bench: build ## poll 50,000 simulated users; deliver a 15,000-change burst to Kamailio and HTTP; show calls through Kamailio in Teams; print the figures
+bench: build ## poll 50,000 simulated users; deliver a 15,000-change burst to Kamailio and HTTP; show calls through Kamailio in Teams; Teams-to-PBX latency at 50,000 users; print the figures
 	$(BIN) bench --users 50000 --cycles 5
 	$(BIN) bench delivery --changes 15000
 	$(BIN) bench calls --calls 50 --burst 100
+	$(BIN) bench latency --users 50000 --markdown
 
 test: ## vet and run every test (unit and integration) with the race detector
 	$(GO) vet ./...

@@ -37,6 +37,11 @@ func TestSimCommandsExit(t *testing.T) {
 		{[]string{"bench", "delivery", "--users", "5"}, exitUsage, "flag provided but not defined: -users\nUsage of bench delivery:\n..."},
 		{[]string{"bench", "calls", "--changes", "5"}, exitUsage, "flag provided but not defined: -changes\nUsage of bench calls:\n..."},
 		{[]string{"bench", "calls", "--phones", "3"}, exitUsage, "presencebridge bench calls: --phones 3 must be even, from 2 to --watched (1000)\n"},
+		{[]string{"bench", "latency", "--cycles", "5"}, exitUsage, "flag provided but not defined: -cycles\nUsage of bench latency:\n..."},
+		{[]string{"bench", "latency", "--targets", "ftp"}, exitUsage, "presencebridge bench latency: --targets \"ftp\": use http, sip or http,sip\n"},
+		{[]string{"bench", "latency", "--users", "10", "--watch", "20"}, exitUsage, "presencebridge bench latency: --watch 20: use 1 to --users (10); the SIP latency is measured at the watcher\n"},
+		{[]string{"bench", "latency", "--rate", "0"}, exitUsage, "presencebridge bench latency: --rate 0: use Teams changes per second above 0, e.g. 50\n"},
+		{[]string{"bench", "latency", "--users", "10", "--interval", "10x", "--targets", "http"}, exitFailure, "presencebridge bench latency: the Presence.ini bench latency wrote does not load (check --interval and --budget-requests): ..."},
 	} {
 		var stdout, stderr bytes.Buffer
 		cmd := exec.Command(binPath, tc.args...)

@@ -2,8 +2,9 @@
 // of many users (the simulate command, run as a child process of the same
 // executable so its CPU and memory are not counted) and prints the figures of the
 // steady-state cycles; `bench delivery` measures how fast a burst of changes is
-// accepted by each kind of target. Figures are printed, never judged: machines
-// are noisy.
+// accepted by each kind of target; `bench latency` the time from a Teams change
+// to its arrival at each target, the cold start and a warm restart. Figures are
+// printed, never judged: machines are noisy.
 package bench
 
 import (
@@ -38,10 +39,10 @@ type nullSink struct{ n int }
 func (s *nullSink) Deliver(_ context.Context, cs []presence.Change) error { s.n += len(cs); return nil }
 
 // Command is the name of the command args (what follows "bench") run: "bench",
-// "bench delivery" or "bench calls", for the caller's "presencebridge <command>:
-// <error>".
+// "bench delivery", "bench calls" or "bench latency", for the caller's
+// "presencebridge <command>: <error>".
 func Command(args []string) string {
-	if len(args) > 0 && (args[0] == "delivery" || args[0] == "calls") {
+	if len(args) > 0 && (args[0] == "delivery" || args[0] == "calls" || args[0] == "latency") {
 		return "bench " + args[0]
 	}
 	return "bench"
@@ -51,14 +52,17 @@ func Command(args []string) string {
 // simulated tenant, run as a child process (`simulate`, by os.Executable, which
 // must be presencebridge) so its CPU and memory are not counted, and prints the
 // figures of the steady-state cycles on stdout. `bench delivery ...` runs
-// Delivery, `bench calls ...` Calls. Bad arguments return a
-// *simulate.UsageError, already printed.
+// Delivery, `bench calls ...` Calls, `bench latency ...` Latency. Bad
+// arguments return a *simulate.UsageError, already printed.
 func Main(args []string, stdout, stderr io.Writer) error {
 	if len(args) > 0 && args[0] == "delivery" {
 		return Delivery(args[1:], stdout, stderr)
 	}
 	if len(args) > 0 && args[0] == "calls" {
 		return Calls(args[1:], stdout, stderr)
+	}
+	if len(args) > 0 && args[0] == "latency" {
+		return Latency(args[1:], stdout, stderr)
 	}
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)

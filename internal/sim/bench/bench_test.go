@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/signal"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -64,7 +65,7 @@ func runApp(path string) error {
 
 func TestCommand(t *testing.T) {
 	for args, want := range map[string]string{"": "bench", "--users 5": "bench", "delivery": "bench delivery", "delivery --changes 5": "bench delivery",
-		"calls": "bench calls", "calls --burst 5": "bench calls"} {
+		"calls": "bench calls", "calls --burst 5": "bench calls", "latency": "bench latency", "latency --users 5": "bench latency"} {
 		if got := bench.Command(strings.Fields(args)); got != want {
 			t.Errorf("Command(%q) = %q, want %q", args, got, want)
 		}
@@ -75,7 +76,7 @@ func TestCommand(t *testing.T) {
 // bench calls cannot work with are one it has not; a bad --deliver is the
 // command's own failure.
 func TestBadArguments(t *testing.T) {
-	for _, args := range [][]string{{"--bogus"}, {"delivery", "--users", "5"}, {"calls", "--changes", "5"}} {
+	for _, args := range [][]string{{"--bogus"}, {"delivery", "--users", "5"}, {"calls", "--changes", "5"}, {"latency", "--cycles", "5"}} {
 		var stdout, stderr bytes.Buffer
 		err := bench.Main(args, &stdout, &stderr)
 		var usage *simulate.UsageError
@@ -96,6 +97,26 @@ func TestBadArguments(t *testing.T) {
 		var usage *simulate.UsageError
 		if !errors.As(err, &usage) || usage.Printed || err.Error() != want || stderr.Len() > 0 {
 			t.Errorf("calls %s: %v (stderr %q); want a UsageError %q, not printed", args, err, stderr.String(), want)
+		}
+	}
+	for args, want := range map[string]string{
+		"--targets ftp":            `--targets "ftp": use http, sip or http,sip`,
+		"--targets http,":          `--targets "http,": use http, sip or http,sip`,
+		"--users 0":                "--users 0: use 1 or more",
+		"--rate 0":                 "--rate 0: use Teams changes per second above 0, e.g. 50",
+		"--rate NaN":               "--rate NaN: use Teams changes per second above 0, e.g. 50",
+		"--duration 0s":            "--duration 0s: use a duration above 0, e.g. 60s",
+		"--budget-requests 0":      "--budget-requests 0: use 1 or more (Microsoft: 1500)",
+		"--users 10 --accounts 11": "--accounts 11: use 1 to --users (10)",
+		"--users 10 --watch 20":    "--watch 20: use 1 to --users (10); the SIP latency is measured at the watcher",
+		"--users 10 --watch 0":     "--watch 0: use 1 to --users (10); the SIP latency is measured at the watcher",
+		"--users 10 extra":         `unexpected argument "extra"`,
+	} {
+		var stderr bytes.Buffer
+		err := bench.Main(append([]string{"latency"}, strings.Fields(args)...), new(bytes.Buffer), &stderr)
+		var usage *simulate.UsageError
+		if !errors.As(err, &usage) || usage.Printed || err.Error() != want || stderr.Len() > 0 {
+			t.Errorf("latency %s: %v (stderr %q); want a UsageError %q, not printed", args, err, stderr.String(), want)
 		}
 	}
 	err := bench.Main([]string{"--deliver", "sip"}, new(bytes.Buffer), new(bytes.Buffer))
@@ -234,5 +255,143 @@ func TestBenchCalls(t *testing.T) {
 	}
 	if !strings.Contains(out, "presencebridge counted 0 on polls, 0 on writes") {
 		t.Errorf("presencebridge counted 429s:\n%s", out)
+	}
+}
+
+// latencyRow is one target's row of bench latency's table, by column.
+type latencyRow map[string]string
+
+// latencyTable reads the table bench latency printed (columns two spaces or
+// more apart) and its Markdown copy, by target.
+func latencyTable(t *testing.T, out string) (table, markdown map[string]latencyRow) {
+	t.Helper()
+	table, markdown = map[string]latencyRow{}, map[string]latencyRow{}
+	var cols []string
+	for _, line := range strings.Split(out, "\n") {
+		switch {
+		case strings.HasPrefix(line, "users  "):
+			cols = regexp.MustCompile(`\s{2,}`).Split(strings.TrimSpace(line), -1)
+		case cols != nil && strings.HasPrefix(line, "| users |"):
+			cols = strings.Split(strings.Trim(line, "| "), " | ")
+		case cols != nil && strings.HasPrefix(line, "|") && !strings.HasPrefix(line, "| ---"):
+			cells := strings.Split(strings.Trim(line, "| "), " | ")
+			row := latencyRow{}
+			for i, c := range cells {
+				if i < len(cols) {
+					row[cols[i]] = c
+				}
+			}
+			markdown[row["target"]] = row
+		case cols != nil && line != "" && !strings.HasPrefix(line, "|"):
+			cells := regexp.MustCompile(`\s{2,}`).Split(strings.TrimSpace(line), -1)
+			if len(cells) != len(cols) {
+				t.Fatalf("table row %q has %d cells, the header %d: %q", line, len(cells), len(cols), cols)
+			}
+			row := latencyRow{}
+			for i, c := range cells {
+				row[cols[i]] = c
+			}
+			table[row["target"]] = row
+		}
+	}
+	return table, markdown
+}
+
+// seconds reads a cell such as "0.47 s"; it fails the test on anything else.
+func seconds(t *testing.T, row latencyRow, col string) float64 {
+	t.Helper()
+	v, ok := strings.CutSuffix(row[col], " s")
+	f, err := strconv.ParseFloat(v, 64)
+	if !ok || err != nil {
+		t.Fatalf("%s of %s: %q, want seconds", col, row["target"], row[col])
+	}
+	return f
+}
+
+// checkLatencyRows checks each target's row of bench latency's output: the
+// latencies in order and above zero with samples behind them, the cold start
+// and the warm restart measured, nothing throttled, and the Markdown copy the
+// same. The figures are the bench's to print, not this test's to judge.
+func checkLatencyRows(t *testing.T, out, users, accounts string, targets ...string) {
+	t.Helper()
+	table, markdown := latencyTable(t, out)
+	if len(table) != len(targets) {
+		t.Fatalf("table rows for %v, want %v:\n%s", slices.Collect(maps.Keys(table)), targets, out)
+	}
+	for _, target := range targets {
+		row := table[target]
+		if row == nil {
+			t.Fatalf("no %s row in\n%s", target, out)
+		}
+		if !maps.Equal(row, markdown[target]) {
+			t.Errorf("%s: Markdown row %v, table row %v; want the same", target, markdown[target], row)
+		}
+		if row["users"] != users || row["accounts"] != accounts || row["interval"] != "1s" || row["429s"] != "0" {
+			t.Errorf("%s row %v: want %s users, %s account(s), interval 1s, no 429s", target, row, users, accounts)
+		}
+		last := 0.0
+		for _, col := range []string{"p50", "p95", "p99", "max"} {
+			v := seconds(t, row, col)
+			if v <= 0 || v < last {
+				t.Errorf("%s %s = %v s after %v s; want latencies above 0, in order: %v", target, col, v, last, row)
+			}
+			last = v
+		}
+		if n, err := strconv.Atoi(strings.Fields(row["samples"])[0]); err != nil || n < 1 {
+			t.Errorf("%s samples %q, want some", target, row["samples"])
+		}
+		for _, col := range []string{"cold start", "warm: first read", "warm: all read"} {
+			if seconds(t, row, col) <= 0 {
+				t.Errorf("%s %s = %q, want a time", target, col, row[col])
+			}
+		}
+		if !regexp.MustCompile(`^\d+\.\d%$`).MatchString(row["CPU"]) || !regexp.MustCompile(`^[1-9]\d* MiB$`).MatchString(row["peak RSS"]) {
+			t.Errorf("%s CPU %q, peak RSS %q; want figures", target, row["CPU"], row["peak RSS"])
+		}
+		if !strings.Contains(out, "  "+target+": ") || !strings.Contains(out, " Teams changes; 0 arrivals showing no recent Teams state\n") {
+			t.Errorf("%s: no sample count, or arrivals that match no Teams state:\n%s", target, out)
+		}
+	}
+	for _, want := range []string{"cold start (empty state file): first presence read ", "; until the first good cycle 0 arrivals showed no Teams state\n",
+		"after the steady state: everything delivered within ",
+		"warm restart (same state file): first presence read "} {
+		if !strings.Contains(out, want) {
+			t.Errorf("no %q in\n%s", want, out)
+		}
+	}
+}
+
+// bench latency in small: 300 users changing 60 times a second in all, polled
+// every second by two accounts (each with an app registration of its own),
+// delivered to the tenant's CTI; every figure of the row is there and sane.
+func TestBenchLatency(t *testing.T) {
+	var stdout, stderr bytes.Buffer
+	err := bench.Main([]string{"latency", "--users", "300", "--rate", "60", "--duration", "3s", "--interval", "1s", "--targets", "http", "--accounts", "2", "--markdown"}, &stdout, &stderr)
+	if err != nil {
+		t.Fatalf("%v\n%s\n%s", err, stdout.String(), stderr.String())
+	}
+	out := stdout.String()
+	if !strings.HasPrefix(out, "presencebridge bench latency: 300 users, 2 account(s), 60 Teams changes/s (720.00 per user per hour), budget 1,500 requests/30s, targets http\n") {
+		t.Errorf("first line of\n%s", out)
+	}
+	checkLatencyRows(t, out, "300", "2", "http")
+}
+
+// bench latency with Kamailio too: every user published there, all 300
+// watched by the independent watcher.
+func TestBenchLatencySIP(t *testing.T) {
+	testkit.Need(t, "the bench latency test of SIP", kamailio.Find)
+	var stdout, stderr bytes.Buffer
+	err := bench.Main([]string{"latency", "--users", "300", "--rate", "60", "--duration", "3s", "--interval", "1s", "--watch", "300", "--markdown"}, &stdout, &stderr)
+	if err != nil {
+		t.Fatalf("%v\n%s\n%s", err, stdout.String(), stderr.String())
+	}
+	out := stdout.String()
+	if !strings.Contains(out, "targets http,sip, SIP watcher on 300 users\n") {
+		t.Errorf("first line of\n%s", out)
+	}
+	checkLatencyRows(t, out, "300", "1", "http", "sip")
+	if row, _ := latencyTable(t, out); !strings.HasSuffix(row["sip"]["samples"], " (300 watched)") {
+		t.Errorf("sip samples %q, want the watched users named", row["sip"]["samples"])
 	}
 }

@@ -27,6 +27,7 @@ import (
 // hang-up) it came.
 type pbxSide struct {
 	sim *graphsim.Server
+	log *arrivalLog // what arrived, matched with the tenant's changes
 	out io.Writer
 	mu  sync.Mutex // print, callTimes, stopping
 
@@ -70,13 +71,7 @@ func (p *pbxSide) latency(upn, availability, activity string, at time.Time) stri
 // lastChange is when the tenant last changed upn to availability/activity, at
 // or before at and within 10 minutes (zero: not found).
 func (p *pbxSide) lastChange(upn, availability, activity string, at time.Time) time.Time {
-	var found time.Time
-	for _, c := range p.sim.Changes(at.Add(-10 * time.Minute)) {
-		if c.UPN == upn && strings.EqualFold(c.Availability, availability) && strings.EqualFold(c.Activity, activity) && !c.At.After(at) {
-			found = c.At
-		}
-	}
-	return found
+	return p.log.lastChange(upn, availability, activity, at)
 }
 
 // writtenBy names the application whose setPresence made Teams show upn as
@@ -112,6 +107,7 @@ func (p *pbxSide) startHTTP(addr string) error {
 	p.httpURL = base + "/presence"
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST "+CallPath, p.handleCall)
+	mux.HandleFunc("GET "+ArrivalsPath, p.log.serve)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		var d cti.Document
 		if err := json.NewDecoder(r.Body).Decode(&d); err != nil {
@@ -119,6 +115,7 @@ func (p *pbxSide) startHTTP(addr string) error {
 			return
 		}
 		now := time.Now()
+		p.log.record(TargetHTTP, d.UPN, now, pairMatch(d.Teams.Availability, d.Teams.Activity))
 		w.WriteHeader(http.StatusNoContent)
 		teams := fmt.Sprintf("Teams %s/%s", d.Teams.Availability, d.Teams.Activity)
 		if app := p.writtenBy(d.UPN, d.Teams.Availability, d.Teams.Activity, now); app != "" {
@@ -136,11 +133,11 @@ func (p *pbxSide) startHTTP(addr string) error {
 	return nil
 }
 
-// startKamailio runs Kamailio in dir (as a small PBX too with pbx) and
-// watches the first n users' SIP URIs.
-func (p *pbxSide) startKamailio(ctx context.Context, dir string, n int, pbx bool) error {
+// startKamailio runs Kamailio in dir (as a small PBX too with pbx, with the
+// publications in memory with memory) and watches the first n users' SIP URIs.
+func (p *pbxSide) startKamailio(ctx context.Context, dir string, n int, pbx, memory bool) error {
 	var err error
-	p.kam, err = kamailio.Start(ctx, kamailio.Options{Dir: filepath.Join(dir, "kamailio"), Domain: simconfig.PBXDomain, PBX: pbx})
+	p.kam, err = kamailio.Start(ctx, kamailio.Options{Dir: filepath.Join(dir, "kamailio"), Domain: simconfig.PBXDomain, PBX: pbx, MemoryPresentities: memory})
 	if err != nil {
 		return err
 	}
@@ -162,7 +159,14 @@ func (p *pbxSide) startKamailio(ctx context.Context, dir string, n int, pbx bool
 				if note.Basic == "" {
 					continue // the empty NOTIFY that opens a subscription
 				}
-				avail, act, _ := p.sim.Presence(upn)
+				// The Teams state the NOTIFY shows is the one the tenant
+				// changed to last that gives this PIDF; failing that, the
+				// state Teams shows now.
+				_, pair := p.log.record(TargetSIP, upn, note.At, p.log.sipMatch(note.Basic, note.Activities, note.Note))
+				avail, act := pair[0], pair[1]
+				if avail == "" {
+					avail, act, _ = p.sim.Presence(upn)
+				}
 				onPBX := ""
 				if p.callsOn {
 					if _, _, inCall := p.lastCall(upn, note.At); inCall {

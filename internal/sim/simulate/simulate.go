@@ -16,9 +16,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"syscall"
 	"time"
@@ -42,6 +44,19 @@ type Ready struct {
 	HTTPURL   string `json:"httpURL,omitempty"`
 	SIPServer string `json:"sipServer,omitempty"`
 	CallURL   string `json:"callURL,omitempty"`
+	// ArrivalsURL (--pbx) tells what arrived at the PBX side and which of the
+	// tenant's changes each arrival shows (ArrivalsPath).
+	ArrivalsURL string `json:"arrivalsURL,omitempty"`
+}
+
+// DaemonApp is the client id of the i-th (from 1) confidential app
+// registration of `simulate --apps`: graphsim's daemon app, then the same name
+// with "-2", "-3" and on. Each has the daemon app's client secret.
+func DaemonApp(i int) string {
+	if i <= 1 {
+		return graphsim.DefaultDaemonApp
+	}
+	return fmt.Sprintf("%s-%d", graphsim.DefaultDaemonApp, i)
 }
 
 // UsageError is a bad command line; the caller exits with its usage code.
@@ -77,6 +92,13 @@ func CommandConfig(dir string) simconfig.Options {
 // until SIGINT or SIGTERM. Bad arguments return a *UsageError; other errors are
 // the command's failure, for the caller to print after "presencebridge simulate: ".
 func Main(args []string, stdout, stderr io.Writer) error {
+	// The product's soft memory limit (cmd/presencebridge) is for
+	// presencebridge. The simulated tenant of 50,000 users lives above it and
+	// would collect garbage without end, taking a core a bench needs for
+	// presencebridge.
+	if os.Getenv("GOMEMLIMIT") == "" {
+		debug.SetMemoryLimit(math.MaxInt64)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	return Run(ctx, args, stdout, stderr)
@@ -100,6 +122,8 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.Float64Var(&written.ResolveRate, "resolve-rate", written.ResolveRate, "[Polling] ResolveRate written by --write-config (0: left out, the default)")
 	pbxAddr := fs.String("pbx", "", "also run a PBX-side HTTP receiver on this loopback address (e.g. 127.0.0.1:0), print what arrives, and point the written config's [HTTP] at it")
 	kamWatch := fs.Int("kamailio", 0, "also run Kamailio as the PBX's SIP presence server, point the written config's [SIP] at it, and watch this many users (needs the kamailio package)")
+	kamMemory := fs.Bool("kamailio-memory", false, "keep Kamailio's publications in memory instead of its db_text table, which it reads whole for every modification: for tens of thousands of users (a publication's refresh then notifies the watchers with an empty body)")
+	nApps := fs.Int("apps", 1, "confidential app registrations with the client secret, each with its own throttle budget: "+graphsim.DefaultDaemonApp+", then "+DaemonApp(2)+" and on (for a configuration with several accounts, one app each)")
 	kamPBX := fs.Bool("kamailio-pbx", false, "run Kamailio as a small PBX too (even with --kamailio 0): the simulated users' phones register and call each other through it (--call, POST "+CallPath+" on the --pbx address), each step is printed as a CALL line and each setPresence/clearPresence the tenant answers as a TEAMS line; the written config gets [PBX] Watch = dialog")
 	var calls []scriptedCall
 	fs.Func("call", "a scripted call on the PBX (needs --kamailio-pbx): `FROM:TO:AFTER:DURATION`, FROM's phone calls TO's AFTER after simulate is ready and hangs up DURATION after the answer, e.g. user00001:user00002:20s:8s (users by UPN or the name before the @); repeatable", func(v string) error {
@@ -129,8 +153,16 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	case written.SecretUsers > 0 && written.Auth != simconfig.AuthDeviceCode:
 		return &UsageError{Err: fmt.Errorf("--secret-users %d needs --auth %s: with --auth %s the one account signs in with the client secret already", written.SecretUsers, simconfig.AuthDeviceCode, written.Auth)}
 	}
+	if *nApps < 1 {
+		return &UsageError{Err: fmt.Errorf("--apps %d: use 1 or more", *nApps)}
+	}
+	appRegs := []graphsim.App{{ClientID: graphsim.DefaultPublicApp, Public: true}}
+	for i := 1; i <= *nApps; i++ {
+		appRegs = append(appRegs, graphsim.App{ClientID: DaemonApp(i), Secret: graphsim.DefaultDaemonSecret})
+	}
 	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	sim, err := graphsim.New(graphsim.Options{
+		Apps:                   appRegs,
 		Addr:                   *addr,
 		Users:                  *nUsers,
 		ChangesPerUserPerHour:  *rate,
@@ -142,6 +174,10 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	})
 	if err != nil {
 		return err
+	}
+	var arrivals *arrivalLog
+	if *pbxAddr != "" || *kamWatch > 0 || *kamPBX {
+		arrivals = newArrivalLog(sim) // before the tenant starts: every user's state at start
 	}
 	if err := sim.Start(); err != nil {
 		return err
@@ -176,10 +212,10 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			}
 		}
 	}
-	pbx := &pbxSide{sim: sim, out: stderr}
+	pbx := &pbxSide{sim: sim, log: arrivals, out: stderr}
 	defer pbx.close()
 	if *kamWatch > 0 || *kamPBX {
-		if err := pbx.startKamailio(context.Background(), caDir, *kamWatch, *kamPBX); err != nil {
+		if err := pbx.startKamailio(context.Background(), caDir, *kamWatch, *kamPBX, *kamMemory); err != nil {
 			return fmt.Errorf("Kamailio: %w", err)
 		}
 		ready.SIPServer = pbx.kam.UDP
@@ -195,6 +231,7 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return err
 		}
 		ready.HTTPURL = pbx.httpURL
+		ready.ArrivalsURL = strings.TrimSuffix(pbx.httpURL, "/presence") + ArrivalsPath
 		if *kamPBX {
 			ready.CallURL = strings.TrimSuffix(pbx.httpURL, "/presence") + CallPath
 		}

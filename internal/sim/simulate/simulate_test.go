@@ -15,6 +15,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -51,6 +52,7 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"--call", "user00001:user00002:1s:8s"}, false, "--call needs --kamailio-pbx: the calls go through Kamailio as a small PBX", ""},
 		{[]string{"--secret-users", "2", "--auth", "secret"}, false, "--secret-users 2 needs --auth devicecode: with --auth secret the one account signs in with the client secret already", ""},
 		{[]string{"--secret-users", "4", "--users", "3"}, false, "--secret-users 4: use 0 to --users (3)", ""},
+		{[]string{"--apps", "0"}, false, "--apps 0: use 1 or more", ""},
 		// Checked against the tenant's users, before Kamailio is started.
 		{[]string{"--addr", "127.0.0.1:0", "--users", "3", "--kamailio-pbx", "--call", "user00001:nobody:1s:8s"}, false,
 			`--call user00001:nobody: "nobody" is not a simulated user (use a UPN or the name before the @, e.g. user00001)`, "level=INFO"},
@@ -171,8 +173,12 @@ func TestSimulateWithHTTPReceiver(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	var changed struct {
+		At time.Time `json:"changedAt"`
+	}
+	json.NewDecoder(ctl.Body).Decode(&changed)
 	ctl.Body.Close()
-	if ctl.StatusCode/100 != 2 {
+	if ctl.StatusCode/100 != 2 || changed.At.IsZero() {
 		t.Fatalf("the tenant's control API refused a presence change: %s", ctl.Status)
 	}
 	doc, _ := json.Marshal(cti.Document{UPN: upn, State: "oncall", Note: "In a call", Reason: "change",
@@ -182,6 +188,59 @@ func TestSimulateWithHTTPReceiver(t *testing.T) {
 	}
 	if line := s.waitLine(t, "HTTP  "+upn); !strings.Contains(line, `oncall   "In a call"`) || !strings.Contains(line, "(Teams Busy/InACall; ") || !regexp.MustCompile(`; [0-9]+\.[0-9]{2} s after the Teams change at [0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{3}\)$`).MatchString(line) {
 		t.Errorf("printed %q; want the document and its latency from the Teams change", line)
+	}
+	// The arrivals endpoint matches each document with the tenant's change of
+	// that state (on the tenant's clock), the state at start, or nothing.
+	var atStart struct{ Availability, Activity string }
+	got, err := client.Get(r.URL + "/_sim/sessions?upn=" + list[2].UPN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	json.NewDecoder(got.Body).Decode(&atStart)
+	got.Body.Close()
+	for _, d := range []cti.Document{{UPN: list[2].UPN, Teams: cti.Teams{Availability: atStart.Availability, Activity: atStart.Activity}},
+		{UPN: list[3].UPN, Teams: cti.Teams{Availability: "PresenceUnknown", Activity: "PresenceUnknown"}}} {
+		doc, _ := json.Marshal(d)
+		if code := post(string(doc)); code != http.StatusNoContent {
+			t.Errorf("a document: %d, want 204", code)
+		}
+	}
+	arrivals := func(query string) (simulate.Arrivals, int) {
+		t.Helper()
+		resp, err := http.Get(r.ArrivalsURL + query)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var a simulate.Arrivals
+		json.NewDecoder(resp.Body).Decode(&a)
+		return a, resp.StatusCode
+	}
+	all, code := arrivals("?since=" + changed.At.Format(time.RFC3339Nano))
+	type seen struct {
+		upn, match string
+		changeAt   time.Time
+	}
+	var gotSeen []seen
+	for _, a := range all.Arrivals {
+		if a.Target != simulate.TargetHTTP || a.At.Before(changed.At) {
+			t.Errorf("arrival %+v: want target http, at or after the change (%s)", a, changed.At)
+		}
+		gotSeen = append(gotSeen, seen{a.UPN, a.Match, a.ChangeAt})
+	}
+	wantSeen := []seen{{upn, simulate.MatchChange, changed.At}, {list[2].UPN, simulate.MatchStart, time.Time{}}, {list[3].UPN, simulate.MatchNone, time.Time{}}}
+	if code != http.StatusOK || !slices.EqualFunc(gotSeen, wantSeen, func(a, b seen) bool { return a.upn == b.upn && a.match == b.match && a.changeAt.Equal(b.changeAt) }) {
+		t.Errorf("arrivals: %d %+v; want 200 and %+v", code, gotSeen, wantSeen)
+	}
+	// A state the tenant never showed is no user's first Teams state.
+	if f := all.First[simulate.TargetHTTP]; f.Users != 2 || f.Last.IsZero() || f.Unmatched != 1 {
+		t.Errorf("first arrivals %+v; want 2 users and 1 arrival unmatched", all.First)
+	}
+	if summary, code := arrivals(""); code != http.StatusOK || summary.Arrivals != nil || summary.First[simulate.TargetHTTP].Users != 2 {
+		t.Errorf("arrivals without since: %d %+v; want the first arrivals only", code, summary)
+	}
+	if _, code := arrivals("?since=yesterday"); code != http.StatusBadRequest {
+		t.Errorf("arrivals since=yesterday: %d, want 400", code)
 	}
 	// Without --kamailio-pbx there is no PBX to call through; the endpoint says so.
 	call, err := client.Post(strings.TrimSuffix(s.cfg.HTTP.URL, "/presence")+simulate.CallPath, "application/json",
