@@ -123,12 +123,15 @@ func (b *Budget) PauseUntil(t time.Time) {
 	}
 }
 
-// MinCycle is the fastest cycle the budget allows for that many requests a cycle.
+// MinCycle is the fastest cycle the budget allows for that many requests a
+// cycle, cycles following each other: requests at the budget's pace, so a
+// cycle of n requests takes n gaps (its last request's gap is the next
+// cycle's first).
 func (b *Budget) MinCycle(requests int) time.Duration {
-	if requests <= 1 {
+	if requests <= 0 {
 		return 0
 	}
-	secs := float64(requests-1) / b.Rate()
+	secs := float64(requests) / b.Rate()
 	return time.Duration(math.Ceil(secs * float64(time.Second)))
 }
 

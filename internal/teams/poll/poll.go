@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
@@ -152,9 +153,13 @@ type Poller struct {
 	byUPN map[string]int32 // UPN -> index in o.Users; read-only after New
 
 	// mu guards what the resolver's goroutines and the poll loop share, and st.
-	mu        sync.Mutex
-	ids       []string         // object id by user index; "" not resolved
-	byID      map[string]int32 // object id -> user index
+	mu   sync.Mutex
+	ids  []string         // object id by user index; "" not resolved
+	byID map[string]int32 // object id -> user index
+	// twins are the other users-file lines of an object id, by object id: one
+	// Teams user behind two lines (a desk phone and a DECT handset, or the
+	// UPN on one line and the mail address on another). Rare, so apart.
+	twins     map[string][]int32
 	nResolved int
 	unknown   map[int32]bool
 	fresh     []int32   // resolved and not yet in a cycle's chunks
@@ -171,11 +176,16 @@ type Poller struct {
 
 	wakeC chan struct{} // the resolver found users or finished
 
+	results chan readResult // the reads' results, maxInFlight at most
+
 	// The poll loop's own.
-	states  []userState
-	seenVal map[string]bool // unknown presence values already logged
-	chunked [][]string      // the chunks of the last cycle
-	changed []int32         // the users of a chunk's changes, by index
+	inFlight int          // reads launched and not yet taken
+	batch    []readResult // take's
+	changes  []presence.Change
+	states   []userState
+	seenVal  map[string]bool // unknown presence values already logged
+	chunked  [][]string      // the chunks of the last cycle
+	changed  []int32         // the users of a chunk's changes, by index
 }
 
 // New builds a poller and loads the ids and states kept from earlier runs.
@@ -191,7 +201,8 @@ func New(o Options) (*Poller, error) {
 	}
 	n := len(o.Users)
 	p := &Poller{o: o, byUPN: make(map[string]int32, n), ids: make([]string, n), byID: make(map[string]int32, n),
-		unknown: map[int32]bool{}, seenVal: map[string]bool{}, states: make([]userState, n), wakeC: make(chan struct{}, 1), dirty: true}
+		unknown: map[int32]bool{}, seenVal: map[string]bool{}, states: make([]userState, n), wakeC: make(chan struct{}, 1), dirty: true,
+		results: make(chan readResult, maxInFlight)}
 	upns := make([]string, n)
 	for i, u := range o.Users {
 		p.byUPN[u.UPN] = int32(i)
@@ -226,9 +237,7 @@ func (p *Poller) setID(i int32, id string) {
 		return
 	}
 	if old != "" {
-		if p.byID[old] == i {
-			delete(p.byID, old)
-		}
+		p.dropID(i, old)
 		p.nResolved--
 	}
 	p.ids[i] = id
@@ -237,12 +246,52 @@ func (p *Poller) setID(i int32, id string) {
 		return
 	}
 	p.nResolved++
-	p.byID[id] = i
+	if first, taken := p.byID[id]; taken {
+		if p.twins == nil {
+			p.twins = map[string][]int32{}
+		}
+		p.twins[id] = append(p.twins[id], i)
+		p.o.Logger.Info("Two lines of the users file are one Teams user; both are shown its presence",
+			"upn", p.o.Users[i].UPN, "line", p.o.Users[i].Line, "sameAs", p.o.Users[first].UPN, "sameAsLine", p.o.Users[first].Line)
+	} else {
+		p.byID[id] = i
+	}
 	delete(p.unknown, i)
 	if len(p.fresh) == 0 {
 		p.freshAt = p.o.Clock.Now()
 	}
 	p.fresh = append(p.fresh, i)
+}
+
+// dropID takes user i off object id id (p.mu held): a twin takes its place.
+func (p *Poller) dropID(i int32, id string) {
+	tw := p.twins[id]
+	if p.byID[id] == i {
+		if len(tw) == 0 {
+			delete(p.byID, id)
+			return
+		}
+		p.byID[id], tw = tw[0], tw[1:]
+	} else {
+		for k, j := range tw {
+			if j == i {
+				tw = append(tw[:k:k], tw[k+1:]...)
+				break
+			}
+		}
+	}
+	if len(tw) == 0 {
+		delete(p.twins, id)
+	} else {
+		p.twins[id] = tw
+	}
+}
+
+// primary reports whether user i is the one its object id is asked for (a
+// twin's presence comes with the first line's).
+func (p *Poller) primary(i int32) bool {
+	id := p.ids[i]
+	return id != "" && p.byID[id] == i
 }
 
 // wake tells the poll loop that the resolver found users or finished.
@@ -328,7 +377,8 @@ func (p *Poller) Run(ctx context.Context) error {
 		if !resolving && elapsed > interval+interval/2 {
 			p.o.Logger.Warn("Poll cycle overran its interval", "took", elapsed, "interval", interval)
 		}
-		if !p.waitUntil(ctx, start.Add(interval)) {
+		var failed int // of fresh reads only: a cycle is judged by its own
+		if !p.waitUntil(ctx, start.Add(interval), &failed) {
 			return nil
 		}
 	}
@@ -431,8 +481,8 @@ func (p *Poller) chunks() [][]string {
 	}
 	p.dirty = false
 	ids := make([]string, 0, p.nResolved)
-	for _, id := range p.ids {
-		if id != "" {
+	for i, id := range p.ids {
+		if id != "" && p.primary(int32(i)) {
 			ids = append(ids, id)
 		}
 	}
@@ -447,13 +497,76 @@ func (p *Poller) chunks() [][]string {
 	return out
 }
 
-// waitUntil waits until t, reading users as they are resolved; false when ctx
-// ended.
-func (p *Poller) waitUntil(ctx context.Context, t time.Time) bool {
-	for {
-		if !p.readFresh(ctx) {
-			return false
+// maxInFlight is how many presence reads may be under way at once. Graph
+// takes a few hundred milliseconds over a read of 650 users, and a cycle of
+// 200,000 users at the budget's pace sends 150 a second: one at a time would
+// stretch every cycle to a minute. The budget paces them; this only bounds
+// connections and memory (a reply is about 150 KB).
+const maxInFlight = 32
+
+// readResult is one presence read's outcome.
+type readResult struct {
+	ps    []graph.Presence
+	err   error
+	fresh bool // a read of users just resolved, not of the cycle's chunks
+}
+
+// launch starts reading ids (within the budget; fetch's retries included),
+// its result to come on p.results.
+func (p *Poller) launch(ctx context.Context, ids []string, fresh bool) {
+	p.inFlight++
+	go func() {
+		ps, err := p.fetch(ctx, ids)
+		p.results <- readResult{ps: ps, err: err, fresh: fresh}
+	}()
+}
+
+// take handles r and every other result already in: their changes go on in
+// one Deliver and one write of the state file (so a busy cycle does not
+// commit the state file once per read). It counts the cycle's reads that
+// failed, and those whose changes could not be passed on, in failed.
+func (p *Poller) take(ctx context.Context, r readResult, failed *int) {
+	batch := append(p.batch[:0], r)
+	for more := true; more; {
+		select {
+		case r := <-p.results:
+			batch = append(batch, r)
+		default:
+			more = false
 		}
+	}
+	p.batch = batch
+	changes := p.changes[:0]
+	p.changed = p.changed[:0]
+	reads := 0
+	for _, r := range batch {
+		p.inFlight--
+		if r.err != nil {
+			if !r.fresh && ctx.Err() == nil {
+				*failed++
+			}
+			continue
+		}
+		if !r.fresh {
+			reads++
+		}
+		changes = p.diff(r.ps, changes)
+	}
+	p.changes = changes
+	if !p.emit(ctx, changes) {
+		*failed += max(reads, 1)
+	}
+	p.mu.Lock()
+	p.st.ChangesEmitted += len(changes)
+	p.mu.Unlock()
+	clear(changes) // no Change keeps its strings alive past its delivery
+}
+
+// waitUntil waits until t, handling results as they come and reading users
+// as they are resolved; false when ctx ended.
+func (p *Poller) waitUntil(ctx context.Context, t time.Time, failed *int) bool {
+	for {
+		p.readFresh(ctx)
 		now := p.o.Clock.Now()
 		d := t.Sub(now)
 		if d <= 0 {
@@ -472,46 +585,51 @@ func (p *Poller) waitUntil(ctx context.Context, t time.Time) bool {
 		case <-tm.C():
 		case <-p.wakeC:
 			tm.Stop()
+		case r := <-p.results:
+			tm.Stop()
+			p.take(ctx, r, failed)
 		}
 	}
 }
 
-// readFresh reads the users resolved since the cycle began, in full chunks, or
-// in a smaller one once the resolver has stopped or they waited freshWait.
-func (p *Poller) readFresh(ctx context.Context) bool {
-	for {
+// await waits for one result and handles it; false when ctx ended.
+func (p *Poller) await(ctx context.Context, failed *int) bool {
+	select {
+	case <-ctx.Done():
+		return false
+	case r := <-p.results:
+		p.take(ctx, r, failed)
+		return true
+	}
+}
+
+// readFresh starts reading the users resolved since the cycle began, in full
+// chunks, or in a smaller one once the resolver has stopped or they waited
+// freshWait.
+func (p *Poller) readFresh(ctx context.Context) {
+	for p.inFlight < maxInFlight {
 		p.mu.Lock()
 		n := len(p.fresh)
 		ready := n >= p.o.MaxChunk || n > 0 && (!p.resolving || !p.o.Clock.Now().Before(p.freshAt.Add(freshWait)))
 		if !ready {
 			p.mu.Unlock()
-			return true
+			return
 		}
 		n = min(n, p.o.MaxChunk)
 		ids := make([]string, 0, n)
 		for _, i := range p.fresh[:n] {
 			if id := p.ids[i]; id != "" {
+				// A twin's first line is asked for, so both are read.
 				ids = append(ids, id)
 			}
 		}
 		p.fresh = append(p.fresh[:0], p.fresh[n:]...)
 		p.freshAt = p.o.Clock.Now()
 		p.mu.Unlock()
-		if len(ids) == 0 {
-			continue
+		slices.Sort(ids)
+		if ids = slices.Compact(ids); len(ids) > 0 {
+			p.launch(ctx, ids, true)
 		}
-		ps, err := p.fetch(ctx, ids)
-		if err != nil {
-			if ctx.Err() != nil {
-				return false
-			}
-			continue // the users are in the next cycle's chunks
-		}
-		changes := p.diff(ps, nil)
-		p.emit(ctx, changes)
-		p.mu.Lock()
-		p.st.ChangesEmitted += len(changes)
-		p.mu.Unlock()
 	}
 }
 
@@ -520,40 +638,34 @@ func (p *Poller) readFresh(ctx context.Context) bool {
 // the cycle after four tries.
 var fetchBackoff = backoff.Policy{Min: time.Second, Max: 30 * time.Second}
 
-// cycle reads every chunk once, spread evenly over interval, and passes on changes.
+// cycle reads every chunk once, the reads spread evenly over interval (up to
+// maxInFlight under way), and passes on changes as the replies come.
 func (p *Poller) cycle(ctx context.Context, chunks [][]string, interval time.Duration) {
 	start := p.o.Clock.Now()
-	ok := true
-	emitted := 0
-	var changes []presence.Change
-	pace := time.Duration(0)
-	if len(chunks) > 0 {
-		pace = interval / time.Duration(len(chunks))
-	}
+	failed := 0
+	pace := interval / time.Duration(len(chunks))
 	for i, ids := range chunks {
-		if i > 0 {
-			// Spread requests evenly: chunk i is not sent before start + i*pace
-			// (users resolved meanwhile are read in the gaps).
-			if !p.waitUntil(ctx, start.Add(time.Duration(i)*pace)) {
+		// Chunk i is not sent before start + i*pace; users resolved meanwhile
+		// are read in the gaps.
+		if !p.waitUntil(ctx, start.Add(time.Duration(i)*pace), &failed) {
+			return
+		}
+		for p.inFlight >= maxInFlight {
+			if !p.await(ctx, &failed) {
 				return
 			}
 		}
-		ps, err := p.fetch(ctx, ids)
-		if err != nil {
-			if ctx.Err() != nil {
-				return
-			}
-			ok = false
-			continue
-		}
-		// Each chunk's changes go on at once: a change waits for its own request,
-		// not for the whole cycle, and memory holds at most one chunk of changes.
-		changes = p.diff(ps, changes[:0])
-		if !p.emit(ctx, changes) {
-			ok = false
-		}
-		emitted += len(changes)
+		p.launch(ctx, ids, false)
 	}
+	for p.inFlight > 0 {
+		if !p.await(ctx, &failed) {
+			return
+		}
+	}
+	if ctx.Err() != nil {
+		return // a read cut short by the stop is no verdict on the cycle
+	}
+	ok := failed == 0
 	p.mu.Lock()
 	if ok {
 		p.lastErr = ""
@@ -567,7 +679,6 @@ func (p *Poller) cycle(ctx context.Context, chunks [][]string, interval time.Dur
 		p.st.LastError = ""
 		p.st.LastGoodCycle = p.o.Clock.Now().UTC()
 	}
-	p.st.ChangesEmitted += emitted
 	p.mu.Unlock()
 }
 
@@ -685,7 +796,6 @@ func (p *Poller) noteError(err error) {
 func (p *Poller) diff(ps []graph.Presence, changes []presence.Change) []presence.Change {
 	nowT := p.o.Clock.Now().UTC()
 	now := nowT.UnixNano()
-	p.changed = p.changed[:0]
 	stale := 0
 	p.mu.Lock()
 	defer func() {
@@ -698,40 +808,49 @@ func (p *Poller) diff(ps []graph.Presence, changes []presence.Change) []presence
 		if !ok {
 			continue
 		}
-		s := &p.states[i]
-		if gp.SequenceNumber != "" && s.seq != "" && gp.SequenceNumber < s.seq {
-			stale++
-			continue
+		changes = p.diffUser(i, gp, now, nowT, changes, &stale)
+		for _, j := range p.twins[gp.ID] {
+			changes = p.diffUser(j, gp, now, nowT, changes, &stale)
 		}
-		upn := p.o.Users[i].UPN
-		av, okA := presence.ParseAvailability(gp.Availability)
-		act, okB := presence.ParseActivity(gp.Activity)
-		if !okA {
-			p.logValueOnce("availability", gp.Availability, upn)
-		}
-		if !okB {
-			p.logValueOnce("activity", gp.Activity, upn)
-		}
-		if gp.SequenceNumber != s.seq {
-			s.seq = gp.SequenceNumber
-		}
-		before := s.seen
-		if s.known && s.av == av && s.act == act && s.ooo == gp.OutOfOffice {
-			s.seen = now
-			continue
-		}
-		prev := s.state(upn)
-		s.seen = now
-		at := now
-		if before != 0 {
-			at = before + (now-before)/2
-		}
-		s.av, s.act, s.ooo, s.known, s.changed = av, act, gp.OutOfOffice, true, at
-		cur := s.state(upn)
-		cur.Seen = nowT
-		changes = append(changes, presence.Change{User: p.o.Users[i], Previous: prev, Current: cur})
-		p.changed = append(p.changed, i)
 	}
+	return changes
+}
+
+// diffUser is diff for user i (p.mu held).
+func (p *Poller) diffUser(i int32, gp *graph.Presence, now int64, nowT time.Time, changes []presence.Change, stale *int) []presence.Change {
+	s := &p.states[i]
+	if gp.SequenceNumber != "" && s.seq != "" && gp.SequenceNumber < s.seq {
+		*stale++
+		return changes
+	}
+	upn := p.o.Users[i].UPN
+	av, okA := presence.ParseAvailability(gp.Availability)
+	act, okB := presence.ParseActivity(gp.Activity)
+	if !okA {
+		p.logValueOnce("availability", gp.Availability, upn)
+	}
+	if !okB {
+		p.logValueOnce("activity", gp.Activity, upn)
+	}
+	if gp.SequenceNumber != s.seq {
+		s.seq = gp.SequenceNumber
+	}
+	before := s.seen
+	if s.known && s.av == av && s.act == act && s.ooo == gp.OutOfOffice {
+		s.seen = now
+		return changes
+	}
+	prev := s.state(upn)
+	s.seen = now
+	at := now
+	if before != 0 {
+		at = before + (now-before)/2
+	}
+	s.av, s.act, s.ooo, s.known, s.changed = av, act, gp.OutOfOffice, true, at
+	cur := s.state(upn)
+	cur.Seen = nowT
+	changes = append(changes, presence.Change{User: p.o.Users[i], Previous: prev, Current: cur})
+	p.changed = append(p.changed, i)
 	return changes
 }
 
