@@ -1,6 +1,7 @@
 package delivery
 
 import (
+	"fmt"
 	"path/filepath"
 	"slices"
 	"testing"
@@ -156,5 +157,33 @@ func outboxDelivered(t *testing.T, o Outbox) {
 	}
 	if _, ok := shown["c@x"]; ok {
 		t.Fatal("a removed user is shown")
+	}
+}
+
+// BenchmarkEnqueueFirstSightings queues every user's first state at once, as
+// at a cold start, in the users file's order (user1, user2, ..., user10,
+// user100000: not key order).
+func BenchmarkEnqueueFirstSightings(b *testing.B) {
+	const n = 50_000
+	items := make([]Item, n)
+	for i := range items {
+		upn := fmt.Sprintf("user%d@contoso.example", i+1)
+		items[i] = Item{User: users.User{UPN: upn, SIPURI: "sip:" + upn}, State: presence.State{UPN: upn, Availability: presence.Available, Activity: presence.ActAvailable},
+			Reason: ReasonChange, Queued: time.Now()}
+	}
+	for b.Loop() {
+		b.StopTimer()
+		db, err := store.Open(filepath.Join(b.TempDir(), "state.db"))
+		if err != nil {
+			b.Fatal(err)
+		}
+		o := BoltOutbox(db)
+		b.StartTimer()
+		if err := o.Enqueue([]string{"http"}, []func(users.User) bool{nil}, items); err != nil {
+			b.Fatal(err)
+		}
+		b.StopTimer()
+		db.Close()
+		b.StartTimer()
 	}
 }

@@ -10,8 +10,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"time"
 
@@ -214,10 +216,14 @@ func (d *DB) PutMany(bucket string, entries map[string][]byte) error {
 	if len(entries) == 0 {
 		return nil
 	}
+	// In key order: bbolt puts keys in random order into many pages of a large
+	// bucket, splitting and copying them again and again (tens of thousands of
+	// first sightings took minutes), and in order into few.
+	keys := slices.Sorted(maps.Keys(entries))
 	err := d.bolt.Update(func(tx *bolt.Tx) error {
 		b := Bucket(tx, bucket)
-		for k, raw := range entries {
-			if err := b.Put([]byte(k), raw); err != nil {
+		for _, k := range keys {
+			if err := b.Put([]byte(k), entries[k]); err != nil {
 				return err
 			}
 		}
