@@ -72,7 +72,7 @@ func Main(args []string, stdout, stderr io.Writer) error {
 	memProfile := fs.String("memprofile", "", "write a heap profile to this file at the end")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the measured cycles to this file")
 	budgetRequests := fs.Int("budget-requests", 1500, "[Polling] BudgetRequests: Graph requests allowed per 30 s (the tenant throttles at the same figure)")
-	interval := fs.Duration("interval", time.Second, "[Polling] Interval")
+	interval := fs.Duration("interval", 0, "[Polling] Interval (0: auto, the product's default)")
 	deliver := fs.String("deliver", "", "also deliver every change: http (to the simulated tenant's CTI receiver, in its process); empty: changes are counted only")
 	if err := fs.Parse(args); err != nil {
 		return &simulate.UsageError{Err: err, Printed: true}
