@@ -107,8 +107,8 @@ func cmdStatus(g globals, args []string) int {
 				fmt.Fprintf(tw, "\t  client secret expires %s (in %d days)\n", sec.Expires.Local().Format(time.DateOnly), sec.DaysLeft)
 			}
 		}
-		if ac.Polling.Resolving {
-			fmt.Fprintf(tw, "\t  resolving users: resolved %s of %s (each is polled as soon as it is found)\n", thousands(ac.Polling.Resolved), thousands(ac.Polling.Users))
+		if line := resolvingLine(ac.Polling); line != "" {
+			fmt.Fprintf(tw, "\t  %s\n", line)
 		}
 		if !ac.StaleSince.IsZero() {
 			fmt.Fprintf(tw, "\t  users shown as stale on the PBX since %s ([Delivery] StaleAfter)\n", ac.StaleSince.Local().Format(time.DateTime))
@@ -207,6 +207,15 @@ func printPBXWatch(g globals, rep app.StatusReport) {
 			fmt.Fprintf(g.stdout, "  last error: %s\n", wr.LastError)
 		}
 	}
+}
+
+// resolvingLine says how far resolving users to object ids is, while it is
+// under way ("" otherwise).
+func resolvingLine(p poll.Status) string {
+	if !p.Resolving {
+		return ""
+	}
+	return fmt.Sprintf("resolving users: resolved %s of %s (each is polled as soon as it is found)", thousands(p.Resolved), thousands(p.Users))
 }
 
 // thousands writes n with commas between groups of three digits: 31,200.

@@ -88,3 +88,17 @@ func TestStatusShowsLatencies(t *testing.T) {
 		t.Errorf("an account without reads: %q", got)
 	}
 }
+
+func TestStatusShowsResolving(t *testing.T) {
+	if got, want := resolvingLine(poll.Status{Users: 50000, Resolved: 31200, Resolving: true}), "resolving users: resolved 31,200 of 50,000 (each is polled as soon as it is found)"; got != want {
+		t.Errorf("%q; want %q", got, want)
+	}
+	if got := resolvingLine(poll.Status{Users: 50000, Resolved: 50000}); got != "" {
+		t.Errorf("after resolving: %q", got)
+	}
+	for n, want := range map[int]string{0: "0", 999: "999", 1000: "1,000", 200000: "200,000", 1234567: "1,234,567", -4500: "-4,500"} {
+		if got := thousands(n); got != want {
+			t.Errorf("thousands(%d) = %q; want %q", n, got, want)
+		}
+	}
+}
