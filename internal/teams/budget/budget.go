@@ -132,7 +132,7 @@ func (b *Budget) MinCycle(requests int) time.Duration {
 		return 0
 	}
 	secs := float64(requests) / b.Rate()
-	return time.Duration(math.Ceil(secs * float64(time.Second)))
+	return time.Duration(math.Ceil(secs*1000)) * time.Millisecond // whole ms, as logs and status show it
 }
 
 // Used reports the requests sent in the last window and their share of the limit.

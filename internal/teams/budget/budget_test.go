@@ -64,8 +64,8 @@ func TestMinCycle(t *testing.T) {
 	if got := b.MinCycle(77); got.Round(time.Millisecond) != 2567*time.Millisecond {
 		t.Fatalf("MinCycle(77) = %v, want ~2.567s (77 gaps at 30/s: cycles follow each other)", got)
 	}
-	if got := b.MinCycle(1); got.Round(time.Millisecond) != 33*time.Millisecond {
-		t.Fatalf("MinCycle(1) = %v, want ~33ms", got)
+	if got := b.MinCycle(1); got != 34*time.Millisecond {
+		t.Fatalf("MinCycle(1) = %v, want 34ms (33.3 ms rounded up to whole ms)", got)
 	}
 }
 
