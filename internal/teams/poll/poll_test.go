@@ -55,8 +55,21 @@ type rig struct {
 
 func newRig(t *testing.T, nUsers, limit int) *rig {
 	t.Helper()
+	return newSimRig(t, graphsim.Options{Users: nUsers, ThrottleLimit: limit})
+}
+
+// newSimRig is a simulated tenant made with o on an injected clock (its
+// engine stepped by hand, a 30 s throttle window unless o says), a state file,
+// a Graph client signed in as the tenant's daemon app, and the tenant's
+// generated users (o.Users of them, not o.ExtraUsers) as the users file.
+func newSimRig(t *testing.T, o graphsim.Options) *rig {
+	t.Helper()
 	clk := clock.NewFake(time.Date(2026, 11, 22, 9, 0, 0, 0, time.UTC))
-	sim, err := graphsim.New(graphsim.Options{Users: nUsers, Clock: clk, ThrottleLimit: limit, ThrottleWindow: 30 * time.Second, ManualEngine: true})
+	o.Clock, o.ManualEngine = clk, true
+	if o.ThrottleWindow == 0 {
+		o.ThrottleWindow = 30 * time.Second
+	}
+	sim, err := graphsim.New(o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -74,7 +87,7 @@ func newRig(t *testing.T, nUsers, limit int) *rig {
 	}
 	t.Cleanup(func() { db.Close() })
 	r := &rig{sim: sim, clk: clk, db: db, gc: graph.New(sim.GraphURL(), sim.Client(), tokenString(tok))}
-	for i, u := range sim.Users() {
+	for i, u := range sim.Users()[:o.Users] {
 		r.us = append(r.us, users.User{UPN: u.UPN, Extension: "1", Line: i + 2})
 	}
 	return r

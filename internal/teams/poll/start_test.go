@@ -3,14 +3,11 @@ package poll
 import (
 	"context"
 	"log/slog"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/presencebridge/presencebridge/internal/platform/clock"
 	"github.com/presencebridge/presencebridge/internal/sim/graphsim"
-	"github.com/presencebridge/presencebridge/internal/store"
 	"github.com/presencebridge/presencebridge/internal/teams/budget"
 	"github.com/presencebridge/presencebridge/internal/teams/graph"
 	"github.com/presencebridge/presencebridge/internal/testkit"
@@ -19,9 +16,7 @@ import (
 
 const batchPath = "/v1.0/$batch"
 
-// startRig is a simulated tenant on an injected clock with the options given,
-// the users of its directory in a users file (plus extra lines), and a poller
-// that can be started and stopped.
+// startRig is newSimRig's with extra lines in the users file and a log.
 type startRig struct {
 	*rig
 	logs *testkit.Buffer
@@ -29,32 +24,7 @@ type startRig struct {
 
 func newStartRig(t *testing.T, o graphsim.Options, extra ...string) *startRig {
 	t.Helper()
-	clk := clock.NewFake(time.Date(2026, 11, 29, 9, 0, 0, 0, time.UTC))
-	o.Clock, o.ManualEngine = clk, true
-	if o.ThrottleWindow == 0 {
-		o.ThrottleWindow = 30 * time.Second
-	}
-	sim, err := graphsim.New(o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := sim.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { sim.Close() })
-	tok, err := sim.AppToken("presencebridge-daemon")
-	if err != nil {
-		t.Fatal(err)
-	}
-	db, err := store.Open(filepath.Join(t.TempDir(), "state.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	r := &rig{sim: sim, clk: clk, db: db, gc: graph.New(sim.GraphURL(), sim.Client(), tokenString(tok))}
-	for i, u := range sim.Users()[:o.Users] {
-		r.us = append(r.us, users.User{UPN: u.UPN, Extension: "1", Line: i + 2})
-	}
+	r := newSimRig(t, o)
 	for i, upn := range extra {
 		r.us = append(r.us, users.User{UPN: upn, Extension: "2", Line: o.Users + i + 2})
 	}
