@@ -489,11 +489,20 @@ func TestRefusedLookupDoesNotStopPolling(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	waitUntil := running(t, p)
+	waitUntil("polled the 25 users of the good request", func() bool { return sink.count() == 25 && p.Status().Unresolved == 300 })
+	g.fixed.Store(true)
+	waitUntil("polled all 325 after the lookup was tried again", func() bool { return sink.count() == 325 && p.Status().Unresolved == 0 })
+}
+
+// running runs p until the test ends, and returns a wait for cond (at most
+// 10 s; the test fails naming what never came).
+func running(t *testing.T, p *Poller) func(what string, cond func() bool) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { p.Run(ctx); close(done) }()
-	defer func() { cancel(); <-done }()
-	waitUntil := func(what string, cond func() bool) {
+	t.Cleanup(func() { cancel(); <-done })
+	return func(what string, cond func() bool) {
 		t.Helper()
 		for deadline := time.Now().Add(10 * time.Second); !cond(); time.Sleep(time.Millisecond) {
 			if time.Now().After(deadline) {
@@ -501,7 +510,4 @@ func TestRefusedLookupDoesNotStopPolling(t *testing.T) {
 			}
 		}
 	}
-	waitUntil("polled the 25 users of the good request", func() bool { return sink.count() == 25 && p.Status().Unresolved == 300 })
-	g.fixed.Store(true)
-	waitUntil("polled all 325 after the lookup was tried again", func() bool { return sink.count() == 325 && p.Status().Unresolved == 0 })
 }

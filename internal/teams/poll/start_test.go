@@ -213,18 +213,7 @@ func TestOlderReplyNotTaken(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { p.Run(ctx); close(done) }()
-	defer func() { cancel(); <-done }()
-	wait := func(what string, cond func() bool) {
-		t.Helper()
-		for deadline := time.Now().Add(10 * time.Second); !cond(); time.Sleep(time.Millisecond) {
-			if time.Now().After(deadline) {
-				t.Fatalf("never %s: %+v", what, p.Status())
-			}
-		}
-	}
+	wait := running(t, p)
 	wait("read every user", func() bool { return sink.count() == 30 })
 	upn := r.us[4].UPN
 	if _, err := r.sim.SetPresence(upn, "Busy", "InACall"); err != nil {
