@@ -521,13 +521,18 @@ func (p *Poller) launch(ctx context.Context, ids []string, fresh bool) {
 	}()
 }
 
-// take handles r and every other result already in: their changes go on in
+// maxTake is the most reads whose changes take passes on together: at a cold
+// start every user is a change, and 32 reads of 650 in one transaction would
+// hold 20,000 outbox items and their pages in memory at once.
+const maxTake = 4
+
+// take handles r and every other result already in (up to maxTake): their changes go on in
 // one Deliver and one write of the state file (so a busy cycle does not
 // commit the state file once per read). It counts the cycle's reads that
 // failed, and those whose changes could not be passed on, in failed.
 func (p *Poller) take(ctx context.Context, r readResult, failed *int) {
 	batch := append(p.batch[:0], r)
-	for more := true; more; {
+	for more := true; more && len(batch) < maxTake; {
 		select {
 		case r := <-p.results:
 			batch = append(batch, r)
