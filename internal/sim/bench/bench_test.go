@@ -146,7 +146,7 @@ func TestBenchPollsTheSimulatedTenant(t *testing.T) {
 			t.Fatalf("--deliver %q: %v\n%s", deliver, err, stderr.String())
 		}
 		out := stdout.String()
-		for _, want := range []string{"presencebridge bench: 60 users, 1 account", "first sight (resolve 60 UPNs + first cycle",
+		for _, want := range []string{"presencebridge bench: 60 users, 1 account", "first sight (resolve 60 UPNs + a whole cycle",
 			"cycle time, mean / max:", " over 1 cycles", "max requests in any 30 s window at the tenant: map[presencebridge-daemon:",
 			"CPU during measured cycles:", "peak RSS:", "Go heap in use:", "state file:"} {
 			if !strings.Contains(out, want) {
