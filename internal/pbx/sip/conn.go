@@ -17,6 +17,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/presencebridge/presencebridge/internal/delivery"
+	"github.com/presencebridge/presencebridge/internal/platform/svclog"
 	"github.com/presencebridge/presencebridge/internal/platform/transport"
 )
 
@@ -71,7 +72,7 @@ func NewConn(s Settings, o ConnOptions) (*Conn, error) {
 	}
 	// sipgo logs through the loggers given here; its warnings are about its own
 	// connection bookkeeping, so only errors reach ours.
-	quiet := slog.New(minLevel{o.Logger.Handler(), slog.LevelError}).With("component", "sipgo")
+	quiet := slog.New(svclog.AtLeast(o.Logger.Handler(), slog.LevelError)).With("component", "sipgo")
 	uaOpts := []sipgo.UserAgentOption{
 		sipgo.WithUserAgent("presencebridge"),
 		sipgo.WithUserAgentTransportLayerOptions(sip.WithTransportLayerLogger(quiet)),
@@ -344,18 +345,3 @@ func tlsConfig(o Settings) (*tls.Config, error) {
 	}
 	return tc, nil
 }
-
-// minLevel drops records below level.
-type minLevel struct {
-	slog.Handler
-	level slog.Level
-}
-
-func (h minLevel) Enabled(ctx context.Context, l slog.Level) bool {
-	return l >= h.level && h.Handler.Enabled(ctx, l)
-}
-
-func (h minLevel) WithAttrs(a []slog.Attr) slog.Handler {
-	return minLevel{h.Handler.WithAttrs(a), h.level}
-}
-func (h minLevel) WithGroup(n string) slog.Handler { return minLevel{h.Handler.WithGroup(n), h.level} }

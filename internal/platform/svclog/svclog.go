@@ -108,3 +108,24 @@ func Priority(l slog.Level) int {
 		return 7
 	}
 }
+
+// AtLeast passes on to h only the records from level up: a chatty library's
+// own logger (sipgo's transport) quietened to its errors.
+func AtLeast(h slog.Handler, level slog.Level) slog.Handler { return minLevel{h, level} }
+
+type minLevel struct {
+	slog.Handler
+	level slog.Level
+}
+
+func (h minLevel) Enabled(ctx context.Context, l slog.Level) bool {
+	return l >= h.level && h.Handler.Enabled(ctx, l)
+}
+
+func (h minLevel) WithAttrs(as []slog.Attr) slog.Handler {
+	return minLevel{h.Handler.WithAttrs(as), h.level}
+}
+
+func (h minLevel) WithGroup(name string) slog.Handler {
+	return minLevel{h.Handler.WithGroup(name), h.level}
+}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"testing"
 )
 
@@ -45,5 +46,16 @@ func TestMultiLineMessagesKeepThePriorityOnEachLine(t *testing.T) {
 	}
 	if out.String() != "<3>first\n<3>second\n" {
 		t.Fatalf("got %q", out.String())
+	}
+}
+
+func TestAtLeast(t *testing.T) {
+	var buf bytes.Buffer
+	log := slog.New(AtLeast(slog.NewTextHandler(&buf, nil), slog.LevelError)).With("component", "sipgo").WithGroup("g")
+	log.Info("chatter")
+	log.Warn("more chatter")
+	log.Error("broken", "k", 1)
+	if out := buf.String(); strings.Contains(out, "chatter") || !strings.Contains(out, `msg=broken component=sipgo g.k=1`) {
+		t.Fatalf("got %q", out)
 	}
 }

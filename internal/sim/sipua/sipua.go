@@ -19,6 +19,8 @@ import (
 
 	"github.com/emiago/sipgo"
 	"github.com/emiago/sipgo/sip"
+
+	"github.com/presencebridge/presencebridge/internal/platform/svclog"
 )
 
 // Options configure one phone.
@@ -103,7 +105,7 @@ func New(ctx context.Context, o Options) (*Phone, error) {
 	}
 	port := conn.LocalAddr().(*net.UDPAddr).Port
 	log := o.Logger.With("phone", "sip:"+o.User+"@"+o.Domain)
-	quiet := slog.New(minLevel{log.Handler(), slog.LevelError}).With("component", "sipgo")
+	quiet := slog.New(svclog.AtLeast(log.Handler(), slog.LevelError)).With("component", "sipgo")
 	ua, err := sipgo.NewUA(
 		sipgo.WithUserAgent(o.User),
 		sipgo.WithUserAgentHostname(o.Domain),
@@ -528,22 +530,4 @@ func (p *Phone) Close() error {
 		p.serving.Wait()
 	})
 	return nil
-}
-
-// minLevel passes on records from level up only.
-type minLevel struct {
-	slog.Handler
-	level slog.Level
-}
-
-func (h minLevel) Enabled(ctx context.Context, l slog.Level) bool {
-	return l >= h.level && h.Handler.Enabled(ctx, l)
-}
-
-func (h minLevel) WithAttrs(as []slog.Attr) slog.Handler {
-	return minLevel{h.Handler.WithAttrs(as), h.level}
-}
-
-func (h minLevel) WithGroup(name string) slog.Handler {
-	return minLevel{h.Handler.WithGroup(name), h.level}
 }
