@@ -159,20 +159,20 @@ type Poller struct {
 	// twins are the other users-file lines of an object id, by object id: one
 	// Teams user behind two lines (a desk phone and a DECT handset, or the
 	// UPN on one line and the mail address on another). Rare, so apart.
-	twins     map[string][]int32
-	nResolved int
-	unknown   map[int32]bool
-	fresh     []int32   // resolved and not yet in a cycle's chunks
-	freshAt   time.Time // when the oldest of fresh was resolved
-	dirty     bool      // ids changed since the chunks were built
-	resolving bool
-	lastErr   string
-	// unresolved counts users whose lookup failed (Graph refused the $batch);
-	// they are looked up again from resolveRetry on, the others are polled meanwhile.
-	unresolved   int
+	twins   map[string][]int32
+	unknown map[int32]bool
+	fresh   []int32   // resolved and not yet in a cycle's chunks
+	freshAt time.Time // when the oldest of fresh was resolved
+	dirty   bool      // ids changed since the chunks were built
+	lastErr string
+	// resolveRetry is when the users whose lookup Graph kept refusing
+	// (st.Unresolved) are looked up again; the others are polled meanwhile.
 	resolveRetry time.Time
-	st           Status
-	throttledAt  []time.Time // 429s in the last hour, oldest first
+	// st is the status, and the counts the poller works from: users resolved
+	// (st.Resolved), left for later (st.Unresolved), a resolve under way
+	// (st.Resolving).
+	st          Status
+	throttledAt []time.Time // 429s in the last hour, oldest first
 
 	wakeC chan struct{} // the resolver found users or finished
 
@@ -203,6 +203,7 @@ func New(o Options) (*Poller, error) {
 	p := &Poller{o: o, byUPN: make(map[string]int32, n), ids: make([]string, n), byID: make(map[string]int32, n),
 		unknown: map[int32]bool{}, seenVal: map[string]bool{}, states: make([]userState, n), wakeC: make(chan struct{}, 1), dirty: true,
 		results: make(chan readResult, maxInFlight)}
+	p.st = Status{Account: o.Account, Users: n}
 	upns := make([]string, n)
 	for i, u := range o.Users {
 		p.byUPN[u.UPN] = int32(i)
@@ -215,11 +216,10 @@ func New(o Options) (*Poller, error) {
 	for upn, id := range ids {
 		p.setID(p.byUPN[upn], id)
 	}
-	p.fresh = p.fresh[:0] // kept ids are polled from the first cycle on
+	p.fresh = nil // kept ids are polled from the first cycle on
 	for upn, s := range states {
 		p.states[p.byUPN[upn]] = userState{av: s.Availability, act: s.Activity, ooo: s.OutOfOffice, known: true, changed: unixNano(s.Changed)}
 	}
-	p.st = Status{Account: o.Account, Users: n, Resolved: p.nResolved}
 	return p, nil
 }
 
@@ -238,14 +238,14 @@ func (p *Poller) setID(i int32, id string) {
 	}
 	if old != "" {
 		p.dropID(i, old)
-		p.nResolved--
+		p.st.Resolved--
 	}
 	p.ids[i] = id
 	p.dirty = true
 	if id == "" {
 		return
 	}
-	p.nResolved++
+	p.st.Resolved++
 	if first, taken := p.byID[id]; taken {
 		if p.twins == nil {
 			p.twins = map[string][]int32{}
@@ -308,7 +308,6 @@ func (p *Poller) Status() Status {
 	defer p.mu.Unlock()
 	s := p.st
 	s.Unknown = append([]string(nil), s.Unknown...)
-	s.Resolving = p.resolving
 	// Keep the 429 times of the last hour only.
 	hourAgo := p.o.Clock.Now().Add(-time.Hour)
 	i := 0
@@ -339,7 +338,7 @@ func (p *Poller) Run(ctx context.Context) error {
 			now := p.o.Clock.Now()
 			again := p.o.ResolveInterval > 0 && now.Sub(lastResolve) >= p.o.ResolveInterval
 			p.mu.Lock()
-			retry := p.unresolved > 0 && !now.Before(p.resolveRetry)
+			retry := p.st.Unresolved > 0 && !now.Before(p.resolveRetry)
 			p.mu.Unlock()
 			if again || retry {
 				p.startResolve(ctx, again)
@@ -389,9 +388,9 @@ func (p *Poller) Run(ctx context.Context) error {
 // ended.
 func (p *Poller) idle(ctx context.Context, lastResolve time.Time) bool {
 	p.mu.Lock()
-	resolving, fresh := p.resolving, len(p.fresh)
+	resolving, fresh := p.st.Resolving, len(p.fresh)
 	var due time.Time
-	if p.unresolved > 0 {
+	if p.st.Unresolved > 0 {
 		due = p.resolveRetry
 	}
 	p.mu.Unlock()
@@ -432,13 +431,13 @@ func (p *Poller) interval(requests int) (interval, fastest time.Duration) {
 func (p *Poller) isResolving() bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return p.resolving
+	return p.st.Resolving
 }
 
 func (p *Poller) resolvedCount() int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return p.nResolved
+	return p.st.Resolved
 }
 
 // startResolve looks up, in a goroutine, the users without an object id (all,
@@ -455,15 +454,15 @@ func (p *Poller) startResolve(ctx context.Context, again bool) {
 		p.mu.Unlock()
 		return
 	}
-	p.resolving = true
-	p.unresolved = 0
+	p.st.Resolving = true
+	p.st.Unresolved = 0
 	p.mu.Unlock()
 	go func() {
 		if err := p.resolve(ctx, todo); err != nil && ctx.Err() == nil {
 			p.noteError(err)
 		}
 		p.mu.Lock()
-		p.resolving = false
+		p.st.Resolving = false
 		p.mu.Unlock()
 		p.wake()
 	}()
@@ -480,9 +479,9 @@ func (p *Poller) chunks() [][]string {
 		return p.chunked
 	}
 	p.dirty = false
-	ids := make([]string, 0, p.nResolved)
+	ids := make([]string, 0, p.st.Resolved)
 	for i, id := range p.ids {
-		if id != "" && p.primary(int32(i)) {
+		if p.primary(int32(i)) {
 			ids = append(ids, id)
 		}
 	}
@@ -615,7 +614,7 @@ func (p *Poller) readFresh(ctx context.Context) {
 	for p.inFlight < maxInFlight {
 		p.mu.Lock()
 		n := len(p.fresh)
-		ready := n >= p.o.MaxChunk || n > 0 && (!p.resolving || !p.o.Clock.Now().Before(p.freshAt.Add(freshWait)))
+		ready := n >= p.o.MaxChunk || n > 0 && (!p.st.Resolving || !p.o.Clock.Now().Before(p.freshAt.Add(freshWait)))
 		if !ready {
 			p.mu.Unlock()
 			return

@@ -28,15 +28,16 @@ import (
 // it comes, so polling starts with the first 300 users, not after the last.
 type lookupStep struct {
 	name string
-	per  int // values a request
+	per  int  // values a request
+	mail bool // finds users by their mail address, not their UPN
 	call func(context.Context, []string) (graph.Lookup, error)
 }
 
 func (p *Poller) lookupSteps() []lookupStep {
 	return []lookupStep{
-		{"userPrincipalName filter", graph.MaxBatch * graph.MaxFilterValues, p.o.Graph.FindByUPN},
-		{"mail filter", graph.MaxBatch * graph.MaxFilterValues, p.o.Graph.FindByMail},
-		{"lookup by UPN", graph.MaxBatch, p.o.Graph.LookupUPNs},
+		{"userPrincipalName filter", graph.MaxLookup, false, p.o.Graph.FindByUPN},
+		{"mail filter", graph.MaxLookup, true, p.o.Graph.FindByMail},
+		{"lookup by UPN", graph.MaxBatch, false, p.o.Graph.LookupUPNs},
 	}
 }
 
@@ -107,9 +108,9 @@ func (r *resolver) pauseFor(d time.Duration) {
 }
 
 // resolve looks up upns (lower case, from the users file) and applies what it
-// finds as each answer arrives. again marks a periodic re-resolve (ids already
-// known are replaced only when Graph names another). It returns only when every
-// value is found, unknown or left for later, or ctx ends.
+// finds as each answer arrives (an id already known is replaced only when Graph
+// names another). It returns only when every value is found, unknown or left
+// for later, or ctx ends.
 func (p *Poller) resolve(ctx context.Context, upns []string) error {
 	if len(upns) == 0 {
 		return nil
@@ -124,11 +125,11 @@ func (p *Poller) resolve(ctx context.Context, upns []string) error {
 
 	todo := upns
 	var given []string // left for later: Graph kept refusing their lookup
-	for i, st := range p.lookupSteps() {
+	for _, st := range p.lookupSteps() {
 		if len(todo) == 0 {
 			break
 		}
-		missing, failed, err := p.resolveStep(ctx, r, st, todo, i == 1, &byMail)
+		missing, failed, err := p.resolveStep(ctx, r, st, todo, &byMail)
 		if err != nil {
 			return err
 		}
@@ -137,7 +138,6 @@ func (p *Poller) resolve(ctx context.Context, upns []string) error {
 	}
 	p.markUnknown(todo)
 	p.mu.Lock()
-	p.unresolved = len(given)
 	if len(given) > 0 {
 		p.resolveRetry = p.o.Clock.Now().Add(resolveRetryWait)
 	}
@@ -179,7 +179,7 @@ func (p *Poller) logProgress(ctx context.Context, stop <-chan struct{}, total in
 
 // resolveStep runs one step over values: it returns the values the step did not
 // find (for the next step) and those whose requests failed for good.
-func (p *Poller) resolveStep(ctx context.Context, r *resolver, st lookupStep, values []string, mail bool, byMail *atomic.Int64) (missing, failed []string, err error) {
+func (p *Poller) resolveStep(ctx context.Context, r *resolver, st lookupStep, values []string, byMail *atomic.Int64) (missing, failed []string, err error) {
 	var jobs []resolveJob
 	for len(values) > 0 {
 		n := min(len(values), st.per)
@@ -212,7 +212,7 @@ func (p *Poller) resolveStep(ctx context.Context, r *resolver, st lookupStep, va
 						return
 					}
 				}
-				again, miss, fail, err := p.resolveOne(ctx, r, st, j, mail, byMail)
+				again, miss, fail, err := p.resolveOne(ctx, r, st, j, byMail)
 				if err != nil {
 					mu.Lock()
 					if firstErr == nil {
@@ -245,7 +245,7 @@ func (p *Poller) resolveStep(ctx context.Context, r *resolver, st lookupStep, va
 // to ask again (throttled or transiently failed values), what the step did not
 // find, and the values given up on after resolveTries failures. Its error is
 // only the state file's.
-func (p *Poller) resolveOne(ctx context.Context, r *resolver, st lookupStep, j resolveJob, mail bool, byMail *atomic.Int64) (again resolveJob, missing, failed []string, err error) {
+func (p *Poller) resolveOne(ctx context.Context, r *resolver, st lookupStep, j resolveJob, byMail *atomic.Int64) (again resolveJob, missing, failed []string, err error) {
 	if err := r.slot(ctx); err != nil {
 		return resolveJob{}, nil, nil, nil
 	}
@@ -259,7 +259,7 @@ func (p *Poller) resolveOne(ctx context.Context, r *resolver, st lookupStep, j r
 		p.noteError(fmt.Errorf("resolve users (%s): %w", st.name, err))
 		var te *graph.ThrottledError
 		var ie *graph.ItemError
-		if errors.As(err, &ie) && st.per > graph.MaxBatch {
+		if errors.As(err, &ie) && st.per == graph.MaxLookup { // a filter step
 			// A filter Graph would not take (a 400, or a 403 for one of its
 			// requests): the next step asks for these users another way.
 			return resolveJob{}, j.values, nil, nil
@@ -296,7 +296,7 @@ func (p *Poller) resolveOne(ctx context.Context, r *resolver, st lookupStep, j r
 	for _, v := range lk.Ambiguous {
 		p.o.Logger.Warn("Two or more Teams users have this mail address; give the user's UPN in the users file", "upn", v, "line", p.o.Users[p.byUPN[v]].Line)
 	}
-	if mail {
+	if st.mail {
 		byMail.Add(int64(len(lk.Found)))
 	}
 	return again, lk.Missing, failed, p.applyFound(lk.Found)
@@ -319,7 +319,6 @@ func (p *Poller) applyFound(found map[string]graph.User) error {
 		p.setID(i, u.ID)
 		entries[p.o.Users[i].UPN] = encodeResolved(resolved{ID: u.ID, UPN: upn, ResolvedAt: now})
 	}
-	p.st.Resolved = p.nResolved
 	p.mu.Unlock()
 	p.wake()
 	return p.o.Store.PutMany(store.BucketUserIDs, entries)
@@ -347,7 +346,6 @@ func (p *Poller) markUnknown(upns []string) {
 		p.setID(i, "")
 		entries[p.o.Users[i].UPN] = encodeResolved(resolved{UPN: upn, ResolvedAt: now, NotFound: true})
 	}
-	p.st.Resolved = p.nResolved
 	p.st.Unknown = p.st.Unknown[:0]
 	for i := range p.unknown {
 		p.st.Unknown = append(p.st.Unknown, p.o.Users[i].UPN)
