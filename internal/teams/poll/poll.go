@@ -798,33 +798,28 @@ func (p *Poller) noteError(err error) {
 // state (this read, when there was none in this run). A presence with an older
 // sequenceNumber than the one already read is not taken.
 func (p *Poller) diff(ps []graph.Presence, changes []presence.Change) []presence.Change {
-	nowT := p.o.Clock.Now().UTC()
-	now := nowT.UnixNano()
-	stale := 0
+	now := p.o.Clock.Now().UnixNano()
 	p.mu.Lock()
-	defer func() {
-		p.st.OutOfOrder += stale
-		p.mu.Unlock()
-	}()
+	defer p.mu.Unlock()
 	for k := range ps {
 		gp := &ps[k]
 		i, ok := p.byID[gp.ID]
 		if !ok {
 			continue
 		}
-		changes = p.diffUser(i, gp, now, nowT, changes, &stale)
+		changes = p.diffUser(i, gp, now, changes)
 		for _, j := range p.twins[gp.ID] {
-			changes = p.diffUser(j, gp, now, nowT, changes, &stale)
+			changes = p.diffUser(j, gp, now, changes)
 		}
 	}
 	return changes
 }
 
 // diffUser is diff for user i (p.mu held).
-func (p *Poller) diffUser(i int32, gp *graph.Presence, now int64, nowT time.Time, changes []presence.Change, stale *int) []presence.Change {
+func (p *Poller) diffUser(i int32, gp *graph.Presence, now int64, changes []presence.Change) []presence.Change {
 	s := &p.states[i]
 	if gp.SequenceNumber != "" && s.seq != "" && gp.SequenceNumber < s.seq {
-		*stale++
+		p.st.OutOfOrder++
 		return changes
 	}
 	upn := p.o.Users[i].UPN
@@ -836,9 +831,7 @@ func (p *Poller) diffUser(i int32, gp *graph.Presence, now int64, nowT time.Time
 	if !okB {
 		p.logValueOnce("activity", gp.Activity, upn)
 	}
-	if gp.SequenceNumber != s.seq {
-		s.seq = gp.SequenceNumber
-	}
+	s.seq = gp.SequenceNumber
 	before := s.seen
 	if s.known && s.av == av && s.act == act && s.ooo == gp.OutOfOffice {
 		s.seen = now
@@ -851,9 +844,7 @@ func (p *Poller) diffUser(i int32, gp *graph.Presence, now int64, nowT time.Time
 		at = before + (now-before)/2
 	}
 	s.av, s.act, s.ooo, s.known, s.changed = av, act, gp.OutOfOffice, true, at
-	cur := s.state(upn)
-	cur.Seen = nowT
-	changes = append(changes, presence.Change{User: p.o.Users[i], Previous: prev, Current: cur})
+	changes = append(changes, presence.Change{User: p.o.Users[i], Previous: prev, Current: s.state(upn)})
 	p.changed = append(p.changed, i)
 	return changes
 }
